@@ -1,0 +1,1 @@
+"""Capturing what a task try used: sessions, worker process usage, hook lineage, safety helpers."""

@@ -1,0 +1,86 @@
+"""One CaptureSession per task try: opened when the task starts running, finalized once at its end.
+
+Instrumentations add usage to the current session; the listener and the OpenLineage facet function
+both finalize through it, and whichever comes first computes the result the other one reuses.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections import OrderedDict
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_cost_provider.capture.identity import TaskTry, TryKey
+from airflow_cost_provider.capture.worker import ProcessSample
+from airflow_cost_provider.pricing.model import Usage
+
+# Sessions are kept after finalize so the OpenLineage listener can still read the result; a worker
+# runs one task per process, `airflow dags test` many: keep a bounded number.
+MAX_SESSIONS = 256
+
+
+@dataclass
+class CaptureSession:
+    task_try: TaskTry
+    start: ProcessSample
+    hook_lineage_mark: Any = None
+    capture_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    pid: int = field(default_factory=os.getpid)
+    usage: list[Usage] = field(default_factory=list)
+    result: Any = None  # CostResult once finalized
+    stored_by_pid: int | None = None  # the process that wrote this capture to the ledger
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self, usage: Usage) -> None:
+        with self.lock:
+            self.usage.append(usage)
+
+
+_sessions: OrderedDict[TryKey, CaptureSession] = OrderedDict()
+_sessions_lock = threading.Lock()
+_current: ContextVar[CaptureSession | None] = ContextVar("cost_provider_session", default=None)
+
+
+def open_session(task_try: TaskTry, start: ProcessSample, hook_lineage_mark: Any = None) -> CaptureSession:
+    session = CaptureSession(task_try, start, hook_lineage_mark)
+    with _sessions_lock:
+        _sessions.pop(task_try.key, None)
+        _sessions[task_try.key] = session
+        while len(_sessions) > MAX_SESSIONS:
+            _sessions.popitem(last=False)
+    _current.set(session)
+    return session
+
+
+def get_session(key: TryKey) -> CaptureSession | None:
+    with _sessions_lock:
+        return _sessions.get(key)
+
+
+def current_session() -> CaptureSession | None:
+    """The session of the task running in this context, or the only one of this process."""
+    session = _current.get()
+    if session is not None:
+        return session
+    with _sessions_lock:
+        unfinished = [s for s in _sessions.values() if s.result is None]
+    return unfinished[0] if len(unfinished) == 1 else None
+
+
+def record_usage(usage: Usage) -> bool:
+    """Add usage to the running task's session; False when no task is being captured here."""
+    session = current_session()
+    if session is None:
+        return False
+    session.record(usage)
+    return True
+
+
+def clear_sessions() -> None:
+    with _sessions_lock:
+        _sessions.clear()
+    _current.set(None)

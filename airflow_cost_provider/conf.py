@@ -1,0 +1,137 @@
+"""The only reader of the [cost_provider] configuration section: one cached getter per option.
+
+Bad values raise ConfigError naming the option; callers decide whether that disables cost tracking.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from decimal import Decimal
+from pathlib import Path
+
+from airflow_cost_provider.get_provider_info import CONFIG_OPTIONS
+from airflow_cost_provider.pricing.money import is_currency, to_decimal
+
+SECTION = "cost_provider"
+_TRUE = {"true", "t", "1", "yes", "y", "on"}
+_FALSE = {"false", "f", "0", "no", "n", "off"}
+
+
+class ConfigError(ValueError):
+    """A [cost_provider] option with a value that cannot be used."""
+
+
+def _raw(option: str) -> str:
+    from airflow.providers.common.compat.sdk import conf
+
+    value = conf.get(SECTION, option, fallback=CONFIG_OPTIONS[option]["default"])
+    return "" if value is None else str(value).strip()
+
+
+def _bool(option: str) -> bool:
+    value = _raw(option).lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"[{SECTION}] {option} = {value!r} is not a boolean (True or False)")
+
+
+def _decimal(option: str, positive: bool = True) -> Decimal:
+    value = _raw(option)
+    try:
+        number = to_decimal(value)
+    except ValueError:
+        raise ConfigError(f"[{SECTION}] {option} = {value!r} is not a number") from None
+    if positive and number <= 0:
+        raise ConfigError(f"[{SECTION}] {option} = {value!r} must be greater than zero")
+    return number
+
+
+@functools.cache
+def enabled() -> bool:
+    return _bool("enabled")
+
+
+@functools.cache
+def ledger_conn() -> str:
+    return _raw("ledger_conn")
+
+
+def default_ledger_url() -> str:
+    home = os.environ.get("AIRFLOW_HOME") or str(Path("~/airflow").expanduser())
+    return f"sqlite:///{Path(home) / 'cost_ledger.db'}"
+
+
+@functools.cache
+def price_book_path() -> str | None:
+    return _raw("price_book_path") or None
+
+
+@functools.cache
+def tagging_enabled() -> bool:
+    return _bool("tagging_enabled")
+
+
+@functools.cache
+def disabled_sources() -> frozenset[str]:
+    return frozenset(s.strip() for s in _raw("disabled_sources").split(",") if s.strip())
+
+
+def source_enabled(source: str) -> bool:
+    return source not in disabled_sources()
+
+
+@functools.cache
+def finalize_timeout() -> float:
+    return float(_decimal("finalize_timeout"))
+
+
+@functools.cache
+def capture_hook_lineage() -> bool:
+    return _bool("capture_hook_lineage")
+
+
+@functools.cache
+def worker_vcpu_hour_rate() -> Decimal:
+    return _decimal("worker_vcpu_hour_rate")
+
+
+@functools.cache
+def worker_memory_gib_hour_rate() -> Decimal:
+    return _decimal("worker_memory_gib_hour_rate")
+
+
+@functools.cache
+def worker_rate_currency() -> str:
+    value = _raw("worker_rate_currency")
+    if not is_currency(value):
+        raise ConfigError(f"[{SECTION}] worker_rate_currency = {value!r} is not an ISO 4217 code like USD")
+    return value
+
+
+@functools.cache
+def listener_order() -> str:
+    value = _raw("listener_order").lower()
+    if value not in ("first", "last"):
+        raise ConfigError(f"[{SECTION}] listener_order = {value!r} must be 'first' or 'last'")
+    return value
+
+
+def clear_cache() -> None:
+    """Forget every cached value (tests and long-lived processes that reload configuration)."""
+    for getter in (
+        enabled,
+        ledger_conn,
+        price_book_path,
+        tagging_enabled,
+        disabled_sources,
+        finalize_timeout,
+        capture_hook_lineage,
+        worker_vcpu_hour_rate,
+        worker_memory_gib_hour_rate,
+        worker_rate_currency,
+        listener_order,
+    ):
+        getter.cache_clear()

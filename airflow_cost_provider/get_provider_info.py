@@ -1,0 +1,103 @@
+"""Provider metadata read by Airflow's providers manager, with the documented [cost_provider] options."""
+
+from __future__ import annotations
+
+from airflow_cost_provider.version import __version__
+
+WORKER_RATE_SOURCE = "https://aws.amazon.com/fargate/pricing/"
+
+
+def _option(description: str, type_: str, default: str, example: str | None = None, **extra) -> dict:
+    return {
+        "description": description,
+        "version_added": "0.1.0",
+        "type": type_,
+        "example": example,
+        "default": default,
+        **extra,
+    }
+
+
+CONFIG_OPTIONS: dict[str, dict] = {
+    "enabled": _option(
+        "Capture and price every task run. False registers no listener and no hook-lineage reader.",
+        "boolean",
+        "True",
+    ),
+    "ledger_conn": _option(
+        "Where the cost ledger lives: an SQLAlchemy URL (postgresql://..., sqlite:////path) or the id of "
+        "an Airflow connection. Empty means an SQLite file cost_ledger.db in AIRFLOW_HOME. The ledger is "
+        "its own database: Airflow 3 tasks cannot reach the metadata database.",
+        "string",
+        "",
+        example="postgresql://cost:***@ledger-db:5432/cost",
+        sensitive=True,
+    ),
+    "price_book_path": _option(
+        "A YAML price book whose entries replace the shipped list prices with the same source, metric, "
+        "match and effective_date, and add new ones. A malformed file stops the provider from pricing "
+        "with an error naming the file, the entry and the problem.",
+        "string",
+        "",
+        example="/opt/airflow/config/prices.yaml",
+    ),
+    "tagging_enabled": _option(
+        "Tag work at the source (SQL comments, query tags, job labels) with the task's identity.",
+        "boolean",
+        "True",
+    ),
+    "disabled_sources": _option(
+        "Comma-separated sources not to capture, e.g. airflow_worker,bigquery.",
+        "string",
+        "",
+        example="airflow_worker,snowflake",
+    ),
+    "finalize_timeout": _option(
+        "Seconds a task may spend at its end on cost capture, pricing and the ledger write. Past it the "
+        "task goes on and a warning is logged.",
+        "float",
+        "5.0",
+    ),
+    "capture_hook_lineage": _option(
+        "Read the query and job ids that provider hooks report through Airflow's hook lineage.",
+        "boolean",
+        "True",
+    ),
+    "worker_vcpu_hour_rate": _option(
+        "Price of one vCPU-hour of the task process's CPU time (user + system). Default: AWS Fargate, "
+        f"Linux/x86, us-east-1 on-demand, per vCPU-hour ({WORKER_RATE_SOURCE}).",
+        "string",
+        "0.04048",
+    ),
+    "worker_memory_gib_hour_rate": _option(
+        "Price of one GiB-hour of memory: the task process's peak resident memory held for the task's wall "
+        f"time. Default: AWS Fargate, Linux/x86, us-east-1 on-demand, per GB-hour ({WORKER_RATE_SOURCE}).",
+        "string",
+        "0.004445",
+    ),
+    "worker_rate_currency": _option("Currency of the two worker rates.", "string", "USD"),
+    "listener_order": _option(
+        "Where the cost listener runs among the task listeners: first (default) or last. Either way the "
+        "costProvider_cost facet and the ledger agree; see the README.",
+        "string",
+        "first",
+    ),
+}
+
+
+def get_provider_info() -> dict:
+    return {
+        "package-name": "airflow-cost-provider",
+        "name": "Cost Provider",
+        "description": "Attributes cost to every task run and puts it on the OpenLineage events Airflow emits.",
+        "plugins": [
+            {"name": "cost_provider", "plugin-class": "airflow_cost_provider.plugin.CostProviderPlugin"}
+        ],
+        "config": {
+            "cost_provider": {
+                "description": "Cost capture, pricing and the cost ledger.",
+                "options": CONFIG_OPTIONS,
+            }
+        },
+        "versions": [__version__],
+    }

@@ -1,0 +1,1 @@
+"""The cost ledger: its own database (SQLite by default, PostgreSQL in production)."""

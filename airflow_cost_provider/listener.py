@@ -1,0 +1,53 @@
+"""Thin task-instance hookimpls. Each is guarded: pluggy stops calling the remaining listeners when one
+raises, which would silence the OpenLineage listener, so nothing escapes from here.
+
+Ordering with the OpenLineage listener: by default these hookimpls are `tryfirst`, so the cost is
+finalized (and the ledger written) before the OpenLineage listener forks to emit COMPLETE/FAIL, and
+its `get_cost_run_facets` call reuses the result. With `listener_order = last` the OpenLineage child
+finalizes first, measuring this process by pid and writing the ledger itself; this listener's own
+finalize then finds that capture already stored and leaves it, so ledger and facet still agree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.providers.common.compat.sdk import hookimpl
+
+from airflow_cost_provider import tracker
+from airflow_cost_provider.capture.safety import guarded
+
+
+@guarded("finalizing the cost capture")
+def _finalize(task_instance: Any, state: str) -> None:
+    tracker.finalize(task_instance, tracker.terminal_state(task_instance, state))
+
+
+def _listener_class(name: str, **order: bool) -> type:
+    class CostListener:
+        @hookimpl(**order)
+        def on_task_instance_running(self, previous_state: Any, task_instance: Any) -> None:
+            tracker.start(task_instance)
+
+        @hookimpl(**order)
+        def on_task_instance_success(self, previous_state: Any, task_instance: Any) -> None:
+            _finalize(task_instance, "success")
+
+        @hookimpl(**order)
+        def on_task_instance_failed(self, previous_state: Any, task_instance: Any, error: Any) -> None:
+            _finalize(task_instance, "failed")
+
+        @hookimpl(**order)
+        def on_task_instance_skipped(self, previous_state: Any, task_instance: Any) -> None:
+            _finalize(task_instance, "skipped")
+
+    CostListener.__name__ = CostListener.__qualname__ = name
+    return CostListener
+
+
+RunsFirstCostListener = _listener_class("RunsFirstCostListener", tryfirst=True)
+RunsLastCostListener = _listener_class("RunsLastCostListener", trylast=True)
+
+
+def make_listener(order: str) -> Any:
+    return (RunsLastCostListener if order == "last" else RunsFirstCostListener)()

@@ -1,0 +1,200 @@
+"""The versioned price book: shipped list prices, overridden entry by entry from a user's YAML file.
+
+A malformed book raises PriceBookError naming the file, the entry and the problem; nothing is
+partially loaded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import yaml
+
+from airflow_cost_provider.pricing.model import Price, Usage
+from airflow_cost_provider.pricing.money import is_currency, to_decimal
+from airflow_cost_provider.pricing.units import UnknownUnitError, get_unit
+
+SHIPPED_PRICE_BOOK = "price_book.yaml"
+_REQUIRED = ("source", "metric", "unit", "amount", "currency")
+_KNOWN_KEYS = set(_REQUIRED) | {"effective_date", "source_url", "region", "match", "note"}
+
+
+class PriceBookError(ValueError):
+    """A price book that cannot be used, with the file and entry at fault."""
+
+
+PriceKey = tuple[str, str, tuple[tuple[str, str], ...]]
+
+
+@dataclass(frozen=True)
+class PriceBook:
+    version: str
+    prices: tuple[Price, ...]
+    factors: Mapping[str, Mapping[str, Decimal]]
+
+    def __post_init__(self) -> None:
+        index: dict[tuple[str, str], list[Price]] = {}
+        for price in self.prices:
+            index.setdefault((price.source, price.metric), []).append(price)
+        object.__setattr__(self, "_index", index)
+
+    def candidates(self, source: str, metric: str) -> list[Price]:
+        return self._index.get((source, metric), [])  # type: ignore[attr-defined]
+
+    def find(self, usage: Usage) -> Price | None:
+        """The price for this usage: its `match` is a subset of the usage's attributes; the most
+        specific match wins, then the latest effective date not after the usage started. Usage older
+        than every matching entry takes the earliest one: the book's best knowledge of that price."""
+        on_day = (usage.start_time or usage.end_time or dt.datetime.now(dt.timezone.utc)).date()
+        matching = [
+            price
+            for price in self.candidates(usage.source, usage.metric)
+            if all(str(usage.attributes.get(key)) == value for key, value in price.match)
+        ]
+        if not matching:
+            return None
+        most_specific = max(len(price.match) for price in matching)
+        matching = [price for price in matching if len(price.match) == most_specific]
+        in_effect = [p for p in matching if p.effective_date is None or p.effective_date <= on_day]
+        if in_effect:
+            return max(in_effect, key=lambda price: price.effective_date or dt.date.min)
+        return min(matching, key=lambda price: price.effective_date or dt.date.min)
+
+    def factor(self, table: str, key: str) -> Decimal | None:
+        return self.factors.get(table, {}).get(key)
+
+    def with_prices(self, extra: Iterable[Price]) -> PriceBook:
+        """This book plus prices defined elsewhere (config options), replacing same-key entries."""
+        merged = {_key(p): p for p in self.prices}
+        merged.update({_key(p): p for p in extra})
+        return PriceBook(self.version, tuple(merged.values()), self.factors)
+
+
+def _key(price: Price) -> tuple[Any, ...]:
+    return (price.source, price.metric, price.match, price.effective_date)
+
+
+def _fail(origin: str, problem: str) -> PriceBookError:
+    return PriceBookError(f"price book {origin}: {problem}")
+
+
+def _parse_price(raw: Any, version: str, origin: str) -> Price:
+    if not isinstance(raw, Mapping):
+        raise _fail(origin, f"must be a mapping, got {type(raw).__name__}")
+    missing = [k for k in _REQUIRED if raw.get(k) in (None, "")]
+    if missing:
+        raise _fail(origin, f"missing required field(s): {', '.join(missing)}")
+    unknown = sorted(set(raw) - _KNOWN_KEYS)
+    if unknown:
+        raise _fail(origin, f"unknown field(s): {', '.join(unknown)}")
+    for name in ("source", "metric", "unit"):
+        if not isinstance(raw[name], str):
+            raise _fail(origin, f"{name} must be a string")
+    try:
+        get_unit(raw["unit"])
+    except UnknownUnitError as err:
+        raise _fail(origin, str(err)) from None
+    if isinstance(raw["amount"], float):
+        raise _fail(origin, f"amount {raw['amount']!r} must be a quoted string so it stays exact")
+    try:
+        amount = to_decimal(raw["amount"])
+    except ValueError as err:
+        raise _fail(origin, f"amount: {err}") from None
+    if amount < 0:
+        raise _fail(origin, f"amount {amount} is negative")
+    if not is_currency(raw["currency"]):
+        raise _fail(origin, f"currency {raw['currency']!r} is not an ISO 4217 code like USD")
+    effective = raw.get("effective_date")
+    if effective is not None:
+        if isinstance(effective, str):
+            try:
+                effective = dt.date.fromisoformat(effective)
+            except ValueError:
+                raise _fail(origin, f"effective_date {effective!r} is not an ISO date") from None
+        elif not isinstance(effective, dt.date):
+            raise _fail(origin, f"effective_date {effective!r} is not an ISO date")
+    url = raw.get("source_url")
+    if url is not None and (not isinstance(url, str) or urlparse(url).scheme not in ("http", "https")):
+        raise _fail(origin, f"source_url {url!r} is not an http(s) URL")
+    match = raw.get("match") or {}
+    if not isinstance(match, Mapping) or not all(isinstance(k, str) for k in match):
+        raise _fail(origin, "match must be a mapping of attribute names to values")
+    return Price(
+        source=raw["source"],
+        metric=raw["metric"],
+        unit=raw["unit"],
+        amount=amount,
+        currency=raw["currency"],
+        book_version=version,
+        effective_date=effective,
+        source_url=url,
+        match=tuple(sorted((k, str(v)) for k, v in match.items())),
+        origin=origin,
+    )
+
+
+def _parse_factors(raw: Any, name: str) -> dict[str, dict[str, Decimal]]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise _fail(f"{name} factors", "must be a mapping of table name to {key: number}")
+    tables: dict[str, dict[str, Decimal]] = {}
+    for table, values in raw.items():
+        if not isinstance(values, Mapping):
+            raise _fail(f"{name} factors.{table}", "must be a mapping of key to number")
+        try:
+            tables[str(table)] = {str(k): to_decimal(v) for k, v in values.items()}
+        except ValueError as err:
+            raise _fail(f"{name} factors.{table}", str(err)) from None
+    return tables
+
+
+def parse_price_book(text: str, name: str) -> PriceBook:
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise PriceBookError(f"price book {name}: not valid YAML: {err}") from None
+    if not isinstance(document, Mapping) or not isinstance(document.get("prices"), list):
+        raise PriceBookError(f"price book {name}: must be a mapping with a 'prices' list")
+    version = str(document.get("version") or "").strip()
+    if not version:
+        raise PriceBookError(f"price book {name}: missing 'version'")
+    prices: dict[tuple[Any, ...], Price] = {}
+    for index, raw in enumerate(document["prices"]):
+        label = f"{raw.get('source')}/{raw.get('metric')}" if isinstance(raw, Mapping) else "?"
+        price = _parse_price(raw, version, f"{name} entry #{index + 1} ({label})")
+        if _key(price) in prices:
+            raise _fail(
+                price.origin,
+                f"duplicates {prices[_key(price)].origin}: same source, metric, match and effective_date",
+            )
+        prices[_key(price)] = price
+    return PriceBook(version, tuple(prices.values()), _parse_factors(document.get("factors"), name))
+
+
+def load_shipped() -> PriceBook:
+    text = resources.files("airflow_cost_provider.pricing").joinpath(SHIPPED_PRICE_BOOK).read_text("utf-8")
+    return parse_price_book(text, SHIPPED_PRICE_BOOK)
+
+
+def load_price_book(override_path: str | Path | None = None) -> PriceBook:
+    """The shipped book, with the entries of the user's file replacing those of the same key."""
+    book = load_shipped()
+    if not override_path:
+        return book
+    path = Path(override_path)
+    try:
+        text = path.read_text("utf-8")
+    except OSError as err:
+        raise PriceBookError(f"price book {path}: cannot be read: {err.strerror or err}") from None
+    user = parse_price_book(text, str(path))
+    merged = book.with_prices(user.prices)
+    factors = {**book.factors, **{t: {**book.factors.get(t, {}), **v} for t, v in user.factors.items()}}
+    return PriceBook(f"{book.version}+{user.version}", merged.prices, factors)

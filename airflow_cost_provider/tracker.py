@@ -1,0 +1,173 @@
+"""Starting and finalizing the capture of a task try: measure, price, keep the result, write the ledger.
+
+Each step is guarded on its own so one failure loses only its own part: a failed capture step keeps
+the other usage, failed pricing keeps all usage as unpriced, a failed ledger write keeps the facet.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+import os
+import socket
+import threading
+import time
+from decimal import Decimal
+from typing import Any
+
+from airflow_cost_provider import conf
+from airflow_cost_provider.capture import hook_lineage, worker
+from airflow_cost_provider.capture.identity import task_try_from_ti, try_key
+from airflow_cost_provider.capture.safety import guarded, report_failure
+from airflow_cost_provider.capture.session import CaptureSession, get_session, open_session
+from airflow_cost_provider.get_provider_info import CONFIG_OPTIONS, WORKER_RATE_SOURCE
+from airflow_cost_provider.pricing import PriceBook, PriceBookError, Unpriced, Usage, estimate_all
+from airflow_cost_provider.pricing.model import Price
+from airflow_cost_provider.pricing.price_book import load_price_book
+from airflow_cost_provider.result import CostResult
+
+log = logging.getLogger("airflow_cost_provider")
+
+
+def worker_prices() -> list[Price]:
+    """The worker rates from [cost_provider], as prices; the shipped defaults name their source."""
+    currency = conf.worker_rate_currency()
+    prices = []
+    for metric, unit, option, rate in (
+        ("cpu_time", "vCPU-hour", "worker_vcpu_hour_rate", conf.worker_vcpu_hour_rate()),
+        ("memory_time", "GiB-hour", "worker_memory_gib_hour_rate", conf.worker_memory_gib_hour_rate()),
+    ):
+        is_default = rate == Decimal(CONFIG_OPTIONS[option]["default"]) and currency == "USD"
+        prices.append(
+            Price(
+                source=worker.SOURCE,
+                metric=metric,
+                unit=unit,
+                amount=rate,
+                currency=currency,
+                book_version="config",
+                source_url=WORKER_RATE_SOURCE if is_default else None,
+                origin=f"[cost_provider] {option}",
+            )
+        )
+    return prices
+
+
+@functools.cache
+def price_book() -> PriceBook:
+    """The shipped book, the user's overrides, and the worker rates. Raises PriceBookError."""
+    return load_price_book(conf.price_book_path()).with_prices(worker_prices())
+
+
+def ledger_url() -> str:
+    from airflow_cost_provider.ledger.store import resolve_url
+
+    return resolve_url(conf.ledger_conn(), conf.default_ledger_url())
+
+
+def terminal_state(ti: Any, hinted: str) -> str:
+    """The task's own state when it says more than the hook that reported it (failed -> up_for_retry)."""
+    state = str(getattr(getattr(ti, "state", None), "value", getattr(ti, "state", None)) or "").lower()
+    return state if state in ("success", "failed", "up_for_retry", "skipped") else hinted
+
+
+@guarded("opening the cost capture")
+def start(ti: Any) -> CaptureSession | None:
+    mark = _hook_lineage_mark()
+    return open_session(task_try_from_ti(ti), worker.sample(), mark)
+
+
+@guarded("reading hook lineage at task start")
+def _hook_lineage_mark() -> list[int] | None:
+    return hook_lineage.mark() if conf.capture_hook_lineage() else None
+
+
+def finalize(ti: Any, state: str) -> CostResult | None:
+    """Cost the task try once; later calls (the other listener, a forked child) reuse the result."""
+    session = get_session(try_key(ti))
+    if session is None:
+        return None
+    deadline = time.monotonic() + conf.finalize_timeout()
+    with session.lock:
+        if session.result is None:
+            session.result = _compute(session, state)
+    if session.stored_by_pid is None:
+        _store_within(session, deadline)
+    return session.result
+
+
+def _compute(session: CaptureSession, state: str) -> CostResult:
+    end = _guarded_sample(session.pid)
+    usages: list[Usage] = list(session.usage)
+    if end is not None and conf.source_enabled(worker.SOURCE):
+        usages += _guarded_worker_usage(session.start, end) or []
+    if session.hook_lineage_mark is not None:
+        usages += _guarded_hook_lineage(session.hook_lineage_mark) or []
+    usages = [u for u in usages if conf.source_enabled(u.source)]
+    lines, unpriced = _price(usages)
+    end_time = end.at if end is not None else dt.datetime.now(dt.timezone.utc)
+    return CostResult(
+        task_try=session.task_try,
+        capture_id=session.capture_id,
+        state=state,
+        start_time=session.start.at,
+        end_time=end_time,
+        hostname=socket.gethostname(),
+        lines=tuple(lines),
+        unpriced=tuple(unpriced),
+    )
+
+
+@guarded("measuring the worker process")
+def _guarded_sample(pid: int) -> worker.ProcessSample:
+    return worker.sample(pid)
+
+
+@guarded("measuring the worker process")
+def _guarded_worker_usage(start: worker.ProcessSample, end: worker.ProcessSample) -> list[Usage]:
+    return worker.usage_between(start, end)
+
+
+@guarded("reading hook lineage")
+def _guarded_hook_lineage(mark: list[int]) -> list[Usage]:
+    return hook_lineage.usage_since(mark, dt.datetime.now(dt.timezone.utc))
+
+
+def _price(usages: list[Usage]):
+    try:
+        return estimate_all(usages, price_book())
+    except PriceBookError as error:
+        reason = f"price book unusable: {error}"
+    except Exception as error:
+        report_failure("pricing", error)
+        reason = f"pricing failed: {type(error).__name__}: {error}"
+    return [], [Unpriced(usage, reason) for usage in usages]
+
+
+def _store_within(session: CaptureSession, deadline: float) -> None:
+    """Write the ledger in a helper thread so a slow or hung database cannot hold the task past the
+    time budget; the database driver's own timeouts end the thread soon after."""
+    outcome: list[BaseException | None] = []
+
+    def write() -> None:
+        try:
+            from airflow_cost_provider.ledger.store import get_engine, store
+
+            store(get_engine(ledger_url(), timeout=conf.finalize_timeout()), session.result)
+            outcome.append(None)
+        except BaseException as error:  # reported by the waiting thread
+            outcome.append(error)
+
+    thread = threading.Thread(target=write, name="cost-ledger-write", daemon=True)
+    thread.start()
+    thread.join(max(0.0, deadline - time.monotonic()))
+    if not outcome:
+        report_failure(
+            "writing the cost ledger",
+            TimeoutError(f"not done within finalize_timeout={conf.finalize_timeout()}s"),
+        )
+    elif outcome[0] is not None:
+        report_failure("writing the cost ledger", outcome[0])
+    else:
+        session.stored_by_pid = os.getpid()
