@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
-import os
 import socket
 import threading
 import time
@@ -92,7 +91,8 @@ def finalize(ti: Any, state: str) -> CostResult | None:
     with session.lock:
         if session.result is None:
             session.result = _compute(session, state)
-    if session.stored_by_pid is None:
+    if not session.ledger_write_attempted:
+        session.ledger_write_attempted = True
         _store_within(session, deadline)
     return session.result
 
@@ -169,5 +169,3 @@ def _store_within(session: CaptureSession, deadline: float) -> None:
         )
     elif outcome[0] is not None:
         report_failure("writing the cost ledger", outcome[0])
-    else:
-        session.stored_by_pid = os.getpid()

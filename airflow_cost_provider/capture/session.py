@@ -32,7 +32,9 @@ class CaptureSession:
     pid: int = field(default_factory=os.getpid)
     usage: list[Usage] = field(default_factory=list)
     result: Any = None  # CostResult once finalized
-    stored_by_pid: int | None = None  # the process that wrote this capture to the ledger
+    # set by the first process that tried to write this capture, even if it failed: a forked child
+    # must not spend a second time budget on a database that just refused or timed out
+    ledger_write_attempted: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def record(self, usage: Usage) -> None:

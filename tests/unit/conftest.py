@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+import pytest
+
+from airflow_cost_provider import conf, tracker
+from airflow_cost_provider.capture import safety, session
+from airflow_cost_provider.ledger import store
+
+
+@pytest.fixture(autouse=True)
+def fresh_provider_state(monkeypatch, tmp_path):
+    """Each test gets its own ledger file, empty caches and no leftover sessions."""
+    monkeypatch.setenv("AIRFLOW__COST_PROVIDER__LEDGER_CONN", f"sqlite:///{tmp_path / 'ledger.db'}")
+    conf.clear_cache()
+    tracker.price_book.cache_clear()
+    session.clear_sessions()
+    safety.failures.clear()
+    yield
+    conf.clear_cache()
+    tracker.price_book.cache_clear()
+    session.clear_sessions()
+    store.dispose_engines()
