@@ -135,6 +135,7 @@ def test_power_of_ten_ratios_round_trip_both_ways(small, large):
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,
     reason="BUG units.py:102 convert() divides in the ambient 28-digit Decimal context, so byte->TiB "
     "(an exactly representable result: 3/2**40 has 29 significant digits) is rounded, not exact",
 )
@@ -151,5 +152,7 @@ def test_pricing_package_imports_no_airflow():
         "bad = sorted(m for m in sys.modules if m == 'airflow' or m.startswith('airflow.'))\n"
         "assert not bad, bad\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 0, result.stderr
