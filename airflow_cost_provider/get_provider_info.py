@@ -34,8 +34,8 @@ CONFIG_OPTIONS: dict[str, dict] = {
         sensitive=True,
     ),
     "price_book_path": _option(
-        "A YAML price book whose entries replace the shipped list prices with the same source, metric, "
-        "match and effective_date, and add new ones. A malformed file stops the provider from pricing "
+        "A YAML price book whose entries replace the shipped list prices with the same source, metric "
+        "and match, and add new ones. A malformed file stops the provider from pricing "
         "with an error naming the file, the entry and the problem.",
         "string",
         "",

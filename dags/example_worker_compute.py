@@ -25,7 +25,7 @@ def _burn_cpu(seconds_of_hashing: int) -> str:
     schedule="@daily",
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
-    tags=["cost-provider", "example"],
+    tags=["cost-provider", "example", "local"],
 )
 def example_worker_compute():
     @task

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from airflow_cost_provider.pricing.model import CostLine, Method, Unpriced, Usage
-from airflow_cost_provider.pricing.money import quantize_amount
+from airflow_cost_provider.pricing.money import EXACT, quantize_amount
 from airflow_cost_provider.pricing.price_book import PriceBook
-from airflow_cost_provider.pricing.units import IncompatibleUnitsError, UnknownUnitError, convert
+from airflow_cost_provider.pricing.units import IncompatibleUnitsError, UnknownUnitError, conversion
 
 # Usage whose own record says how it was computed (a platform that reports money or credits itself).
 METHOD_ATTRIBUTE = "cost_method"
@@ -22,10 +22,11 @@ def estimate(usage: Usage, book: PriceBook, method: Method = "list_price") -> Co
         reason = f"no price for {usage.source}/{usage.metric}{_selector(usage, book)}"
         return Unpriced(usage, f"{reason}: {hint}" if hint else reason)
     try:
-        quantity = convert(usage.quantity, usage.unit, price.unit)
+        multiplier, divisor = conversion(usage.unit, price.unit)
     except (UnknownUnitError, IncompatibleUnitsError) as err:
         return Unpriced(usage, f"price {price.ref} does not fit the usage: {err}")
-    amount = quantize_amount(quantity * price.amount)
+    # one division, last: quantity x price is exact, so only the final quantize rounds
+    amount = quantize_amount(EXACT.divide(EXACT.multiply(EXACT.multiply(usage.quantity, multiplier), price.amount), divisor))
     return CostLine(
         usage=usage,
         amount=amount,

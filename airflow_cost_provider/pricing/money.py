@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
 from typing import NamedTuple
 
 # Line amounts are kept to the nano-unit: far below any billed amount, and exact in an integer column.
 AMOUNT_QUANTUM = Decimal("1e-9")
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_CURRENCY = re.compile(r"[A-Z]{3}")
 
 
 class CurrencyMismatchError(ValueError):
@@ -29,7 +29,7 @@ class Money(NamedTuple):
 
 
 def is_currency(code: object) -> bool:
-    return isinstance(code, str) and bool(_CURRENCY.match(code))
+    return isinstance(code, str) and bool(_CURRENCY.fullmatch(code))
 
 
 def to_decimal(value: object) -> Decimal:
@@ -52,8 +52,12 @@ def to_decimal(value: object) -> Decimal:
     return result
 
 
+# Enough digits that unit conversion and pricing never round before the final quantize.
+EXACT = Context(prec=80, rounding=ROUND_HALF_EVEN, Emax=10**6, Emin=-(10**6))
+
+
 def quantize_amount(amount: Decimal) -> Decimal:
-    return amount.quantize(AMOUNT_QUANTUM, rounding=ROUND_HALF_EVEN)
+    return amount.quantize(AMOUNT_QUANTUM, rounding=ROUND_HALF_EVEN, context=EXACT)
 
 
 def sum_money(items: Iterable[Money]) -> Money | None:

@@ -49,23 +49,24 @@ class PriceBook:
         return self._index.get((source, metric), [])  # type: ignore[attr-defined]
 
     def find(self, usage: Usage) -> Price | None:
-        """The price for this usage: its `match` is a subset of the usage's attributes; the most
-        specific match wins, then the latest effective date not after the usage started. Usage older
-        than every matching entry takes the earliest one: the book's best knowledge of that price."""
+        """The price for this usage. Candidates: entries whose `match` is a subset of the usage's
+        attributes. Among those in effect on the usage's day, the most specific wins, then the latest
+        effective date. Usage older than every candidate takes the most specific, earliest one: the
+        book's best knowledge of that price."""
         on_day = (usage.start_time or usage.end_time or dt.datetime.now(dt.timezone.utc)).date()
         matching = [
             price
             for price in self.candidates(usage.source, usage.metric)
-            if all(str(usage.attributes.get(key)) == value for key, value in price.match)
+            if all(
+                key in usage.attributes and str(usage.attributes[key]) == value for key, value in price.match
+            )
         ]
-        if not matching:
-            return None
-        most_specific = max(len(price.match) for price in matching)
-        matching = [price for price in matching if len(price.match) == most_specific]
         in_effect = [p for p in matching if p.effective_date is None or p.effective_date <= on_day]
         if in_effect:
-            return max(in_effect, key=lambda price: price.effective_date or dt.date.min)
-        return min(matching, key=lambda price: price.effective_date or dt.date.min)
+            return max(in_effect, key=lambda p: (len(p.match), p.effective_date or dt.date.min))
+        if matching:
+            return max(matching, key=lambda p: (len(p.match), -(p.effective_date or dt.date.min).toordinal()))
+        return None
 
     def factor(self, table: str, key: str) -> Decimal | None:
         return self.factors.get(table, {}).get(key)
@@ -112,6 +113,8 @@ def _parse_price(raw: Any, version: str, origin: str) -> Price:
     if not is_currency(raw["currency"]):
         raise _fail(origin, f"currency {raw['currency']!r} is not an ISO 4217 code like USD")
     effective = raw.get("effective_date")
+    if isinstance(effective, dt.datetime):
+        raise _fail(origin, f"effective_date {effective} must be a date (YYYY-MM-DD), not a date-time")
     if effective is not None:
         if isinstance(effective, str):
             try:
@@ -121,11 +124,15 @@ def _parse_price(raw: Any, version: str, origin: str) -> Price:
         elif not isinstance(effective, dt.date):
             raise _fail(origin, f"effective_date {effective!r} is not an ISO date")
     url = raw.get("source_url")
-    if url is not None and (not isinstance(url, str) or urlparse(url).scheme not in ("http", "https")):
+    if url is not None and (
+        not isinstance(url, str) or urlparse(url).scheme not in ("http", "https") or not urlparse(url).hostname
+    ):
         raise _fail(origin, f"source_url {url!r} is not an http(s) URL")
     match = raw.get("match") or {}
-    if not isinstance(match, Mapping) or not all(isinstance(k, str) for k in match):
-        raise _fail(origin, "match must be a mapping of attribute names to values")
+    if not isinstance(match, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, (str, int)) for k, v in match.items()  # int covers bool
+    ):
+        raise _fail(origin, "match must map attribute names to values (strings, numbers or booleans)")
     return Price(
         source=raw["source"],
         metric=raw["metric"],
@@ -159,7 +166,7 @@ def _parse_factors(raw: Any, name: str) -> dict[str, dict[str, Decimal]]:
 def parse_price_book(text: str, name: str) -> PriceBook:
     try:
         document = yaml.safe_load(text)
-    except yaml.YAMLError as err:
+    except (yaml.YAMLError, ValueError) as err:  # PyYAML raises ValueError for dates like 2016-13-01
         raise PriceBookError(f"price book {name}: not valid YAML: {err}") from None
     if not isinstance(document, Mapping) or not isinstance(document.get("prices"), list):
         raise PriceBookError(f"price book {name}: must be a mapping with a 'prices' list")
@@ -194,7 +201,12 @@ def load_price_book(override_path: str | Path | None = None) -> PriceBook:
         text = path.read_text("utf-8")
     except OSError as err:
         raise PriceBookError(f"price book {path}: cannot be read: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise PriceBookError(f"price book {path}: not UTF-8 text: {err}") from None
     user = parse_price_book(text, str(path))
-    merged = book.with_prices(user.prices)
+    # a user's entry replaces every shipped entry of the same source, metric and match, whatever
+    # their dates: a contract price must not lose to a later-dated list price
+    overridden = {(p.source, p.metric, p.match) for p in user.prices}
+    kept = tuple(p for p in book.prices if (p.source, p.metric, p.match) not in overridden)
     factors = {**book.factors, **{t: {**book.factors.get(t, {}), **v} for t, v in user.factors.items()}}
-    return PriceBook(f"{book.version}+{user.version}", merged.prices, factors)
+    return PriceBook(f"{book.version}+{user.version}", kept + user.prices, factors)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import NamedTuple
 
+from airflow_cost_provider.pricing.money import EXACT
+
 
 class UnknownUnitError(ValueError):
     """A unit name that the registry does not know."""
@@ -90,13 +92,19 @@ def get_unit(name: str) -> Unit:
         raise UnknownUnitError(f"unknown unit {name!r}; known units: {', '.join(known_units())}") from None
 
 
-def convert(quantity: Decimal, from_unit: str, to_unit: str) -> Decimal:
-    """Express `quantity` of `from_unit` in `to_unit`, exactly."""
-    if from_unit == to_unit:
-        return quantity
+def conversion(from_unit: str, to_unit: str) -> tuple[Decimal, Decimal]:
+    """(multiplier, divisor) taking a quantity of `from_unit` to `to_unit`; divide last, to stay exact."""
     source, target = get_unit(from_unit), get_unit(to_unit)
     if source.dimension != target.dimension:
         raise IncompatibleUnitsError(
             f"cannot convert {from_unit!r} ({source.dimension}) to {to_unit!r} ({target.dimension})"
         )
-    return quantity * source.factor / target.factor
+    return source.factor, target.factor
+
+
+def convert(quantity: Decimal, from_unit: str, to_unit: str) -> Decimal:
+    """Express `quantity` of `from_unit` in `to_unit` (exact to 80 significant digits)."""
+    if from_unit == to_unit:
+        return quantity
+    multiplier, divisor = conversion(from_unit, to_unit)
+    return EXACT.divide(EXACT.multiply(quantity, multiplier), divisor)

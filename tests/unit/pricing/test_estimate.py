@@ -131,25 +131,11 @@ def test_random_quantities_match_exact_rational_arithmetic(shipped, source, metr
         assert line.amount == exact_nano(Fraction(quantity) * ratio * Fraction(price.amount)), quantity
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG estimate.py:28 (with units.py:102): the quantity is converted (rounded to 28 digits) and "
-    "then multiplied (rounded again) before the half-even quantize, so an exact half-nano tie is pushed "
-    "off the tie: 11 instance-seconds x $0.189999/h = 0.0005805525 exactly -> expected 0.000580552, "
-    "got 0.000580553",
-)
 def test_an_exact_tie_after_a_non_terminating_conversion_rounds_to_even(shipped):
     usage = use("compute_engine", "instance_time", 11, "instance-second", machine_type="n1-standard-4")
     assert estimate(usage, shipped).amount == Decimal("0.000580552")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG estimate.py:28: double rounding as above; 7 instance-ms x $0.225/h = 4.375E-7 exactly -> "
-    "expected 4.38E-7 (half to even), got 4.37E-7",
-)
 def test_an_exact_tie_rounds_to_even_upwards_too(shipped):
     usage = use("postgres", "instance_time", 7, "instance-ms", instance_type="db.r6g.large")
     assert estimate(usage, shipped).amount == Decimal("4.38E-7")

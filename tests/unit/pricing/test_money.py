@@ -176,11 +176,5 @@ def test_is_currency_rejects_other_values(code):
     assert not is_currency(code)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG money.py:12/32: _CURRENCY '^[A-Z]{3}$' used with .match(): '$' also matches before a "
-    "trailing newline, so 'USD\\n' passes as an ISO 4217 code",
-)
 def test_is_currency_rejects_a_trailing_newline():
     assert not is_currency("USD\n")

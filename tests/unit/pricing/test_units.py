@@ -133,12 +133,6 @@ def test_power_of_ten_ratios_round_trip_both_ways(small, large):
         assert convert(convert(quantity, large, small), small, large) == quantity
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG units.py:102 convert() divides in the ambient 28-digit Decimal context, so byte->TiB "
-    "(an exactly representable result: 3/2**40 has 29 significant digits) is rounded, not exact",
-)
 def test_byte_to_tib_is_exact_even_beyond_28_digits():
     # 3 / 2**40 = 3 * 5**40 / 10**40 = 2.7284841053187847137451171875E-12 (29 significant digits)
     assert convert(Decimal(3), "byte", "TiB") == Decimal("2.7284841053187847137451171875E-12")

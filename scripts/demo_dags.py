@@ -1,0 +1,17 @@
+"""Print the ids of the example DAGs that run without a cloud account (tagged `local`)."""
+
+import ast
+from pathlib import Path
+
+for path in sorted((Path(__file__).resolve().parents[1] / "dags").glob("*.py")):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and any(
+            isinstance(d, ast.Call) and getattr(d.func, "id", "") == "dag" for d in node.decorator_list
+        ):
+            tags = [
+                kw.value for kw in next(d for d in node.decorator_list if isinstance(d, ast.Call)).keywords
+                if kw.arg == "tags"
+            ]
+            if tags and "local" in ast.literal_eval(tags[0]):
+                print(node.name)
