@@ -25,7 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--until", type=_timestamp, help="end of the period, exclusive (ISO); default: now")
     report.add_argument("--by", choices=sorted(GROUPINGS), default="task")
     report.add_argument("--format", choices=("table", "json", "csv"), default="table")
-    report.add_argument("--ledger", help="SQLAlchemy URL of the ledger (default: [cost_provider] ledger_conn)")
+    report.add_argument(
+        "--ledger", help="SQLAlchemy URL of the ledger (default: [cost_provider] ledger_conn)"
+    )
     commands.add_parser("check", help="validate [cost_provider] and the price book; exit 1 on a problem")
     return parser
 

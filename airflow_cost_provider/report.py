@@ -100,7 +100,7 @@ def cost_report(
             status = "estimated" if row.estimated_count else "reconciled"
         rows.append(
             ReportRow(
-                keys=dict(zip(keys, group)),
+                keys=dict(zip(keys, group, strict=True)),
                 amount=from_nanos(row.nanos),
                 currency=row.currency,
                 status=status,
@@ -130,7 +130,9 @@ def render(rows: list[ReportRow], by: str, fmt: str) -> str:
         writer.writerow(headers)
         for row in rows:
             amount = "" if row.amount is None else str(row.amount)
-            writer.writerow([*row.keys.values(), amount, row.currency or "", row.status, row.lines, row.unpriced])
+            writer.writerow(
+                [*row.keys.values(), amount, row.currency or "", row.status, row.lines, row.unpriced]
+            )
         return out.getvalue().rstrip("\n")
     table = [headers] + [
         [
@@ -149,7 +151,7 @@ def render(rows: list[ReportRow], by: str, fmt: str) -> str:
     for index, cells in enumerate(table):
         parts = [
             cell.rjust(width) if headers[i] in numeric else cell.ljust(width)
-            for i, (cell, width) in enumerate(zip(cells, widths))
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
         ]
         rendered.append("  ".join(parts).rstrip())
         if index == 0:

@@ -14,8 +14,10 @@ the costProvider_cost facet; a disabled run wrote no ledger row and no cost face
 
 `--openlineage-baseline` adds the same alternating comparison of OpenLineage enabled vs
 AIRFLOW__OPENLINEAGE__DISABLED=True with the cost provider disabled in both, for scale.
+`--facet-baseline` adds the provider disabled with vs without its facet function configured in
+[openlineage] custom_run_facets: what the disabled baseline of the main comparison itself costs.
 
-    uv run python benchmarks/dag_overhead.py [--pairs 5] [--openlineage-baseline]
+    uv run python benchmarks/dag_overhead.py [--pairs 5] [--openlineage-baseline] [--facet-baseline]
 
 Prints a summary and writes benchmarks/results/dag_overhead.json.
 """
@@ -96,9 +98,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also compare OpenLineage enabled vs disabled, cost provider disabled in both",
     )
     parser.add_argument(
+        "--facet-baseline",
+        action="store_true",
+        help="also compare the provider disabled with its facet function in custom_run_facets vs not "
+        "configured at all: what the disabled mode itself costs",
+    )
+    parser.add_argument(
         "--skip-cost",
         action="store_true",
-        help="skip the cost provider comparison (with --openlineage-baseline: only the baseline)",
+        help="skip the cost provider comparison (run only the baselines asked for)",
     )
     parser.add_argument(
         "--airflow",
@@ -197,6 +205,13 @@ MODES: dict[str, dict[str, Any]] = {
     },
     "cost_disabled": {
         "env": {"AIRFLOW__COST_PROVIDER__ENABLED": "False"},
+        "ledger_rows": 0,
+        "openlineage": True,
+        "cost_facets": 0,
+    },
+    # the cost provider disabled and its facet function not configured either: no trace of it at all
+    "cost_disabled_no_facet": {
+        "env": {"AIRFLOW__COST_PROVIDER__ENABLED": "False", "AIRFLOW__OPENLINEAGE__CUSTOM_RUN_FACETS": ""},
         "ledger_rows": 0,
         "openlineage": True,
         "cost_facets": 0,
@@ -508,8 +523,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.pairs < 1:
         raise SystemExit("--pairs must be at least 1")
-    if args.skip_cost and not args.openlineage_baseline:
-        raise SystemExit("--skip-cost leaves nothing to run without --openlineage-baseline")
+    if args.skip_cost and not (args.openlineage_baseline or args.facet_baseline):
+        raise SystemExit(
+            "--skip-cost leaves nothing to run without --openlineage-baseline or --facet-baseline"
+        )
     bench = setup(args)
     started = time.perf_counter()
     print(f"AIRFLOW_HOME {bench.home}; airflow {bench.airflow}", flush=True)
@@ -522,6 +539,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_cost:
         comparisons["cost_provider"] = compare(
             bench, "cost_provider", "cost_enabled", "cost_disabled", args.pairs, args.warmup
+        )
+    if args.facet_baseline:
+        comparisons["facet_baseline"] = compare(
+            bench, "facet_baseline", "cost_disabled", "cost_disabled_no_facet", args.pairs, args.warmup
         )
     if args.openlineage_baseline:
         comparisons["openlineage_baseline"] = compare(

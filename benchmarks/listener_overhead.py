@@ -427,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     if task_rows < expected_rows:
         raise AssertionError(f"ledger holds {task_rows} task rows, expected at least {expected_rows}")
 
-    totals, calls, running, recording, finalize = (list(col) for col in zip(*rows))
+    totals, calls, running, recording, finalize = (list(col) for col in zip(*rows, strict=True))
     base = summary_ms(baseline)
     loop = summary_ms(totals)
     results = {

@@ -10,7 +10,8 @@ for path in sorted((Path(__file__).resolve().parents[1] / "dags").glob("*.py")):
             isinstance(d, ast.Call) and getattr(d.func, "id", "") == "dag" for d in node.decorator_list
         ):
             tags = [
-                kw.value for kw in next(d for d in node.decorator_list if isinstance(d, ast.Call)).keywords
+                kw.value
+                for kw in next(d for d in node.decorator_list if isinstance(d, ast.Call)).keywords
                 if kw.arg == "tags"
             ]
             if tags and "local" in ast.literal_eval(tags[0]):

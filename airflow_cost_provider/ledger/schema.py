@@ -31,6 +31,13 @@ class UTCDateTime(TypeDecorator):
         return None if value is None else value.replace(tzinfo=dt.timezone.utc)
 
 
+def task_run_id_column() -> sa.Column:
+    """The link from usage and lines to their task try; deleting the try deletes them."""
+    return sa.Column(
+        "task_run_id", sa.Integer, sa.ForeignKey("cost_task_runs.id", ondelete="CASCADE"), nullable=False
+    )
+
+
 task_runs = sa.Table(
     "cost_task_runs",
     metadata,
@@ -48,7 +55,9 @@ task_runs = sa.Table(
     sa.Column("start_time", UTCDateTime, nullable=False),
     sa.Column("end_time", UTCDateTime, nullable=False),
     sa.Column("recorded_at", UTCDateTime, nullable=False),
-    sa.UniqueConstraint("dag_id", "task_id", "run_id", "map_index", "try_number", name="uq_cost_task_runs_try"),
+    sa.UniqueConstraint(
+        "dag_id", "task_id", "run_id", "map_index", "try_number", name="uq_cost_task_runs_try"
+    ),
     sa.Index("ix_cost_task_runs_end_time", "end_time"),
     sa.Index("ix_cost_task_runs_dag_end", "dag_id", "end_time"),
     sa.Index("ix_cost_task_runs_ol_run_id", "ol_run_id"),
@@ -58,9 +67,7 @@ usage = sa.Table(
     "cost_usage",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column(
-        "task_run_id", sa.Integer, sa.ForeignKey("cost_task_runs.id", ondelete="CASCADE"), nullable=False
-    ),
+    task_run_id_column(),
     sa.Column("source", sa.String(64), nullable=False),
     sa.Column("metric", sa.String(64), nullable=False),
     sa.Column("quantity", sa.String(64), nullable=False),  # exact decimal text, native unit
@@ -78,9 +85,7 @@ lines = sa.Table(
     "cost_lines",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column(
-        "task_run_id", sa.Integer, sa.ForeignKey("cost_task_runs.id", ondelete="CASCADE"), nullable=False
-    ),
+    task_run_id_column(),
     sa.Column("usage_id", sa.Integer, sa.ForeignKey("cost_usage.id", ondelete="CASCADE"), nullable=False),
     sa.Column("source", sa.String(64), nullable=False),
     sa.Column("metric", sa.String(64), nullable=False),

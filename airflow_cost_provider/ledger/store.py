@@ -44,11 +44,16 @@ def resolve_url(conn: str | None, default_url: str) -> str:
     try:
         return _normalize(BaseHook.get_connection(conn).get_uri())
     except Exception as err:
-        raise LedgerError(f"ledger_conn {conn!r} is not a URL nor a usable Airflow connection: {err}") from err
+        raise LedgerError(
+            f"ledger_conn {conn!r} is not a URL nor a usable Airflow connection: {err}"
+        ) from err
 
 
 def _normalize(url: str) -> str:
-    for airflow_scheme, sqlalchemy_scheme in (("postgres://", "postgresql://"), ("mysql://", "mysql+pymysql://")):
+    for airflow_scheme, sqlalchemy_scheme in (
+        ("postgres://", "postgresql://"),
+        ("mysql://", "mysql+pymysql://"),
+    ):
         if url.startswith(airflow_scheme):
             return sqlalchemy_scheme + url[len(airflow_scheme) :]
     return url
@@ -212,10 +217,14 @@ def _store(engine: Engine, result: CostResult) -> bool:
             (item.usage, {"status": "unpriced", "unpriced_reason": item.reason}) for item in result.unpriced
         ]
         if priced_and_unpriced:
-            usage_ids = conn.execute(
-                sa.insert(usage).returning(usage.c.id, sort_by_parameter_order=True),
-                [_usage_values(task_run_id, item) for item, _ in priced_and_unpriced],
-            ).scalars().all()
+            usage_ids = (
+                conn.execute(
+                    sa.insert(usage).returning(usage.c.id, sort_by_parameter_order=True),
+                    [_usage_values(task_run_id, item) for item, _ in priced_and_unpriced],
+                )
+                .scalars()
+                .all()
+            )
             conn.execute(
                 sa.insert(lines),
                 [
@@ -227,15 +236,23 @@ def _store(engine: Engine, result: CostResult) -> bool:
                         **_EMPTY_LINE,
                         **values,
                     }
-                    for usage_id, (item, values) in zip(usage_ids, priced_and_unpriced)
+                    for usage_id, (item, values) in zip(usage_ids, priced_and_unpriced, strict=True)
                 ],
             )
     return True
 
 
 _EMPTY_LINE = dict.fromkeys(
-    ("amount_nanos", "currency", "method", "price_ref", "price_amount", "price_unit", "price_source_url",
-     "unpriced_reason")
+    (
+        "amount_nanos",
+        "currency",
+        "method",
+        "price_ref",
+        "price_amount",
+        "price_unit",
+        "price_source_url",
+        "unpriced_reason",
+    )
 )
 
 

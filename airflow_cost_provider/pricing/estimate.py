@@ -26,7 +26,9 @@ def estimate(usage: Usage, book: PriceBook, method: Method = "list_price") -> Co
     except (UnknownUnitError, IncompatibleUnitsError) as err:
         return Unpriced(usage, f"price {price.ref} does not fit the usage: {err}")
     # one division, last: quantity x price is exact, so only the final quantize rounds
-    amount = quantize_amount(EXACT.divide(EXACT.multiply(EXACT.multiply(usage.quantity, multiplier), price.amount), divisor))
+    amount = quantize_amount(
+        EXACT.divide(EXACT.multiply(EXACT.multiply(usage.quantity, multiplier), price.amount), divisor)
+    )
     return CostLine(
         usage=usage,
         amount=amount,

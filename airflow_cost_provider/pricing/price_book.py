@@ -125,12 +125,15 @@ def _parse_price(raw: Any, version: str, origin: str) -> Price:
             raise _fail(origin, f"effective_date {effective!r} is not an ISO date")
     url = raw.get("source_url")
     if url is not None and (
-        not isinstance(url, str) or urlparse(url).scheme not in ("http", "https") or not urlparse(url).hostname
+        not isinstance(url, str)
+        or urlparse(url).scheme not in ("http", "https")
+        or not urlparse(url).hostname
     ):
         raise _fail(origin, f"source_url {url!r} is not an http(s) URL")
     match = raw.get("match") or {}
     if not isinstance(match, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, (str, int)) for k, v in match.items()  # int covers bool
+        isinstance(k, str) and isinstance(v, (str, int))
+        for k, v in match.items()  # int covers bool
     ):
         raise _fail(origin, "match must map attribute names to values (strings, numbers or booleans)")
     return Price(

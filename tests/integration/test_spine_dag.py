@@ -68,7 +68,9 @@ def assert_facets_match_ledger(events: list[dict], ledger_url: str) -> None:
         assert len(rows) == len(facet["lines"]) + len(facet["unpriced"])
         facet_lines = sorted((x["source"], x["metric"], Decimal(str(x["amount"]))) for x in facet["lines"])
         ledger = sorted(
-            (r["source"], r["metric"], Decimal(r["amount_nanos"]).scaleb(-9)) for r in rows if r["amount_nanos"] is not None
+            (r["source"], r["metric"], Decimal(r["amount_nanos"]).scaleb(-9))
+            for r in rows
+            if r["amount_nanos"] is not None
         )
         assert facet_lines == ledger, event["job"]["name"]
         for total in facet["totals"]:
@@ -76,7 +78,9 @@ def assert_facets_match_ledger(events: list[dict], ledger_url: str) -> None:
                 (Decimal(r["amount_nanos"]).scaleb(-9) for r in rows if r["currency"] == total["currency"]),
                 Decimal(0),
             )
-            assert Decimal(str(total["amount"])).quantize(Decimal("0.01")) == ledger_total.quantize(Decimal("0.01"))
+            assert Decimal(str(total["amount"])).quantize(Decimal("0.01")) == ledger_total.quantize(
+                Decimal("0.01")
+            )
             assert abs(Decimal(str(total["amount"])) - ledger_total) < Decimal("1e-12")
 
 
@@ -136,14 +140,18 @@ def test_marquez_http_transport_carries_the_facet(airflow_env):
 def test_tasks_and_ledger_unaffected_when_marquez_is_down(airflow_env, failure):
     if failure == "http_500":
         with recording_server(status=500) as server:
-            run = airflow_env.dags_test("cost_spine", transport={"type": "http", "url": server.url, "timeout": 2})
+            run = airflow_env.dags_test(
+                "cost_spine", transport={"type": "http", "url": server.url, "timeout": 2}
+            )
             assert server.events(), "the events were sent and refused"
     else:
         url = f"http://127.0.0.1:{closed_port()}"
         run = airflow_env.dags_test("cost_spine", transport={"type": "http", "url": url, "timeout": 2})
     runs = task_runs(run.ledger_url)
     assert {k: r["state"] for k, r in runs.items()} == EXPECTED_TRIES
-    amounts = ledger_rows(run.ledger_url, "SELECT amount_nanos FROM cost_lines WHERE amount_nanos IS NOT NULL")
+    amounts = ledger_rows(
+        run.ledger_url, "SELECT amount_nanos FROM cost_lines WHERE amount_nanos IS NOT NULL"
+    )
     assert len(amounts) == 2 * TASK_EVENT_COUNT and all(r["amount_nanos"] > 0 for r in amounts)
 
 
@@ -198,7 +206,9 @@ def test_queries_reported_by_hooks_are_kept_unpriced_on_their_own_task(airflow_e
         validate_event(event)
     sql_facet = events["run_sql"]["run"]["facets"][FACET]
     assert sql_facet["status"] == "partial"
-    assert [(u["source"], u["metric"], u["quantity"]) for u in sql_facet["unpriced"]] == [("sqlite", "queries", 1)] * 3
+    assert [(u["source"], u["metric"], u["quantity"]) for u in sql_facet["unpriced"]] == [
+        ("sqlite", "queries", 1)
+    ] * 3
     assert all("no usage statistics" in u["reason"] for u in sql_facet["unpriced"])
     assert events["after_sql"]["run"]["facets"][FACET]["unpriced"] == []
     rows = ledger_rows(

@@ -65,7 +65,11 @@ class AirflowEnv:
 
     def migrate(self) -> None:
         subprocess.run(
-            [airflow_bin(), "db", "migrate"], env=self.base_env(), check=True, capture_output=True, timeout=300
+            [airflow_bin(), "db", "migrate"],
+            env=self.base_env(),
+            check=True,
+            capture_output=True,
+            timeout=300,
         )
 
     def dags_test(
@@ -94,6 +98,7 @@ class AirflowEnv:
         run_env.update(env or {})
         process = subprocess.run(
             [airflow_bin(), "dags", "test", dag_id, logical_date],
+            check=False,
             env=run_env,
             capture_output=True,
             text=True,

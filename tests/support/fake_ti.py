@@ -19,7 +19,9 @@ class FakeTaskInstance:
     try_number: int = 1
     map_index: int = -1
     state: Any = None
-    logical_date: dt.datetime = field(default_factory=lambda: dt.datetime(2026, 11, 20, tzinfo=dt.timezone.utc))
+    logical_date: dt.datetime = field(
+        default_factory=lambda: dt.datetime(2026, 11, 20, tzinfo=dt.timezone.utc)
+    )
 
     def get_template_context(self) -> dict[str, Any]:
         return {"dag_run": SimpleNamespace(logical_date=self.logical_date, run_after=self.logical_date)}

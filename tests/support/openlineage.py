@@ -33,14 +33,19 @@ def _draft(doc: dict[str, Any]):
 
 
 def _validator(schema: dict[str, Any]) -> Draft202012Validator:
-    return Draft202012Validator(schema, registry=registry(), format_checker=Draft202012Validator.FORMAT_CHECKER)
+    return Draft202012Validator(
+        schema, registry=registry(), format_checker=Draft202012Validator.FORMAT_CHECKER
+    )
 
 
 def validate_event(event: dict[str, Any]) -> None:
     """Raise jsonschema.ValidationError unless the event and each facet with a known schema are valid."""
     _validator(RUN_EVENT).validate(event)
     known = {uri for uri in registry()}  # ids of every loaded schema document
-    facets = [*event.get("run", {}).get("facets", {}).values(), *event.get("job", {}).get("facets", {}).values()]
+    facets = [
+        *event.get("run", {}).get("facets", {}).values(),
+        *event.get("job", {}).get("facets", {}).values(),
+    ]
     for dataset in [*event.get("inputs", []), *event.get("outputs", [])]:
         facets += list(dataset.get("facets", {}).values())
     for facet in facets:

@@ -14,7 +14,9 @@ from tests.support.http_recorder import closed_port
 
 def _bindir() -> Path | None:
     if pg_config := shutil.which("pg_config"):
-        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False).stdout.strip()
+        out = subprocess.run(
+            [pg_config, "--bindir"], capture_output=True, text=True, check=False
+        ).stdout.strip()
         if out and (Path(out) / "initdb").exists():
             return Path(out)
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)
@@ -27,7 +29,9 @@ class PostgresServer:
     def __init__(self) -> None:
         bindir = _bindir()
         if bindir is None:
-            raise RuntimeError("PostgreSQL server binaries not found: run scripts/setup.sh (installs postgresql)")
+            raise RuntimeError(
+                "PostgreSQL server binaries not found: run scripts/setup.sh (installs postgresql)"
+            )
         self.bindir = bindir
         self.port = closed_port()
         self.root = Path(tempfile.mkdtemp(prefix="cost-pg-"))
@@ -46,7 +50,9 @@ class PostgresServer:
     def start(self) -> PostgresServer:
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
         options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c log_statement=all"
-        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "server.log"), "-w", "start")
+        self._run(
+            "pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "server.log"), "-w", "start"
+        )
         return self
 
     def url(self, database: str = "postgres") -> str:

@@ -24,8 +24,14 @@ def test_provider_info_is_valid_for_airflow():
     schema = json.loads((Path(airflow.__file__).parent / "provider_info.schema.json").read_text())
     Draft7Validator(schema).validate(get_provider_info())
     assert set(CONFIG_OPTIONS) >= {
-        "enabled", "ledger_conn", "price_book_path", "tagging_enabled", "disabled_sources",
-        "finalize_timeout", "worker_vcpu_hour_rate", "worker_memory_gib_hour_rate",
+        "enabled",
+        "ledger_conn",
+        "price_book_path",
+        "tagging_enabled",
+        "disabled_sources",
+        "finalize_timeout",
+        "worker_vcpu_hour_rate",
+        "worker_memory_gib_hour_rate",
     }
     assert all(option["description"] for option in CONFIG_OPTIONS.values())
     assert CONFIG_OPTIONS["ledger_conn"]["sensitive"] is True
@@ -45,8 +51,18 @@ def test_defaults_and_typed_values(monkeypatch):
     ("option", "value", "getter", "message"),
     [
         ("ENABLED", "maybe", conf.enabled, "enabled = 'maybe' is not a boolean"),
-        ("FINALIZE_TIMEOUT", "-1", conf.finalize_timeout, "finalize_timeout = '-1' must be greater than zero"),
-        ("WORKER_VCPU_HOUR_RATE", "cheap", conf.worker_vcpu_hour_rate, "worker_vcpu_hour_rate = 'cheap' is not a number"),
+        (
+            "FINALIZE_TIMEOUT",
+            "-1",
+            conf.finalize_timeout,
+            "finalize_timeout = '-1' must be greater than zero",
+        ),
+        (
+            "WORKER_VCPU_HOUR_RATE",
+            "cheap",
+            conf.worker_vcpu_hour_rate,
+            "worker_vcpu_hour_rate = 'cheap' is not a number",
+        ),
         ("WORKER_RATE_CURRENCY", "dollars", conf.worker_rate_currency, "not an ISO 4217 code"),
         ("LISTENER_ORDER", "middle", conf.listener_order, "must be 'first' or 'last'"),
     ],
@@ -59,13 +75,19 @@ def test_bad_values_name_the_option(monkeypatch, option, value, getter, message)
 
 
 def _load_plugin(extra_env: dict[str, str]) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__COST", "AIRFLOW__OPENLINEAGE", "OPENLINEAGE"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AIRFLOW__COST", "AIRFLOW__OPENLINEAGE", "OPENLINEAGE"))
+    }
     env.update(extra_env, PYTHONPATH=str(REPO))
     code = (
         "from airflow_cost_provider.plugin import CostProviderPlugin as P;"
         "print('REGISTERED', len(P.listeners), len(getattr(P, 'hook_lineage_readers', [])))"
     )
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", code], check=False, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_plugin_warns_once_when_openlineage_lacks_the_facet_function():
@@ -83,14 +105,19 @@ def test_plugin_is_quiet_when_configured_and_registers_nothing_when_disabled():
             "AIRFLOW__OPENLINEAGE__CUSTOM_RUN_FACETS": "other.module.facets;airflow_cost_provider.openlineage.get_cost_run_facets",
         }
     )
-    assert "REGISTERED 1 1" in configured.stdout and "custom_run_facets" not in configured.stdout + configured.stderr
+    assert (
+        "REGISTERED 1 1" in configured.stdout
+        and "custom_run_facets" not in configured.stdout + configured.stderr
+    )
     disabled = _load_plugin({"AIRFLOW__COST_PROVIDER__ENABLED": "False"})
     assert "REGISTERED 0 0" in disabled.stdout
 
 
 def test_plugin_with_a_bad_price_book_logs_the_file_and_entry(tmp_path):
     book = tmp_path / "prices.yaml"
-    book.write_text('version: "x"\nprices:\n  - {source: glue, metric: dpu_time, unit: DPU-hour, amount: 0.44, currency: USD}\n')
+    book.write_text(
+        'version: "x"\nprices:\n  - {source: glue, metric: dpu_time, unit: DPU-hour, amount: 0.44, currency: USD}\n'
+    )
     result = _load_plugin({"AIRFLOW__COST_PROVIDER__PRICE_BOOK_PATH": str(book)})
     output = result.stdout + result.stderr
     assert "REGISTERED 1 1" in output
@@ -102,7 +129,12 @@ def test_check_command_exits_nonzero_on_a_bad_price_book(tmp_path):
     book.write_text("prices: [}")
     env = {**os.environ, "AIRFLOW__COST_PROVIDER__PRICE_BOOK_PATH": str(book), "PYTHONPATH": str(REPO)}
     result = subprocess.run(
-        [sys.executable, "-m", "airflow_cost_provider.cli", "check"], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "airflow_cost_provider.cli", "check"],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 1
     assert f"price book {book}: not valid YAML" in result.stderr

@@ -27,7 +27,15 @@ def sample_result(currencies=("USD",)):
             Decimal("5.684341886"),
             currency,
             "list_price",
-            Price("bigquery", "bytes_billed", "TiB", Decimal("6.25"), currency, "2026.11.0", match=(("pricing_model", "on_demand"),)),
+            Price(
+                "bigquery",
+                "bytes_billed",
+                "TiB",
+                Decimal("6.25"),
+                currency,
+                "2026.11.0",
+                match=(("pricing_model", "on_demand"),),
+            ),
         )
         for currency in currencies
     )
@@ -54,18 +62,37 @@ def test_facet_follows_the_custom_facet_naming_and_schema_url():
     assert facet["_schemaURL"] == schema["$id"] + "#/$defs/CostProviderCostRunFacet"
     assert "/1-0-0/" in schema["$id"]
     assert facet["lines"][0] == {
-        "source": "bigquery", "metric": "bytes_billed", "quantity": 10**12, "unit": "byte",
-        "amount": 5.684341886, "currency": "USD", "method": "list_price", "status": "estimated",
-        "externalId": "job_1", "resource": "proj", "priceRef": "2026.11.0:bigquery/bytes_billed[pricing_model=on_demand]",
+        "source": "bigquery",
+        "metric": "bytes_billed",
+        "quantity": 10**12,
+        "unit": "byte",
+        "amount": 5.684341886,
+        "currency": "USD",
+        "method": "list_price",
+        "status": "estimated",
+        "externalId": "job_1",
+        "resource": "proj",
+        "priceRef": "2026.11.0:bigquery/bytes_billed[pricing_model=on_demand]",
     }
     assert facet["status"] == "partial"
-    assert facet["unpriced"] == [{"source": "postgres", "metric": "queries", "quantity": 3, "unit": "query", "reason": "no price for postgres/queries"}]
+    assert facet["unpriced"] == [
+        {
+            "source": "postgres",
+            "metric": "queries",
+            "quantity": 3,
+            "unit": "query",
+            "reason": "no price for postgres/queries",
+        }
+    ]
     validate_event(event_with(facet))
 
 
 def test_totals_keep_currencies_apart():
     facet = Serde.to_dict(build_cost_facet(sample_result(("USD", "EUR"))))
-    assert facet["totals"] == [{"amount": 5.684341886, "currency": "EUR"}, {"amount": 5.684341886, "currency": "USD"}]
+    assert facet["totals"] == [
+        {"amount": 5.684341886, "currency": "EUR"},
+        {"amount": 5.684341886, "currency": "USD"},
+    ]
 
 
 @pytest.mark.parametrize(

@@ -17,13 +17,25 @@ from tests.support.airflow_env import ledger_rows
 from tests.support.http_recorder import closed_port
 
 T0 = dt.datetime(2026, 11, 20, 6, 0, tzinfo=dt.timezone.utc)
-PRICE = Price("athena", "data_scanned", "TB", Decimal("5"), "USD", "2026.11.0", source_url="https://aws.amazon.com/athena/pricing/")
+PRICE = Price(
+    "athena",
+    "data_scanned",
+    "TB",
+    Decimal("5"),
+    "USD",
+    "2026.11.0",
+    source_url="https://aws.amazon.com/athena/pricing/",
+)
 
 
 def make_result(capture_id="c1", task_id="load", try_number=1, amounts=("0.123456789",), unpriced=1, end=T0):
-    usage = Usage("athena", "data_scanned", Decimal(10**9), "byte", external_id="q-1", attributes={"n": Decimal("1.5")})
+    usage = Usage(
+        "athena", "data_scanned", Decimal(10**9), "byte", external_id="q-1", attributes={"n": Decimal("1.5")}
+    )
     lines = tuple(CostLine(usage, Decimal(a), "USD", "list_price", PRICE) for a in amounts)
-    missing = tuple(Unpriced(Usage("postgres", "queries", Decimal(1), "query"), "no price") for _ in range(unpriced))
+    missing = tuple(
+        Unpriced(Usage("postgres", "queries", Decimal(1), "query"), "no price") for _ in range(unpriced)
+    )
     return CostResult(
         TaskTry("sales", task_id, "manual__1", try_number, -1, "01a1-run"),
         capture_id,
@@ -51,7 +63,10 @@ def test_schema_is_migrated_with_its_own_version_table(ledger_url):
 def test_store_writes_exact_amounts_and_keeps_unpriced_as_null(ledger_url):
     engine = store.get_engine(ledger_url)
     assert store.store(engine, make_result(amounts=("0.123456789", "7")))
-    lines = ledger_rows(ledger_url, "SELECT amount_nanos, currency, status, price_ref, unpriced_reason FROM cost_lines ORDER BY id")
+    lines = ledger_rows(
+        ledger_url,
+        "SELECT amount_nanos, currency, status, price_ref, unpriced_reason FROM cost_lines ORDER BY id",
+    )
     assert [r["amount_nanos"] for r in lines] == [123456789, 7_000_000_000, None]
     assert lines[2]["status"] == "unpriced" and lines[2]["unpriced_reason"] == "no price"
     assert lines[0]["price_ref"] == "2026.11.0:athena/data_scanned"
@@ -70,7 +85,9 @@ def test_same_capture_twice_is_a_no_op_and_a_new_capture_replaces(ledger_url):
     ]
     assert store.store(engine, make_result("c2", amounts=("2", "3"), unpriced=0))
     assert len(ledger_rows(ledger_url, "SELECT id FROM cost_task_runs")) == 1
-    amounts = sorted(r["amount_nanos"] for r in ledger_rows(ledger_url, "SELECT amount_nanos FROM cost_lines"))
+    amounts = sorted(
+        r["amount_nanos"] for r in ledger_rows(ledger_url, "SELECT amount_nanos FROM cost_lines")
+    )
     assert amounts == [2 * 10**9, 3 * 10**9]
     assert len(ledger_rows(ledger_url, "SELECT id FROM cost_usage")) == 2  # old usage gone with its lines
 
@@ -87,7 +104,9 @@ def test_a_failure_mid_write_leaves_nothing_half_written(ledger_url, monkeypatch
         store.store(engine, make_result("c2", task_id="other"))
     with pytest.raises(ValueError):
         store.store(engine, make_result("c3"))  # a replacement of the first try fails too
-    assert [r["capture_id"] for r in ledger_rows(ledger_url, "SELECT capture_id FROM cost_task_runs")] == ["c1"]
+    assert [r["capture_id"] for r in ledger_rows(ledger_url, "SELECT capture_id FROM cost_task_runs")] == [
+        "c1"
+    ]
     assert len(ledger_rows(ledger_url, "SELECT id FROM cost_lines")) == 2
 
 

@@ -21,14 +21,26 @@ T0 = dt.datetime(2026, 11, 20, 6, 0, tzinfo=dt.timezone.utc)
 
 def line(source, amount, currency="USD"):
     usage = Usage(source, "m", Decimal(1), "query")
-    return CostLine(usage, Decimal(amount), currency, "list_price", Price(source, "m", "query", Decimal(amount), currency, "v"))
+    return CostLine(
+        usage,
+        Decimal(amount),
+        currency,
+        "list_price",
+        Price(source, "m", "query", Decimal(amount), currency, "v"),
+    )
 
 
 def result(dag, task, run, lines=(), unpriced=(), end=T0, try_number=1, capture="c"):
     missing = tuple(Unpriced(Usage(s, "queries", Decimal(1), "query"), "no price") for s in unpriced)
     return CostResult(
-        TaskTry(dag, task, run, try_number, -1, None), f"{capture}{task}{run}{try_number}", "success",
-        end - dt.timedelta(minutes=1), end, "w", tuple(lines), missing,
+        TaskTry(dag, task, run, try_number, -1, None),
+        f"{capture}{task}{run}{try_number}",
+        "success",
+        end - dt.timedelta(minutes=1),
+        end,
+        "w",
+        tuple(lines),
+        missing,
     )
 
 
@@ -60,26 +72,69 @@ def report(ledger, *args):
 def test_json_by_task_sums_per_currency_and_marks_partial(ledger):
     rows = json.loads(report(ledger, "--by", "task", "--format", "json"))
     assert rows == [
-        {"dag_id": "ops", "task_id": "vacuum", "amount": None, "currency": None, "status": "unpriced", "lines": 2, "unpriced": 2},
-        {"dag_id": "sales", "task_id": "extract", "amount": 1.55, "currency": "USD", "status": "partial", "lines": 4, "unpriced": 1},
-        {"dag_id": "sales", "task_id": "load", "amount": 2.0, "currency": "EUR", "status": "estimated", "lines": 1, "unpriced": 0},
-        {"dag_id": "sales", "task_id": "load", "amount": 3.05, "currency": "USD", "status": "estimated", "lines": 2, "unpriced": 0},
+        {
+            "dag_id": "ops",
+            "task_id": "vacuum",
+            "amount": None,
+            "currency": None,
+            "status": "unpriced",
+            "lines": 2,
+            "unpriced": 2,
+        },
+        {
+            "dag_id": "sales",
+            "task_id": "extract",
+            "amount": 1.55,
+            "currency": "USD",
+            "status": "partial",
+            "lines": 4,
+            "unpriced": 1,
+        },
+        {
+            "dag_id": "sales",
+            "task_id": "load",
+            "amount": 2.0,
+            "currency": "EUR",
+            "status": "estimated",
+            "lines": 1,
+            "unpriced": 0,
+        },
+        {
+            "dag_id": "sales",
+            "task_id": "load",
+            "amount": 3.05,
+            "currency": "USD",
+            "status": "estimated",
+            "lines": 2,
+            "unpriced": 0,
+        },
     ]
 
 
 def test_by_source_dag_run_and_try(ledger):
-    by_source = {(r["source"], r["currency"]): r["amount"] for r in json.loads(report(ledger, "--by", "source", "--format", "json"))}
+    by_source = {
+        (r["source"], r["currency"]): r["amount"]
+        for r in json.loads(report(ledger, "--by", "source", "--format", "json"))
+    }
     assert by_source == {
-        ("airflow_worker", "USD"): 0.35, ("athena", "USD"): 1.25, ("bigquery", "EUR"): 2.0,
-        ("snowflake", "USD"): 3.0, ("postgres", None): None,
+        ("airflow_worker", "USD"): 0.35,
+        ("athena", "USD"): 1.25,
+        ("bigquery", "EUR"): 2.0,
+        ("snowflake", "USD"): 3.0,
+        ("postgres", None): None,
     }
     by_dag = json.loads(report(ledger, "--by", "dag", "--format", "json"))
     assert [(r["dag_id"], r["currency"], r["amount"]) for r in by_dag] == [
-        ("ops", None, None), ("sales", "EUR", 2.0), ("sales", "USD", 4.6),
+        ("ops", None, None),
+        ("sales", "EUR", 2.0),
+        ("sales", "USD", 4.6),
     ]
     by_try = json.loads(report(ledger, "--by", "try", "--format", "json"))
     assert {(r["task_id"], r["run_id"], r["try_number"]) for r in by_try if r["currency"] == "USD"} == {
-        ("extract", "r1", 1), ("extract", "r2", 1), ("load", "r1", 1), ("load", "r1", 2),
+        ("extract", "r1", 1),
+        ("extract", "r2", 1),
+        ("load", "r1", 1),
+        ("load", "r1", 2),
     }
     by_run = json.loads(report(ledger, "--by", "run", "--format", "json"))
     assert {(r["dag_id"], r["run_id"]) for r in by_run} == {("ops", "r1"), ("sales", "r1"), ("sales", "r2")}

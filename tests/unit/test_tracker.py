@@ -148,7 +148,9 @@ def test_a_failing_capture_step_keeps_the_rest_and_warns_once(monkeypatch, caplo
     facet = cost_facet(ti)
     assert [line["source"] for line in facet["lines"]] == ["athena"]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert warnings == ["cost provider: measuring the worker process failed: OSError: proc is gone (no impact on the task)"]
+    assert warnings == [
+        "cost provider: measuring the worker process failed: OSError: proc is gone (no impact on the task)"
+    ]
 
 
 def test_failing_pricing_keeps_all_usage_as_unpriced(monkeypatch):
@@ -191,7 +193,9 @@ def test_an_unreachable_ledger_database_degrades_to_a_warning(monkeypatch, caplo
 
 def test_a_malformed_price_book_keeps_usage_unpriced_with_the_reason(monkeypatch, tmp_path):
     book = tmp_path / "prices.yaml"
-    book.write_text('version: "1"\nprices:\n  - {source: athena, metric: data_scanned, unit: furlong, amount: "5", currency: USD}\n')
+    book.write_text(
+        'version: "1"\nprices:\n  - {source: athena, metric: data_scanned, unit: furlong, amount: "5", currency: USD}\n'
+    )
     monkeypatch.setenv("AIRFLOW__COST_PROVIDER__PRICE_BOOK_PATH", str(book))
     ti = FakeTaskInstance()
     run_task(ti, work=lambda: record_usage(ATHENA_SCAN))

@@ -28,7 +28,9 @@ if os.environ.get("COST_FAULTS") == "1":
 
     worker.usage_between = _fail_for("capture_fault", worker.usage_between, _current_task)
     tracker.estimate_all = _fail_for("pricing_fault", tracker.estimate_all, _current_task)
-    ledger_store.store = _fail_for("ledger_fault", ledger_store.store, lambda _engine, result: result.task_try.task_id)
+    ledger_store.store = _fail_for(
+        "ledger_fault", ledger_store.store, lambda _engine, result: result.task_try.task_id
+    )
 
 
 @dag(schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False)

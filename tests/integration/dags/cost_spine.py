@@ -10,6 +10,7 @@ from airflow.sdk import dag, task
 
 CPU_SECONDS = 1.5
 
+
 @dag(schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False)
 def cost_spine():
     @task

@@ -13,6 +13,12 @@ revision = "0001"
 down_revision = None
 
 
+def _task_run_id() -> sa.Column:
+    return sa.Column(
+        "task_run_id", sa.Integer, sa.ForeignKey("cost_task_runs.id", ondelete="CASCADE"), nullable=False
+    )
+
+
 def upgrade() -> None:
     op.create_table(
         "cost_task_runs",
@@ -40,12 +46,7 @@ def upgrade() -> None:
     op.create_table(
         "cost_usage",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column(
-            "task_run_id",
-            sa.Integer,
-            sa.ForeignKey("cost_task_runs.id", ondelete="CASCADE"),
-            nullable=False,
-        ),
+        _task_run_id(),
         sa.Column("source", sa.String(64), nullable=False),
         sa.Column("metric", sa.String(64), nullable=False),
         sa.Column("quantity", sa.String(64), nullable=False),
@@ -61,15 +62,8 @@ def upgrade() -> None:
     op.create_table(
         "cost_lines",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column(
-            "task_run_id",
-            sa.Integer,
-            sa.ForeignKey("cost_task_runs.id", ondelete="CASCADE"),
-            nullable=False,
-        ),
-        sa.Column(
-            "usage_id", sa.Integer, sa.ForeignKey("cost_usage.id", ondelete="CASCADE"), nullable=False
-        ),
+        _task_run_id(),
+        sa.Column("usage_id", sa.Integer, sa.ForeignKey("cost_usage.id", ondelete="CASCADE"), nullable=False),
         sa.Column("source", sa.String(64), nullable=False),
         sa.Column("metric", sa.String(64), nullable=False),
         sa.Column("amount_nanos", sa.BigInteger),
