@@ -16,6 +16,14 @@ from tests.support.openlineage import validate_event
 pytestmark = pytest.mark.integration
 
 FACET = "costProvider_cost"
+# One quick retry: enough to exercise the client's retry path without minutes of backoff per event.
+QUICK_RETRY = {"total": 1, "backoff_factor": 0.1}
+
+
+def http_transport(url: str, timeout: float = 5) -> dict:
+    return {"type": "http", "url": url, "timeout": timeout, "retry": QUICK_RETRY}
+
+
 # (task_id, map_index, try_number) -> state the ledger must hold
 EXPECTED_TRIES = {
     ("cpu_heavy", -1, 1): "success",
@@ -128,7 +136,7 @@ def test_cpu_heavy_task_cpu_seconds_are_measured(file_run):
 
 def test_marquez_http_transport_carries_the_facet(airflow_env):
     with recording_server(status=201) as server:
-        run = airflow_env.dags_test("cost_spine", transport={"type": "http", "url": server.url, "timeout": 5})
+        run = airflow_env.dags_test("cost_spine", transport=http_transport(server.url))
         events = server.events()
     assert events, run.output[-3000:]
     for event in events:
@@ -140,13 +148,11 @@ def test_marquez_http_transport_carries_the_facet(airflow_env):
 def test_tasks_and_ledger_unaffected_when_marquez_is_down(airflow_env, failure):
     if failure == "http_500":
         with recording_server(status=500) as server:
-            run = airflow_env.dags_test(
-                "cost_spine", transport={"type": "http", "url": server.url, "timeout": 2}
-            )
+            run = airflow_env.dags_test("cost_spine", transport=http_transport(server.url, 2))
             assert server.events(), "the events were sent and refused"
     else:
         url = f"http://127.0.0.1:{closed_port()}"
-        run = airflow_env.dags_test("cost_spine", transport={"type": "http", "url": url, "timeout": 2})
+        run = airflow_env.dags_test("cost_spine", transport=http_transport(url, 2))
     runs = task_runs(run.ledger_url)
     assert {k: r["state"] for k, r in runs.items()} == EXPECTED_TRIES
     amounts = ledger_rows(
