@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-export PATH="$HOME/.local/bin:$PATH" UV_PYTHON_DOWNLOADS=never
+source scripts/lib.sh
 
 demo_home="${DEMO_HOME:-$PWD/.demo}"
 rm -rf "$demo_home"

@@ -7,10 +7,10 @@ cd "$(dirname "$0")/.."
 with_test_servers=0
 [ "${1:-}" = "--test-servers" ] && with_test_servers=1
 
-if ! command -v uv >/dev/null 2>&1; then
+source scripts/lib.sh
+if ! command -v uv >/dev/null 2>&1 && ! python3 -m uv --version >/dev/null 2>&1; then
   echo "setup: installing uv"
   python3 -m pip install --quiet --user "uv>=0.5" 2>/dev/null || python3 -m pip install --quiet "uv>=0.5"
-  export PATH="$HOME/.local/bin:$PATH"
 fi
 
 if [ "$with_test_servers" = 1 ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
@@ -21,6 +21,4 @@ if [ "$with_test_servers" = 1 ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/n
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq postgresql >/dev/null
 fi
 
-# The project's Python: use the interpreter already on the machine, never a downloaded one.
-export UV_PYTHON_DOWNLOADS=never
 uv sync --frozen --quiet

@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --test-servers
-export PATH="$HOME/.local/bin:$PATH" UV_PYTHON_DOWNLOADS=never
-exec uv run --frozen pytest "$@"
+source scripts/lib.sh
+uv run --frozen pytest "$@"
