@@ -52,6 +52,9 @@ def _listeners() -> list:
     try:
         from airflow_cost_provider.listener import make_listener
 
+        # imported here, once, so the OpenLineage listener's forked children do not each import it
+        from airflow_cost_provider.openlineage import facets  # noqa: F401
+
         listener = make_listener(conf.listener_order())
     except Exception as error:
         log.error("cost provider disabled: %s", error)

@@ -10,7 +10,6 @@ import datetime as dt
 import functools
 import logging
 import socket
-import threading
 import time
 from decimal import Decimal
 from typing import Any
@@ -20,6 +19,7 @@ from airflow_cost_provider.capture import hook_lineage, worker
 from airflow_cost_provider.capture.identity import task_try_from_ti, try_key
 from airflow_cost_provider.capture.safety import guarded, report_failure
 from airflow_cost_provider.capture.session import CaptureSession, get_session, open_session
+from airflow_cost_provider.capture.writer import ledger_writer
 from airflow_cost_provider.get_provider_info import CONFIG_OPTIONS, WORKER_RATE_SOURCE
 from airflow_cost_provider.pricing import PriceBook, PriceBookError, Unpriced, Usage, estimate_all
 from airflow_cost_provider.pricing.model import Price
@@ -146,26 +146,19 @@ def _price(usages: list[Usage]):
 
 
 def _store_within(session: CaptureSession, deadline: float) -> None:
-    """Write the ledger in a helper thread so a slow or hung database cannot hold the task past the
-    time budget; the database driver's own timeouts end the thread soon after."""
-    outcome: list[BaseException | None] = []
+    """Write the ledger on the writer thread so a slow or hung database cannot hold the task past the
+    time budget; the database driver's own timeouts end a stuck write soon after."""
 
     def write() -> None:
-        try:
-            from airflow_cost_provider.ledger.store import get_engine, store
+        from airflow_cost_provider.ledger.store import get_engine, store
 
-            store(get_engine(ledger_url(), timeout=conf.finalize_timeout()), session.result)
-            outcome.append(None)
-        except BaseException as error:  # reported by the waiting thread
-            outcome.append(error)
+        store(get_engine(ledger_url(), timeout=conf.finalize_timeout()), session.result)
 
-    thread = threading.Thread(target=write, name="cost-ledger-write", daemon=True)
-    thread.start()
-    thread.join(max(0.0, deadline - time.monotonic()))
-    if not outcome:
+    finished, error = ledger_writer.run(write, timeout=max(0.0, deadline - time.monotonic()))
+    if not finished:
         report_failure(
             "writing the cost ledger",
             TimeoutError(f"not done within finalize_timeout={conf.finalize_timeout()}s"),
         )
-    elif outcome[0] is not None:
-        report_failure("writing the cost ledger", outcome[0])
+    elif error is not None:
+        report_failure("writing the cost ledger", error)

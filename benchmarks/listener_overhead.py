@@ -27,6 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -120,12 +121,14 @@ class FakeTaskInstance:
 
 
 BASE_DATE = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
+# run ids unique to this invocation, so a reused ledger (--ledger) never takes the replace path
+RUN_PREFIX = f"bench_{uuid.uuid4().hex[:8]}"
 
 
 def make_ti(i: int) -> FakeTaskInstance:
     """Task try number i: a new run every 20 tasks, a second try every 7th, so every key is new."""
     logical_date = BASE_DATE + dt.timedelta(minutes=i // 20)
-    run_id = f"bench__{logical_date.isoformat()}__{i // 20}"
+    run_id = f"{RUN_PREFIX}__{logical_date.isoformat()}__{i // 20}"
     return FakeTaskInstance(
         "bench_listener", f"task_{i % 20:02d}", run_id, 2 if i % 7 == 0 else 1, logical_date
     )
@@ -462,25 +465,23 @@ def main(argv: list[str] | None = None) -> int:
     if failures:
         raise AssertionError(f"the cost provider reported failures during the run: {failures}")
     engine = sa.create_engine(args.ledger)
+    ours = schema.task_runs.c.run_id.like(f"{RUN_PREFIX}__%")
     with engine.connect() as conn:
         task_rows = conn.execute(
-            sa.select(sa.func.count())
-            .select_from(schema.task_runs)
-            .where(schema.task_runs.c.dag_id == "bench_listener")
+            sa.select(sa.func.count()).select_from(schema.task_runs).where(ours)
         ).scalar_one()
         usage_rows = conn.execute(
-            sa.select(sa.func.count())
-            .select_from(schema.usage)
-            .join(schema.task_runs)
-            .where(schema.task_runs.c.dag_id == "bench_listener")
+            sa.select(sa.func.count()).select_from(schema.usage).join(schema.task_runs).where(ours)
         ).scalar_one()
     engine.dispose()
     dispose_engines()
     expected_rows = 2 + args.warmup + args.iterations + 2 * max(args.facet_child, 0)
-    if args.ledger.startswith("sqlite") and task_rows != expected_rows:
-        raise AssertionError(f"ledger holds {task_rows} task rows, expected {expected_rows}")
-    if task_rows < expected_rows:
-        raise AssertionError(f"ledger holds {task_rows} task rows, expected at least {expected_rows}")
+    if task_rows != expected_rows:
+        raise AssertionError(f"ledger holds {task_rows} task rows of this run, expected {expected_rows}")
+    if usage_rows != expected_rows * (USAGES_PER_TASK + 2):
+        raise AssertionError(
+            f"ledger holds {usage_rows} usage rows of this run, expected {expected_rows * 12}"
+        )
 
     totals, calls, running, recording, finalize = (list(col) for col in zip(*rows, strict=True))
     base = summary_ms(baseline)
@@ -500,6 +501,7 @@ def main(argv: list[str] | None = None) -> int:
             "usages_per_task": USAGES_PER_TASK,
             "ledger": safe_url(args.ledger),
             "split_timers": not args.no_split,
+            "profiled": args.profile,
         },
         "import_seconds": import_seconds,
         "first_call_ms": {

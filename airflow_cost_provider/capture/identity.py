@@ -44,10 +44,20 @@ def try_key(ti: Any) -> TryKey:
     return (ti.dag_id, ti.task_id, ti.run_id, -1 if map_index is None else int(map_index), int(ti.try_number))
 
 
+def _dag_run(ti: Any) -> Any:
+    # The Task SDK keeps the run it was started with; get_template_context() would re-validate the
+    # DAG's params on every call to return the same object.
+    from_server = getattr(ti, "_ti_context_from_server", None)
+    if from_server is not None and getattr(from_server, "dag_run", None) is not None:
+        return from_server.dag_run
+    if hasattr(ti, "get_template_context"):
+        return ti.get_template_context().get("dag_run")
+    return getattr(ti, "dag_run", None)
+
+
 def _logical_date(ti: Any) -> dt.datetime | None:
     """The date the OpenLineage provider uses for the run id: the logical date, else run_after."""
-    dag_run = ti.get_template_context().get("dag_run") if hasattr(ti, "get_template_context") else None
-    dag_run = dag_run or getattr(ti, "dag_run", None)
+    dag_run = _dag_run(ti)
     if dag_run is None:
         return None
     return getattr(dag_run, "logical_date", None) or getattr(dag_run, "run_after", None)

@@ -52,8 +52,12 @@ def _peak_rss_bytes(pid: int) -> int | None:
 
 def sample(pid: int | None = None) -> ProcessSample:
     pid = pid or os.getpid()
-    times = psutil.Process(pid).cpu_times()
-    cpu = times.user + times.system + times.children_user + times.children_system
+    if pid == os.getpid():
+        times = os.times()  # the same counters as psutil's, without opening /proc
+        cpu = times.user + times.system + times.children_user + times.children_system
+    else:
+        other = psutil.Process(pid).cpu_times()
+        cpu = other.user + other.system + other.children_user + other.children_system
     return ProcessSample(pid, cpu, _peak_rss_bytes(pid), time.monotonic(), dt.datetime.now(dt.timezone.utc))
 
 

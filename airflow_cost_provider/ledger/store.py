@@ -95,7 +95,9 @@ def _create_engine(url: str, timeout: float) -> Engine:
     parsed = sa.make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(parsed, connect_args=_connect_args(parsed, timeout), pool_pre_ping=True)
+    # a ping per checkout guards against dropped server connections; a local SQLite file has none
+    is_server = parsed.get_backend_name() != "sqlite"
+    engine = sa.create_engine(parsed, connect_args=_connect_args(parsed, timeout), pool_pre_ping=is_server)
     if parsed.get_backend_name() == "sqlite":
 
         @sa.event.listens_for(engine, "connect")
@@ -176,9 +178,21 @@ def store(engine: Engine, result: CostResult) -> bool:
         return _store(engine, result)
 
 
+# Statements built once: building them per call costs more than SQLite takes to run them.
+_TRY_COLUMNS = ("dag_id", "task_id", "run_id", "map_index", "try_number")
+_FIND_TRY = sa.select(task_runs.c.id, task_runs.c.capture_id).where(
+    *(task_runs.c[name] == sa.bindparam(name) for name in _TRY_COLUMNS)
+)
+_INSERT_TRY = sa.insert(task_runs)
+_UPDATE_TRY = sa.update(task_runs).where(task_runs.c.id == sa.bindparam("existing_id"))
+_DELETE_LINES = sa.delete(lines).where(lines.c.task_run_id == sa.bindparam("existing_id"))
+_DELETE_USAGE = sa.delete(usage).where(usage.c.task_run_id == sa.bindparam("existing_id"))
+_INSERT_USAGE = sa.insert(usage).returning(usage.c.id, sort_by_parameter_order=True)
+_INSERT_LINES = sa.insert(lines)
+
+
 def _store(engine: Engine, result: CostResult) -> bool:
     tt = result.task_try
-    now = dt.datetime.now(dt.timezone.utc)
     row = {
         "dag_id": tt.dag_id,
         "task_id": tt.task_id,
@@ -192,41 +206,32 @@ def _store(engine: Engine, result: CostResult) -> bool:
         "hostname": result.hostname,
         "start_time": result.start_time,
         "end_time": result.end_time,
-        "recorded_at": now,
+        "recorded_at": dt.datetime.now(dt.timezone.utc),
     }
     with engine.begin() as conn:
-        existing = conn.execute(
-            sa.select(task_runs.c.id, task_runs.c.capture_id).where(
-                task_runs.c.dag_id == tt.dag_id,
-                task_runs.c.task_id == tt.task_id,
-                task_runs.c.run_id == tt.run_id,
-                task_runs.c.map_index == tt.map_index,
-                task_runs.c.try_number == tt.try_number,
-            )
-        ).first()
+        existing = conn.execute(_FIND_TRY, {name: row[name] for name in _TRY_COLUMNS}).first()
         if existing is not None and existing.capture_id == result.capture_id:
             return False
         if existing is None:
-            task_run_id = conn.execute(sa.insert(task_runs).values(**row)).inserted_primary_key[0]
+            task_run_id = conn.execute(_INSERT_TRY, row).inserted_primary_key[0]
         else:
             task_run_id = existing.id
-            conn.execute(sa.delete(lines).where(lines.c.task_run_id == task_run_id))
-            conn.execute(sa.delete(usage).where(usage.c.task_run_id == task_run_id))
-            conn.execute(sa.update(task_runs).where(task_runs.c.id == task_run_id).values(**row))
+            conn.execute(_DELETE_LINES, {"existing_id": task_run_id})
+            conn.execute(_DELETE_USAGE, {"existing_id": task_run_id})
+            conn.execute(_UPDATE_TRY, {"existing_id": task_run_id, **row})
         priced_and_unpriced = [(line.usage, _line_values(line)) for line in result.lines] + [
             (item.usage, {"status": "unpriced", "unpriced_reason": item.reason}) for item in result.unpriced
         ]
         if priced_and_unpriced:
             usage_ids = (
                 conn.execute(
-                    sa.insert(usage).returning(usage.c.id, sort_by_parameter_order=True),
-                    [_usage_values(task_run_id, item) for item, _ in priced_and_unpriced],
+                    _INSERT_USAGE, [_usage_values(task_run_id, item) for item, _ in priced_and_unpriced]
                 )
                 .scalars()
                 .all()
             )
             conn.execute(
-                sa.insert(lines),
+                _INSERT_LINES,
                 [
                     {
                         "task_run_id": task_run_id,

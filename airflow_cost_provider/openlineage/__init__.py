@@ -11,6 +11,13 @@ CUSTOM_RUN_FACETS_PATH = "airflow_cost_provider.openlineage.get_cost_run_facets"
 _TERMINAL_STATES = {"success", "failed", "up_for_retry", "skipped"}
 
 
+def _enabled(conf) -> bool:
+    try:
+        return conf.enabled()
+    except conf.ConfigError:  # already reported by the plugin at start-up
+        return False
+
+
 def get_cost_run_facets(task_instance: Any, ti_state: Any) -> dict[str, Any]:
     """Called by the OpenLineage listener for each task event; returns the cost facet on terminal ones.
 
@@ -18,11 +25,12 @@ def get_cost_run_facets(task_instance: Any, ti_state: Any) -> dict[str, Any]:
     finalized the task try, its result is reused; otherwise it is computed here (measuring the parent
     process) and written to the ledger, and the parent's own finalize later finds it stored.
     """
+    from airflow_cost_provider import conf
     from airflow_cost_provider.capture.safety import report_failure
 
     try:
         state = str(getattr(ti_state, "value", ti_state) or "").lower()
-        if state not in _TERMINAL_STATES:
+        if state not in _TERMINAL_STATES or not _enabled(conf):
             return {}
         from airflow_cost_provider import tracker
         from airflow_cost_provider.openlineage.facets import COST_FACET_KEY, build_cost_facet
