@@ -64,8 +64,14 @@ def _logical_date(ti: Any) -> dt.datetime | None:
 
 
 def openlineage_run_id(ti: Any) -> str | None:
-    """The deterministic run id the OpenLineage provider gives this task try, or None without it."""
+    """The deterministic run id the OpenLineage provider gives this task try; None when OpenLineage is
+    not installed or not enabled (then no event carries it, and importing the adapter would cost the
+    task process most of a second)."""
     try:
+        from airflow.providers.openlineage import conf as openlineage_conf
+
+        if openlineage_conf.is_disabled():
+            return None
         from airflow.providers.openlineage.plugins.adapter import OpenLineageAdapter
     except ImportError:
         return None

@@ -231,3 +231,19 @@ def test_running_events_get_no_cost_facet():
     ti = FakeTaskInstance()
     make_listener("first").on_task_instance_running(previous_state=None, task_instance=ti)
     assert get_cost_run_facets(ti, "running") == {}
+
+
+def test_openlineage_run_id_matches_the_provider_and_is_skipped_when_openlineage_is_off(monkeypatch):
+    from airflow.providers.openlineage import conf as openlineage_conf
+    from airflow.providers.openlineage.plugins.adapter import OpenLineageAdapter
+
+    from airflow_cost_provider.capture.identity import task_try_from_ti
+
+    ti = FakeTaskInstance(map_index=3, try_number=2)
+    monkeypatch.setattr(openlineage_conf, "is_disabled", lambda: False)
+    expected = OpenLineageAdapter.build_task_instance_run_id(
+        dag_id=ti.dag_id, task_id=ti.task_id, try_number=2, logical_date=ti.logical_date, map_index=3
+    )
+    assert task_try_from_ti(ti).ol_run_id == expected
+    monkeypatch.setattr(openlineage_conf, "is_disabled", lambda: True)
+    assert task_try_from_ti(ti).ol_run_id is None
