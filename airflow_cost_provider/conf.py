@@ -6,6 +6,7 @@ Bad values raise ConfigError naming the option; callers decide whether that disa
 from __future__ import annotations
 
 import functools
+import json
 import os
 from decimal import Decimal
 from pathlib import Path
@@ -84,6 +85,63 @@ def source_enabled(source: str) -> bool:
 
 
 @functools.cache
+def untagged_sources() -> frozenset[str]:
+    return frozenset(s.strip() for s in _raw("untagged_sources").split(",") if s.strip())
+
+
+def tagging_on(source: str) -> bool:
+    return tagging_enabled() and source not in untagged_sources()
+
+
+def _json_object(option: str) -> dict:
+    value = _raw(option) or "{}"
+    try:
+        parsed = json.loads(value)
+    except ValueError as error:
+        raise ConfigError(f"[{SECTION}] {option} is not valid JSON: {error}") from None
+    if not isinstance(parsed, dict):
+        raise ConfigError(f"[{SECTION}] {option} must be a JSON object, got {type(parsed).__name__}")
+    return parsed
+
+
+@functools.cache
+def connection_pricing() -> dict[str, dict[str, str]]:
+    pricing = _json_object("connection_pricing")
+    for conn_id, attributes in pricing.items():
+        if not isinstance(attributes, dict) or not all(
+            isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in attributes.values()
+        ):
+            raise ConfigError(
+                f"[{SECTION}] connection_pricing[{conn_id!r}] must be an object of text or number "
+                'values, like {"instance_type": "db.r6g.large"}'
+            )
+    return {conn_id: {k: str(v) for k, v in attributes.items()} for conn_id, attributes in pricing.items()}
+
+
+def pricing_for_connection(conn_id: str | None) -> dict[str, str]:
+    return dict(connection_pricing().get(conn_id or "", {}))
+
+
+BIGQUERY_MODELS = ("on_demand", "standard", "enterprise", "enterprise_plus")
+
+
+@functools.cache
+def bigquery_pricing() -> dict[str, str]:
+    pricing = _json_object("bigquery_pricing")
+    for project, model in pricing.items():
+        if model not in BIGQUERY_MODELS:
+            raise ConfigError(
+                f"[{SECTION}] bigquery_pricing[{project!r}] = {model!r} must be one of {', '.join(BIGQUERY_MODELS)}"
+            )
+    return pricing
+
+
+def bigquery_model(project: str | None) -> str:
+    pricing = bigquery_pricing()
+    return pricing.get(project or "", pricing.get("*", "on_demand"))
+
+
+@functools.cache
 def finalize_timeout() -> float:
     return float(_decimal("finalize_timeout"))
 
@@ -127,6 +185,9 @@ def clear_cache() -> None:
         price_book_path,
         tagging_enabled,
         disabled_sources,
+        untagged_sources,
+        connection_pricing,
+        bigquery_pricing,
         finalize_timeout,
         capture_hook_lineage,
         worker_vcpu_hour_rate,

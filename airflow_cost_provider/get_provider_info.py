@@ -46,6 +46,29 @@ CONFIG_OPTIONS: dict[str, dict] = {
         "boolean",
         "True",
     ),
+    "untagged_sources": _option(
+        "Comma-separated sources whose work is captured but not tagged, e.g. mysql,trino.",
+        "string",
+        "",
+        example="mysql",
+    ),
+    "connection_pricing": _option(
+        "JSON object: Airflow connection id -> the attributes that choose its price in the price book. "
+        "PostgreSQL, MySQL and Azure SQL statements are priced as the instance rate x their execution "
+        'time, so they need the instance: {"analytics_db": {"instance_type": "db.r6g.large"}}. '
+        "Other keys: edition (Snowflake), node_type and nodes (Redshift provisioned), tier and vcores "
+        "(Azure SQL). A connection with nothing here is reported as unpriced, never as zero.",
+        "string",
+        "",
+        example='{"analytics_db": {"instance_type": "db.r6g.large"}, "snowflake_default": {"edition": "enterprise"}}',
+    ),
+    "bigquery_pricing": _option(
+        "JSON object: BigQuery project id (or * for every other project) -> on_demand (per TiB billed) "
+        "or an edition, standard, enterprise or enterprise_plus (per slot-hour). Empty: on_demand everywhere.",
+        "string",
+        "",
+        example='{"*": "on_demand", "reserved-project": "enterprise"}',
+    ),
     "disabled_sources": _option(
         "Comma-separated sources not to capture, e.g. airflow_worker,bigquery.",
         "string",

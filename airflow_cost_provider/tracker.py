@@ -17,7 +17,7 @@ from typing import Any
 from airflow_cost_provider import conf
 from airflow_cost_provider.capture import hook_lineage, worker
 from airflow_cost_provider.capture.identity import task_try_from_ti, try_key
-from airflow_cost_provider.capture.safety import guarded, report_failure
+from airflow_cost_provider.capture.safety import guarded, report_failure, suppress
 from airflow_cost_provider.capture.session import CaptureSession, get_session, open_session
 from airflow_cost_provider.capture.writer import ledger_writer
 from airflow_cost_provider.get_provider_info import CONFIG_OPTIONS, WORKER_RATE_SOURCE
@@ -73,8 +73,18 @@ def terminal_state(ti: Any, hinted: str) -> str:
 
 @guarded("opening the cost capture")
 def start(ti: Any) -> CaptureSession | None:
+    _instrument()
     mark = _hook_lineage_mark()
-    return open_session(task_try_from_ti(ti), worker.sample(), mark)
+    return open_session(task_try_from_ti(ti), worker.sample(), mark, ti)
+
+
+@functools.cache
+def _instrument() -> None:
+    """Patch the installed providers' hooks once per process (already-imported ones now, the others
+    when the task imports them)."""
+    from airflow_cost_provider.instrumentation import instrument_all
+
+    instrument_all()
 
 
 @guarded("reading hook lineage at task start")
@@ -90,20 +100,20 @@ def finalize(ti: Any, state: str) -> CostResult | None:
     deadline = time.monotonic() + conf.finalize_timeout()
     with session.lock:
         if session.result is None:
-            session.result = _compute(session, state)
+            session.result = _compute(session, state, deadline)
     if not session.ledger_write_attempted:
         session.ledger_write_attempted = True
         _store_within(session, deadline)
     return session.result
 
 
-def _compute(session: CaptureSession, state: str) -> CostResult:
+def _compute(session: CaptureSession, state: str, deadline: float) -> CostResult:
     end = _guarded_sample(session.pid)
-    usages: list[Usage] = list(session.usage)
+    usages: list[Usage] = list(session.usage) + _resolve_pending(session, deadline)
     if end is not None and conf.source_enabled(worker.SOURCE):
         usages += _guarded_worker_usage(session.start, end) or []
     if session.hook_lineage_mark is not None:
-        usages += _guarded_hook_lineage(session.hook_lineage_mark) or []
+        usages += _not_captured_otherwise(_guarded_hook_lineage(session.hook_lineage_mark) or [], usages)
     usages = [u for u in usages if conf.source_enabled(u.source)]
     lines, unpriced = _price(usages)
     end_time = end.at if end is not None else dt.datetime.now(dt.timezone.utc)
@@ -117,6 +127,36 @@ def _compute(session: CaptureSession, state: str) -> CostResult:
         lines=tuple(lines),
         unpriced=tuple(unpriced),
     )
+
+
+def _resolve_pending(session: CaptureSession, deadline: float) -> list[Usage]:
+    """Fetch the statistics instrumentations left for the end, one batched look-up per kind, within
+    the time budget. A look-up that fails keeps its queries, unpriced, with the reason."""
+    usages: list[Usage] = []
+    for resolve, items in list(session.pending.items()):
+        remaining = deadline - time.monotonic()
+        try:
+            if remaining <= 0:
+                raise TimeoutError(f"no time left within finalize_timeout={conf.finalize_timeout()}s")
+            with suppress():
+                usages += resolve(items, remaining)
+        except Exception as error:
+            report_failure("reading query statistics", error)
+            reason = f"statistics look-up failed: {type(error).__name__}: {error}"
+            usages += [item.unresolved(reason) for item in items]
+    return usages
+
+
+def _not_captured_otherwise(reported: list[Usage], captured: list[Usage]) -> list[Usage]:
+    """Hook lineage reports queries an instrumentation may have captured already, with their usage:
+    keep only what no instrumentation saw (by id, or by source when the hook gave no id)."""
+    ids = {(u.source, u.external_id) for u in captured if u.external_id}
+    sources = {u.source for u in captured}
+    return [
+        u
+        for u in reported
+        if (u.source, u.external_id) not in ids and (u.external_id is not None or u.source not in sources)
+    ]
 
 
 @guarded("measuring the worker process")

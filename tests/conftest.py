@@ -13,12 +13,20 @@ for _name in [k for k in os.environ if k.startswith(("AIRFLOW__COST_PROVIDER__",
 
 import pytest  # noqa: E402
 
+from tests.support.mariadb import MariaDBServer  # noqa: E402
 from tests.support.postgres import PostgresServer  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def postgres_server():
     server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mariadb_server():
+    server = MariaDBServer().start()
     yield server
     server.stop()
 

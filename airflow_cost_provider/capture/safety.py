@@ -23,9 +23,13 @@ failures: Counter[str] = Counter()
 _suppressed: ContextVar[bool] = ContextVar("cost_provider_suppressed", default=False)
 
 
-def report_failure(step: str, error: BaseException) -> None:
+def report_failure(step: str, error: BaseException, once: bool = False) -> None:
+    """Count the failure and log it; with `once`, only its first occurrence in this process is a
+    warning (a wrapper that fails on every statement must not flood the task log)."""
     failures[step] += 1
-    log.warning(
+    level = logging.WARNING if not once or failures[step] == 1 else logging.DEBUG
+    log.log(
+        level,
         "cost provider: %s failed: %s: %s (no impact on the task)",
         step,
         type(error).__name__,

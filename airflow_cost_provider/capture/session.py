@@ -6,6 +6,7 @@ both finalize through it, and whichever comes first computes the result the othe
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import uuid
@@ -28,9 +29,12 @@ class CaptureSession:
     task_try: TaskTry
     start: ProcessSample
     hook_lineage_mark: Any = None
+    ti: Any = field(default=None, repr=False)
     capture_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     pid: int = field(default_factory=os.getpid)
     usage: list[Usage] = field(default_factory=list)
+    # statistics to fetch at finalize, batched per look-up function: {resolve: [item, ...]}
+    pending: dict[Any, list[Any]] = field(default_factory=dict)
     result: Any = None  # CostResult once finalized
     # set by the first process that tried to write this capture, even if it failed: a forked child
     # must not spend a second time budget on a database that just refused or timed out
@@ -41,14 +45,33 @@ class CaptureSession:
         with self.lock:
             self.usage.append(usage)
 
+    def defer(self, resolve: Any, item: Any) -> None:
+        """Keep `item` for `resolve(items, timeout) -> list[Usage]`, called once at finalize."""
+        with self.lock:
+            self.pending.setdefault(resolve, []).append(item)
+
+    def task_running(self) -> bool:
+        """True while the task's own code runs. Statements run after it (the OpenLineage listener's
+        schema look-ups, callbacks) are not the task's work."""
+        if self.result is not None:
+            return False
+        state = getattr(self.ti, "state", None)
+        return state is None or str(getattr(state, "value", state)).lower() == "running"
+
+    @functools.cached_property
+    def tags(self) -> dict[str, str]:
+        return self.task_try.tags()
+
 
 _sessions: OrderedDict[TryKey, CaptureSession] = OrderedDict()
 _sessions_lock = threading.Lock()
 _current: ContextVar[CaptureSession | None] = ContextVar("cost_provider_session", default=None)
 
 
-def open_session(task_try: TaskTry, start: ProcessSample, hook_lineage_mark: Any = None) -> CaptureSession:
-    session = CaptureSession(task_try, start, hook_lineage_mark)
+def open_session(
+    task_try: TaskTry, start: ProcessSample, hook_lineage_mark: Any = None, ti: Any = None
+) -> CaptureSession:
+    session = CaptureSession(task_try, start, hook_lineage_mark, ti)
     with _sessions_lock:
         _sessions.pop(task_try.key, None)
         _sessions[task_try.key] = session

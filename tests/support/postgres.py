@@ -55,6 +55,24 @@ class PostgresServer:
         )
         return self
 
+    @property
+    def log_file(self) -> Path:
+        return self.root / "server.log"
+
+    def conn_uri(self, database: str = "postgres") -> str:
+        """An Airflow connection URI for the Postgres provider."""
+        return f"postgres://postgres@127.0.0.1:{self.port}/{database}"
+
+    def statements(self) -> list[str]:
+        """The statements the server logged (log_statement=all), continuation lines joined."""
+        statements: list[str] = []
+        for line in self.log_file.read_text(errors="replace").splitlines():
+            if "LOG:  statement: " in line:
+                statements.append(line.split("LOG:  statement: ", 1)[1])
+            elif line.startswith("\t") and statements:
+                statements[-1] += "\n" + line[1:]
+        return statements
+
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{database}"
 
