@@ -37,7 +37,9 @@ def sql_run(airflow_env, postgres_server, mariadb_server):
         env={
             "AIRFLOW_CONN_PG_SHOP": postgres_server.conn_uri(),
             "AIRFLOW_CONN_MYSQL_SHOP": mariadb_server.conn_uri(),
-            "AIRFLOW__COST_PROVIDER__CONNECTION_PRICING": json.dumps({"pg_shop": {"instance_type": "db.r6g.large"}}),
+            "AIRFLOW__COST_PROVIDER__CONNECTION_PRICING": json.dumps(
+                {"pg_shop": {"instance_type": "db.r6g.large"}}
+            ),
         },
     )
     assert run.process.returncode == 0, run.output[-4000:]
@@ -70,7 +72,7 @@ def test_postgres_statements_reach_the_server_tagged(sql_run, postgres_server):
         # only the task's own statements: not the OpenLineage listener's schema look-ups, which run
         # in its forked child
         assert len(mine) == own, [s for s, _ in mine]
-        for statement, tags in mine:
+        for _statement, tags in mine:
             assert tags["airflow_dag_id"] == "cost_sql_local"
             assert tags["airflow_try_number"] == "1" and tags["airflow_map_index"] == "-1"
             assert tags["openlineage_run_id"] == events[task_id]["run"]["runId"]
