@@ -62,6 +62,13 @@ class CaptureSession:
     def tags(self) -> dict[str, str]:
         return self.task_try.tags()
 
+    @functools.cached_property
+    def sql_comment(self) -> str:
+        """The identity as a sqlcommenter comment, formatted once for all the task's statements."""
+        from airflow_cost_provider.tagging import format_comment
+
+        return format_comment(self.tags)
+
 
 _sessions: OrderedDict[TryKey, CaptureSession] = OrderedDict()
 _sessions_lock = threading.Lock()

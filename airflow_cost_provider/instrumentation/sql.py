@@ -25,7 +25,7 @@ from airflow_cost_provider.capture.session import CaptureSession
 from airflow_cost_provider.instrumentation.base import Instrumentation, guarded_step, seconds, task_session
 from airflow_cost_provider.pricing.estimate import METHOD_ATTRIBUTE, UNPRICED_HINT_ATTRIBUTE
 from airflow_cost_provider.pricing.model import Usage
-from airflow_cost_provider.tagging import add_sql_comment
+from airflow_cost_provider.tagging import append_comment
 
 # source -> module holding that engine's `SQL_ENGINE`
 ENGINE_MODULES = {
@@ -86,7 +86,7 @@ class SqlEngine:
             self.source = source
 
     def tag(self, sql: str, session: CaptureSession, hook: Any) -> str:
-        return add_sql_comment(sql, session.tags)
+        return append_comment(sql, session.sql_comment)
 
     def measure(self, session: CaptureSession, statement: Statement) -> None:
         session.record(runtime_usage(self.source, statement))

@@ -52,7 +52,11 @@ def _ends_in_line_comment(body: str) -> bool:
 def add_sql_comment(sql: str, tags: Mapping[str, str]) -> str:
     """Append the tags as a sqlcommenter comment: before a trailing `;`, or on a new line when the
     statement ends in a `--` comment. Empty tags leave the SQL unchanged."""
-    comment = format_comment(tags)
+    return append_comment(sql, format_comment(tags))
+
+
+def append_comment(sql: str, comment: str) -> str:
+    """add_sql_comment with the comment already formatted (a task formats its identity once)."""
     if not comment or not sql.strip():
         return sql
     body = sql.rstrip()

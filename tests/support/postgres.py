@@ -26,7 +26,8 @@ def _bindir() -> Path | None:
 class PostgresServer:
     """initdb + pg_ctl in a temporary directory, on a free port of 127.0.0.1, trust authentication."""
 
-    def __init__(self) -> None:
+    def __init__(self, log_statements: bool = True) -> None:
+        self.log_statements = log_statements
         bindir = _bindir()
         if bindir is None:
             raise RuntimeError(
@@ -49,7 +50,9 @@ class PostgresServer:
 
     def start(self) -> PostgresServer:
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c log_statement=all"
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root}"
+        if self.log_statements:
+            options += " -c log_statement=all"
         self._run(
             "pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "server.log"), "-w", "start"
         )

@@ -1,5 +1,6 @@
-"""Test DAG: SQL through a DbApiHook, which reports each statement to Airflow's hook lineage, then a
-task with no SQL that must not inherit those statements."""
+"""Test DAG: SQL through a third-party DbApiHook that runs its statements its own way (so no
+instrumentation sees them) but reports each one to Airflow's hook lineage, then a task with no SQL
+that must not inherit those statements."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sqlite3
 import tempfile
 
 import pendulum
+from airflow.providers.common.sql.hooks.lineage import send_sql_hook_lineage
 from airflow.providers.common.sql.hooks.sql import DbApiHook
 from airflow.sdk import dag, task
 
@@ -30,6 +32,10 @@ class LocalSqliteHook(DbApiHook):
 
     def get_conn(self):
         return sqlite3.connect(self.path)
+
+    def _run_command(self, cur, sql_statement, parameters):
+        cur.execute(sql_statement)
+        send_sql_hook_lineage(context=self, sql=sql_statement, cur=cur)
 
 
 @dag(schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False)

@@ -1,0 +1,197 @@
+"""What tagging and capturing add to one SQL statement, and to PostgresHook.run against a real server.
+
+1. Pure part: the statement wrapper around a `_run_command` that does nothing (the cursor's execute
+   is a no-op), against the same call unwrapped, in alternating rounds of one run. The overhead per
+   statement is the difference of the per-round medians: sqlcommenter tagging of a typical statement,
+   the timed-cursor proxy, and building and recording the usage. Target: median <= 20 microseconds.
+2. PostgreSQL: `--queries` trivial statements (`SELECT 1`) through `PostgresHook.run` against a local
+   server this script starts (Debian's postgresql package), instrumented (a task's capture session
+   open) and not, alternating in blocks within one run. Target: ratio of the totals <= 1.02.
+
+    uv run python benchmarks/statement_overhead.py [--rounds 200] [--queries 1000] [--skip-postgres]
+
+Prints a summary and writes benchmarks/results/statement_overhead.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+DEFAULT_OUTPUT = HERE / "results" / "statement_overhead.json"
+TARGET_PURE_US = 20.0
+TARGET_POSTGRES_RATIO = 1.02
+STATEMENT = (
+    "SELECT o.customer_id, sum(o.amount) AS revenue FROM orders o "
+    "WHERE o.ordered_at >= '2026-11-01' GROUP BY o.customer_id;"
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=200, help="alternating rounds for the pure part")
+    parser.add_argument("--per-round", type=int, default=500, help="statements per round")
+    parser.add_argument("--queries", type=int, default=1000, help="PostgresHook.run calls per variant")
+    parser.add_argument("--block", type=int, default=50, help="queries per alternating block")
+    parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    return parser.parse_args(argv)
+
+
+def _environment() -> None:
+    home = tempfile.mkdtemp(prefix="cost-bench-stmt-")
+    os.environ["AIRFLOW_HOME"] = home
+    os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+    os.environ["AIRFLOW__COST_PROVIDER__CONNECTION_PRICING"] = (
+        '{"bench_pg": {"instance_type": "db.r6g.large"}}'
+    )
+    sys.path.insert(0, str(REPO))
+
+
+def _open_session():
+    from airflow_cost_provider.capture import worker
+    from airflow_cost_provider.capture.identity import TaskTry
+    from airflow_cost_provider.capture.session import open_session
+
+    task_try = TaskTry(
+        "daily_revenue", "aggregate_orders", "scheduled__2026-11-22T00:00:00+00:00", 1, -1,
+        "0193a1c2-1234-7abc-8def-0123456789ab",
+    )  # fmt: skip
+    return open_session(task_try, worker.sample())
+
+
+def pure_overhead(rounds: int, per_round: int) -> dict:
+    from airflow.providers.common.sql.hooks.sql import DbApiHook
+
+    from airflow_cost_provider.capture.session import clear_sessions
+    from airflow_cost_provider.instrumentation.sql import _run_command_wrapper
+
+    class NoopCursor:
+        rowcount = 1
+
+        def execute(self, sql, parameters=None):
+            return None
+
+    class BenchHook(DbApiHook):
+        conn_name_attr = "bench_conn_id"
+        default_conn_name = "bench_pg"
+        conn_type = "postgres"
+
+    def run_command(cursor, sql, parameters):  # the statement itself costs nothing here
+        cursor.execute(sql, parameters)
+
+    hook, cursor = BenchHook(), NoopCursor()
+    session = _open_session()
+    bare, wrapped = [], []
+    for _ in range(rounds):
+        started = time.perf_counter_ns()
+        for _ in range(per_round):
+            run_command(cursor, STATEMENT, None)
+        bare.append((time.perf_counter_ns() - started) / per_round)
+        started = time.perf_counter_ns()
+        for _ in range(per_round):
+            _run_command_wrapper(run_command, hook, (cursor, STATEMENT, None), {})
+        wrapped.append((time.perf_counter_ns() - started) / per_round)
+        session.usage.clear()
+    clear_sessions()
+    overheads = sorted(w - b for w, b in zip(wrapped, bare, strict=True))
+    return {
+        "rounds": rounds,
+        "statements_per_round": per_round,
+        "median_overhead_us": statistics.median(overheads) / 1000,
+        "p95_overhead_us": overheads[int(len(overheads) * 0.95) - 1] / 1000,
+        "median_bare_us": statistics.median(bare) / 1000,
+        "median_wrapped_us": statistics.median(wrapped) / 1000,
+        "target_us": TARGET_PURE_US,
+    }
+
+
+def postgres_ratio(queries: int, block: int) -> dict:
+    from tests.support.postgres import PostgresServer
+
+    server = PostgresServer(log_statements=False).start()  # as in production: no statement log
+    try:
+        os.environ["AIRFLOW_CONN_BENCH_PG"] = server.conn_uri()
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+        from airflow_cost_provider.capture.session import clear_sessions
+        from airflow_cost_provider.instrumentation.sql import SqlStatements
+
+        instrumentation = SqlStatements()
+        instrumentation.instrument()
+        hook = PostgresHook(postgres_conn_id="bench_pg")
+        hook.log_sql = False  # the provider's per-statement log line would dominate both variants
+        for _ in range(20):
+            hook.run("SELECT 1")  # warm-up: connection set-up paths, imports
+        totals = {"plain": 0, "instrumented": 0}
+        blocks = {"plain": [], "instrumented": []}
+        recorded = 0
+        for number in range(0, queries, block):
+            order = ("plain", "instrumented") if (number // block) % 2 == 0 else ("instrumented", "plain")
+            for variant in order:
+                session = _open_session() if variant == "instrumented" else None
+                if session is None:
+                    clear_sessions()
+                started = time.perf_counter_ns()
+                for _ in range(block):
+                    hook.run("SELECT 1")
+                elapsed = time.perf_counter_ns() - started
+                totals[variant] += elapsed
+                blocks[variant].append(elapsed / block)
+                if session is not None:
+                    recorded += len(session.usage)
+                    clear_sessions()
+        instrumentation.uninstrument()
+        assert recorded == queries, f"captured {recorded} of {queries} statements"
+        return {
+            "queries_per_variant": queries,
+            "block": block,
+            "plain_ms_per_query": totals["plain"] / queries / 1e6,
+            "instrumented_ms_per_query": totals["instrumented"] / queries / 1e6,
+            "ratio_of_totals": totals["instrumented"] / totals["plain"],
+            "ratio_of_block_medians": statistics.median(blocks["instrumented"])
+            / statistics.median(blocks["plain"]),
+            "statements_captured": recorded,
+            "target_ratio": TARGET_POSTGRES_RATIO,
+        }
+    finally:
+        server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    _environment()
+    result = {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "pure": pure_overhead(args.rounds, args.per_round),
+    }
+    pure = result["pure"]
+    print(
+        f"pure tagging + capture per statement: median {pure['median_overhead_us']:.2f} us "
+        f"(p95 {pure['p95_overhead_us']:.2f}; target <= {TARGET_PURE_US:.0f})"
+    )
+    if not args.skip_postgres:
+        result["postgres"] = pg = postgres_ratio(args.queries, args.block)
+        print(
+            f"PostgresHook.run x{args.queries}: {pg['plain_ms_per_query']:.3f} ms/query plain, "
+            f"{pg['instrumented_ms_per_query']:.3f} instrumented; ratio {pg['ratio_of_totals']:.4f} "
+            f"(block medians {pg['ratio_of_block_medians']:.4f}; target <= {TARGET_POSTGRES_RATIO})"
+        )
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
