@@ -41,6 +41,11 @@ def _listener_class(name: str, **order: bool) -> type:
         def on_task_instance_skipped(self, previous_state: Any, task_instance: Any) -> None:
             _finalize(task_instance, "skipped")
 
+        @hookimpl(**order)
+        def before_stopping(self, component: Any) -> None:
+            # a deferring task gets no other call: keep its capture for the process that resumes it
+            tracker.suspend_if_deferred()
+
     CostListener.__name__ = CostListener.__qualname__ = name
     return CostListener
 

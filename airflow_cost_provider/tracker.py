@@ -6,9 +6,11 @@ the other usage, failed pricing keeps all usage as unpriced, a failed ledger wri
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import logging
+import os
 import socket
 import time
 from decimal import Decimal
@@ -18,7 +20,13 @@ from airflow_cost_provider import conf
 from airflow_cost_provider.capture import hook_lineage, worker
 from airflow_cost_provider.capture.identity import task_try_from_ti, try_key
 from airflow_cost_provider.capture.safety import guarded, report_failure, suppress
-from airflow_cost_provider.capture.session import CaptureSession, get_session, open_session
+from airflow_cost_provider.capture.session import (
+    CaptureSession,
+    current_session,
+    drop_session,
+    get_session,
+    open_session,
+)
 from airflow_cost_provider.capture.writer import ledger_writer
 from airflow_cost_provider.get_provider_info import CONFIG_OPTIONS, WORKER_RATE_SOURCE
 from airflow_cost_provider.pricing import PriceBook, PriceBookError, Unpriced, Usage, estimate_all
@@ -75,7 +83,69 @@ def terminal_state(ti: Any, hinted: str) -> str:
 def start(ti: Any) -> CaptureSession | None:
     _instrument()
     mark = _hook_lineage_mark()
-    return open_session(task_try_from_ti(ti), worker.sample(), mark, ti)
+    session = open_session(task_try_from_ti(ti), worker.sample(), mark, ti)
+    if _resumed_from_deferral(ti):
+        _restore_deferred(session)
+    return session
+
+
+def _resumed_from_deferral(ti: Any) -> bool:
+    return bool(getattr(getattr(ti, "_ti_context_from_server", None), "next_method", None))
+
+
+@guarded("restoring the cost capture after a deferral")
+def _restore_deferred(session: CaptureSession) -> None:
+    from airflow_cost_provider.capture import deferral
+    from airflow_cost_provider.ledger.store import get_engine, load_deferred
+
+    document = None
+
+    def read() -> None:
+        nonlocal document
+        document = load_deferred(get_engine(ledger_url(), timeout=conf.finalize_timeout()), session.task_try)
+
+    finished, error = ledger_writer.run(read, timeout=conf.finalize_timeout())
+    if not finished or error is not None:
+        raise error or TimeoutError(f"not done within finalize_timeout={conf.finalize_timeout()}s")
+    if document:
+        usages, pending = deferral.restore(document)
+        for usage in usages:
+            session.record(usage)
+        for resolve, item in pending:
+            session.defer(resolve, item)
+
+
+@guarded("keeping the cost capture across a deferral")
+def suspend_if_deferred() -> None:
+    """At the end of a task process: if the task deferred, keep what it used so far in the ledger for
+    the process that resumes it, instead of finalizing."""
+    session = current_session()
+    if session is None or session.result is not None or session.pid != os.getpid():
+        return
+    state = getattr(session.ti, "state", None)
+    if str(getattr(state, "value", state)).lower() != "deferred":
+        return
+    from airflow_cost_provider.capture import deferral
+    from airflow_cost_provider.ledger.store import get_engine, save_deferred
+
+    usages = list(session.usage)
+    end = _guarded_sample(session.pid)
+    if end is not None and conf.source_enabled(worker.SOURCE):
+        usages += [
+            dataclasses.replace(u, attributes={**u.attributes, "phase": "before_deferral"})
+            for u in _guarded_worker_usage(session.start, end) or []
+        ]
+    document = deferral.snapshot(usages, session.pending)
+    drop_session(session)
+
+    def write() -> None:
+        save_deferred(get_engine(ledger_url(), timeout=conf.finalize_timeout()), session.task_try, document)
+
+    finished, error = ledger_writer.run(write, timeout=conf.finalize_timeout())
+    if not finished:
+        raise TimeoutError(f"not done within finalize_timeout={conf.finalize_timeout()}s")
+    if error is not None:
+        raise error
 
 
 @functools.cache

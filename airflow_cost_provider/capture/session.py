@@ -112,6 +112,15 @@ def record_usage(usage: Usage) -> bool:
     return True
 
 
+def drop_session(session: CaptureSession) -> None:
+    """Forget a session that will not be finalized here (its task deferred)."""
+    with _sessions_lock:
+        if _sessions.get(session.task_try.key) is session:
+            del _sessions[session.task_try.key]
+    if _current.get() is session:
+        _current.set(None)
+
+
 def clear_sessions() -> None:
     with _sessions_lock:
         _sessions.clear()

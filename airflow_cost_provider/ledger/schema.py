@@ -7,7 +7,7 @@ import datetime as dt
 import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 
-SCHEMA_REVISION = "0001"  # the head migration; checked cheaply before Alembic is ever imported
+SCHEMA_REVISION = "0002"  # the head migration; checked cheaply before Alembic is ever imported
 VERSION_TABLE = "cost_provider_alembic_version"
 NANOS_PER_UNIT = 10**9
 
@@ -101,4 +101,19 @@ lines = sa.Table(
     sa.Index("ix_cost_lines_task_run_id", "task_run_id"),
     sa.Index("ix_cost_lines_usage_id", "usage_id"),
     sa.Index("ix_cost_lines_source", "source"),
+)
+
+
+# What a task try used before it deferred, kept until the try resumes (possibly on another worker)
+# and is finalized; one row per try, replaced at each deferral.
+deferred_captures = sa.Table(
+    "cost_deferred_captures",
+    metadata,
+    sa.Column("dag_id", sa.String(250), primary_key=True),
+    sa.Column("task_id", sa.String(250), primary_key=True),
+    sa.Column("run_id", sa.String(250), primary_key=True),
+    sa.Column("map_index", sa.Integer, primary_key=True),
+    sa.Column("try_number", sa.Integer, primary_key=True),
+    sa.Column("capture", sa.JSON, nullable=False),
+    sa.Column("deferred_at", UTCDateTime, nullable=False),
 )

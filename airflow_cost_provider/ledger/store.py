@@ -18,6 +18,7 @@ from airflow_cost_provider.ledger.schema import (
     NANOS_PER_UNIT,
     SCHEMA_REVISION,
     VERSION_TABLE,
+    deferred_captures,
     lines,
     task_runs,
     usage,
@@ -189,6 +190,33 @@ _DELETE_LINES = sa.delete(lines).where(lines.c.task_run_id == sa.bindparam("exis
 _DELETE_USAGE = sa.delete(usage).where(usage.c.task_run_id == sa.bindparam("existing_id"))
 _INSERT_USAGE = sa.insert(usage).returning(usage.c.id, sort_by_parameter_order=True)
 _INSERT_LINES = sa.insert(lines)
+_DELETE_DEFERRED = sa.delete(deferred_captures).where(
+    *(deferred_captures.c[name] == sa.bindparam(name) for name in _TRY_COLUMNS)
+)
+_FIND_DEFERRED = sa.select(deferred_captures.c.capture).where(
+    *(deferred_captures.c[name] == sa.bindparam(name) for name in _TRY_COLUMNS)
+)
+
+
+def _try_values(task_try) -> dict[str, Any]:
+    return {name: getattr(task_try, name) for name in _TRY_COLUMNS}
+
+
+def save_deferred(engine: Engine, task_try, capture: dict[str, Any]) -> None:
+    """Keep what a deferring task try used so far; replaces an earlier deferral's snapshot."""
+    values = _try_values(task_try)
+    with engine.begin() as conn:
+        conn.execute(_DELETE_DEFERRED, values)
+        conn.execute(
+            sa.insert(deferred_captures),
+            {**values, "capture": capture, "deferred_at": dt.datetime.now(dt.timezone.utc)},
+        )
+
+
+def load_deferred(engine: Engine, task_try) -> dict[str, Any] | None:
+    """The snapshot a resumed task try left when it deferred, if any."""
+    with engine.connect() as conn:
+        return conn.execute(_FIND_DEFERRED, _try_values(task_try)).scalar()
 
 
 def _store(engine: Engine, result: CostResult) -> bool:
@@ -209,6 +237,8 @@ def _store(engine: Engine, result: CostResult) -> bool:
         "recorded_at": dt.datetime.now(dt.timezone.utc),
     }
     with engine.begin() as conn:
+        # the try is final now: what it kept across a deferral is in this result
+        conn.execute(_DELETE_DEFERRED, {name: row[name] for name in _TRY_COLUMNS})
         existing = conn.execute(_FIND_TRY, {name: row[name] for name in _TRY_COLUMNS}).first()
         if existing is not None and existing.capture_id == result.capture_id:
             return False
