@@ -31,6 +31,22 @@ INSTRUMENTATIONS: dict[str, tuple[str, str]] = {
         "airflow.providers.databricks",
     ),
     "trino": ("airflow_cost_provider.instrumentation.trino:TrinoQueries", "airflow.providers.trino"),
+    # job services
+    "glue": ("airflow_cost_provider.instrumentation.glue:GlueJobs", "airflow.providers.amazon"),
+    "emr": ("airflow_cost_provider.instrumentation.emr:EmrJobs", "airflow.providers.amazon"),
+    "dataproc": ("airflow_cost_provider.instrumentation.dataproc:DataprocJobs", "airflow.providers.google"),
+    "databricks_jobs": (
+        "airflow_cost_provider.instrumentation.databricks_jobs:DatabricksJobs",
+        "airflow.providers.databricks",
+    ),
+    "azure_data_factory": (
+        "airflow_cost_provider.instrumentation.azure_data_factory:DataFactoryPipelines",
+        "airflow.providers.microsoft.azure",
+    ),
+    "synapse": (
+        "airflow_cost_provider.instrumentation.synapse:SynapseJobs",
+        "airflow.providers.microsoft.azure",
+    ),
 }
 
 _instances: dict[str, Instrumentation] = {}
