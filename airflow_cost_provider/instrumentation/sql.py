@@ -29,6 +29,7 @@ from airflow_cost_provider.tagging import append_comment
 
 # source -> module holding that engine's `SQL_ENGINE`
 ENGINE_MODULES = {
+    "bigquery": "airflow_cost_provider.instrumentation.bigquery",
     "snowflake": "airflow_cost_provider.instrumentation.snowflake",
     "trino": "airflow_cost_provider.instrumentation.trino",
     "databricks": "airflow_cost_provider.instrumentation.databricks_sql",
