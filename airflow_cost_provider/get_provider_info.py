@@ -56,7 +56,7 @@ CONFIG_OPTIONS: dict[str, dict] = {
         "JSON object: Airflow connection id -> the attributes that choose its price in the price book. "
         "PostgreSQL, MySQL and Azure SQL statements are priced as the instance rate x their execution "
         'time, so they need the instance: {"analytics_db": {"instance_type": "db.r6g.large"}}. '
-        "Other keys: edition (Snowflake), node_type and nodes (Redshift provisioned), tier and vcores "
+        "Other keys: edition and warehouse_size (Snowflake; warehouse_size only when neither QUERY_HISTORY nor SHOW WAREHOUSES gives the size), node_type and nodes (Redshift provisioned), tier and vcores "
         "(Azure SQL). A connection with nothing here is reported as unpriced, never as zero.",
         "string",
         "",

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from urllib.parse import quote
 
 # Tokens that can hide a `--` or `;`: strings, quoted identifiers, comments, Postgres dollar quotes.
-_TOKENS = re.compile(
+SQL_TOKENS = re.compile(
     r"""'(?:[^'\\]|\\.|'')*'?"""  # single-quoted string (MySQL backslash escapes, SQL '' doubling)
     r"""|"(?:[^"]|"")*"?"""  # quoted identifier
     r"|`[^`]*`?"  # MySQL / Databricks identifier
@@ -44,7 +44,7 @@ def _format_pairs(pairs: tuple[tuple[str, str], ...]) -> str:
 
 def _ends_in_line_comment(body: str) -> bool:
     """Whether the statement's last token is a `--` (or MySQL `#`) comment running to its end."""
-    last = collections.deque(_TOKENS.finditer(body), maxlen=1)
+    last = collections.deque(SQL_TOKENS.finditer(body), maxlen=1)
     last = last[0] if last else None
     return last is not None and last.group("line") is not None and last.end() == len(body)
 
