@@ -10,7 +10,9 @@ instance rate of its connection x the statement's execution time.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import importlib
+import sys
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -50,6 +52,9 @@ HOOK_MODULES = (
     "airflow.providers.amazon.aws.hooks.redshift_sql",
     "airflow.providers.amazon.aws.hooks.athena_sql",
 )
+
+# Every comment the provider appends starts with the first identity key, in sorted order.
+COMMENT_START = "/*airflow_dag_id="
 
 # True while a statement is being run: an override calling super()._run_command is one statement.
 _in_statement: ContextVar[bool] = ContextVar("cost_provider_in_statement", default=False)
@@ -174,11 +179,37 @@ def _prepare_call(engine: SqlEngine, session: CaptureSession, hook: Any, args: t
     elif kwargs.get("cur") is not None:
         cursor = kwargs["cur"] = TimedCursor(kwargs["cur"])
     if conf.tagging_on(engine.source):
+        parameters = args[2] if len(args) >= 3 else kwargs.get("parameters")
+        # drivers with %-style placeholders format the statement when given parameters: the comment's
+        # URL-encoded `%` must reach the server as itself
+        escape = bool(parameters) and _percent_placeholders(args[0] if args else kwargs.get("cur"))
         if len(args) >= 2 and isinstance(args[1], str):
-            args[1] = engine.tag(args[1], session, hook)
+            args[1] = _escaped(engine.tag(args[1], session, hook), escape)
         elif isinstance(kwargs.get("sql_statement"), str):
-            kwargs["sql_statement"] = engine.tag(kwargs["sql_statement"], session, hook)
+            kwargs["sql_statement"] = _escaped(engine.tag(kwargs["sql_statement"], session, hook), escape)
     return tuple(args), kwargs, cursor
+
+
+@functools.cache
+def _driver_paramstyle(cursor_type: type) -> str | None:
+    driver = sys.modules.get(cursor_type.__module__.split(".")[0])
+    return getattr(driver, "paramstyle", None)
+
+
+def _percent_placeholders(cursor: Any) -> bool:
+    cursor = getattr(cursor, "__wrapped__", cursor)
+    return _driver_paramstyle(type(cursor)) in ("format", "pyformat")
+
+
+def _escaped(tagged: str, escape: bool) -> str:
+    """Double the `%` of the appended comment (and only of it)."""
+    if not escape:
+        return tagged
+    start = tagged.rfind(COMMENT_START)
+    end = tagged.find("*/", start)
+    if start < 0 or end < 0:
+        return tagged
+    return tagged[:start] + tagged[start:end].replace("%", "%%") + tagged[end:]
 
 
 def _run_command_wrapper(wrapped, instance, args, kwargs):

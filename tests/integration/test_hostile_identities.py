@@ -55,6 +55,27 @@ def test_hostile_identities_reach_postgres_intact(postgres_server, hostile_sessi
     assert [t["openlineage_run_id"] for t in received][-len(HOSTILE) :] == [v[::-1] for v in HOSTILE]
 
 
+def test_parameterised_statements_keep_working_with_percent_encoded_tags(
+    postgres_server, mariadb_server, hostile_session, monkeypatch
+):
+    """psycopg and mysqlclient %-format a statement given parameters: the comment's `%3A` must not
+    be read as a placeholder, and must reach the server as written."""
+    monkeypatch.setenv("AIRFLOW_CONN_PARAM_PG", postgres_server.conn_uri())
+    monkeypatch.setenv("AIRFLOW_CONN_PARAM_MYSQL", mariadb_server.conn_uri())
+    from airflow.providers.mysql.hooks.mysql import MySqlHook
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    _open("manual__2026-11-22T10:00:00+00:00 100%")
+    assert PostgresHook(postgres_conn_id="param_pg").get_first("SELECT %s + 1", parameters=(41,)) == (42,)
+    named = PostgresHook(postgres_conn_id="param_pg").get_first("SELECT %(n)s * 2", parameters={"n": 21})
+    assert named == (42,)
+    assert tuple(MySqlHook(mysql_conn_id="param_mysql").get_first("SELECT %s + 1", parameters=(41,))) == (42,)
+    pg = [comment_tags(s) for s in postgres_server.statements() if "airflow_dag_id=" in s][-2:]
+    maria = [comment_tags(s) for s in mariadb_server.statements() if "airflow_dag_id=" in s][-1:]
+    for tags in pg + maria:
+        assert tags["airflow_run_id"] == "run manual__2026-11-22T10:00:00+00:00 100%"
+
+
 def test_hostile_identities_reach_mariadb_intact(mariadb_server, hostile_session, monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_HOSTILE_MYSQL", mariadb_server.conn_uri())
     from airflow.providers.mysql.hooks.mysql import MySqlHook

@@ -72,6 +72,8 @@ class PostgresServer:
         for line in self.log_file.read_text(errors="replace").splitlines():
             if "LOG:  statement: " in line:
                 statements.append(line.split("LOG:  statement: ", 1)[1])
+            elif "LOG:  execute " in line:  # a statement with bound parameters
+                statements.append(line.split("LOG:  execute ", 1)[1].split(": ", 1)[1])
             elif line.startswith("\t") and statements:
                 statements[-1] += "\n" + line[1:]
         return statements
