@@ -15,6 +15,8 @@ export AIRFLOW__CORE__DAGS_FOLDER="$PWD/dags"
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 export AIRFLOW__OPENLINEAGE__CUSTOM_RUN_FACETS=airflow_cost_provider.openlineage.get_cost_run_facets
 export AIRFLOW__COST_PROVIDER__LEDGER_CONN="sqlite:///$demo_home/cost_ledger.db"
+# the SQLite file example_local_sql works in, given as an environment connection
+export AIRFLOW_CONN_LOCAL_SQLITE="{\"conn_type\": \"sqlite\", \"host\": \"$demo_home/local_warehouse.db\"}"
 if [ -n "${OPENLINEAGE_URL:-}" ]; then
   events="Marquez at $OPENLINEAGE_URL"
 else

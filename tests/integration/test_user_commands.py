@@ -29,9 +29,19 @@ def test_demo_runs_the_local_dags_and_reports_non_zero_costs(tmp_path):
         "build_report",
     }
     assert all(float(line.split()[2]) > 0 and "USD" in line for line in task_rows)
+    sql_rows = [line for line in result.stdout.splitlines() if line.startswith("example_local_sql")]
+    assert sql_rows and all(float(line.split()[2]) > 0 for line in sql_rows)
     events = read_events(tmp_path / "demo" / "openlineage-events.jsonl")
-    completes = [e for e in events if e["eventType"] == "COMPLETE" and "." in e["job"]["name"]]
-    assert len(completes) == 5 and all("costProvider_cost" in e["run"]["facets"] for e in completes)
+    # task runs only: the OpenLineage provider also reports each SQL statement as a `query` child job
+    completes = [
+        e
+        for e in events
+        if e["eventType"] == "COMPLETE"
+        and e["job"].get("facets", {}).get("jobType", {}).get("jobType") == "TASK"
+    ]
+    assert all("costProvider_cost" in e["run"]["facets"] for e in completes)
+    worker_dag = [e for e in completes if e["job"]["name"].startswith("example_worker_compute.")]
+    assert len(worker_dag) == 5
     for event in events:
         validate_event(event)
 
