@@ -32,7 +32,7 @@ from typing import Any
 from airflow_cost_provider import conf
 from airflow_cost_provider.capture.safety import suppress
 from airflow_cost_provider.capture.session import CaptureSession
-from airflow_cost_provider.instrumentation.athena import AwsCalls, as_utc, describe_error
+from airflow_cost_provider.instrumentation.aws import AwsCalls, as_utc, describe_error
 from airflow_cost_provider.instrumentation.base import (
     Instrumentation,
     guarded_step,
