@@ -299,27 +299,33 @@ def _read_run(item: FactoryRun, budget: Budget) -> dict[str, Any]:
     return as_plain(run)
 
 
-def _read_activities(item: FactoryRun, run: Mapping[str, Any], budget: Budget) -> list[Any]:
-    from azure.mgmt.datafactory.models import RunFilterParameters
-
+def paged_activity_runs(query: Callable[[Any], Any], filter_class: type, run: Mapping[str, Any]) -> list[Any]:
+    """Every activity run of a pipeline run, following the continuation token; `query(filter)` is
+    the service client's queryActivityruns call (Data Factory and Synapse take the same filter)."""
     after, before = query_window(run)
-    client = _client(item.conn_id)
     activities: list[Any] = []
     token = None
     while True:
-        page = client.activity_runs.query_by_pipeline_run(
-            item.resource_group,
-            item.factory,
-            item.run_id,
-            RunFilterParameters(
-                last_updated_after=after, last_updated_before=before, continuation_token=token
-            ),
-            **budget.call_options(),
+        page = query(
+            filter_class(last_updated_after=after, last_updated_before=before, continuation_token=token)
         )
         activities += [as_plain(a) for a in page.value or []]
         token = page.continuation_token
         if not token:
             return activities
+
+
+def _read_activities(item: FactoryRun, run: Mapping[str, Any], budget: Budget) -> list[Any]:
+    from azure.mgmt.datafactory.models import RunFilterParameters
+
+    client = _client(item.conn_id)
+    return paged_activity_runs(
+        lambda run_filter: client.activity_runs.query_by_pipeline_run(
+            item.resource_group, item.factory, item.run_id, run_filter, **budget.call_options()
+        ),
+        RunFilterParameters,
+        run,
+    )
 
 
 def resolve_factory_runs(items: list[FactoryRun], timeout_seconds: float) -> list[Usage]:

@@ -28,7 +28,7 @@ from airflow_cost_provider.instrumentation.azure_data_factory import (
     as_plain,
     failure,
     keep_final_run,
-    query_window,
+    paged_activity_runs,
     remember,
     resolve_pipeline_runs,
 )
@@ -98,23 +98,14 @@ def _read_run(item: SynapsePipelineRun, budget: Budget) -> dict[str, Any]:
 def _read_activities(item: SynapsePipelineRun, run: Mapping[str, Any], budget: Budget) -> list[Any]:
     from azure.synapse.artifacts.models import RunFilterParameters
 
-    after, before = query_window(run)
     client = _artifacts(item)
-    activities: list[Any] = []
-    token = None
-    while True:
-        page = client.pipeline_run.query_activity_runs(
-            item.pipeline,
-            item.run_id,
-            RunFilterParameters(
-                last_updated_after=after, last_updated_before=before, continuation_token=token
-            ),
-            **budget.call_options(),
-        )
-        activities += [as_plain(a) for a in page.value or []]
-        token = page.continuation_token
-        if not token:
-            return activities
+    return paged_activity_runs(
+        lambda run_filter: client.pipeline_run.query_activity_runs(
+            item.pipeline, item.run_id, run_filter, **budget.call_options()
+        ),
+        RunFilterParameters,
+        run,
+    )
 
 
 def resolve_synapse_pipeline_runs(items: list[SynapsePipelineRun], timeout_seconds: float) -> list[Usage]:

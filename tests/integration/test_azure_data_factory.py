@@ -111,7 +111,7 @@ def test_the_pipeline_run_is_started_as_the_user_asked(adf_run, azure):
 def test_a_pipeline_run_is_priced_per_activity_run_and_billed_meter(adf_run, azure, events):
     state = azure.run_of("copy_orders")
     lines, unpriced = facet_of(events, "run_pipeline")
-    assert set(lines) == {"activity_runs", "diu_time", "pipeline_activity_time"}
+    assert set(lines) == {"activity_runs", "diu_time", "pipeline_activity_time", "external_activity_time"}
     assert all(
         line["externalId"] == state.run_id and line["resource"] == "rg-data/shop-factory"
         for line in lines.values()
@@ -136,11 +136,13 @@ def test_a_pipeline_run_is_priced_per_activity_run_and_billed_meter(adf_run, azu
         Decimal("0.0166") * price
     )
 
-    # external activities have their own rate, which the shipped book lacks
-    (external,) = unpriced
-    assert external["metric"] == "external_activity_time" and external["unit"] == "hour"
+    # external activities have their own rate
+    price, unit = shipped_price("external_activity_time")
+    external = lines["external_activity_time"]
+    assert unit == "hour" and external["unit"] == "hour"
     assert Decimal(str(external["quantity"])) == Decimal("0.0167")
-    assert "external activity" in external["reason"]
+    assert Decimal(str(external["amount"])) == quantize_amount(Decimal("0.0167") * price)
+    assert unpriced == []
 
 
 def test_a_run_the_operator_waited_for_is_read_once_more_for_its_activities_only(adf_run, azure):
