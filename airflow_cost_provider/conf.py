@@ -177,6 +177,32 @@ def listener_order() -> str:
     return value
 
 
+@functools.cache
+def storage_reimport_days() -> int:
+    value = _raw("storage_reimport_days")
+    try:
+        days = int(value)
+    except ValueError:
+        raise ConfigError(
+            f"[{SECTION}] storage_reimport_days = {value!r} is not a whole number of days"
+        ) from None
+    if days < 0:
+        raise ConfigError(f"[{SECTION}] storage_reimport_days = {value!r} must be 0 or more")
+    return days
+
+
+@functools.cache
+def storage_allocation() -> dict[str, int | None]:
+    allocation = _json_object("storage_allocation")
+    for url, size in allocation.items():
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+            raise ConfigError(
+                f"[{SECTION}] storage_allocation[{url!r}] = {size!r} must be a number of bytes, or null to "
+                "list the prefix"
+            )
+    return allocation
+
+
 def clear_cache() -> None:
     """Forget every cached value (tests and long-lived processes that reload configuration)."""
     for getter in (
@@ -194,5 +220,7 @@ def clear_cache() -> None:
         worker_memory_gib_hour_rate,
         worker_rate_currency,
         listener_order,
+        storage_reimport_days,
+        storage_allocation,
     ):
         getter.cache_clear()

@@ -105,6 +105,22 @@ CONFIG_OPTIONS: dict[str, dict] = {
         "string",
         "first",
     ),
+    "storage_reimport_days": _option(
+        "Days before its billing day that each scheduled storage cost import reads again, because providers "
+        "revise recent days. While the billing day is within the first 10 days of a month, the whole "
+        "previous month is read again too. ImportStorageCostsOperator(reimport_days=...) overrides it.",
+        "integer",
+        "5",
+    ),
+    "storage_allocation": _option(
+        "JSON object: dataset URL -> bytes under it (or null to list the prefix through the provider's hook). "
+        "Storage cost imports give each dataset its share of its bucket's storage cost by these bytes, "
+        "method allocated. Used when the operator gets no allocation argument. Azure bills storage "
+        "accounts: map its containers (abfss://container@account.dfs.core.windows.net) to see them.",
+        "string",
+        "",
+        example='{"s3://lake/raw/orders/": null, "abfss://raw@acme.dfs.core.windows.net": 5000000000}',
+    ),
 }
 
 

@@ -45,6 +45,16 @@ def check_configuration() -> list[str]:
         tracker.price_book()
     except (conf.ConfigError, ValueError) as error:
         problems.append(str(error))
+    for getter in (
+        conf.connection_pricing,
+        conf.bigquery_pricing,
+        conf.storage_reimport_days,
+        conf.storage_allocation,
+    ):
+        try:
+            getter()
+        except conf.ConfigError as error:
+            problems.append(str(error))
     return problems
 
 

@@ -159,3 +159,111 @@ def render(rows: list[ReportRow], by: str, fmt: str) -> str:
     if not rows:
         rendered.append("(no costs recorded in this period)")
     return "\n".join(rendered)
+
+
+# ---------------------------------------------------------------- storage costs
+
+
+# Every storage row is per provider and resource; `--by` adds its own key.
+STORAGE_GROUPINGS: dict[str, tuple[str, ...]] = {
+    "resource": ("provider", "resource_id"),
+    "service": ("provider", "resource_id", "service"),
+    "usage-class": ("provider", "resource_id", "usage_class"),
+    "day": ("provider", "resource_id", "day"),
+}
+
+
+@dataclass(frozen=True)
+class StorageReportRow:
+    keys: dict[str, Any]
+    amount: Decimal
+    currency: str
+    credits: Decimal
+    rows: int
+
+    def as_dict(self) -> dict[str, Any]:
+        keys = {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in self.keys.items()}
+        return {
+            **keys,
+            "amount": float(self.amount),
+            "currency": self.currency,
+            "credits": float(self.credits),
+            "rows": self.rows,
+        }
+
+
+def storage_report(
+    engine: Engine, by: str, since: dt.date | None = None, until: dt.date | None = None
+) -> list[StorageReportRow]:
+    """Storage costs per group and currency, for billing days in [since, until)."""
+    from airflow_cost_provider.ledger.schema import storage_costs
+
+    keys = STORAGE_GROUPINGS[by]
+    columns = [storage_costs.c[key] for key in keys]
+    query = (
+        sa.select(
+            *columns,
+            storage_costs.c.currency,
+            sa.func.sum(storage_costs.c.amount_nanos).label("nanos"),
+            sa.func.sum(storage_costs.c.credit_nanos).label("credit_nanos"),
+            sa.func.count().label("row_count"),
+        )
+        .group_by(*columns, storage_costs.c.currency)
+        .order_by(*columns, storage_costs.c.currency)
+    )
+    if since is not None:
+        query = query.where(storage_costs.c.day >= since)
+    if until is not None:
+        query = query.where(storage_costs.c.day < until)
+    with engine.connect() as conn:
+        fetched = conn.execute(query).all()
+    return [
+        StorageReportRow(
+            keys=dict(zip(keys, row[: len(keys)], strict=True)),
+            amount=from_nanos(row.nanos),
+            currency=row.currency,
+            credits=from_nanos(row.credit_nanos or 0),
+            rows=int(row.row_count),
+        )
+        for row in fetched
+    ]
+
+
+def render_storage(rows: list[StorageReportRow], by: str, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps([row.as_dict() for row in rows], indent=2)
+    headers = [*STORAGE_GROUPINGS[by], "amount", "currency", "credits", "rows"]
+    values = [
+        [
+            *("" if v is None else str(v) for v in row.keys.values()),
+            row.amount,
+            row.currency,
+            row.credits,
+            row.rows,
+        ]
+        for row in rows
+    ]
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(headers)
+        writer.writerows(values)
+        return out.getvalue().rstrip("\n")
+    table = [headers] + [
+        [*cells[:-4], _display_amount(cells[-4]), cells[-3], _display_amount(cells[-2]), str(cells[-1])]
+        for cells in values
+    ]
+    widths = [max(len(r[i]) for r in table) for i in range(len(headers))]
+    numeric = {"amount", "credits", "rows"}
+    rendered = []
+    for index, cells in enumerate(table):
+        parts = [
+            cell.rjust(width) if headers[i] in numeric else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        ]
+        rendered.append("  ".join(parts).rstrip())
+        if index == 0:
+            rendered.append("  ".join("-" * w for w in widths))
+    if not rows:
+        rendered.append("(no storage costs imported for this period)")
+    return "\n".join(rendered)

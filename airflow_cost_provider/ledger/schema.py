@@ -7,7 +7,7 @@ import datetime as dt
 import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 
-SCHEMA_REVISION = "0002"  # the head migration; checked cheaply before Alembic is ever imported
+SCHEMA_REVISION = "0003"  # the head migration; checked cheaply before Alembic is ever imported
 VERSION_TABLE = "cost_provider_alembic_version"
 NANOS_PER_UNIT = 10**9
 
@@ -116,4 +116,109 @@ deferred_captures = sa.Table(
     sa.Column("try_number", sa.Integer, primary_key=True),
     sa.Column("capture", sa.JSON, nullable=False),
     sa.Column("deferred_at", UTCDateTime, nullable=False),
+)
+
+
+# ---------------------------------------------------------------- storage costs from billing data
+
+# One import of billing data (a file, a set of files, or an API window): what was read and skipped.
+storage_imports = sa.Table(
+    "cost_storage_imports",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("source", sa.String(32), nullable=False),  # aws-cur, focus, gcp-billing-export, ...
+    sa.Column("files", sa.JSON, nullable=False),  # file names or URLs read, never credentials
+    sa.Column("window_start", sa.Date),
+    sa.Column("window_end", sa.Date),  # exclusive
+    sa.Column("rows_read", sa.BigInteger, nullable=False),
+    sa.Column("rows_imported", sa.BigInteger, nullable=False),
+    sa.Column("rows_skipped", sa.JSON, nullable=False),  # {reason: count}
+    sa.Column("costs_written", sa.Integer, nullable=False),
+    sa.Column("dag_id", sa.String(250)),
+    sa.Column("task_id", sa.String(250)),
+    sa.Column("run_id", sa.String(250)),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("finished_at", UTCDateTime, nullable=False),
+)
+
+# A storage resource's cost of one day, per SKU (or usage type), usage class and currency.
+storage_costs = sa.Table(
+    "cost_storage_costs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("provider", sa.String(32), nullable=False),  # aws | gcp | azure
+    sa.Column("billing_account", sa.String(100), nullable=False),
+    sa.Column("day", sa.Date, nullable=False),  # the billing day, UTC
+    sa.Column("resource_id", sa.String(400), nullable=False),  # bucket, storage account; '' if none
+    sa.Column("sku", sa.String(200), nullable=False),  # SKU id, else the usage type or meter
+    sa.Column("usage_class", sa.String(32), nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("amount_nanos", sa.BigInteger, nullable=False),  # billed cost, credits included
+    sa.Column("effective_nanos", sa.BigInteger),
+    sa.Column("list_nanos", sa.BigInteger),
+    sa.Column("credit_nanos", sa.BigInteger, nullable=False),  # the credits and refunds within amount
+    sa.Column("correction_nanos", sa.BigInteger, nullable=False),  # the corrections within amount
+    sa.Column("quantity", sa.String(64)),  # exact decimal text, in `unit`
+    sa.Column("unit", sa.String(64)),
+    sa.Column("storage_bytes", sa.BigInteger),  # average bytes stored that day, where the data has it
+    sa.Column("usage_type", sa.String(250)),
+    sa.Column("service", sa.String(100)),
+    sa.Column("region", sa.String(64)),
+    sa.Column("source_rows", sa.Integer, nullable=False),
+    sa.Column("source", sa.String(32), nullable=False),
+    sa.Column(
+        "import_id", sa.Integer, sa.ForeignKey("cost_storage_imports.id", ondelete="SET NULL"), nullable=True
+    ),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint(
+        "day",
+        "provider",
+        "billing_account",
+        "resource_id",
+        "sku",
+        "usage_class",
+        "currency",
+        name="uq_cost_storage_costs_key",
+    ),
+)
+
+# The last billing day each source had data for, so a run after a gap or late data catches up.
+storage_watermarks = sa.Table(
+    "cost_storage_watermarks",
+    metadata,
+    sa.Column("source_key", sa.String(500), primary_key=True),
+    sa.Column("last_day", sa.Date, nullable=False),
+    sa.Column("import_id", sa.Integer),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# A share of a storage resource's cost given to a dataset inside it (by bytes per prefix).
+storage_allocations = sa.Table(
+    "cost_storage_allocations",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("provider", sa.String(32), nullable=False),
+    sa.Column("billing_account", sa.String(100), nullable=False),
+    sa.Column("day", sa.Date, nullable=False),
+    sa.Column("resource_id", sa.String(400), nullable=False),
+    sa.Column("usage_class", sa.String(32), nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("dataset_namespace", sa.String(500), nullable=False),
+    sa.Column("dataset_name", sa.String(500), nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("share", sa.String(64), nullable=False),  # exact decimal text, 0..1
+    sa.Column("amount_nanos", sa.BigInteger, nullable=False),
+    sa.Column("method", sa.String(16), nullable=False),  # allocated
+    sa.Column("computed_at", UTCDateTime, nullable=False),
+    sa.Index("ix_cost_storage_allocations_day_resource", "day", "resource_id"),
+)
+
+# Responses of billing APIs that charge per request (Cost Explorer), kept for a while.
+billing_api_cache = sa.Table(
+    "cost_billing_api_cache",
+    metadata,
+    sa.Column("request_key", sa.String(64), primary_key=True),  # sha256 of the request
+    sa.Column("source", sa.String(32), nullable=False),
+    sa.Column("response", sa.JSON, nullable=False),
+    sa.Column("fetched_at", UTCDateTime, nullable=False),
 )

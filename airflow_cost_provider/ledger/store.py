@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 import os
 import threading
+from collections.abc import Iterable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -318,3 +319,314 @@ def _usage_values(task_run_id: int, item) -> dict[str, Any]:
         "end_time": item.end_time,
         "attributes": _jsonable(item.attributes),
     }
+
+
+# ---------------------------------------------------------------- storage costs from billing data
+
+
+def _fit(value: str | None, length: int) -> str | None:
+    """Text that fits its column: an over-long value keeps its start and a digest of the whole, so
+    two long ids stay distinct."""
+    if value is None or len(value) <= length:
+        return value
+    import hashlib
+
+    digest = hashlib.sha256(value.encode()).hexdigest()[:16]
+    return f"{value[: length - 17]}~{digest}"
+
+
+def _nanos(amount: Decimal) -> int:
+    """Round once, half to even, to the nano-unit."""
+    from airflow_cost_provider.pricing.money import quantize_amount
+
+    return int(quantize_amount(amount).scaleb(9))
+
+
+_STORAGE_COLUMNS = (
+    "provider",
+    "billing_account",
+    "day",
+    "resource_id",
+    "sku",
+    "usage_class",
+    "currency",
+    "amount_nanos",
+    "effective_nanos",
+    "list_nanos",
+    "credit_nanos",
+    "correction_nanos",
+    "quantity",
+    "unit",
+    "storage_bytes",
+    "usage_type",
+    "service",
+    "region",
+    "source_rows",
+    "source",
+    "import_id",
+    "updated_at",
+)
+_STORAGE_KEY = ("day", "provider", "billing_account", "resource_id", "sku", "usage_class", "currency")
+
+
+_BULK_DIALECTS = ("sqlite", "postgresql")  # the ones that share INSERT .. ON CONFLICT
+
+
+def _bulk_path(dialect) -> bool:
+    return dialect.name in _BULK_DIALECTS and dialect.paramstyle in ("qmark", "format", "pyformat")
+
+
+def _bulk_upsert(
+    conn, table: sa.Table, columns: tuple[str, ...], rows: Iterable[tuple], key: tuple[str, ...]
+) -> None:
+    """Insert rows (driver-ready tuples in `columns` order), replacing those with the same key, in
+    as few round trips as the driver allows: one INSERT .. ON CONFLICT, executed by the driver.
+
+    Imports write tens of thousands of daily costs: SQLAlchemy's per-value processing would be the
+    slowest part of the import, so SQLite and PostgreSQL take this path.
+    """
+    names = ", ".join(columns)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
+    conflict = f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        if conn.dialect.driver == "psycopg2":
+            from psycopg2.extras import execute_values
+
+            statement = f"INSERT INTO {table.name} ({names}) VALUES %s {conflict}"
+            execute_values(cursor, statement, rows, page_size=2000)
+        else:
+            marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+            placeholders = ", ".join([marker] * len(columns))
+            statement = f"INSERT INTO {table.name} ({names}) VALUES ({placeholders}) {conflict}"
+            cursor.executemany(statement, rows)
+    finally:
+        cursor.close()
+
+
+def _portable_upsert(conn, table: sa.Table, records: list[dict[str, Any]], key: tuple[str, ...]) -> None:
+    """The same for any database SQLAlchemy speaks: delete the keys, then insert."""
+    if not records:
+        return
+    conn.execute(
+        sa.delete(table).where(*(table.c[name] == sa.bindparam(f"key_{name}") for name in key)),
+        [{f"key_{name}": record[name] for name in key} for record in records],
+    )
+    conn.execute(sa.insert(table), records)
+
+
+def write_storage_import(
+    engine: Engine,
+    collected,
+    *,
+    replace_days: bool = False,
+    watermark_key: str | None = None,
+    run: dict[str, str] | None = None,
+    started_at: dt.datetime | None = None,
+) -> int:
+    """Write one import of storage costs in one transaction; returns the import's id.
+
+    Each cost replaces the row with the same provider + billing account + day + resource + SKU +
+    usage class + currency (restated data wins). With `replace_days`, every row of a provider,
+    billing account and day that the import has data for is replaced, so a charge that vanished from
+    a restated export vanishes here too. Days the import has no data for are left as they are: a day
+    not billed yet is never written as zero.
+    """
+    from airflow_cost_provider.ledger.schema import storage_costs, storage_imports, storage_watermarks
+
+    now = dt.datetime.now(dt.timezone.utc)
+    window = collected.window
+    with engine.begin() as conn:
+        import_id = conn.execute(
+            sa.insert(storage_imports),
+            {
+                "source": collected.source,
+                "files": list(collected.files),
+                "window_start": window.start if window else None,
+                "window_end": window.end if window else None,
+                "rows_read": collected.rows_read,
+                "rows_imported": collected.rows_imported,
+                "rows_skipped": dict(collected.skipped),
+                "costs_written": len(collected.costs),
+                "dag_id": (run or {}).get("dag_id"),
+                "task_id": (run or {}).get("task_id"),
+                "run_id": (run or {}).get("run_id"),
+                "started_at": started_at or now,
+                "finished_at": now,
+            },
+        ).inserted_primary_key[0]
+        costs = collected.costs  # StorageCost tuples, in the table's column order
+        if _bulk_path(engine.dialect):
+            # as SQLAlchemy stores them: updated_at naive UTC, and in SQLite dates and times as text
+            stamp: Any = now.replace(tzinfo=None)
+            if engine.dialect.name == "sqlite":
+                stamp = stamp.strftime("%Y-%m-%d %H:%M:%S.%f")
+                iso = {day: day.isoformat() for day in {cost.day for cost in costs}}
+                rows = ((cost[0], cost[1], iso[cost[2]], *cost[3:20], import_id, stamp) for cost in costs)
+            else:
+                rows = ((*cost[:20], import_id, stamp) for cost in costs)  # generated as written
+        else:
+            records = [
+                dict(zip(_STORAGE_COLUMNS, (*cost[:20], import_id, now), strict=True)) for cost in costs
+            ]
+        if replace_days:
+            days_by_account: dict[tuple[str, str], set[dt.date]] = {}
+            for cost in collected.costs:
+                days_by_account.setdefault((cost.provider, cost.billing_account), set()).add(cost.day)
+            for (provider, account), days in days_by_account.items():
+                conn.execute(
+                    sa.delete(storage_costs).where(
+                        storage_costs.c.provider == provider,
+                        storage_costs.c.billing_account == account,
+                        storage_costs.c.day.in_(sorted(days)),
+                    )
+                )
+        if _bulk_path(engine.dialect):
+            _bulk_upsert(conn, storage_costs, _STORAGE_COLUMNS, rows, _STORAGE_KEY)
+        else:
+            _portable_upsert(conn, storage_costs, records, _STORAGE_KEY)
+        if watermark_key and collected.days_with_data:
+            last_day = max(collected.days_with_data)
+            existing = conn.execute(
+                sa.select(storage_watermarks.c.last_day).where(
+                    storage_watermarks.c.source_key == watermark_key
+                )
+            ).scalar()
+            values = {"last_day": last_day, "import_id": import_id, "updated_at": now}
+            if existing is None:
+                conn.execute(sa.insert(storage_watermarks), {"source_key": watermark_key, **values})
+            elif last_day >= existing:
+                conn.execute(
+                    sa.update(storage_watermarks)
+                    .where(storage_watermarks.c.source_key == watermark_key)
+                    .values(**values)
+                )
+    return import_id
+
+
+def storage_watermark(engine: Engine, source_key: str) -> dt.date | None:
+    """The last billing day the source had data for, if it was ever imported."""
+    from airflow_cost_provider.ledger.schema import storage_watermarks
+
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.select(storage_watermarks.c.last_day).where(storage_watermarks.c.source_key == source_key)
+        ).scalar()
+
+
+def read_storage_costs(
+    engine: Engine,
+    since: dt.date | None = None,
+    until: dt.date | None = None,
+    providers: set[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Storage cost rows with billing day in [since, until), amounts as exact Decimals."""
+    from airflow_cost_provider.ledger.schema import storage_costs
+
+    query = sa.select(storage_costs).order_by(
+        storage_costs.c.day, storage_costs.c.provider, storage_costs.c.resource_id, storage_costs.c.sku
+    )
+    if since is not None:
+        query = query.where(storage_costs.c.day >= since)
+    if until is not None:
+        query = query.where(storage_costs.c.day < until)
+    if providers:
+        query = query.where(storage_costs.c.provider.in_(sorted(providers)))
+    with engine.connect() as conn:
+        rows = [dict(row._mapping) for row in conn.execute(query)]
+    for row in rows:
+        for name in ("amount", "effective", "list", "credit", "correction"):
+            row[name] = from_nanos(row.pop(f"{name}_nanos"))
+        row["quantity"] = None if row["quantity"] is None else Decimal(row["quantity"])
+    return rows
+
+
+def replace_storage_allocations(engine: Engine, allocations: list[dict[str, Any]], scope: set[tuple]) -> None:
+    """Replace the allocations of each (provider, billing account, day, resource) in `scope` in one
+    transaction. Each allocation has those keys plus usage_class, currency, dataset_namespace,
+    dataset_name, bytes, share (Decimal), amount (Decimal) and method."""
+    from airflow_cost_provider.ledger.schema import storage_allocations
+
+    now = dt.datetime.now(dt.timezone.utc)
+    table = storage_allocations
+    with engine.begin() as conn:
+        for provider, account, day, resource in sorted(scope):
+            conn.execute(
+                sa.delete(table).where(
+                    table.c.provider == provider,
+                    table.c.billing_account == account,
+                    table.c.day == day,
+                    table.c.resource_id == resource,
+                )
+            )
+        if allocations:
+            conn.execute(
+                sa.insert(table),
+                [
+                    {
+                        "provider": a["provider"],
+                        "billing_account": a["billing_account"],
+                        "day": a["day"],
+                        "resource_id": a["resource_id"],
+                        "usage_class": a["usage_class"],
+                        "currency": a["currency"],
+                        "dataset_namespace": _fit(a["dataset_namespace"], 500),
+                        "dataset_name": _fit(a["dataset_name"], 500),
+                        "bytes": a["bytes"],
+                        "share": format(a["share"], "f"),
+                        "amount_nanos": _nanos(a["amount"]),
+                        "method": a["method"],
+                        "computed_at": now,
+                    }
+                    for a in allocations
+                ],
+            )
+
+
+def read_storage_allocations(
+    engine: Engine, since: dt.date | None = None, until: dt.date | None = None
+) -> list[dict[str, Any]]:
+    from airflow_cost_provider.ledger.schema import storage_allocations as table
+
+    query = sa.select(table).order_by(table.c.day, table.c.dataset_namespace, table.c.dataset_name)
+    if since is not None:
+        query = query.where(table.c.day >= since)
+    if until is not None:
+        query = query.where(table.c.day < until)
+    with engine.connect() as conn:
+        rows = [dict(row._mapping) for row in conn.execute(query)]
+    for row in rows:
+        row["amount"] = from_nanos(row.pop("amount_nanos"))
+        row["share"] = Decimal(row["share"])
+    return rows
+
+
+def cached_billing_response(engine: Engine, request_key: str, max_age: dt.timedelta) -> Any | None:
+    """A billing API response fetched less than `max_age` ago, if any."""
+    from airflow_cost_provider.ledger.schema import billing_api_cache
+
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(billing_api_cache.c.response, billing_api_cache.c.fetched_at).where(
+                billing_api_cache.c.request_key == request_key
+            )
+        ).first()
+    if row is None or row.fetched_at < dt.datetime.now(dt.timezone.utc) - max_age:
+        return None
+    return row.response
+
+
+def cache_billing_response(engine: Engine, request_key: str, source: str, response: Any) -> None:
+    from airflow_cost_provider.ledger.schema import billing_api_cache
+
+    with engine.begin() as conn:
+        conn.execute(sa.delete(billing_api_cache).where(billing_api_cache.c.request_key == request_key))
+        conn.execute(
+            sa.insert(billing_api_cache),
+            {
+                "request_key": request_key,
+                "source": source,
+                "response": response,
+                "fetched_at": dt.datetime.now(dt.timezone.utc),
+            },
+        )

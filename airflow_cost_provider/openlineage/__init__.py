@@ -8,6 +8,25 @@ from __future__ import annotations
 from typing import Any
 
 CUSTOM_RUN_FACETS_PATH = "airflow_cost_provider.openlineage.get_cost_run_facets"
+STORAGE_FACET_KEY = "costProvider_storageCost"
+
+__all__ = [
+    "CUSTOM_RUN_FACETS_PATH",
+    "STORAGE_FACET_KEY",
+    "CostProviderStorageCostDatasetFacet",
+    "get_cost_run_facets",
+]
+
+
+def __getattr__(name: str):
+    # the facet class imports the OpenLineage client: only when asked for
+    if name == "CostProviderStorageCostDatasetFacet":
+        from airflow_cost_provider.openlineage.storage_facets import CostProviderStorageCostDatasetFacet
+
+        return CostProviderStorageCostDatasetFacet
+    raise AttributeError(name)
+
+
 _TERMINAL_STATES = {"success", "failed", "up_for_retry", "skipped"}
 
 

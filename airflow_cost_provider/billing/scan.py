@@ -1,0 +1,571 @@
+"""DuckDB over billing files (or an API's rows): validate, filter, sum, classify, roll up.
+
+Every source hands over a SELECT that renames its columns to the FOCUS names (`Normalised`). One pass
+over each file types them, finds malformed rows, skips what is not object storage or outside the
+window, and sums the rest per charge (provider, billing account, day, resource, usage type, SKU,
+unit, charge category and class, currency) into a table that collects every file of the import.
+The usage class of each distinct usage type and the bytes each storage unit stands for are decided
+in Python, on the few distinct values, and joined back; a last aggregate gives the ledger rows.
+
+Amounts are DECIMAL(38,12) in DuckDB and Decimal in Python: nothing is summed in floating point.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import re
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, NamedTuple
+
+from airflow_cost_provider.billing import focus
+from airflow_cost_provider.billing.errors import BillingDataError
+
+DECIMAL = focus.DECIMAL_TYPE
+TIMESTAMP = "TIMESTAMPTZ"
+# normalised column -> the type it is cast to; anything else is text
+VALUE_TYPES = {
+    focus.BILLED_COST: DECIMAL,
+    focus.EFFECTIVE_COST: DECIMAL,
+    focus.LIST_COST: DECIMAL,
+    focus.CONSUMED_QUANTITY: DECIMAL,
+    focus.CHARGE_PERIOD_START: TIMESTAMP,
+    focus.CHARGE_PERIOD_END: TIMESTAMP,
+}
+REQUIRED = (
+    focus.BILLED_COST,
+    focus.BILLING_CURRENCY,
+    focus.CHARGE_PERIOD_START,
+    focus.CHARGE_PERIOD_END,
+)
+TEXT_COLUMNS = (
+    focus.BILLING_ACCOUNT_ID,
+    focus.BILLING_CURRENCY,
+    focus.CHARGE_CATEGORY,
+    focus.CHARGE_CLASS,
+    focus.SERVICE_NAME,
+    focus.RESOURCE_ID,
+    focus.REGION_ID,
+    focus.SKU_ID,
+    focus.CONSUMED_UNIT,
+    focus.X_PROVIDER,
+    focus.X_USAGE_TYPE,
+)
+IS_STORAGE = "x_IsStorage"
+ROW = "__row"  # 0-based row of the record in its file (data rows, header excluded)
+# the sizes of the ledger's text columns (ledger.schema.storage_costs)
+LEDGER_TEXT_SIZES = {
+    "provider": 32,
+    "billing_account": 100,
+    "resource_id": 400,
+    "sku": 200,
+    "unit": 64,
+    "usage_type": 250,
+    "service": 100,
+    "region": 64,
+}
+
+# skip reasons, as counted in the import summary
+MALFORMED = "malformed"
+NOT_STORAGE = "not_storage"
+OUTSIDE_WINDOW = "outside_window"
+
+_CURRENCY = re.compile(r"[A-Z]{3}")
+
+
+@dataclass(frozen=True)
+class DateWindow:
+    """Billing days from `start` to `end`, end exclusive."""
+
+    start: dt.date
+    end: dt.date
+
+    def __post_init__(self) -> None:
+        if self.end <= self.start:
+            raise ValueError(f"empty billing window {self.start} .. {self.end}")
+
+    def days(self) -> list[dt.date]:
+        return [self.start + dt.timedelta(days=n) for n in range((self.end - self.start).days)]
+
+    def __contains__(self, day: object) -> bool:
+        return isinstance(day, dt.date) and self.start <= day < self.end
+
+    def __str__(self) -> str:
+        return f"{self.start} .. {self.end - dt.timedelta(days=1)}"
+
+
+@dataclass(frozen=True)
+class Normalised:
+    """A source's SELECT over the relation `billing_input`, producing ROW, the FOCUS columns (still
+    in the file's own types) and IS_STORAGE; and, for error messages, each FOCUS column's origin."""
+
+    sql: str
+    origin: dict[str, str]
+
+
+class StorageCost(NamedTuple):
+    """One ledger row: a resource's cost of one day for one SKU, usage class and currency. Amounts
+    are integers of nano-units, rounded once (half to even) from the exact sums. A tuple, in the
+    ledger's column order: imports write tens of thousands of them."""
+
+    provider: str
+    billing_account: str
+    day: dt.date
+    resource_id: str
+    sku: str
+    usage_class: str
+    currency: str
+    amount_nanos: int  # billed cost, credits and corrections included
+    effective_nanos: int | None
+    list_nanos: int | None
+    credit_nanos: int
+    correction_nanos: int
+    quantity: str | None  # exact decimal text, in `unit`
+    unit: str | None
+    storage_bytes: int | None
+    usage_type: str | None
+    service: str | None
+    region: str | None
+    source_rows: int
+    source: str
+
+    @property
+    def amount(self) -> Decimal:
+        return Decimal(self.amount_nanos).scaleb(-9)
+
+    @property
+    def credits(self) -> Decimal:
+        return Decimal(self.credit_nanos).scaleb(-9)
+
+    @property
+    def key(self) -> tuple:
+        return (
+            self.provider,
+            self.billing_account,
+            self.day,
+            self.resource_id,
+            self.sku,
+            self.usage_class,
+            self.currency,
+        )
+
+
+def connect(memory_limit: str = "768MB", threads: int | None = None):
+    """A DuckDB connection for one import: UTC, bounded memory, no terminal progress bar of its own."""
+    import duckdb
+
+    con = duckdb.connect(config={"memory_limit": memory_limit, "preserve_insertion_order": False})
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = true")  # lets query_progress() report; printing stays off
+    con.execute("SET enable_progress_bar_print = false")
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    return con
+
+
+def quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _already_typed(source_type: str | None, target: str) -> bool:
+    """A column that already has its type needs no cast: a Parquet decimal of at most 12 decimal
+    places sums exactly as it is (the sums are stored at 12), and a timestamp with a time zone is one."""
+    if source_type is None:
+        return False
+    source_type = source_type.upper()
+    if target == TIMESTAMP:
+        return source_type == "TIMESTAMP WITH TIME ZONE"
+    match = re.fullmatch(r"DECIMAL\((\d+),(\d+)\)", source_type.replace(" ", ""))
+    return match is not None and int(match[2]) <= 12
+
+
+def _typed_sql(normalised_sql: str, types: dict[str, str] | None = None) -> str:
+    """Cast the value columns and flag malformed rows: a value that does not cast, a required value
+    missing. Columns already of their type are used as they are (nothing in them can be malformed
+    but a missing value)."""
+    types = types or {}
+    typed = [ROW]
+    bad = []
+    for name in (*TEXT_COLUMNS, *VALUE_TYPES):
+        column = quote(name)
+        if name in VALUE_TYPES and not _already_typed(types.get(name), VALUE_TYPES[name]):
+            cast = f"TRY_CAST({column} AS {VALUE_TYPES[name]})"
+            typed.append(f"{cast} AS {column}")
+            bad.append(f"({column} IS NOT NULL AND {cast} IS NULL)")
+        elif name in VALUE_TYPES or types.get(name, "").upper() == "VARCHAR":
+            typed.append(column)
+        else:
+            typed.append(f"CAST({column} AS VARCHAR) AS {column}")
+        if name in REQUIRED:
+            bad.append(f"{column} IS NULL")
+    typed.append(f"COALESCE(CAST({quote(IS_STORAGE)} AS BOOLEAN), false) AS {quote(IS_STORAGE)}")
+    typed.append(f"({' OR '.join(bad)}) AS __bad")
+    return f"SELECT {', '.join(typed)} FROM ({normalised_sql}) AS normalised"
+
+
+_KEYS = (
+    (focus.X_PROVIDER, "provider"),
+    (focus.BILLING_ACCOUNT_ID, "billing_account"),
+    ("__day", "day"),
+    (focus.RESOURCE_ID, "resource_id"),
+    (focus.X_USAGE_TYPE, "usage_type"),
+    (focus.SKU_ID, "sku_id"),
+    (focus.CONSUMED_UNIT, "unit"),
+    (focus.CHARGE_CATEGORY, "charge_category"),
+    (focus.CHARGE_CLASS, "charge_class"),
+)
+CHARGES_TABLE = """
+CREATE TEMP TABLE charges (
+  file_index INTEGER, skip VARCHAR, provider VARCHAR, billing_account VARCHAR, day DATE,
+  resource_id VARCHAR, usage_type VARCHAR, sku_id VARCHAR, unit VARCHAR, charge_category VARCHAR,
+  charge_class VARCHAR, currency VARCHAR, billed {decimal}, effective {decimal}, list_cost {decimal},
+  quantity {decimal}, rows BIGINT, service VARCHAR, region VARCHAR
+)
+""".format(decimal="DECIMAL(38,12)")
+
+
+def _keyed_cte(normalised_sql: str, window: DateWindow | None, types: dict[str, str] | None) -> str:
+    """The rows typed, dated, and marked with why they are skipped (NULL: imported)."""
+    in_window = "true"
+    if window is not None:
+        in_window = f"(__day >= DATE '{window.start}' AND __day < DATE '{window.end}')"
+    return f"""
+WITH typed AS ({_typed_sql(normalised_sql, types)}),
+dated AS (SELECT *, CAST({quote(focus.CHARGE_PERIOD_START)} AS DATE) AS __day FROM typed),
+keyed AS (
+  SELECT *,
+    CASE WHEN __bad THEN '{MALFORMED}'
+         WHEN NOT {quote(IS_STORAGE)} THEN '{NOT_STORAGE}'
+         WHEN NOT {in_window} THEN '{OUTSIDE_WINDOW}'
+    END AS __skip
+  FROM dated
+)"""
+
+
+_SUMS = f"""
+  sum({quote(focus.BILLED_COST)}) AS billed,
+  sum({quote(focus.EFFECTIVE_COST)}) AS effective,
+  sum({quote(focus.LIST_COST)}) AS list_cost,
+  sum({quote(focus.CONSUMED_QUANTITY)}) AS quantity,
+  count(*) AS rows,
+  any_value({quote(focus.SERVICE_NAME)}) AS service,
+  any_value({quote(focus.REGION_ID)}) AS region"""
+
+
+def aggregate_sql(
+    normalised_sql: str, window: DateWindow | None, file_index: int = 0, types: dict[str, str] | None = None
+) -> str:
+    """One pass over a stream: its charges summed per key, the rows skipped summed per reason."""
+    keys = ", ".join(
+        f"CASE WHEN __skip IS NULL THEN {quote(column)} END AS {alias}"
+        for column, alias in (*_KEYS, (focus.BILLING_CURRENCY, "currency"))
+    )
+    return f"""{_keyed_cte(normalised_sql, window, types)}
+SELECT {int(file_index)} AS file_index, __skip AS skip, {keys}, {_SUMS}
+FROM keyed
+GROUP BY ALL
+"""
+
+
+def skipped_sql(
+    normalised_sql: str, window: DateWindow | None, file_index: int = 0, types: dict[str, str] | None = None
+) -> str:
+    """The rows not imported, per reason: a pass that reads only the columns that decide it."""
+    nothing = ", ".join(f"NULL AS {alias}" for _, alias in (*_KEYS, (focus.BILLING_CURRENCY, "currency")))
+    sums = "NULL AS billed, NULL AS effective, NULL AS list_cost, NULL AS quantity, count(*) AS rows"
+    return f"""{_keyed_cte(normalised_sql, window, types)}
+SELECT {int(file_index)} AS file_index, __skip AS skip, {nothing}, {sums}, NULL AS service, NULL AS region
+FROM keyed
+WHERE __skip IS NOT NULL
+GROUP BY __skip
+"""
+
+
+def charges_sql(
+    normalised_sql: str, window: DateWindow | None, file_index: int = 0, types: dict[str, str] | None = None
+) -> str:
+    """The imported rows summed per key: only they reach the aggregate."""
+    keys = ", ".join(
+        f"{quote(column)} AS {alias}" for column, alias in (*_KEYS, (focus.BILLING_CURRENCY, "currency"))
+    )
+    return f"""{_keyed_cte(normalised_sql, window, types)}
+SELECT {int(file_index)} AS file_index, NULL AS skip, {keys}, {_SUMS}
+FROM keyed
+WHERE __skip IS NULL
+GROUP BY ALL
+"""
+
+
+ProgressCallback = Callable[[float], None]
+
+
+@contextlib.contextmanager
+def _reporting_progress(con, progress: ProgressCallback | None) -> Iterator[None]:
+    """Poll DuckDB's own progress of the running query from a side thread."""
+    if progress is None:
+        yield
+        return
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.wait(0.2):
+            with contextlib.suppress(Exception):
+                value = con.query_progress()
+                if value is not None and value >= 0:
+                    progress(float(value))
+
+    thread = threading.Thread(target=poll, name="billing-scan-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+        progress(100.0)
+
+
+class ChargeTable:
+    """The sums of every file (or page of API rows) of one import, in DuckDB until rolled up."""
+
+    def __init__(self, window: DateWindow | None = None) -> None:
+        self.window = window
+        self.con = connect()
+        self.con.execute(CHARGES_TABLE)
+        self.files = 0
+
+    def close(self) -> None:
+        self.con.close()
+
+    def add(
+        self,
+        normalised: Normalised,
+        label: str,
+        progress: ProgressCallback | None = None,
+        reopen: Callable[[], object] | None = None,
+        rereadable: bool = True,
+    ) -> None:
+        """Sum the relation `billing_input` (registered on `self.con`) into the table.
+
+        Raises BillingDataError naming `label`, the row and the column of the first malformed row;
+        `reopen` registers the input again first. A stream (`rereadable=False`, CSV and JSON read
+        through pyarrow) is read in a single pass.
+        """
+        index = self.files
+        self.files += 1
+        con = self.con
+        types = {row[0]: row[1] for row in con.execute(f"DESCRIBE {normalised.sql}").fetchall()}
+        query = (normalised.sql, self.window, index, types)
+        with _reporting_progress(con, progress):
+            if rereadable:
+                # a cheap pass over the few columns that decide what is skipped, then the sums of
+                # the rest: other services never reach the aggregate
+                con.execute(f"INSERT INTO charges {skipped_sql(*query)}")
+            else:
+                con.execute(f"INSERT INTO charges {aggregate_sql(*query)}")
+            malformed = con.execute(
+                "SELECT sum(rows) FROM charges WHERE file_index = ? AND skip = ?", [index, MALFORMED]
+            ).fetchone()[0]
+            if rereadable and not malformed:
+                con.execute(f"INSERT INTO charges {charges_sql(*query)}")
+        currencies = [
+            row[0]
+            for row in con.execute(
+                "SELECT DISTINCT currency FROM charges WHERE file_index = ? AND currency IS NOT NULL", [index]
+            ).fetchall()
+        ]
+        wrong = [c for c in currencies if not _CURRENCY.fullmatch(c)]
+        if malformed or wrong:
+            if reopen:
+                reopen()
+            if malformed:
+                first = con.execute(
+                    f"SELECT min({ROW}) FROM ({_typed_sql(normalised.sql, types)}) AS typed WHERE __bad"
+                ).fetchone()[0]
+                if reopen:
+                    reopen()
+                raise explain_row(con, normalised, label, first)
+            raise _currency_error(con, normalised, label, sorted(wrong)[0])
+
+    # ------------------------------------------------------------------ what was read
+
+    def counts(self) -> tuple[int, int, Counter[str]]:
+        """Rows read, rows imported, rows skipped per reason."""
+        read = imported = 0
+        skipped: Counter[str] = Counter()
+        for skip, rows in self.con.execute("SELECT skip, sum(rows) FROM charges GROUP BY skip").fetchall():
+            read += int(rows)
+            if skip is None:
+                imported += int(rows)
+            else:
+                skipped[skip] += int(rows)
+        return read, imported, skipped
+
+    def days(self) -> set[dt.date]:
+        return {
+            row[0]
+            for row in self.con.execute("SELECT DISTINCT day FROM charges WHERE skip IS NULL").fetchall()
+        }
+
+    # ------------------------------------------------------------------ the ledger rows
+
+    def _lookup_table(self, name: str, columns: str, rows: list[tuple]) -> None:
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} ({columns})")
+        if rows:
+            placeholders = ", ".join("?" * len(rows[0]))
+            self.con.executemany(f"INSERT INTO {name} VALUES ({placeholders})", rows)
+
+    def _lookup_tables(self) -> None:
+        """Usage classes, storage units and provider names of the distinct values only."""
+        con = self.con
+        combos = con.execute(
+            "SELECT DISTINCT COALESCE(usage_type, sku_id), unit, charge_category FROM charges WHERE skip IS NULL"
+        ).fetchall()
+        self._lookup_table(
+            "usage_classes",
+            "hint VARCHAR, unit VARCHAR, charge_category VARCHAR, usage_class VARCHAR",
+            [(*combo, focus.usage_class(*combo)) for combo in combos],
+        )
+        units = [
+            row[0] for row in con.execute("SELECT DISTINCT unit FROM charges WHERE skip IS NULL").fetchall()
+        ]
+        self._lookup_table(
+            "storage_units",
+            "unit VARCHAR, bytes_per_unit DOUBLE, period VARCHAR",
+            [(unit, *known) for unit in units if (known := focus.storage_unit(unit))],
+        )
+        raw = [
+            row[0]
+            for row in con.execute("SELECT DISTINCT provider FROM charges WHERE skip IS NULL").fetchall()
+        ]
+        self._lookup_table("providers", "raw VARCHAR, provider VARCHAR", [(r, _provider(r)) for r in raw])
+
+    def costs(self, source: str) -> list[StorageCost]:
+        """The ledger rows: usage classes joined in, summed per ledger key, rounded to nano-units,
+        text cut to the ledger's column sizes."""
+        self._lookup_tables()
+
+        def nanos(expression: str) -> str:
+            return f"CAST(round_even({expression}, 9) * 1000000000 AS BIGINT)"
+
+        def fit(expression: str, column: str) -> str:
+            # an over-long value keeps its start and a digest of the whole, so two long ids stay distinct
+            size = LEDGER_TEXT_SIZES[column]
+            return (
+                f"CASE WHEN length({expression}) > {size} THEN left({expression}, {size - 17}) || '~' || "
+                f"left(sha256({expression}), 16) ELSE {expression} END"
+            )
+
+        usage = f"c.charge_category = '{focus.USAGE}'"
+        # a quantity is kept only when all of it is in one unit
+        one_unit = (
+            f"min(c.unit) FILTER (WHERE {usage} AND c.quantity IS NOT NULL) = "
+            f"max(c.unit) FILTER (WHERE {usage} AND c.quantity IS NOT NULL)"
+        )
+        days_factor = (
+            "CASE u.period WHEN 'month' THEN dayofmonth(last_day(c.day)) WHEN 'second' THEN 1.0 / 86400 "
+            "WHEN 'hour' THEN 1.0 / 24 ELSE 1 END"
+        )
+        resource = (
+            "CASE WHEN c.provider_name = 'azure' THEN lower(COALESCE(c.resource_id, '')) "
+            "ELSE COALESCE(c.resource_id, '') END"
+        )
+        classes = """
+  ON k.hint IS NOT DISTINCT FROM COALESCE(c.usage_type, c.sku_id)
+  AND k.unit IS NOT DISTINCT FROM c.unit
+  AND k.charge_category IS NOT DISTINCT FROM c.charge_category"""
+        # a credit takes the usage class of the usage it credits, where its SKU says which
+        query = f"""
+WITH sku_classes AS (
+  SELECT c.sku_id, min(k.usage_class) AS usage_class
+  FROM charges AS c JOIN usage_classes AS k {classes}
+  WHERE c.skip IS NULL AND c.charge_category = '{focus.USAGE}' AND c.sku_id IS NOT NULL
+  GROUP BY c.sku_id
+),
+classified AS (
+  SELECT c.*, p.provider AS provider_name,
+    CASE WHEN c.charge_category = '{focus.CREDIT}' AND s.usage_class IS NOT NULL THEN s.usage_class
+      ELSE k.usage_class END AS usage_class
+  FROM charges AS c
+  JOIN providers AS p ON p.raw IS NOT DISTINCT FROM c.provider
+  JOIN usage_classes AS k {classes}
+  LEFT JOIN sku_classes AS s ON s.sku_id = c.sku_id
+  WHERE c.skip IS NULL
+)
+SELECT {fit("c.provider_name", "provider")},
+  {fit("COALESCE(c.billing_account, '')", "billing_account")},
+  c.day,
+  {fit(resource, "resource_id")},
+  {fit("COALESCE(c.sku_id, c.usage_type, '')", "sku")},
+  c.usage_class,
+  c.currency,
+  {nanos("sum(c.billed)")},
+  {nanos("sum(c.effective)")},
+  {nanos("sum(c.list_cost)")},
+  {nanos(f"COALESCE(sum(c.billed) FILTER (WHERE c.charge_category = '{focus.CREDIT}'), 0)")},
+  {nanos(f"COALESCE(sum(c.billed) FILTER (WHERE c.charge_class = '{focus.CORRECTION}'), 0)")},
+  CASE WHEN {one_unit} THEN CAST(sum(c.quantity) FILTER (WHERE {usage}) AS VARCHAR) END,
+  CASE WHEN {one_unit} THEN {fit("min(c.unit) FILTER (WHERE " + usage + " AND c.quantity IS NOT NULL)", "unit")} END,
+  CAST(round(sum(CAST(c.quantity AS DOUBLE) * u.bytes_per_unit * {days_factor})
+    FILTER (WHERE {usage} AND c.usage_class = '{focus.STORAGE}')) AS BIGINT),
+  {fit("any_value(c.usage_type)", "usage_type")},
+  {fit("any_value(c.service)", "service")},
+  {fit("any_value(c.region)", "region")},
+  CAST(sum(c.rows) AS INTEGER),
+  ?
+FROM classified AS c
+LEFT JOIN storage_units AS u ON u.unit = c.unit
+GROUP BY ALL
+"""
+        cursor = self.con.execute(query, [source])
+        costs: list[StorageCost] = []
+        while batch := cursor.fetchmany(50_000):  # one copy of the rows in memory at a time
+            costs.extend(map(StorageCost._make, batch))
+        return costs
+
+
+def _provider(value: str | None) -> str:
+    return focus.provider_of(value) or (value or "unknown").strip().lower()
+
+
+def _row_values(con, normalised: Normalised, row: int) -> dict[str, Any]:
+    cursor = con.execute(f"SELECT * FROM ({normalised.sql}) AS normalised WHERE {ROW} = ? LIMIT 1", [row])
+    names = [d[0] for d in cursor.description]
+    values = cursor.fetchone()
+    return dict(zip(names, values, strict=True)) if values else {}
+
+
+def explain_row(con, normalised: Normalised, label: str, row: int) -> BillingDataError:
+    """Which column of this row is malformed, and why (the slow path: one row)."""
+    values = _row_values(con, normalised, row)
+    for name in (*REQUIRED, *VALUE_TYPES):
+        value = values.get(name)
+        column = normalised.origin.get(name, name)
+        if value is None:
+            if name in REQUIRED:
+                return BillingDataError(label, "a value is required", row=row + 1, column=column)
+            continue
+        if name in VALUE_TYPES:
+            parsed = con.execute(f"SELECT TRY_CAST(? AS {VALUE_TYPES[name]})", [value]).fetchone()[0]
+            if parsed is None:
+                kind = "a number" if VALUE_TYPES[name] == DECIMAL else "a date-time"
+                return BillingDataError(
+                    label, f"{str(value)[:80]!r} is not {kind}", row=row + 1, column=column
+                )
+    return BillingDataError(label, "the row cannot be read", row=row + 1)
+
+
+def _currency_error(con, normalised: Normalised, label: str, currency: str) -> BillingDataError:
+    found = con.execute(
+        f"SELECT min({ROW}) FROM ({normalised.sql}) AS normalised WHERE {quote(focus.BILLING_CURRENCY)} = ?",
+        [currency],
+    ).fetchone()[0]
+    return BillingDataError(
+        label,
+        f"{currency[:20]!r} is not an ISO 4217 currency code",
+        row=None if found is None else found + 1,
+        column=normalised.origin.get(focus.BILLING_CURRENCY, focus.BILLING_CURRENCY),
+    )
