@@ -42,4 +42,7 @@ echo
 echo "Cost per source:"
 uv run --frozen airflow-cost report --by source
 echo
+echo "Storage cost per usage class (example_storage_sample):"
+uv run --frozen airflow-cost report storage --by usage-class
+echo
 echo "OpenLineage events with the costProvider_cost facet: $events"

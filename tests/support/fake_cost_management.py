@@ -1,0 +1,238 @@
+"""An Azure Cost Management Query API server on 127.0.0.1, with the managed identity token endpoint.
+
+POST {scope}/providers/Microsoft.CostManagement/query answers from the usage records the test
+loads: it applies the request's time period, ResourceType filter and Daily granularity, groups by
+the requested dimensions, sums Cost, and returns the API's shape (`properties.columns`, `rows`,
+`nextLink`), a page at a time. It can throttle: the first N queries get HTTP 429 with the Cost
+Management rate-limit headers. Requests without the bearer token it issued get 401.
+
+The token endpoint is the App Service managed identity one (IDENTITY_ENDPOINT, IDENTITY_HEADER),
+which azure-identity's DefaultAzureCredential uses when those variables are set.
+
+https://learn.microsoft.com/rest/api/cost-management/query/usage
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+TOKEN = "fake-management-token"
+IDENTITY_HEADER = "fake-identity-header"
+QUERY_SUFFIX = "/providers/Microsoft.CostManagement/query"
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    """One line of the fake's cost details: what queries aggregate."""
+
+    day: dt.date
+    resource_id: str
+    resource_type: str
+    meter_category: str
+    meter: str
+    cost: Decimal
+    currency: str
+
+
+class FakeCostManagement(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, page_size: int = 25) -> None:
+        self.page_size = page_size
+        self.records: list[UsageRecord] = []
+        self.requests: list[Request] = []
+        self.throttle_next = 0  # the next N queries answer 429
+        self.throttle_seconds = 1
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    @property
+    def identity_endpoint(self) -> str:
+        return f"{self.url}/msi/token"
+
+    def queries(self) -> list[Request]:
+        return [r for r in self.requests if r.method == "POST" and r.path.endswith(QUERY_SUFFIX)]
+
+    def token_requests(self) -> list[Request]:
+        return [r for r in self.requests if r.path == "/msi/token"]
+
+    # ------------------------------------------------------------------ the API
+
+    def run_query(self, body: dict[str, Any]) -> list[list[Any]]:
+        period = body["timePeriod"]
+        first = dt.datetime.fromisoformat(period["from"]).date()
+        last = dt.datetime.fromisoformat(period["to"]).date()
+        dataset = body["dataset"]
+        if dataset.get("granularity") != "Daily":
+            raise ValueError("the fake answers Daily granularity only")
+        dimensions = [g["name"] for g in dataset.get("grouping", [])]
+        wanted_types = None
+        condition = (dataset.get("filter") or {}).get("dimensions")
+        if condition and condition["name"] == "ResourceType" and condition["operator"] == "In":
+            wanted_types = {v.lower() for v in condition["values"]}
+        sums: dict[tuple, Decimal] = defaultdict(Decimal)
+        for record in self.records:
+            if not first <= record.day <= last:
+                continue
+            if wanted_types is not None and record.resource_type.lower() not in wanted_types:
+                continue
+            values = {
+                "ResourceId": record.resource_id.lower(),  # the API answers ids in lower case
+                "MeterCategory": record.meter_category,
+                "Meter": record.meter,
+                "ResourceType": record.resource_type,
+            }
+            key = (int(record.day.strftime("%Y%m%d")), *(values[d] for d in dimensions), record.currency)
+            sums[key] += record.cost
+        return [[float(cost), *key] for key, cost in sorted(sums.items())]
+
+    def answer(self, url: str, body: dict[str, Any], skip: int) -> dict[str, Any]:
+        dimensions = [g["name"] for g in body["dataset"].get("grouping", [])]
+        rows = self.run_query(body)
+        page = rows[skip : skip + self.page_size]
+        next_link = None
+        if skip + self.page_size < len(rows):
+            base = url.split("&$skiptoken=")[0]
+            next_link = f"{base}&$skiptoken={skip + self.page_size}"
+        return {
+            "id": "subscriptions/fake/providers/Microsoft.CostManagement/query/fake",
+            "name": "fake",
+            "type": "Microsoft.CostManagement/query",
+            "properties": {
+                "nextLink": next_link,
+                "columns": [
+                    {"name": "Cost", "type": "Number"},
+                    {"name": "UsageDate", "type": "Number"},
+                    *({"name": d, "type": "String"} for d in dimensions),
+                    {"name": "Currency", "type": "String"},
+                ],
+                "rows": page,
+            },
+        }
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: FakeCostManagement
+    protocol_version = "HTTP/1.1"
+
+    def _record(self) -> tuple[str, dict[str, str], Any]:
+        parts = urlsplit(self.path)
+        query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        body = json.loads(raw) if raw else None
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        self.server.requests.append(Request(self.command, parts.path, query, headers, body))
+        return parts.path, query, body
+
+    def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:  # noqa: N802
+        path, query, _ = self._record()
+        if path != "/msi/token":
+            return self._send(404, {"error": {"code": "NotFound", "message": path}})
+        if self.headers.get("X-IDENTITY-HEADER") != IDENTITY_HEADER:
+            return self._send(
+                400, {"error": "invalid_request", "error_description": "missing identity header"}
+            )
+        expires = int(dt.datetime.now(dt.timezone.utc).timestamp()) + 3600
+        self._send(
+            200,
+            {
+                "access_token": TOKEN,
+                "expires_on": str(expires),
+                "resource": query.get("resource"),
+                "token_type": "Bearer",
+            },
+        )
+
+    def do_POST(self) -> None:  # noqa: N802
+        path, query, body = self._record()
+        if not path.endswith(QUERY_SUFFIX):
+            return self._send(404, {"error": {"code": "NotFound", "message": path}})
+        if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+            return self._send(401, {"error": {"code": "AuthenticationFailed", "message": "no valid token"}})
+        if query.get("api-version") is None:
+            return self._send(
+                400, {"error": {"code": "MissingApiVersionParameter", "message": "api-version"}}
+            )
+        server = self.server
+        if server.throttle_next > 0:
+            server.throttle_next -= 1
+            wait = str(server.throttle_seconds)
+            return self._send(
+                429,
+                {"error": {"code": "429", "message": "Too many requests. Please retry."}},
+                {
+                    "x-ms-ratelimit-microsoft.costmanagement-qpu-retry-after": wait,
+                    "x-ms-ratelimit-microsoft.costmanagement-entity-retry-after": wait,
+                    "Retry-After": wait,
+                },
+            )
+        try:
+            payload = server.answer(f"{server.url}{self.path}", body, int(query.get("$skiptoken") or 0))
+        except (KeyError, ValueError) as error:
+            return self._send(400, {"error": {"code": "BadRequest", "message": str(error)}})
+        self._send(
+            200, payload, {"x-ms-ratelimit-microsoft.costmanagement-qpu-remaining": "QueryResource=11"}
+        )
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def fake_cost_management(page_size: int = 25) -> Iterator[FakeCostManagement]:
+    server = FakeCostManagement(page_size)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def azure_connection(server: FakeCostManagement) -> str:
+    """AIRFLOW_CONN_AZURE_DEFAULT for the fake: a managed identity, the API at the fake's address."""
+    return json.dumps(
+        {
+            "conn_type": "azure",
+            "extra": {"use_azure_identity_object": True, "management_endpoint": server.url},
+        }
+    )
+
+
+def identity_environment(server: FakeCostManagement) -> dict[str, str]:
+    """The App Service managed identity variables that make azure-identity ask the fake for tokens."""
+    return {"IDENTITY_ENDPOINT": server.identity_endpoint, "IDENTITY_HEADER": IDENTITY_HEADER}

@@ -1,0 +1,134 @@
+"""The Azure Cost Management Query API: a managed identity token, the query's shape, nextLink
+paging, and the throttling headers followed with bounded waits."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from decimal import Decimal
+
+import pytest
+
+from airflow_cost_provider.billing import azure_cost_management, samples
+from airflow_cost_provider.billing.azure_cost_management import CostManagementClient, fetch
+from airflow_cost_provider.billing.errors import BillingSourceError
+from airflow_cost_provider.billing.scan import DateWindow
+from tests.support.fake_cost_management import (
+    TOKEN,
+    UsageRecord,
+    azure_connection,
+    fake_cost_management,
+    identity_environment,
+)
+
+START = dt.date(2026, 5, 1)
+CHARGES = samples.sample_charges(START, 6, providers=("azure",))
+SCOPE = f"/subscriptions/{samples.AZURE_SUBSCRIPTION}"
+WINDOW = DateWindow(START + dt.timedelta(days=1), START + dt.timedelta(days=5))
+
+
+def records():
+    for c in CHARGES:
+        kind = "microsoft.storage/storageaccounts" if c.is_storage else "microsoft.compute/virtualmachines"
+        yield UsageRecord(c.day, c.resource_id, kind, c.meter_category, c.usage_type, c.billed(), c.currency)
+
+
+@pytest.fixture
+def azure(monkeypatch):
+    with fake_cost_management(page_size=7) as server:
+        server.records.extend(records())
+        monkeypatch.setenv("AIRFLOW_CONN_AZURE_DEFAULT", azure_connection(server))
+        for name, value in identity_environment(server).items():
+            monkeypatch.setenv(name, value)
+        yield server
+
+
+def model(key):
+    totals: dict[tuple, Decimal] = defaultdict(Decimal)
+    for c in CHARGES:
+        if c.is_storage and c.day in WINDOW:
+            totals[(c.resource_id.lower(), c.day, key(c))] += c.billed()
+    return totals
+
+
+def totals(collected):
+    got: dict[tuple, Decimal] = defaultdict(Decimal)
+    for cost in collected.costs:
+        got[(cost.resource_id, cost.day, cost.usage_class)] += cost.amount
+    return got
+
+
+def test_daily_cost_per_storage_account_and_meter_category(azure):
+    waits: list[float] = []
+    azure.throttle_next = 2
+    client = CostManagementClient(sleep=waits.append)
+    collected = fetch(WINDOW, scope=SCOPE, client=client)
+    # Storage meters are all "storage" at this grain; Bandwidth is data transfer out
+    expected = model(lambda c: "transfer_egress" if c.meter_category == "Bandwidth" else "storage")
+    got = totals(collected)
+    assert set(got) == set(expected)
+    for key, amount in expected.items():
+        assert abs(got[key] - amount) < Decimal("1e-9") * 4, key
+    assert {c.currency for c in collected.costs} == {"EUR"}
+    assert {c.billing_account for c in collected.costs} == {samples.AZURE_SUBSCRIPTION}
+    # two 429 answers waited for as asked, then every page followed
+    assert waits == [1.0, 1.0]
+    queries = azure.queries()
+    pages = len(expected) // 7 + 1
+    assert len(queries) == 2 + pages
+    assert all(q.headers["authorization"] == f"Bearer {TOKEN}" for q in queries)
+    assert [q.query.get("$skiptoken") for q in queries[2:]] == [None, *(str(7 * n) for n in range(1, pages))]
+    body = queries[0].body
+    assert body["type"] == "ActualCost" and body["dataset"]["granularity"] == "Daily"
+    assert body["timePeriod"] == {"from": "2026-05-02T00:00:00+00:00", "to": "2026-05-05T23:59:59+00:00"}
+    assert body["dataset"]["grouping"] == [
+        {"type": "Dimension", "name": "ResourceId"},
+        {"type": "Dimension", "name": "MeterCategory"},
+    ]
+    assert queries[0].query["api-version"] == azure_cost_management.API_VERSION
+    assert len(azure.token_requests()) == 1
+
+
+def test_grouped_by_meter_the_usage_classes_come_apart(azure):
+    collected = fetch(WINDOW, scope=SCOPE, meter_dimension="Meter")
+    expected = model(lambda c: c.expected_class)
+    got = totals(collected)
+    assert set(got) == set(expected)
+    assert {key[2] for key in got} >= {
+        "storage",
+        "requests",
+        "retrieval",
+        "transfer_egress",
+        "transfer_cross_region",
+    }
+
+
+def test_a_throttling_wait_longer_than_allowed_fails_with_the_reason(azure):
+    azure.throttle_next = 1
+    azure.throttle_seconds = 3600
+    waits: list[float] = []
+    with pytest.raises(BillingSourceError, match="asks to wait 3600 s") as caught:
+        fetch(WINDOW, scope=SCOPE, client=CostManagementClient(max_wait=60, sleep=waits.append))
+    assert waits == [] and "60 s per wait" in str(caught.value)
+
+
+def test_the_total_wait_is_bounded_too(azure):
+    azure.throttle_next = 10
+    waits: list[float] = []
+    with pytest.raises(BillingSourceError, match="throttled"):
+        fetch(WINDOW, scope=SCOPE, client=CostManagementClient(wait_budget=3, sleep=waits.append))
+    assert waits == [1.0, 1.0, 1.0]
+
+
+def test_retry_after_headers():
+    headers = {
+        "x-ms-ratelimit-microsoft.costmanagement-qpu-retry-after": "4",
+        "x-ms-ratelimit-microsoft.costmanagement-tenant-retry-after": "9",
+        "retry-after": "2",
+    }
+    assert azure_cost_management.retry_after(headers) == 9
+    assert azure_cost_management.retry_after({}) is None
+    assert (
+        azure_cost_management.scope_account("/providers/Microsoft.Billing/billingAccounts/1234:5678")
+        == "1234:5678"
+    )
