@@ -145,20 +145,7 @@ def render(rows: list[ReportRow], by: str, fmt: str) -> str:
         ]
         for row in rows
     ]
-    widths = [max(len(r[i]) for r in table) for i in range(len(headers))]
-    numeric = {"amount", "lines", "unpriced"}
-    rendered = []
-    for index, cells in enumerate(table):
-        parts = [
-            cell.rjust(width) if headers[i] in numeric else cell.ljust(width)
-            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
-        ]
-        rendered.append("  ".join(parts).rstrip())
-        if index == 0:
-            rendered.append("  ".join("-" * w for w in widths))
-    if not rows:
-        rendered.append("(no costs recorded in this period)")
-    return "\n".join(rendered)
+    return render_table(table, {"amount", "lines", "unpriced"}, "(no costs recorded in this period)")
 
 
 # ---------------------------------------------------------------- storage costs
@@ -253,8 +240,13 @@ def render_storage(rows: list[StorageReportRow], by: str, fmt: str) -> str:
         [*cells[:-4], _display_amount(cells[-4]), cells[-3], _display_amount(cells[-2]), str(cells[-1])]
         for cells in values
     ]
+    return render_table(table, {"amount", "credits", "rows"}, "(no storage costs imported for this period)")
+
+
+def render_table(table: list[list[str]], numeric: set[str], empty_message: str) -> str:
+    """A plain-text table: the header row first, numeric columns right-aligned."""
+    headers = table[0]
     widths = [max(len(r[i]) for r in table) for i in range(len(headers))]
-    numeric = {"amount", "credits", "rows"}
     rendered = []
     for index, cells in enumerate(table):
         parts = [
@@ -264,6 +256,6 @@ def render_storage(rows: list[StorageReportRow], by: str, fmt: str) -> str:
         rendered.append("  ".join(parts).rstrip())
         if index == 0:
             rendered.append("  ".join("-" * w for w in widths))
-    if not rows:
-        rendered.append("(no storage costs imported for this period)")
+    if len(table) == 1:
+        rendered.append(empty_message)
     return "\n".join(rendered)
