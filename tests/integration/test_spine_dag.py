@@ -73,7 +73,7 @@ def assert_facets_match_ledger(events: list[dict], ledger_url: str) -> None:
     for event in terminal:
         facet = event["run"]["facets"][FACET]
         rows = by_run[event["run"]["runId"]]
-        assert len(rows) == len(facet["lines"]) + len(facet["unpriced"])
+        assert len(rows) == len(facet["lines"]) + sum(u["count"] for u in facet["unpriced"])
         facet_lines = sorted((x["source"], x["metric"], Decimal(str(x["amount"]))) for x in facet["lines"])
         ledger = sorted(
             (r["source"], r["metric"], Decimal(r["amount_nanos"]).scaleb(-9))
@@ -212,9 +212,10 @@ def test_queries_reported_by_hooks_are_kept_unpriced_on_their_own_task(airflow_e
         validate_event(event)
     sql_facet = events["run_sql"]["run"]["facets"][FACET]
     assert sql_facet["status"] == "partial"
-    assert [(u["source"], u["metric"], u["quantity"]) for u in sql_facet["unpriced"]] == [
-        ("sqlite", "queries", 1)
-    ] * 3
+    # the three statements have one cause: one entry that counts them
+    assert [(u["source"], u["metric"], u["quantity"], u["count"]) for u in sql_facet["unpriced"]] == [
+        ("sqlite", "queries", 3, 3)
+    ]
     assert all("no usage statistics" in u["reason"] for u in sql_facet["unpriced"])
     assert events["after_sql"]["run"]["facets"][FACET]["unpriced"] == []
     rows = ledger_rows(

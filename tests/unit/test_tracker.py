@@ -63,6 +63,8 @@ def test_usage_recorded_during_the_task_is_priced_and_stored():
             "status": "estimated",
             "externalId": "q-123",
             "priceRef": athena[0]["priceRef"],
+            "unitPrice": 5,
+            "priceUnit": "TB",
         }
     ]
     assert athena[0]["priceRef"].endswith(":athena/data_scanned")
