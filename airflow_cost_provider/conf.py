@@ -1,22 +1,35 @@
 """The only reader of the [cost_provider] configuration section: one cached getter per option.
 
-Bad values raise ConfigError naming the option; callers decide whether that disables cost tracking.
+Bad values raise ConfigError naming the option, the value and what is allowed; callers decide whether
+that disables cost tracking. Outside an Airflow process the options are read the way Airflow reads them,
+without importing Airflow (seconds of start-up for a CLI command).
 """
 
 from __future__ import annotations
 
+import configparser
 import functools
 import json
 import os
+import re
+import sys
+from collections.abc import Callable, Collection
 from decimal import Decimal
 from pathlib import Path
 
-from airflow_cost_provider.get_provider_info import CONFIG_OPTIONS
+from airflow_cost_provider.get_provider_info import (
+    CONFIG_OPTIONS,
+    FINALIZE_TIMEOUT_SECONDS,
+    STORAGE_REIMPORT_DAYS,
+    WORKER_RATE_MAX,
+)
 from airflow_cost_provider.pricing.money import is_currency, to_decimal
 
 SECTION = "cost_provider"
 _TRUE = {"true", "t", "1", "yes", "y", "on"}
 _FALSE = {"false", "f", "0", "no", "n", "off"}
+_BIGINT_MAX = 2**63 - 1  # the ledger's integer columns are signed 64-bit
+_UNIT_TEST_MODE = "AIRFLOW__CORE__UNIT_TEST_MODE"
 
 
 class ConfigError(ValueError):
@@ -24,29 +37,89 @@ class ConfigError(ValueError):
 
 
 def _raw(option: str) -> str:
-    from airflow.providers.common.compat.sdk import conf
-
-    value = conf.get(SECTION, option, fallback=CONFIG_OPTIONS[option]["default"])
+    try:
+        if "airflow.configuration" in sys.modules:  # an Airflow process: its conf is loaded already
+            value = _from_airflow(option)
+        else:
+            value = _without_airflow(option)
+            if value is None:
+                value = _from_airflow(option)
+    except configparser.InterpolationError:
+        # Airflow's own error quotes the value, and ledger_conn holds a password: not repeated here
+        raise ConfigError(
+            f"[{SECTION}] {option} in airflow.cfg holds a % that is neither %% nor %(option)s: write a "
+            "literal % as %%"
+        ) from None
     return "" if value is None else str(value).strip()
 
 
+def _from_airflow(option: str) -> str | None:
+    from airflow.providers.common.compat.sdk import conf
+
+    return conf.get(SECTION, option, fallback=CONFIG_OPTIONS[option]["default"])
+
+
+def _without_airflow(option: str) -> str | None:
+    """The option as Airflow's conf.get would give it: the environment variable, else airflow.cfg, else
+    the default. None when only Airflow can read it: a _cmd or _secret variant needs its command runner
+    or secrets backend."""
+    variable = f"AIRFLOW__{SECTION.upper()}__{option.upper()}"
+    if variable in os.environ:
+        return _expand(os.environ[variable])
+    if any(name in os.environ for name in (f"{variable}_CMD", f"{variable}_SECRET", _UNIT_TEST_MODE)):
+        return None
+    # Airflow's parser: a ConfigParser with its default interpolation (%% is %), whole-line comments
+    # only, and option names matched case-sensitively
+    parser = configparser.ConfigParser()
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    try:
+        parser.read(_airflow_config_file())
+    except (configparser.Error, ValueError):
+        return None  # a file Airflow may reject or half-read: let it decide
+    if parser.has_option("core", "unit_test_mode"):
+        return None  # Airflow may replace airflow.cfg by its unit-test configuration
+    if parser.has_option(SECTION, option):
+        return _expand(parser.get(SECTION, option))
+    if parser.has_option(SECTION, f"{option}_cmd") or parser.has_option(SECTION, f"{option}_secret"):
+        return None
+    return _expand(CONFIG_OPTIONS[option]["default"])
+
+
+def _airflow_config_file() -> str:
+    """$AIRFLOW_CONFIG, else $AIRFLOW_HOME/airflow.cfg, else ~/airflow/airflow.cfg (airflow.configuration)."""
+    config = os.environ.get("AIRFLOW_CONFIG")
+    if config is None:
+        return os.path.join(_expand(os.environ.get("AIRFLOW_HOME", "~/airflow")), "airflow.cfg")
+    return _expand(config)
+
+
+def _expand(value: str) -> str:
+    # Airflow expands $VARIABLES and a leading ~ in every value, again until nothing changes
+    while True:
+        expanded = os.path.expanduser(os.path.expandvars(value))
+        if expanded == value:
+            return expanded
+        value = expanded
+
+
 def _bool(option: str) -> bool:
-    value = _raw(option).lower()
-    if value in _TRUE:
+    value = _raw(option)
+    if value.lower() in _TRUE:
         return True
-    if value in _FALSE:
+    if value.lower() in _FALSE:
         return False
-    raise ConfigError(f"[{SECTION}] {option} = {value!r} is not a boolean (True or False)")
+    raise ConfigError(f"[{SECTION}] {option} = {value!r} is not a boolean: use True or False")
 
 
-def _decimal(option: str, positive: bool = True) -> Decimal:
+def _decimal(option: str, low: Decimal, high: Decimal, allowed: str, above_low: bool = False) -> Decimal:
+    """A number from low (excluded when above_low) to high; `allowed` says so in the error."""
     value = _raw(option)
     try:
         number = to_decimal(value)
     except ValueError:
-        raise ConfigError(f"[{SECTION}] {option} = {value!r} is not a number") from None
-    if positive and number <= 0:
-        raise ConfigError(f"[{SECTION}] {option} = {value!r} must be greater than zero")
+        raise ConfigError(f"[{SECTION}] {option} = {value!r} is not a number: use {allowed}") from None
+    if number < low or (above_low and number == low) or number > high:
+        raise ConfigError(f"[{SECTION}] {option} = {value!r} is out of range: use {allowed}")
     return number
 
 
@@ -57,7 +130,71 @@ def enabled() -> bool:
 
 @functools.cache
 def ledger_conn() -> str:
-    return _raw("ledger_conn")
+    value = _raw("ledger_conn")
+    if value:
+        _check_ledger_conn(value)
+    return value
+
+
+# SQLAlchemy's URL pattern (sqlalchemy.engine.url._parse_url): the URLs make_url parses, without
+# importing SQLAlchemy here
+_SQLALCHEMY_URL = re.compile(
+    r"""
+        (?P<name>[\w\+]+)://
+        (?:
+            (?P<username>[^:/]*)
+            (?::(?P<password>[^@]*))?
+        @)?
+        (?:
+            (?:
+                \[(?P<ipv6host>[^/\?]+)\] |
+                (?P<ipv4host>[^/:\?]+)
+            )?
+            (?::(?P<port>[^/\?]*))?
+        )?
+        (?:/(?P<database>[^\?]*))?
+        (?:\?(?P<query>.*))?
+    """,
+    re.X,
+)
+# Airflow's rule for connection ids (airflow.models.connection.RE_SANITIZE_CONN_ID, at most 250)
+_CONN_ID = re.compile(r"[\w#!()\-.:/\\]{1,250}")
+_LEDGER_CONN_ALLOWED = (
+    "use an SQLAlchemy URL like postgresql://user:password@host:5432/cost or "
+    "sqlite:////path/cost_ledger.db, or the id of an Airflow connection"
+)
+
+
+def _check_ledger_conn(value: str) -> None:
+    shown = _hide_credentials(value)
+    if "://" not in value:
+        if not _CONN_ID.fullmatch(value):
+            raise ConfigError(
+                f"[{SECTION}] ledger_conn = {shown!r} is neither a database URL nor an Airflow connection "
+                f"id (at most 250 letters, digits and _-.:/\\#!()); {_LEDGER_CONN_ALLOWED}"
+            )
+        return
+    parsed = _SQLALCHEMY_URL.match(value)
+    netloc = value.partition("://")[2].split("/", 1)[0]
+    if parsed is None:
+        problem = f"{value.partition('://')[0]!r} is not a database kind like postgresql or sqlite"
+    elif netloc.count("@") > 1:  # as the ledger store tells it: a raw @ in the user or password
+        problem = "the user or password holds an @ (URL-encode it as %40)"
+    elif parsed["port"] and not parsed["port"].isdigit():
+        problem = f"the port {parsed['port']!r} is not a number"
+    else:
+        return
+    raise ConfigError(
+        f"[{SECTION}] ledger_conn = {shown!r} is not a usable database URL: {problem}; {_LEDGER_CONN_ALLOWED}"
+    )
+
+
+def _hide_credentials(value: str) -> str:
+    """ledger_conn is sensitive: nothing before the last @ (user and password) goes in a message."""
+    if "@" not in value:
+        return value
+    scheme, separator, _ = value.partition("://")
+    return f"{scheme}://***@{value.rsplit('@', 1)[1]}" if separator else f"***@{value.rsplit('@', 1)[1]}"
 
 
 def default_ledger_url() -> str:
@@ -77,7 +214,7 @@ def tagging_enabled() -> bool:
 
 @functools.cache
 def disabled_sources() -> frozenset[str]:
-    return frozenset(s.strip() for s in _raw("disabled_sources").split(",") if s.strip())
+    return _source_names("disabled_sources")
 
 
 def source_enabled(source: str) -> bool:
@@ -86,7 +223,29 @@ def source_enabled(source: str) -> bool:
 
 @functools.cache
 def untagged_sources() -> frozenset[str]:
-    return frozenset(s.strip() for s in _raw("untagged_sources").split(",") if s.strip())
+    return _source_names("untagged_sources")
+
+
+SOURCE_LISTS = ("disabled_sources", "untagged_sources")
+
+
+def _source_names(option: str) -> frozenset[str]:
+    return frozenset(s.strip() for s in _raw(option).split(",") if s.strip())
+
+
+def check_source_names(option: str, sources: Collection[str], connection_types: Collection[str] = ()) -> None:
+    """Raise ConfigError when the source list `option` names neither one of `sources` nor one of
+    `connection_types` (a DB-API hook's statements take its connection type as their source: oracle).
+
+    Not done by the getters: the names come from the price book and Airflow's providers, and at run
+    time an unknown name only stays unused, where an error would lose every capture."""
+    unknown = sorted(_source_names(option) - set(sources) - set(connection_types))
+    if unknown:
+        types = ", or the connection type of a DB-API hook" if connection_types else ""
+        raise ConfigError(
+            f"[{SECTION}] {option} = {_raw(option)!r} names unknown source(s) {', '.join(unknown)}: use "
+            f"comma-separated names from {', '.join(sorted(sources))}{types}"
+        )
 
 
 def tagging_on(source: str) -> bool:
@@ -143,7 +302,8 @@ def bigquery_model(project: str | None) -> str:
 
 @functools.cache
 def finalize_timeout() -> float:
-    return float(_decimal("finalize_timeout"))
+    low, high = FINALIZE_TIMEOUT_SECONDS
+    return float(_decimal("finalize_timeout", Decimal(low), Decimal(high), f"seconds from {low} to {high}"))
 
 
 @functools.cache
@@ -151,43 +311,54 @@ def capture_hook_lineage() -> bool:
     return _bool("capture_hook_lineage")
 
 
+def _worker_rate(option: str, unit: str) -> Decimal:
+    allowed = f"a price per {unit} above 0 and at most {WORKER_RATE_MAX} (in worker_rate_currency)"
+    return _decimal(option, Decimal(0), Decimal(WORKER_RATE_MAX), allowed, above_low=True)
+
+
 @functools.cache
 def worker_vcpu_hour_rate() -> Decimal:
-    return _decimal("worker_vcpu_hour_rate")
+    return _worker_rate("worker_vcpu_hour_rate", "vCPU-hour")
 
 
 @functools.cache
 def worker_memory_gib_hour_rate() -> Decimal:
-    return _decimal("worker_memory_gib_hour_rate")
+    return _worker_rate("worker_memory_gib_hour_rate", "GiB-hour")
 
 
 @functools.cache
 def worker_rate_currency() -> str:
     value = _raw("worker_rate_currency")
     if not is_currency(value):
-        raise ConfigError(f"[{SECTION}] worker_rate_currency = {value!r} is not an ISO 4217 code like USD")
+        raise ConfigError(
+            f"[{SECTION}] worker_rate_currency = {value!r} is not an ISO 4217 code: use three capitals like USD"
+        )
     return value
 
 
 @functools.cache
 def listener_order() -> str:
-    value = _raw("listener_order").lower()
-    if value not in ("first", "last"):
-        raise ConfigError(f"[{SECTION}] listener_order = {value!r} must be 'first' or 'last'")
-    return value
+    value = _raw("listener_order")
+    if value.lower() not in ("first", "last"):
+        raise ConfigError(
+            f"[{SECTION}] listener_order = {value!r} is not a listener order: use first or last"
+        )
+    return value.lower()
 
 
 @functools.cache
 def storage_reimport_days() -> int:
     value = _raw("storage_reimport_days")
+    low, high = STORAGE_REIMPORT_DAYS
+    allowed = f"a whole number of days from {low} to {high}"
     try:
         days = int(value)
     except ValueError:
         raise ConfigError(
-            f"[{SECTION}] storage_reimport_days = {value!r} is not a whole number of days"
+            f"[{SECTION}] storage_reimport_days = {value!r} is not a whole number: use {allowed}"
         ) from None
-    if days < 0:
-        raise ConfigError(f"[{SECTION}] storage_reimport_days = {value!r} must be 0 or more")
+    if not low <= days <= high:
+        raise ConfigError(f"[{SECTION}] storage_reimport_days = {value!r} is out of range: use {allowed}")
     return days
 
 
@@ -195,32 +366,38 @@ def storage_reimport_days() -> int:
 def storage_allocation() -> dict[str, int | None]:
     allocation = _json_object("storage_allocation")
     for url, size in allocation.items():
-        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+        if size is not None and (
+            isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= _BIGINT_MAX
+        ):
             raise ConfigError(
-                f"[{SECTION}] storage_allocation[{url!r}] = {size!r} must be a number of bytes, or null to "
-                "list the prefix"
+                f"[{SECTION}] storage_allocation[{url!r}] = {size!r} is not a number of bytes: use a whole "
+                f"number from 0 to {_BIGINT_MAX}, or null to list the prefix"
             )
     return allocation
 
 
+# Every option's getter: `airflow-cost check` validates each (tests hold it to CONFIG_OPTIONS).
+GETTERS: dict[str, Callable[[], object]] = {
+    "enabled": enabled,
+    "ledger_conn": ledger_conn,
+    "price_book_path": price_book_path,
+    "tagging_enabled": tagging_enabled,
+    "untagged_sources": untagged_sources,
+    "connection_pricing": connection_pricing,
+    "bigquery_pricing": bigquery_pricing,
+    "disabled_sources": disabled_sources,
+    "finalize_timeout": finalize_timeout,
+    "capture_hook_lineage": capture_hook_lineage,
+    "worker_vcpu_hour_rate": worker_vcpu_hour_rate,
+    "worker_memory_gib_hour_rate": worker_memory_gib_hour_rate,
+    "worker_rate_currency": worker_rate_currency,
+    "listener_order": listener_order,
+    "storage_reimport_days": storage_reimport_days,
+    "storage_allocation": storage_allocation,
+}
+
+
 def clear_cache() -> None:
     """Forget every cached value (tests and long-lived processes that reload configuration)."""
-    for getter in (
-        enabled,
-        ledger_conn,
-        price_book_path,
-        tagging_enabled,
-        disabled_sources,
-        untagged_sources,
-        connection_pricing,
-        bigquery_pricing,
-        finalize_timeout,
-        capture_hook_lineage,
-        worker_vcpu_hour_rate,
-        worker_memory_gib_hour_rate,
-        worker_rate_currency,
-        listener_order,
-        storage_reimport_days,
-        storage_allocation,
-    ):
-        getter.cache_clear()
+    for getter in GETTERS.values():
+        getter.cache_clear()  # type: ignore[attr-defined]

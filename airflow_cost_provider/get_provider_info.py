@@ -6,6 +6,18 @@ from airflow_cost_provider.version import __version__
 
 WORKER_RATE_SOURCE = "https://aws.amazon.com/fargate/pricing/"
 
+# Bounds of the numeric options: conf.py enforces them, the descriptions below state them.
+# finalize_timeout: below 0.1 s not even a local ledger write completes, so every try would lose its
+# ledger row; above 60 s a dead ledger holds each ending task (and its worker slot) that long.
+FINALIZE_TIMEOUT_SECONDS = ("0.1", "60")
+# Worker rates, per vCPU-hour or GiB-hour in worker_rate_currency: the cap is in the currency's units,
+# so it must leave room for currencies with small units (0.04 USD is about 1,000 VND); it still keeps
+# a one-try line far inside the ledger's 64-bit nano-units (92,000 vCPU-hours at the cap).
+WORKER_RATE_MAX = "100000"
+# Providers revise a billing day until its month closes, early in the next month: two months cover it,
+# and each scheduled import reads every one of these days again.
+STORAGE_REIMPORT_DAYS = (0, 62)
+
 
 def _option(description: str, type_: str, default: str, example: str | None = None, **extra) -> dict:
     return {
@@ -20,7 +32,8 @@ def _option(description: str, type_: str, default: str, example: str | None = No
 
 CONFIG_OPTIONS: dict[str, dict] = {
     "enabled": _option(
-        "Capture and price every task run. False registers no listener and no hook-lineage reader.",
+        "Capture and price every task run: True or False. False registers no listener and no hook-lineage "
+        "reader.",
         "boolean",
         "True",
     ),
@@ -42,12 +55,14 @@ CONFIG_OPTIONS: dict[str, dict] = {
         example="/opt/airflow/config/prices.yaml",
     ),
     "tagging_enabled": _option(
-        "Tag work at the source (SQL comments, query tags, job labels) with the task's identity.",
+        "Tag work at the source (SQL comments, query tags, job labels) with the task's identity: True or "
+        "False.",
         "boolean",
         "True",
     ),
     "untagged_sources": _option(
-        "Comma-separated sources whose work is captured but not tagged, e.g. mysql,trino.",
+        "Comma-separated sources whose work is captured but not tagged, e.g. mysql,trino: names of the "
+        "price book's sources or airflow_worker.",
         "string",
         "",
         example="mysql",
@@ -70,35 +85,41 @@ CONFIG_OPTIONS: dict[str, dict] = {
         example='{"*": "on_demand", "reserved-project": "enterprise"}',
     ),
     "disabled_sources": _option(
-        "Comma-separated sources not to capture, e.g. airflow_worker,bigquery.",
+        "Comma-separated sources not to capture, e.g. airflow_worker,bigquery: names of the price book's "
+        "sources or airflow_worker.",
         "string",
         "",
         example="airflow_worker,snowflake",
     ),
     "finalize_timeout": _option(
-        "Seconds a task may spend at its end on cost capture, pricing and the ledger write. Past it the "
-        "task goes on and a warning is logged.",
+        "Seconds a task may spend at its end on cost capture, pricing and the ledger write, from "
+        f"{FINALIZE_TIMEOUT_SECONDS[0]} to {FINALIZE_TIMEOUT_SECONDS[1]}. Past it the task goes on and a "
+        "warning is logged.",
         "float",
         "5.0",
     ),
     "capture_hook_lineage": _option(
-        "Read the query and job ids that provider hooks report through Airflow's hook lineage.",
+        "Read the query and job ids that provider hooks report through Airflow's hook lineage: True or False.",
         "boolean",
         "True",
     ),
     "worker_vcpu_hour_rate": _option(
-        "Price of one vCPU-hour of the task process's CPU time (user + system). Default: AWS Fargate, "
-        f"Linux/x86, us-east-1 on-demand, per vCPU-hour ({WORKER_RATE_SOURCE}).",
+        "Price of one vCPU-hour of the task process's CPU time (user + system), above 0 and at most "
+        f"{WORKER_RATE_MAX}. Default: AWS Fargate, Linux/x86, us-east-1 on-demand, per vCPU-hour "
+        f"({WORKER_RATE_SOURCE}).",
         "string",
         "0.04048",
     ),
     "worker_memory_gib_hour_rate": _option(
         "Price of one GiB-hour of memory: the task process's peak resident memory held for the task's wall "
-        f"time. Default: AWS Fargate, Linux/x86, us-east-1 on-demand, per GB-hour ({WORKER_RATE_SOURCE}).",
+        f"time. Above 0 and at most {WORKER_RATE_MAX}. Default: AWS Fargate, Linux/x86, us-east-1 "
+        f"on-demand, per GB-hour ({WORKER_RATE_SOURCE}).",
         "string",
         "0.004445",
     ),
-    "worker_rate_currency": _option("Currency of the two worker rates.", "string", "USD"),
+    "worker_rate_currency": _option(
+        "Currency of the two worker rates: an ISO 4217 code in capitals, like USD.", "string", "USD"
+    ),
     "listener_order": _option(
         "Where the cost listener runs among the task listeners: first (default) or last. Either way the "
         "costProvider_cost facet and the ledger agree; see the README.",
@@ -107,13 +128,14 @@ CONFIG_OPTIONS: dict[str, dict] = {
     ),
     "storage_reimport_days": _option(
         "Days before its billing day that each scheduled storage cost import reads again, because providers "
-        "revise recent days. While the billing day is within the first 10 days of a month, the whole "
-        "previous month is read again too. ImportStorageCostsOperator(reimport_days=...) overrides it.",
+        f"revise recent days: {STORAGE_REIMPORT_DAYS[0]} to {STORAGE_REIMPORT_DAYS[1]}. While the billing "
+        "day is within the first 10 days of a month, the whole previous month is read again too. ImportStorageCostsOperator(reimport_days=...) overrides it.",
         "integer",
         "5",
     ),
     "storage_allocation": _option(
-        "JSON object: dataset URL -> bytes under it (or null to list the prefix through the provider's hook). "
+        "JSON object: dataset URL -> bytes under it, a whole number from 0 to 9223372036854775807 (or null "
+        "to list the prefix through the provider's hook). "
         "Storage cost imports give each dataset its share of its bucket's storage cost by these bytes, "
         "method allocated. Used when the operator gets no allocation argument. Azure bills storage "
         "accounts: map its containers (abfss://container@account.dfs.core.windows.net) to see them.",

@@ -8,7 +8,6 @@ import logging
 from airflow.providers.common.compat.sdk import AirflowPlugin
 
 from airflow_cost_provider import conf
-from airflow_cost_provider.openlineage import CUSTOM_RUN_FACETS_PATH
 
 log = logging.getLogger("airflow_cost_provider")
 
@@ -23,39 +22,18 @@ def _enabled() -> bool:
 
 def check_openlineage_setup() -> str | None:
     """The warning to give when OpenLineage is on but will not carry the cost facet, else None."""
-    try:
-        from airflow.providers.openlineage import conf as ol_conf
-    except ImportError:
-        return None
-    if ol_conf.is_disabled() or CUSTOM_RUN_FACETS_PATH in ol_conf.custom_run_facets():
-        return None
-    return (
-        "cost provider: OpenLineage is enabled but its events will not carry task costs. Add to "
-        f"airflow.cfg: [openlineage] custom_run_facets = {CUSTOM_RUN_FACETS_PATH} (or set "
-        f"AIRFLOW__OPENLINEAGE__CUSTOM_RUN_FACETS={CUSTOM_RUN_FACETS_PATH}; separate several functions with ';')"
-    )
+    from airflow_cost_provider.checks import openlineage_setup_note
+
+    note = openlineage_setup_note()
+    return f"cost provider: {note}" if note else None
 
 
 def check_configuration() -> list[str]:
-    """Problems with [cost_provider] or the price book, as clear messages (empty when all is well)."""
-    from airflow_cost_provider import tracker
+    """Problems with [cost_provider] or the price book, each once (empty when all is well). Never the
+    ledger: every Airflow process loads this plugin; `airflow-cost check` checks the ledger too."""
+    from airflow_cost_provider.checks import configuration_problems
 
-    problems = []
-    try:
-        tracker.price_book()
-    except (conf.ConfigError, ValueError) as error:
-        problems.append(str(error))
-    for getter in (
-        conf.connection_pricing,
-        conf.bigquery_pricing,
-        conf.storage_reimport_days,
-        conf.storage_allocation,
-    ):
-        try:
-            getter()
-        except conf.ConfigError as error:
-            problems.append(str(error))
-    return problems
+    return configuration_problems()
 
 
 def _listeners() -> list:
@@ -70,7 +48,7 @@ def _listeners() -> list:
         log.error("cost provider disabled: %s", error)
         return []
     for problem in check_configuration():
-        log.error("%s (costs are kept as unpriced until this is fixed)", problem)
+        log.error("cost provider: %s (tasks are not affected)", problem)
     if warning := check_openlineage_setup():
         log.warning(warning)
     return [listener]

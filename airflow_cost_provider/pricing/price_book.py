@@ -25,6 +25,9 @@ SHIPPED_PRICE_BOOK = "price_book.yaml"
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's is ~10x faster when present
 _REQUIRED = ("source", "metric", "unit", "amount", "currency")
 _KNOWN_KEYS = set(_REQUIRED) | {"effective_date", "source_url", "region", "match", "note"}
+# The ledger keeps money as nano-units in a signed 64-bit column: from 2**63 nano-units on, every
+# write of a line priced this way overflows.
+_AMOUNT_LIMIT = Decimal(2**63).scaleb(-9)
 
 
 class PriceBookError(ValueError):
@@ -111,6 +114,12 @@ def _parse_price(raw: Any, version: str, origin: str) -> Price:
         raise _fail(origin, f"amount: {err}") from None
     if amount < 0:
         raise _fail(origin, f"amount {amount} is negative")
+    if amount >= _AMOUNT_LIMIT:  # compared, not multiplied: 1e999999 * 10**9 would overflow Decimal
+        raise _fail(
+            origin,
+            f"amount {raw['amount']} does not fit the ledger, which keeps money as 64-bit nano-units: "
+            f"use an amount below {_AMOUNT_LIMIT}",
+        )
     if not is_currency(raw["currency"]):
         raise _fail(origin, f"currency {raw['currency']!r} is not an ISO 4217 code like USD")
     effective = raw.get("effective_date")

@@ -229,6 +229,21 @@ def test_non_numeric_amount(amount, problem):
     assert "amount" in message and problem in message
 
 
+@pytest.mark.parametrize("amount", ['"1e30"', '"9223372036.854775808"', "10000000000", '"1e999999"'])
+def test_amount_the_ledger_cannot_hold(amount):
+    message = parse_error(book_text(athena(amount=amount)))
+    shown = amount.strip('"')
+    assert message == (
+        f"price book {NAME} entry #2 (athena/data_scanned): amount {shown} does not fit the ledger, which "
+        "keeps money as 64-bit nano-units: use an amount below 9223372036.854775808"
+    )
+
+
+def test_largest_amount_the_ledger_holds():
+    book = parse_price_book(book_text(athena(amount='"9223372036.854775807"')), NAME)
+    assert book.prices[1].amount * 10**9 == 2**63 - 1
+
+
 def test_unknown_unit():
     message = parse_error(book_text(athena(unit="terabyte")))
     assert "entry #2 (athena/data_scanned)" in message
