@@ -24,7 +24,7 @@ from decimal import Decimal
 from typing import Any
 
 from airflow_cost_provider.billing import focus
-from airflow_cost_provider.billing.errors import BillingSourceError
+from airflow_cost_provider.billing.errors import BillingSourceError, provider_required
 from airflow_cost_provider.billing.importer import CollectedCosts, read_rows
 from airflow_cost_provider.billing.scan import DateWindow
 
@@ -72,8 +72,9 @@ class CostExplorer:
         self.requests = RequestLog()
 
     def _hook_client(self, client_type: str):
-        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
-        from botocore.config import Config
+        with provider_required("amazon", "the Cost Explorer source"):
+            from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+            from botocore.config import Config
 
         # Cost Explorer answers in us-east-1 whatever the connection's region
         hook = AwsBaseHook(aws_conn_id=self.aws_conn_id, client_type=client_type, region_name="us-east-1")

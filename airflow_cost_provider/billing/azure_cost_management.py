@@ -23,7 +23,7 @@ from decimal import Decimal
 from typing import Any
 
 from airflow_cost_provider.billing import focus
-from airflow_cost_provider.billing.errors import BillingSourceError
+from airflow_cost_provider.billing.errors import BillingSourceError, provider_required
 from airflow_cost_provider.billing.importer import CollectedCosts, read_rows
 from airflow_cost_provider.billing.scan import DateWindow
 
@@ -121,8 +121,9 @@ class CostManagementClient:
         self._endpoint: str | None = None
 
     def _connect(self) -> None:
-        import requests
-        from airflow.providers.microsoft.azure.hooks.base_azure import AzureBaseHook
+        with provider_required("microsoft-azure", "the Cost Management source"):
+            import requests
+            from airflow.providers.microsoft.azure.hooks.base_azure import AzureBaseHook
 
         hook = AzureBaseHook(conn_id=self.azure_conn_id)
         conn = hook.get_connection(self.azure_conn_id)

@@ -12,13 +12,14 @@ import csv
 import datetime as dt
 import glob
 import io
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from airflow_cost_provider.billing.errors import BillingDataError, BillingSourceError
+from airflow_cost_provider.billing.errors import BillingDataError, BillingSourceError, provider_required
 from airflow_cost_provider.billing.scan import ROW
 
 CONNECT_TIMEOUT_SECONDS = 10
@@ -73,8 +74,9 @@ class S3Store:
     """S3 through the Amazon provider's AWS connection (its endpoint_url, region and credentials)."""
 
     def __init__(self, conn_id: str | None) -> None:
-        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
-        from botocore.config import Config
+        with provider_required("amazon", "reading s3:// URLs"):
+            from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+            from botocore.config import Config
 
         hook = AwsBaseHook(aws_conn_id=conn_id or DEFAULT_CONN_IDS["s3"], client_type="s3")
         timeouts = Config(
@@ -105,7 +107,8 @@ class GCSStore:
     """Cloud Storage through the Google provider's connection."""
 
     def __init__(self, conn_id: str | None) -> None:
-        from airflow.providers.google.cloud.hooks.gcs import GCSHook
+        with provider_required("google", "reading gs:// URLs"):
+            from airflow.providers.google.cloud.hooks.gcs import GCSHook
 
         self.client = GCSHook(gcp_conn_id=conn_id or DEFAULT_CONN_IDS["gs"]).get_conn()
 
@@ -131,7 +134,8 @@ class ADLSStore:
     """
 
     def __init__(self, conn_id: str | None) -> None:
-        from airflow.providers.microsoft.azure.fs.adls import get_fs
+        with provider_required("microsoft-azure", "reading abfss:// URLs"):
+            from airflow.providers.microsoft.azure.fs.adls import get_fs
 
         self.fs = get_fs(
             conn_id or DEFAULT_CONN_IDS["abfss"],
@@ -227,9 +231,19 @@ def fetched(
                 stores[key] = store_for(url, conn_ids.get(key))
             return stores[key]
 
+        def listing(path: str) -> list[RemoteObject]:
+            try:
+                return store(path).list(path)
+            except BillingSourceError:
+                raise
+            except Exception as error:  # an SDK's or a connection's error, credentials masked
+                raise BillingSourceError(
+                    f"{path}: cannot be listed: {type(error).__name__}: {error}"
+                ) from error
+
         for path in paths:
             if is_remote(path):
-                listed = [o for o in store(path).list(path) if accepts(o.url.rsplit("/", 1)[-1])]
+                listed = [o for o in listing(path) if accepts(o.url.rsplit("/", 1)[-1])]
                 if not listed:
                     raise BillingSourceError(f"{path}: no billing files found")
                 remote.extend(listed)
@@ -253,26 +267,139 @@ def fetched(
 
 # ---------------------------------------------------------------- reading into DuckDB
 
+PARQUET_MARKER = b"PAR1"  # a Parquet file starts and ends with it
+_SNIFF_BYTES = 64 * 1024
+# pyarrow's null markers but the NaN spellings: a NaN cost is a wrong value, not a missing one
+CSV_NULL_VALUES = ["", "#N/A", "#N/A N/A", "#NA", "N/A", "NA", "NULL", "n/a", "null"]
+# bytes text never holds (tab, line feed, carriage return and form feed excepted)
+_CONTROL_BYTES = bytes([*range(0, 9), 11, *range(14, 32), 127])
+
+
+def _head(path: Path, size: int) -> bytes:
+    with path.open("rb") as handle:
+        return handle.read(size)
+
 
 def _is_gzip(path: Path) -> bool:
-    with path.open("rb") as handle:
-        return handle.read(2) == b"\x1f\x8b"
+    return _head(path, 2) == b"\x1f\x8b"
 
 
 def _is_parquet(path: Path) -> bool:
-    with path.open("rb") as handle:
-        return handle.read(4) == b"PAR1"
+    return _head(path, 4) == PARQUET_MARKER
 
 
 def is_parquet(file: BillingFile) -> bool:
     return _is_parquet(file.local_path)
 
 
-def _csv_header(path: Path, gzip: bool) -> list[str]:
+def _named_parquet(file: BillingFile) -> bool:
+    return file.label.lower().endswith(".parquet")
+
+
+def _is_binary(sample: bytes) -> bool:
+    controls = len(sample) - len(sample.translate(None, _CONTROL_BYTES))
+    return b"\x00" in sample or controls > 1 + len(sample) // 100  # a stray ^Z at the end is text
+
+
+def _not_parquet(path: Path) -> str:
+    head = _head(path, _SNIFF_BYTES)
+    if not head:
+        hint = "the file is empty"
+    elif head.startswith(b"\x1f\x8b"):
+        hint = "it is gzip data"
+    elif _is_binary(head):
+        hint = "it holds other binary data"
+    else:
+        hint = "it holds text: a CSV file?"
+    return f"not a Parquet file: it does not start with the Parquet marker PAR1 ({hint})"
+
+
+def _damaged_parquet(path: Path) -> str | None:
+    """Why a file that starts like Parquet is not a whole one (None: it may be)."""
+    with path.open("rb") as handle:
+        handle.seek(0, 2)
+        if handle.tell() < 12:  # marker, footer length, marker
+            return "it is too short to be one (cut short?)"
+        handle.seek(-4, 2)
+        if handle.read(4) != PARQUET_MARKER:
+            return "it does not end with the Parquet marker PAR1 (cut short?)"
+    return None
+
+
+def _reason(error: Exception, file: BillingFile) -> str:
+    """The first line of a DuckDB or pyarrow error, the local copy's path replaced by the file's name."""
+    text = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    text = re.sub(r"^[A-Za-z ]+ Error: ", "", text).replace(str(file.local_path), file.label)
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)  # a damaged file's bytes
+
+
+def _gzip_error(error: Exception) -> str:
+    text = str(error)
+    if isinstance(error, EOFError) or "truncated" in text.lower():
+        return "not a readable gzip file: it ends before its end-of-stream marker (cut short?)"
+    return f"not a readable gzip file: {text or type(error).__name__}"
+
+
+def _opener(gzip: bool):
     import gzip as gzip_module
 
-    opener = gzip_module.open if gzip else open
-    with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:  # Azure's CSVs start with a BOM
+    return gzip_module.open if gzip else open
+
+
+def _sample(path: Path, label: str, gzip: bool) -> bytes:
+    """The first bytes of the (uncompressed) file."""
+    import zlib
+
+    try:
+        with _opener(gzip)(path, "rb") as handle:
+            return handle.read(_SNIFF_BYTES)
+    except (OSError, EOFError, zlib.error) as error:
+        raise BillingDataError(label, _gzip_error(error)) from None
+
+
+def _check_text(path: Path, label: str, gzip: bool) -> None:
+    """A CSV file is UTF-8 text: say so of binary data, UTF-16 or another encoding, before pyarrow."""
+    import codecs
+
+    sample = _sample(path, label, gzip)
+    if sample.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise BillingDataError(label, "not UTF-8 text: it is UTF-16 (export or save it as UTF-8 CSV)")
+    if _is_binary(sample):
+        compressed = "" if gzip or not label.lower().endswith(".gz") else " (and it is not gzip-compressed)"
+        raise BillingDataError(label, f"not a CSV file: it holds binary data, not text{compressed}")
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(sample, final=len(sample) < _SNIFF_BYTES)
+    except UnicodeDecodeError:
+        raise _utf8_error(path, label, gzip) from None
+
+
+def _utf8_error(path: Path, label: str, gzip: bool) -> BillingDataError:
+    """The row and column of the first byte that is not UTF-8 (the slow path of an error)."""
+    with _opener(gzip)(path, "rb") as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
+        header: list[str] = []
+        for number, record in enumerate(csv.reader(text)):
+            for index, value in enumerate(record):
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError as error:
+                    byte = ord(value[error.start]) - 0xDC00
+                    shown = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+                    return BillingDataError(
+                        label,
+                        f"byte 0x{byte:02x} is not UTF-8 text (in '{shown[:80]}'): export the file as UTF-8",
+                        row=number or None,
+                        column=header[index] if number and index < len(header) else None,
+                    )
+            if not number:
+                header = [name.strip() for name in record]
+    return BillingDataError(label, "not UTF-8 text: export the file as UTF-8")
+
+
+def _csv_header(path: Path, gzip: bool) -> list[str]:
+    with _opener(gzip)(
+        path, "rt", encoding="utf-8-sig", newline=""
+    ) as handle:  # Azure's CSVs start with a BOM
         header = next(csv.reader(io.StringIO(handle.readline())), [])
     return [name.strip() for name in header]
 
@@ -289,12 +416,17 @@ class _InvalidRows:
         return "error"
 
 
-def _csv_reader(path: Path, label: str):
-    """A stream of record batches, every column as text, plus each row's number."""
+def _csv_reader(path: Path, label: str, failures: list[BillingDataError]):
+    """A stream of record batches, every column as text, plus each row's number.
+
+    An error raised while DuckDB reads the stream reaches the caller as DuckDB's own error: it is
+    also appended to `failures`, for `read_error`.
+    """
     import pyarrow as pa
     import pyarrow.csv as pa_csv
 
     gzip = _is_gzip(path)
+    _check_text(path, label, gzip)
     header = _csv_header(path, gzip)
     if not header or not any(header):
         raise BillingDataError(label, "the file has no header row")
@@ -302,6 +434,16 @@ def _csv_reader(path: Path, label: str):
     if duplicates:
         raise BillingDataError(label, "duplicate columns in the header", column=", ".join(sorted(duplicates)))
     invalid = _InvalidRows()
+
+    def failure(error: Exception) -> BillingDataError:
+        if isinstance(error, pa.ArrowInvalid) and "invalid utf8" in str(error).lower():
+            return _utf8_error(path, label, gzip)
+        if isinstance(error, pa.ArrowInvalid):
+            return _csv_error(path, label, invalid, error)
+        if gzip:
+            return BillingDataError(label, _gzip_error(error))
+        return BillingDataError(label, f"cannot be read: {error}")
+
     source = pa.input_stream(str(path), compression="gzip" if gzip else None)
     try:
         reader = pa_csv.open_csv(
@@ -310,12 +452,13 @@ def _csv_reader(path: Path, label: str):
             parse_options=pa_csv.ParseOptions(invalid_row_handler=invalid, newlines_in_values=True),
             convert_options=pa_csv.ConvertOptions(
                 column_types=dict.fromkeys(header, pa.string()),
+                null_values=CSV_NULL_VALUES,
                 strings_can_be_null=True,
                 quoted_strings_can_be_null=True,
             ),
         )
-    except pa.ArrowInvalid as error:
-        raise _csv_error(path, label, invalid, error) from error
+    except (pa.ArrowInvalid, OSError) as error:
+        raise failure(error) from error
     schema = reader.schema.append(pa.field(ROW, pa.int64()))
 
     def batches():
@@ -325,18 +468,16 @@ def _csv_reader(path: Path, label: str):
                 rows = pa.array(range(offset, offset + batch.num_rows), pa.int64())
                 offset += batch.num_rows
                 yield pa.RecordBatch.from_arrays([*batch.columns, rows], schema=schema)
-        except pa.ArrowInvalid as error:
-            raise _csv_error(path, label, invalid, error) from error
+        except (pa.ArrowInvalid, OSError) as error:
+            failures.append(failure(error))
+            raise failures[-1] from error
 
     return pa.RecordBatchReader.from_batches(schema, batches())
 
 
 def _line_of(path: Path, text: str) -> int | None:
     """The data row (1-based, header excluded) whose line is `text` (the slow path of an error)."""
-    import gzip as gzip_module
-
-    opener = gzip_module.open if _is_gzip(path) else open
-    with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
+    with _opener(_is_gzip(path))(path, "rt", encoding="utf-8-sig", newline="") as handle:
         for number, line in enumerate(handle):
             if line.rstrip("\r\n") == text:
                 return number
@@ -360,18 +501,24 @@ def _json_table(path: Path, label: str):
 
     try:
         table = pa_json.read_json(str(path))
-    except pa.ArrowInvalid as error:
+    except (pa.ArrowInvalid, OSError) as error:
         raise BillingDataError(label, f"not a readable JSON-lines file: {error}") from error
     return table.append_column(ROW, pa.array(range(table.num_rows), pa.int64()))
 
 
-def register_input(con, file: BillingFile) -> dict[str, str]:
-    """Make `billing_input` read the file (with ROW numbers); return its columns and DuckDB types."""
+def register_input(con, file: BillingFile, failures: list[BillingDataError] | None = None) -> dict[str, str]:
+    """Make `billing_input` read the file (with ROW numbers); return its columns and DuckDB types.
+
+    A file named .parquet must be Parquet; any other is read as Parquet when it is one (by its first
+    bytes), else as JSON lines or CSV by its name. `failures` collects what stopped a CSV stream.
+    """
     path = file.local_path
     con.execute("DROP VIEW IF EXISTS billing_input")
     with contextlib.suppress(Exception):
         con.unregister("billing_input_stream")
     if _is_parquet(path):
+        if damaged := _damaged_parquet(path):
+            raise BillingDataError(file.label, f"not a readable Parquet file: {damaged}")
         literal = "'" + str(path).replace("'", "''") + "'"
         try:
             con.execute(
@@ -380,14 +527,42 @@ def register_input(con, file: BillingFile) -> dict[str, str]:
             )
             described = con.execute("DESCRIBE billing_input").fetchall()
         except Exception as error:
-            raise BillingDataError(file.label, f"not a readable Parquet file: {error}") from error
+            raise BillingDataError(
+                file.label, f"not a readable Parquet file: {_reason(error, file)}"
+            ) from error
+    elif _named_parquet(file):
+        raise BillingDataError(file.label, _not_parquet(path))
     else:
         name = path.name.lower()
         if name.endswith(JSON_SUFFIXES):
             stream: Any = _json_table(path, file.label)
         else:
-            stream = _csv_reader(path, file.label)
+            stream = _csv_reader(path, file.label, [] if failures is None else failures)
         con.register("billing_input_stream", stream)
         con.execute("CREATE TEMP VIEW billing_input AS SELECT * FROM billing_input_stream")
         described = con.execute("DESCRIBE billing_input").fetchall()
     return {row[0]: row[1] for row in described}
+
+
+def read_error(
+    file: BillingFile, error: Exception, failures: list[BillingDataError]
+) -> BillingDataError | None:
+    """What a DuckDB error raised while the file was scanned says about the file; None when it is
+    not the file's (out of memory, interrupted, a bug in our SQL)."""
+    import duckdb
+
+    if failures:
+        return failures[0]
+    not_the_file = (
+        duckdb.OutOfMemoryException,
+        duckdb.InterruptException,
+        duckdb.BinderException,
+        duckdb.CatalogException,
+        duckdb.ParserException,
+        duckdb.InternalException,
+    )
+    if _is_parquet(file.local_path) and not isinstance(error, not_the_file):
+        return BillingDataError(
+            file.label, f"not a readable Parquet file: it is damaged ({_reason(error, file)})"
+        )
+    return None

@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 from airflow_cost_provider.billing import focus
-from airflow_cost_provider.billing.errors import BillingSourceError
+from airflow_cost_provider.billing.errors import BillingSourceError, provider_required
 from airflow_cost_provider.billing.formats import JSON_SUFFIXES, PARQUET_SUFFIXES, FileFormat
 from airflow_cost_provider.billing.importer import CollectedCosts, read_rows
 from airflow_cost_provider.billing.scan import DECIMAL, IS_STORAGE, ROW, DateWindow, Normalised, quote
@@ -300,7 +300,8 @@ def query_export(
     timeout: float = QUERY_TIMEOUT_SECONDS,
 ) -> CollectedCosts:
     """Run the import query on the export table (`project.dataset.table`) and read its sums."""
-    from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
+    with provider_required("google", "the Cloud Billing export source"):
+        from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
 
     kind = kind or table_kind(table)
     hook = BigQueryHook(gcp_conn_id=gcp_conn_id, location=location, use_legacy_sql=False)

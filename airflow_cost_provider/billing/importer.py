@@ -14,7 +14,8 @@ from dataclasses import astuple, dataclass, field
 from decimal import Decimal
 
 from airflow_cost_provider.billing import focus
-from airflow_cost_provider.billing.files import BillingFile, is_parquet, register_input
+from airflow_cost_provider.billing.errors import BillingDataError, redact
+from airflow_cost_provider.billing.files import BillingFile, is_parquet, read_error, register_input
 from airflow_cost_provider.billing.formats import FileFormat, FocusFormat
 from airflow_cost_provider.billing.scan import ROW, ChargeTable, DateWindow, ProgressCallback, StorageCost
 
@@ -37,6 +38,10 @@ class CollectedCosts:
     days_with_data: set[dt.date] = field(default_factory=set)
     # set by sources whose data says whether it is final (Cost Explorer's Estimated flag)
     estimated_days: set[dt.date] = field(default_factory=set)
+    # imported but suspicious, told in the summary: files without a data row, and Usage rows with a
+    # negative cost (credits, adjustments and refunds have a ChargeCategory of their own)
+    empty_files: list[str] = field(default_factory=list)
+    negative_usage_rows: int = 0
 
 
 class ScanProgress:
@@ -50,7 +55,7 @@ class ScanProgress:
 
 
 def _collected(
-    table: ChargeTable, source: str, files: list[str], window: DateWindow | None
+    table: ChargeTable, source: str, files: list[str], window: DateWindow | None, from_files: bool = True
 ) -> CollectedCosts:
     rows_read, rows_imported, skipped = table.counts()
     return CollectedCosts(
@@ -62,6 +67,9 @@ def _collected(
         rows_imported=rows_imported,
         skipped=skipped,
         days_with_data=table.days(),
+        # an API may have nothing to say, and Cost Explorer and Cost Management net credits into usage
+        empty_files=list(table.empty) if from_files else [],
+        negative_usage_rows=table.negative_usage() if from_files else 0,
     )
 
 
@@ -73,19 +81,25 @@ def read_files(
     progress: ScanProgress | None = None,
 ) -> CollectedCosts:
     """Scan each file with DuckDB and roll the sums up. Raises BillingDataError on a bad file or row."""
+    import duckdb
+
     table = ChargeTable(window)
     try:
         for file in files:
-            columns = register_input(table.con, file)
+            failures: list[BillingDataError] = []  # what stopped a CSV stream DuckDB was reading
+            columns = register_input(table.con, file, failures)
             normalised = file_format.normalise(columns, file.label)
             callback = progress.scan_started(file.label, file.size) if progress else None
-            table.add(
-                normalised,
-                file.label,
-                callback,
-                reopen=lambda file=file: register_input(table.con, file),
-                rereadable=is_parquet(file),  # CSV and JSON are streams: read once
-            )
+            try:
+                table.add(
+                    normalised,
+                    file.label,
+                    callback,
+                    reopen=lambda file=file, failures=failures: register_input(table.con, file, failures),
+                    rereadable=is_parquet(file),  # CSV and JSON are streams: read once
+                )
+            except duckdb.Error as error:
+                raise read_error(file, error, failures) or error from None
             if progress:
                 progress.scan_finished(file.label)
         return _collected(table, source or file_format.name, [f.label for f in files], window)
@@ -109,7 +123,7 @@ def read_rows(
             )
         described = {r[0]: r[1] for r in table.con.execute("DESCRIBE billing_input").fetchall()}
         table.add(FocusFormat().normalise(described, label), label)
-        return _collected(table, source, [label], window)
+        return _collected(table, source, [label], window, from_files=False)
     finally:
         table.close()
 
@@ -126,6 +140,20 @@ class ImportSummary:
     days: list[dt.date]
     totals: dict[str, Decimal]  # per currency, never added together
     window: DateWindow | None = None
+    empty_files: list[str] = field(default_factory=list)
+    negative_usage_rows: int = 0
+
+    def warnings(self) -> list[str]:
+        """What was imported but looks wrong: files without rows, Usage rows with a negative cost."""
+        found = []
+        if self.empty_files:
+            count = len(self.empty_files)
+            names = ", ".join(self.empty_files[:3]) + (f" and {count - 3} more" if count > 3 else "")
+            found.append(f"{count:,} file{'s' if count != 1 else ''} with no rows: {redact(names)}")
+        if self.negative_usage_rows:
+            count = self.negative_usage_rows
+            found.append(f"{count:,} Usage row{'s' if count != 1 else ''} with negative cost")
+        return found
 
     def one_line(self) -> str:
         skipped = sum(self.skipped.values())
@@ -138,7 +166,9 @@ class ImportSummary:
         return (
             f"imported {self.rows_imported:,} of {self.rows_read:,} rows from {files} ({self.source}) "
             f"into {self.costs_written:,} daily storage costs, {days}, {money}; "
-            f"skipped {skipped:,}" + (f" ({reasons})" if reasons else "")
+            f"skipped {skipped:,}"
+            + (f" ({reasons})" if reasons else "")
+            + "".join(f"; {warning}" for warning in self.warnings())
         )
 
     def as_dict(self) -> dict:
@@ -153,6 +183,8 @@ class ImportSummary:
             "first_day": self.days[0].isoformat() if self.days else None,
             "last_day": self.days[-1].isoformat() if self.days else None,
             "totals": {currency: str(amount) for currency, amount in self.totals.items()},
+            "empty_files": self.empty_files,
+            "negative_usage_rows": self.negative_usage_rows,
         }
 
 
@@ -192,4 +224,6 @@ def save(
         days=sorted({c.day for c in collected.costs}),
         totals=dict(sorted(totals.items())),
         window=collected.window,
+        empty_files=list(collected.empty_files),
+        negative_usage_rows=collected.negative_usage_rows,
     )

@@ -19,7 +19,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple
 
 from airflow_cost_provider.billing import focus
@@ -55,6 +55,11 @@ TEXT_COLUMNS = (
     focus.X_PROVIDER,
     focus.X_USAGE_TYPE,
 )
+AMOUNTS = (focus.BILLED_COST, focus.EFFECTIVE_COST, focus.LIST_COST)
+# The ledger keeps amounts as integer nano-units in a signed 64-bit BIGINT: larger ones cannot be stored
+MAX_AMOUNT = Decimal(2**63 - 1).scaleb(-9)  # 9223372036.854775807
+# DECIMAL(38,12) holds 26 digits before the point
+MAX_QUANTITY = Decimal(10) ** 26
 IS_STORAGE = "x_IsStorage"
 ROW = "__row"  # 0-based row of the record in its file (data rows, header excluded)
 # the sizes of the ledger's text columns (ledger.schema.storage_costs)
@@ -184,24 +189,28 @@ def _already_typed(source_type: str | None, target: str) -> bool:
 
 
 def _typed_sql(normalised_sql: str, types: dict[str, str] | None = None) -> str:
-    """Cast the value columns and flag malformed rows: a value that does not cast, a required value
-    missing. Columns already of their type are used as they are (nothing in them can be malformed
-    but a missing value)."""
+    """Cast the value columns and flag malformed rows: a value that does not cast (NaN, text, a
+    number too large), a required value missing, an amount the ledger cannot store, a charge period
+    that ends before it starts. Columns already of their type are not cast."""
     types = types or {}
     typed = [ROW]
     bad = []
+    value: dict[str, str] = {}  # the typed expression of each value column
     for name in (*TEXT_COLUMNS, *VALUE_TYPES):
         column = quote(name)
         if name in VALUE_TYPES and not _already_typed(types.get(name), VALUE_TYPES[name]):
-            cast = f"TRY_CAST({column} AS {VALUE_TYPES[name]})"
-            typed.append(f"{cast} AS {column}")
-            bad.append(f"({column} IS NOT NULL AND {cast} IS NULL)")
+            value[name] = f"TRY_CAST({column} AS {VALUE_TYPES[name]})"
+            typed.append(f"{value[name]} AS {column}")
+            bad.append(f"({column} IS NOT NULL AND {value[name]} IS NULL)")
         elif name in VALUE_TYPES or types.get(name, "").upper() == "VARCHAR":
+            value[name] = column
             typed.append(column)
         else:
             typed.append(f"CAST({column} AS VARCHAR) AS {column}")
         if name in REQUIRED:
             bad.append(f"{column} IS NULL")
+    bad.extend(f"abs({value[name]}) > {MAX_AMOUNT}" for name in AMOUNTS)
+    bad.append(f"{value[focus.CHARGE_PERIOD_END]} < {value[focus.CHARGE_PERIOD_START]}")
     typed.append(f"COALESCE(CAST({quote(IS_STORAGE)} AS BOOLEAN), false) AS {quote(IS_STORAGE)}")
     typed.append(f"({' OR '.join(bad)}) AS __bad")
     return f"SELECT {', '.join(typed)} FROM ({normalised_sql}) AS normalised"
@@ -223,7 +232,7 @@ CREATE TEMP TABLE charges (
   file_index INTEGER, skip VARCHAR, provider VARCHAR, billing_account VARCHAR, day DATE,
   resource_id VARCHAR, usage_type VARCHAR, sku_id VARCHAR, unit VARCHAR, charge_category VARCHAR,
   charge_class VARCHAR, currency VARCHAR, billed {decimal}, effective {decimal}, list_cost {decimal},
-  quantity {decimal}, rows BIGINT, service VARCHAR, region VARCHAR
+  quantity {decimal}, rows BIGINT, service VARCHAR, region VARCHAR, negative_usage BIGINT
 )
 """.format(decimal="DECIMAL(38,12)")
 
@@ -246,6 +255,12 @@ keyed AS (
 )"""
 
 
+# a Usage charge below zero that is no correction: credits, adjustments and refunds have their own
+# ChargeCategory, so this is likely an export or mapping error (reported, not refused)
+NEGATIVE_USAGE = (
+    f"{quote(focus.CHARGE_CATEGORY)} = '{focus.USAGE}' AND {quote(focus.BILLED_COST)} < 0 "
+    f"AND {quote(focus.CHARGE_CLASS)} IS DISTINCT FROM '{focus.CORRECTION}'"
+)
 _SUMS = f"""
   sum({quote(focus.BILLED_COST)}) AS billed,
   sum({quote(focus.EFFECTIVE_COST)}) AS effective,
@@ -253,7 +268,8 @@ _SUMS = f"""
   sum({quote(focus.CONSUMED_QUANTITY)}) AS quantity,
   count(*) AS rows,
   any_value({quote(focus.SERVICE_NAME)}) AS service,
-  any_value({quote(focus.REGION_ID)}) AS region"""
+  any_value({quote(focus.REGION_ID)}) AS region,
+  count(*) FILTER (WHERE __skip IS NULL AND {NEGATIVE_USAGE}) AS negative_usage"""
 
 
 def aggregate_sql(
@@ -278,7 +294,8 @@ def skipped_sql(
     nothing = ", ".join(f"NULL AS {alias}" for _, alias in (*_KEYS, (focus.BILLING_CURRENCY, "currency")))
     sums = "NULL AS billed, NULL AS effective, NULL AS list_cost, NULL AS quantity, count(*) AS rows"
     return f"""{_keyed_cte(normalised_sql, window, types)}
-SELECT {int(file_index)} AS file_index, __skip AS skip, {nothing}, {sums}, NULL AS service, NULL AS region
+SELECT {int(file_index)} AS file_index, __skip AS skip, {nothing}, {sums}, NULL AS service, NULL AS region,
+  0 AS negative_usage
 FROM keyed
 WHERE __skip IS NOT NULL
 GROUP BY __skip
@@ -336,6 +353,9 @@ class ChargeTable:
         self.con = connect()
         self.con.execute(CHARGES_TABLE)
         self.files = 0
+        self.labels: list[str] = []  # per file_index
+        self.origins: list[dict[str, str]] = []
+        self.empty: list[str] = []  # files without a single data row
 
     def close(self) -> None:
         self.con.close()
@@ -356,6 +376,8 @@ class ChargeTable:
         """
         index = self.files
         self.files += 1
+        self.labels.append(label)
+        self.origins.append(normalised.origin)
         con = self.con
         types = {row[0]: row[1] for row in con.execute(f"DESCRIBE {normalised.sql}").fetchall()}
         query = (normalised.sql, self.window, index, types)
@@ -371,6 +393,8 @@ class ChargeTable:
             ).fetchone()[0]
             if rereadable and not malformed:
                 con.execute(f"INSERT INTO charges {charges_sql(*query)}")
+        if not con.execute("SELECT count(*) FROM charges WHERE file_index = ?", [index]).fetchone()[0]:
+            self.empty.append(label)
         currencies = [
             row[0]
             for row in con.execute(
@@ -403,6 +427,11 @@ class ChargeTable:
             else:
                 skipped[skip] += int(rows)
         return read, imported, skipped
+
+    def negative_usage(self) -> int:
+        """Imported Usage rows with a negative cost (see NEGATIVE_USAGE)."""
+        found = self.con.execute("SELECT sum(negative_usage) FROM charges WHERE skip IS NULL").fetchone()[0]
+        return int(found or 0)
 
     def days(self) -> set[dt.date]:
         return {
@@ -445,10 +474,69 @@ class ChargeTable:
 
     def costs(self, source: str) -> list[StorageCost]:
         """The ledger rows: usage classes joined in, summed per ledger key, rounded to nano-units,
-        text cut to the ledger's column sizes."""
+        text cut to the ledger's column sizes. Raises BillingDataError when a sum is too large for
+        the ledger (every row was in range, their sum is not)."""
+        import duckdb
+
         self._lookup_tables()
+        try:
+            cursor = self.con.execute(self._costs_sql(), [source])
+            costs: list[StorageCost] = []
+            while batch := cursor.fetchmany(50_000):  # one copy of the rows in memory at a time
+                costs.extend(map(StorageCost._make, batch))
+        except (duckdb.ConversionException, duckdb.OutOfRangeException) as error:
+            raise self._sum_out_of_range(source) or error from None
+        return costs
+
+    def _sum_out_of_range(self, source: str) -> BillingDataError | None:
+        """The first ledger row whose sums do not fit the ledger's BIGINT columns (the slow path)."""
+        limits = " OR ".join(
+            f"abs({name}) > {MAX_AMOUNT}"
+            for name in ("amount_nanos", "effective_nanos", "list_nanos", "credit_nanos", "correction_nanos")
+        )
+        cursor = self.con.execute(
+            f"SELECT * FROM ({self._costs_sql(raw=True)}) WHERE {limits} OR storage_bytes >= {2.0**63} LIMIT 1",
+            [source],
+        )
+        found = cursor.fetchone()
+        if found is None:
+            return None
+        cost = dict(zip([d[0] for d in cursor.description], found, strict=True))
+        files = [self.labels[index] for index in sorted(cost["files"])]
+        label = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+        origin = self.origins[min(cost["files"])]
+        what = (
+            f"{cost['resource_id'] or 'no resource'} on {cost['day']} ({cost['sku']}, {cost['usage_class']})"
+        )
+        for name, column in (
+            ("amount_nanos", focus.BILLED_COST),
+            ("effective_nanos", focus.EFFECTIVE_COST),
+            ("list_nanos", focus.LIST_COST),
+            ("credit_nanos", focus.BILLED_COST),
+            ("correction_nanos", focus.BILLED_COST),
+        ):
+            if cost[name] is not None and abs(cost[name]) > MAX_AMOUNT:
+                return BillingDataError(
+                    label,
+                    f"the charges of {what} sum to {cost[name]:,} {cost['currency']}, out of range: the "
+                    f"ledger keeps amounts of at most ±{MAX_AMOUNT:,} (nano-units in a signed 64-bit integer)",
+                    column=origin.get(column, column),
+                )
+        column = origin.get(focus.CONSUMED_QUANTITY, focus.CONSUMED_QUANTITY)
+        return BillingDataError(
+            label,
+            f"the storage of {what} stands for {cost['storage_bytes']:.3g} bytes, more than the ledger "
+            f"counts (2^63 - 1): is the quantity really in {cost['unit']}?",
+            column=column,
+        )
+
+    def _costs_sql(self, raw: bool = False) -> str:
+        """The ledger rows' SELECT; `raw`: the sums before they are cast to the ledger's integers, and
+        the files each comes from."""
 
         def nanos(expression: str) -> str:
+            if raw:
+                return f"round_even({expression}, 9)"
             return f"CAST(round_even({expression}, 9) * 1000000000 AS BIGINT)"
 
         def fit(expression: str, column: str) -> str:
@@ -469,6 +557,12 @@ class ChargeTable:
             "CASE u.period WHEN 'month' THEN dayofmonth(last_day(c.day)) WHEN 'second' THEN 1.0 / 86400 "
             "WHEN 'hour' THEN 1.0 / 24 ELSE 1 END"
         )
+        storage_bytes = (
+            f"round(sum(CAST(c.quantity AS DOUBLE) * u.bytes_per_unit * {days_factor}) "
+            f"FILTER (WHERE {usage} AND c.usage_class = '{focus.STORAGE}'))"
+        )
+        if not raw:
+            storage_bytes = f"CAST({storage_bytes} AS BIGINT)"
         resource = (
             "CASE WHEN c.provider_name = 'azure' THEN lower(COALESCE(c.resource_id, '')) "
             "ELSE COALESCE(c.resource_id, '') END"
@@ -478,7 +572,7 @@ class ChargeTable:
   AND k.unit IS NOT DISTINCT FROM c.unit
   AND k.charge_category IS NOT DISTINCT FROM c.charge_category"""
         # a credit takes the usage class of the usage it credits, where its SKU says which
-        query = f"""
+        return f"""
 WITH sku_classes AS (
   SELECT c.sku_id, min(k.usage_class) AS usage_class
   FROM charges AS c JOIN usage_classes AS k {classes}
@@ -495,36 +589,30 @@ classified AS (
   LEFT JOIN sku_classes AS s ON s.sku_id = c.sku_id
   WHERE c.skip IS NULL
 )
-SELECT {fit("c.provider_name", "provider")},
-  {fit("COALESCE(c.billing_account, '')", "billing_account")},
-  c.day,
-  {fit(resource, "resource_id")},
-  {fit("COALESCE(c.sku_id, c.usage_type, '')", "sku")},
-  c.usage_class,
-  c.currency,
-  {nanos("sum(c.billed)")},
-  {nanos("sum(c.effective)")},
-  {nanos("sum(c.list_cost)")},
-  {nanos(f"COALESCE(sum(c.billed) FILTER (WHERE c.charge_category = '{focus.CREDIT}'), 0)")},
-  {nanos(f"COALESCE(sum(c.billed) FILTER (WHERE c.charge_class = '{focus.CORRECTION}'), 0)")},
-  CASE WHEN {one_unit} THEN CAST(sum(c.quantity) FILTER (WHERE {usage}) AS VARCHAR) END,
-  CASE WHEN {one_unit} THEN {fit("min(c.unit) FILTER (WHERE " + usage + " AND c.quantity IS NOT NULL)", "unit")} END,
-  CAST(round(sum(CAST(c.quantity AS DOUBLE) * u.bytes_per_unit * {days_factor})
-    FILTER (WHERE {usage} AND c.usage_class = '{focus.STORAGE}')) AS BIGINT),
-  {fit("any_value(c.usage_type)", "usage_type")},
-  {fit("any_value(c.service)", "service")},
-  {fit("any_value(c.region)", "region")},
-  CAST(sum(c.rows) AS INTEGER),
-  ?
+SELECT {fit("c.provider_name", "provider")} AS provider,
+  {fit("COALESCE(c.billing_account, '')", "billing_account")} AS billing_account,
+  c.day AS day,
+  {fit(resource, "resource_id")} AS resource_id,
+  {fit("COALESCE(c.sku_id, c.usage_type, '')", "sku")} AS sku,
+  c.usage_class AS usage_class,
+  c.currency AS currency,
+  {nanos("sum(c.billed)")} AS amount_nanos,
+  {nanos("sum(c.effective)")} AS effective_nanos,
+  {nanos("sum(c.list_cost)")} AS list_nanos,
+  {nanos(f"COALESCE(sum(c.billed) FILTER (WHERE c.charge_category = '{focus.CREDIT}'), 0)")} AS credit_nanos,
+  {nanos(f"COALESCE(sum(c.billed) FILTER (WHERE c.charge_class = '{focus.CORRECTION}'), 0)")} AS correction_nanos,
+  CASE WHEN {one_unit} THEN CAST(sum(c.quantity) FILTER (WHERE {usage}) AS VARCHAR) END AS quantity,
+  CASE WHEN {one_unit} THEN {fit("min(c.unit) FILTER (WHERE " + usage + " AND c.quantity IS NOT NULL)", "unit")} END AS unit,
+  {storage_bytes} AS storage_bytes,
+  {fit("any_value(c.usage_type)", "usage_type")} AS usage_type,
+  {fit("any_value(c.service)", "service")} AS service,
+  {fit("any_value(c.region)", "region")} AS region,
+  CAST(sum(c.rows) AS INTEGER) AS source_rows,
+  ? AS source{", list(DISTINCT c.file_index) AS files" if raw else ""}
 FROM classified AS c
 LEFT JOIN storage_units AS u ON u.unit = c.unit
 GROUP BY ALL
 """
-        cursor = self.con.execute(query, [source])
-        costs: list[StorageCost] = []
-        while batch := cursor.fetchmany(50_000):  # one copy of the rows in memory at a time
-            costs.extend(map(StorageCost._make, batch))
-        return costs
 
 
 def _provider(value: str | None) -> str:
@@ -538,9 +626,35 @@ def _row_values(con, normalised: Normalised, row: int) -> dict[str, Any]:
     return dict(zip(names, values, strict=True)) if values else {}
 
 
+def _number_problem(name: str, value: Any) -> str | None:
+    """Why a value DuckDB would not take as DECIMAL(38,12), or the ledger could not store, is wrong
+    (None: it is a number in range, DuckDB's refusal is its own)."""
+    shown = repr(str(value)[:80])
+    text = str(value).strip()
+    if re.fullmatch(r"[+-]?(s?nan|1\.#(qnan|ind))", text, re.IGNORECASE):
+        return f"{shown} is not a number (NaN)"
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        return None
+    if number.is_nan():
+        return f"{shown} is not a number (NaN)"
+    if number.is_infinite():
+        return f"{shown} is not a finite number"
+    if name in AMOUNTS and abs(number) > MAX_AMOUNT:
+        return (
+            f"{shown} is out of range: the ledger keeps amounts of at most ±{MAX_AMOUNT:,} "
+            "(nano-units in a signed 64-bit integer)"
+        )
+    if abs(number) >= MAX_QUANTITY:
+        return f"{shown} is out of range: at most 26 digits before the decimal point"
+    return None
+
+
 def explain_row(con, normalised: Normalised, label: str, row: int) -> BillingDataError:
     """Which column of this row is malformed, and why (the slow path: one row)."""
     values = _row_values(con, normalised, row)
+    parsed: dict[str, Any] = {}
     for name in (*REQUIRED, *VALUE_TYPES):
         value = values.get(name)
         column = normalised.origin.get(name, name)
@@ -549,13 +663,34 @@ def explain_row(con, normalised: Normalised, label: str, row: int) -> BillingDat
                 return BillingDataError(label, "a value is required", row=row + 1, column=column)
             continue
         if name in VALUE_TYPES:
-            parsed = con.execute(f"SELECT TRY_CAST(? AS {VALUE_TYPES[name]})", [value]).fetchone()[0]
-            if parsed is None:
-                kind = "a number" if VALUE_TYPES[name] == DECIMAL else "a date-time"
-                return BillingDataError(
-                    label, f"{str(value)[:80]!r} is not {kind}", row=row + 1, column=column
-                )
+            parsed[name] = con.execute(f"SELECT TRY_CAST(? AS {VALUE_TYPES[name]})", [value]).fetchone()[0]
+            problem = None
+            if VALUE_TYPES[name] != DECIMAL:
+                problem = None if parsed[name] is not None else f"{str(value)[:80]!r} is not a date-time"
+            elif parsed[name] is None:
+                problem = _number_problem(name, value) or f"{str(value)[:80]!r} is not a number"
+            elif name in AMOUNTS and abs(parsed[name]) > MAX_AMOUNT:
+                problem = _number_problem(name, value)
+            if problem:
+                return BillingDataError(label, problem, row=row + 1, column=column)
+    start, end = parsed.get(focus.CHARGE_PERIOD_START), parsed.get(focus.CHARGE_PERIOD_END)
+    if start is not None and end is not None and end < start:
+        names = [normalised.origin.get(n, n) for n in (focus.CHARGE_PERIOD_END, focus.CHARGE_PERIOD_START)]
+        return BillingDataError(
+            label,
+            f"the charge period ends before it starts: {names[0]} {_shown(values[focus.CHARGE_PERIOD_END])} "
+            f"is before {names[1]} {_shown(values[focus.CHARGE_PERIOD_START])}",
+            row=row + 1,
+            column=names[0],
+        )
     return BillingDataError(label, "the row cannot be read", row=row + 1)
+
+
+def _shown(value: Any) -> str:
+    """A value as the file holds it: text as it is written, a date-time in ISO 8601."""
+    if isinstance(value, dt.datetime):
+        return repr(value.isoformat())
+    return repr(str(value)[:80])
 
 
 def _currency_error(con, normalised: Normalised, label: str, currency: str) -> BillingDataError:
