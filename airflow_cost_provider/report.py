@@ -1,36 +1,65 @@
-"""Cost reports read from the ledger: grouped sums per currency, with unpriced usage counted."""
+"""The query layer every face of the ledger reads through (the CLI today): grouped sums per currency,
+totals, the causes of unpriced usage, and where the ledger has data when a period holds none.
+
+Pure SQL over the ledger's indexed columns; money stays exact (integer nano-units -> Decimal)."""
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
-import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from airflow_cost_provider.ledger.schema import lines, task_runs
+from airflow_cost_provider.ledger.schema import lines, storage_costs, task_runs
 from airflow_cost_provider.ledger.store import from_nanos
 
+# --by names -> the ledger keys they group on; combinations (`dag,day`) take the union, in order.
 GROUPINGS: dict[str, tuple[str, ...]] = {
     "dag": ("dag_id",),
     "task": ("dag_id", "task_id"),
     "run": ("dag_id", "run_id"),
     "try": ("dag_id", "task_id", "run_id", "map_index", "try_number"),
     "source": ("source",),
+    "day": ("day",),
 }
-_COLUMNS = {
-    "dag_id": task_runs.c.dag_id,
-    "task_id": task_runs.c.task_id,
-    "run_id": task_runs.c.run_id,
-    "map_index": task_runs.c.map_index,
-    "try_number": task_runs.c.try_number,
-    "source": lines.c.source,
+STORAGE_GROUPINGS: dict[str, tuple[str, ...]] = {
+    "resource": ("provider", "resource_id"),
+    "service": ("provider", "service"),
+    "usage-class": ("usage_class",),
+    "day": ("day",),
+    "provider": ("provider",),
 }
+
+
+class ReportError(ValueError):
+    """A report asked for something that does not exist (a grouping, a period)."""
+
+
+def group_keys(by: str | Sequence[str], groupings: dict[str, tuple[str, ...]] = GROUPINGS) -> tuple[str, ...]:
+    """`task,day` -> ("dag_id", "task_id", "day"); an unknown name is a ReportError."""
+    names = [n.strip() for n in by.split(",")] if isinstance(by, str) else list(by)
+    keys: list[str] = []
+    for name in names:
+        if name not in groupings:
+            raise ReportError(
+                f"unknown grouping {name!r}: choose from {', '.join(groupings)} (or a comma list)"
+            )
+        keys.extend(key for key in groupings[name] if key not in keys)
+    if not keys:
+        raise ReportError(f"no grouping given: choose from {', '.join(groupings)}")
+    return tuple(keys)
+
+
+@dataclass(frozen=True)
+class Total:
+    currency: str | None  # None: the usage that has no price, counted apart
+    amount: Decimal | None
+    lines: int
+    unpriced: int
 
 
 @dataclass(frozen=True)
@@ -42,25 +71,101 @@ class ReportRow:
     lines: int
     unpriced: int
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            **self.keys,
-            "amount": None if self.amount is None else float(self.amount),
-            "currency": self.currency,
-            "status": self.status,
-            "lines": self.lines,
-            "unpriced": self.unpriced,
-        }
+
+@dataclass(frozen=True)
+class UnpricedCause:
+    source: str
+    metric: str
+    reason: str
+    count: int
+
+
+@dataclass(frozen=True)
+class DataRange:
+    """First and last day the ledger has data for (under the report's filters, any period)."""
+
+    first: dt.date
+    last: dt.date
+
+
+@dataclass
+class CostReport:
+    keys: tuple[str, ...]
+    since: dt.datetime
+    until: dt.datetime
+    rows: list[ReportRow]
+    totals: list[Total]
+    unpriced: list[UnpricedCause] = field(default_factory=list)
+    omitted_rows: int = 0  # rows past --top, still in the totals
+    data_range: DataRange | None = None  # filled when the period holds no data
+
+
+def _day(column: sa.ColumnElement) -> sa.ColumnElement:
+    # timestamps are stored as naive UTC: their date is the UTC day on SQLite, PostgreSQL and MySQL
+    return sa.func.date(column)
+
+
+def _task_columns() -> dict[str, sa.ColumnElement]:
+    return {
+        "dag_id": task_runs.c.dag_id,
+        "task_id": task_runs.c.task_id,
+        "run_id": task_runs.c.run_id,
+        "map_index": task_runs.c.map_index,
+        "try_number": task_runs.c.try_number,
+        "source": lines.c.source,
+        "day": _day(task_runs.c.end_time),
+    }
+
+
+def _as_date(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, str) and len(value) == 10:
+        return dt.date.fromisoformat(value)
+    return value
+
+
+def _filters(dags: Sequence[str], tasks: Sequence[str], sources: Sequence[str]) -> list[sa.ColumnElement]:
+    where = []
+    if dags:
+        where.append(task_runs.c.dag_id.in_(list(dags)))
+    if tasks:
+        where.append(task_runs.c.task_id.in_(list(tasks)))
+    if sources:
+        where.append(lines.c.source.in_(list(sources)))
+    return where
+
+
+def _sort(rows: list, keys: tuple[str, ...]) -> list:
+    """By cost, descending (unpriced last); a daily series reads in time order, costliest first within a day."""
+
+    def order(row) -> tuple:
+        unpriced = row.amount is None
+        by_cost = (unpriced, -(row.amount or 0), tuple(str(row.keys[k]) for k in keys))
+        return (str(row.keys["day"]), *by_cost) if "day" in keys else by_cost
+
+    return sorted(rows, key=order)
 
 
 def cost_report(
-    engine: Engine, by: str, since: dt.datetime | None = None, until: dt.datetime | None = None
-) -> list[ReportRow]:
-    """Sum per group and currency of the task tries that ended in [since, until)."""
-    keys = GROUPINGS[by]
-    group_columns = [_COLUMNS[key] for key in keys]
+    engine: Engine,
+    by: str | Sequence[str],
+    since: dt.datetime,
+    until: dt.datetime,
+    *,
+    dags: Sequence[str] = (),
+    tasks: Sequence[str] = (),
+    sources: Sequence[str] = (),
+    top: int | None = None,
+) -> CostReport:
+    """Task-try costs per group and currency, for the tries that ended in [since, until)."""
+    keys = group_keys(by)
+    columns = _task_columns()
+    group_columns = [columns[key].label(key) for key in keys]
+    where = [task_runs.c.end_time >= since, task_runs.c.end_time < until, *_filters(dags, tasks, sources)]
     unpriced = sa.func.sum(sa.case((lines.c.amount_nanos.is_(None), 1), else_=0))
     estimated = sa.func.sum(sa.case((lines.c.status == "estimated", 1), else_=0))
+    joined = lines.join(task_runs, lines.c.task_run_id == task_runs.c.id)
     query = (
         sa.select(
             *group_columns,
@@ -70,25 +175,42 @@ def cost_report(
             unpriced.label("unpriced_count"),
             estimated.label("estimated_count"),
         )
-        .select_from(lines.join(task_runs, lines.c.task_run_id == task_runs.c.id))
-        .group_by(*group_columns, lines.c.currency)
-        .order_by(*group_columns, lines.c.currency)
+        .select_from(joined)
+        .where(*where)
+        .group_by(*(columns[key] for key in keys), lines.c.currency)
     )
-    if since is not None:
-        query = query.where(task_runs.c.end_time >= since)
-    if until is not None:
-        query = query.where(task_runs.c.end_time < until)
+    causes_query = (
+        sa.select(lines.c.source, lines.c.metric, lines.c.unpriced_reason, sa.func.count().label("n"))
+        .select_from(joined)
+        .where(*where, lines.c.amount_nanos.is_(None))
+        .group_by(lines.c.source, lines.c.metric, lines.c.unpriced_reason)
+        .order_by(sa.func.count().desc(), lines.c.source, lines.c.metric)
+    )
     with engine.connect() as conn:
         fetched = conn.execute(query).all()
+        causes = conn.execute(causes_query).all()
+        data_range = None
+        if not fetched:
+            first, last = conn.execute(
+                sa.select(sa.func.min(task_runs.c.end_time), sa.func.max(task_runs.c.end_time))
+                .select_from(joined)
+                .where(*_filters(dags, tasks, sources))
+            ).one()
+            if first is not None:
+                data_range = DataRange(_as_date(first), _as_date(last))
+
     # Unpriced lines have no currency: fold their count into the group's priced rows when it has any.
-    unpriced_by_group: dict[tuple, int] = {}
-    for row in fetched:
-        if row.currency is None:
-            unpriced_by_group[tuple(row[: len(keys)])] = int(row.unpriced_count)
-    priced_groups = {tuple(row[: len(keys)]) for row in fetched if row.currency is not None}
+    width = len(keys)
+    unpriced_by_group = {tuple(r[:width]): int(r.unpriced_count) for r in fetched if r.currency is None}
+    priced_groups = {tuple(r[:width]) for r in fetched if r.currency is not None}
     rows = []
+    totals: dict[str | None, list[int]] = {}
     for row in fetched:
-        group = tuple(row[: len(keys)])
+        group = tuple(row[:width])
+        total = totals.setdefault(row.currency, [0, 0, 0])
+        total[0] += int(row.nanos or 0)
+        total[1] += int(row.line_count)
+        total[2] += int(row.unpriced_count)
         if row.currency is None and group in priced_groups:
             continue
         group_unpriced = unpriced_by_group.get(group, 0)
@@ -100,7 +222,7 @@ def cost_report(
             status = "estimated" if row.estimated_count else "reconciled"
         rows.append(
             ReportRow(
-                keys=dict(zip(keys, group, strict=True)),
+                keys={k: _as_date(v) if k == "day" else v for k, v in zip(keys, group, strict=True)},
                 amount=from_nanos(row.nanos),
                 currency=row.currency,
                 status=status,
@@ -108,56 +230,26 @@ def cost_report(
                 unpriced=group_unpriced,
             )
         )
-    return rows
-
-
-def _display_amount(amount: Decimal | None) -> str:
-    if amount is None:
-        return "-"
-    if abs(amount) >= 1:
-        return f"{amount:,.2f}"
-    digits = f"{amount:.9f}".rstrip("0")  # task costs are often fractions of a cent: show them
-    return digits + "0" * max(0, 2 - len(digits.split(".")[1]))
-
-
-def render(rows: list[ReportRow], by: str, fmt: str) -> str:
-    if fmt == "json":
-        return json.dumps([row.as_dict() for row in rows], indent=2)
-    headers = [*GROUPINGS[by], "amount", "currency", "status", "lines", "unpriced"]
-    if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(headers)
-        for row in rows:
-            amount = "" if row.amount is None else str(row.amount)
-            writer.writerow(
-                [*row.keys.values(), amount, row.currency or "", row.status, row.lines, row.unpriced]
-            )
-        return out.getvalue().rstrip("\n")
-    table = [headers] + [
-        [
-            *(str(v) for v in row.keys.values()),
-            _display_amount(row.amount),
-            row.currency or "",
-            row.status,
-            str(row.lines),
-            str(row.unpriced),
-        ]
-        for row in rows
-    ]
-    return render_table(table, {"amount", "lines", "unpriced"}, "(no costs recorded in this period)")
+    rows = _sort(rows, keys)
+    omitted = 0
+    if top is not None and len(rows) > top:
+        omitted, rows = len(rows) - top, rows[:top]
+    return CostReport(
+        keys=keys,
+        since=since,
+        until=until,
+        rows=rows,
+        totals=[
+            Total(currency, None if currency is None else from_nanos(nanos), count, unpriced_count)
+            for currency, (nanos, count, unpriced_count) in sorted(totals.items(), key=lambda t: t[0] or "~")
+        ],
+        unpriced=[UnpricedCause(c.source, c.metric, c.unpriced_reason or "", int(c.n)) for c in causes],
+        omitted_rows=omitted,
+        data_range=data_range,
+    )
 
 
 # ---------------------------------------------------------------- storage costs
-
-
-# Every storage row is per provider and resource; `--by` adds its own key.
-STORAGE_GROUPINGS: dict[str, tuple[str, ...]] = {
-    "resource": ("provider", "resource_id"),
-    "service": ("provider", "resource_id", "service"),
-    "usage-class": ("provider", "resource_id", "usage_class"),
-    "day": ("provider", "resource_id", "day"),
-}
 
 
 @dataclass(frozen=True)
@@ -168,25 +260,29 @@ class StorageReportRow:
     credits: Decimal
     rows: int
 
-    def as_dict(self) -> dict[str, Any]:
-        keys = {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in self.keys.items()}
-        return {
-            **keys,
-            "amount": float(self.amount),
-            "currency": self.currency,
-            "credits": float(self.credits),
-            "rows": self.rows,
-        }
+
+@dataclass
+class StorageReport:
+    keys: tuple[str, ...]
+    since: dt.date
+    until: dt.date
+    rows: list[StorageReportRow]
+    totals: list[tuple[str, Decimal, Decimal, int]]  # currency, amount, credits, billing rows
+    omitted_rows: int = 0
+    data_range: DataRange | None = None
 
 
 def storage_report(
-    engine: Engine, by: str, since: dt.date | None = None, until: dt.date | None = None
-) -> list[StorageReportRow]:
-    """Storage costs per group and currency, for billing days in [since, until)."""
-    from airflow_cost_provider.ledger.schema import storage_costs
-
-    keys = STORAGE_GROUPINGS[by]
-    columns = [storage_costs.c[key] for key in keys]
+    engine: Engine,
+    by: str | Sequence[str],
+    since: dt.date,
+    until: dt.date,
+    *,
+    top: int | None = None,
+) -> StorageReport:
+    """Imported storage costs per group and currency, for billing days in [since, until)."""
+    keys = group_keys(by, STORAGE_GROUPINGS)
+    columns = [storage_costs.c[key].label(key) for key in keys]
     query = (
         sa.select(
             *columns,
@@ -195,18 +291,21 @@ def storage_report(
             sa.func.sum(storage_costs.c.credit_nanos).label("credit_nanos"),
             sa.func.count().label("row_count"),
         )
-        .group_by(*columns, storage_costs.c.currency)
-        .order_by(*columns, storage_costs.c.currency)
+        .where(storage_costs.c.day >= since, storage_costs.c.day < until)
+        .group_by(*(storage_costs.c[key] for key in keys), storage_costs.c.currency)
     )
-    if since is not None:
-        query = query.where(storage_costs.c.day >= since)
-    if until is not None:
-        query = query.where(storage_costs.c.day < until)
     with engine.connect() as conn:
         fetched = conn.execute(query).all()
-    return [
+        data_range = None
+        if not fetched:
+            first, last = conn.execute(
+                sa.select(sa.func.min(storage_costs.c.day), sa.func.max(storage_costs.c.day))
+            ).one()
+            if first is not None:
+                data_range = DataRange(_as_date(first), _as_date(last))
+    rows = [
         StorageReportRow(
-            keys=dict(zip(keys, row[: len(keys)], strict=True)),
+            keys={k: _as_date(v) for k, v in zip(keys, row[: len(keys)], strict=True)},
             amount=from_nanos(row.nanos),
             currency=row.currency,
             credits=from_nanos(row.credit_nanos or 0),
@@ -214,48 +313,22 @@ def storage_report(
         )
         for row in fetched
     ]
-
-
-def render_storage(rows: list[StorageReportRow], by: str, fmt: str) -> str:
-    if fmt == "json":
-        return json.dumps([row.as_dict() for row in rows], indent=2)
-    headers = [*STORAGE_GROUPINGS[by], "amount", "currency", "credits", "rows"]
-    values = [
-        [
-            *("" if v is None else str(v) for v in row.keys.values()),
-            row.amount,
-            row.currency,
-            row.credits,
-            row.rows,
-        ]
-        for row in rows
-    ]
-    if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(headers)
-        writer.writerows(values)
-        return out.getvalue().rstrip("\n")
-    table = [headers] + [
-        [*cells[:-4], _display_amount(cells[-4]), cells[-3], _display_amount(cells[-2]), str(cells[-1])]
-        for cells in values
-    ]
-    return render_table(table, {"amount", "credits", "rows"}, "(no storage costs imported for this period)")
-
-
-def render_table(table: list[list[str]], numeric: set[str], empty_message: str) -> str:
-    """A plain-text table: the header row first, numeric columns right-aligned."""
-    headers = table[0]
-    widths = [max(len(r[i]) for r in table) for i in range(len(headers))]
-    rendered = []
-    for index, cells in enumerate(table):
-        parts = [
-            cell.rjust(width) if headers[i] in numeric else cell.ljust(width)
-            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
-        ]
-        rendered.append("  ".join(parts).rstrip())
-        if index == 0:
-            rendered.append("  ".join("-" * w for w in widths))
-    if len(table) == 1:
-        rendered.append(empty_message)
-    return "\n".join(rendered)
+    totals: dict[str, list] = {}
+    for row in rows:
+        total = totals.setdefault(row.currency, [Decimal(0), Decimal(0), 0])
+        total[0] += row.amount
+        total[1] += row.credits
+        total[2] += row.rows
+    rows = _sort(rows, keys)
+    omitted = 0
+    if top is not None and len(rows) > top:
+        omitted, rows = len(rows) - top, rows[:top]
+    return StorageReport(
+        keys=keys,
+        since=since,
+        until=until,
+        rows=rows,
+        totals=[(currency, *values) for currency, values in sorted(totals.items())],
+        omitted_rows=omitted,
+        data_range=data_range,
+    )

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Iterable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -24,7 +24,9 @@ from airflow_cost_provider.ledger.schema import (
     task_runs,
     usage,
 )
-from airflow_cost_provider.result import CostResult
+
+if TYPE_CHECKING:  # readers (reports) need no pricing code
+    from airflow_cost_provider.result import CostResult
 
 log = logging.getLogger(__name__)
 
@@ -40,29 +42,47 @@ def resolve_url(conn: str | None, default_url: str) -> str:
     if not conn:
         return default_url
     if "://" in conn:
-        return _normalize(conn)
+        return normalize_url(conn)
     from airflow.providers.common.compat.sdk import BaseHook
 
     try:
-        return _normalize(BaseHook.get_connection(conn).get_uri())
+        return normalize_url(BaseHook.get_connection(conn).get_uri())
     except Exception as err:
         raise LedgerError(
             f"ledger_conn {conn!r} is not a URL nor a usable Airflow connection: {err}"
         ) from err
 
 
-def _normalize(url: str) -> str:
+def normalize_url(url: str) -> str:
+    """Airflow's connection schemes as SQLAlchemy's, with a PostgreSQL driver that is installed."""
+    url = url.strip()
     for airflow_scheme, sqlalchemy_scheme in (
         ("postgres://", "postgresql://"),
         ("mysql://", "mysql+pymysql://"),
     ):
         if url.startswith(airflow_scheme):
-            return sqlalchemy_scheme + url[len(airflow_scheme) :]
+            url = sqlalchemy_scheme + url[len(airflow_scheme) :]
+    if url.startswith("postgresql://") and not _installed("psycopg2") and _installed("psycopg"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
     return url
 
 
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
 def safe_url(url: str | sa.URL) -> str:
+    if isinstance(url, str) and _unencoded_at(url):
+        return _redacted(url)
     return sa.make_url(url).render_as_string(hide_password=True)
+
+
+def _unencoded_at(url: str) -> bool:
+    """True when the URL's credentials hold a raw @ (the password was not URL-encoded)."""
+    netloc = url.partition("://")[2].split("/", 1)[0]
+    return netloc.count("@") > 1
 
 
 def _connect_args(url: sa.URL, timeout: float) -> dict[str, Any]:
@@ -91,6 +111,73 @@ def get_engine(url: str, timeout: float = CONNECT_TIMEOUT_SECONDS) -> Engine:
             ensure_schema(engine)
             _engines[key] = engine
         return engine
+
+
+def open_existing(url: str, timeout: float = CONNECT_TIMEOUT_SECONDS) -> Engine:
+    """An engine on a ledger that must already exist, for readers (reports, checks, exports): a
+    missing SQLite file or a database without the ledger's tables is a LedgerError, never a new,
+    empty ledger. An older schema is migrated (what a worker would do); a newer one is an error."""
+    if _unencoded_at(url):
+        raise LedgerError(
+            f"ledger URL {_redacted(url)!r}: the user or password holds an @; URL-encode it as %40"
+        )
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        raise LedgerError(
+            f"ledger URL {_redacted(url)!r} is not a database URL (e.g. sqlite:////path/cost_ledger.db "
+            "or postgresql://user:password@host:5432/db)"
+        ) from None
+    if parsed.get_backend_name() == "sqlite":
+        path = parsed.database
+        if path in (None, "", ":memory:"):
+            raise LedgerError(f"ledger URL {url!r} names no SQLite file")
+        if Path(path).is_dir():
+            raise LedgerError(f"ledger {safe_url(parsed)}: {path} is a directory, not an SQLite file")
+        if not Path(path).exists():
+            raise LedgerError(f"ledger {safe_url(parsed)} does not exist: no file {path}")
+    key = (url, os.getpid())
+    with _engines_lock:
+        if (engine := _engines.get(key)) is not None:
+            return engine
+    try:
+        engine = _create_engine(url, timeout)
+    except sa.exc.NoSuchModuleError:
+        raise LedgerError(
+            f"ledger URL {safe_url(parsed)}: unknown database kind {parsed.drivername!r}"
+        ) from None
+    except ImportError as error:
+        extra = {"postgresql": "postgres", "mysql": "mysql"}.get(parsed.get_backend_name())
+        advice = f": pip install 'airflow-cost-provider[{extra}]'" if extra else ""
+        raise LedgerError(
+            f"ledger URL {safe_url(parsed)}: its database driver {error.name or ''} is not installed{advice}"
+        ) from None
+    try:
+        revision = schema_revision(engine)
+    except sa.exc.DatabaseError as error:
+        engine.dispose()
+        raise LedgerError(f"ledger {safe_url(parsed)} cannot be read: {error.orig}") from None
+    if revision is None:
+        engine.dispose()
+        raise LedgerError(f"{safe_url(parsed)} is not a cost ledger: it has no {VERSION_TABLE} table")
+    if revision != SCHEMA_REVISION:
+        if revision > SCHEMA_REVISION:
+            engine.dispose()
+            raise LedgerError(
+                f"ledger {safe_url(parsed)} is at schema {revision}, newer than this airflow-cost-provider "
+                f"knows ({SCHEMA_REVISION}): upgrade airflow-cost-provider"
+            )
+        ensure_schema(engine)
+    with _engines_lock:
+        return _engines.setdefault(key, engine)
+
+
+def _redacted(url: str) -> str:
+    """A URL that did not parse, with anything between :// and the last @ masked."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return url
 
 
 def _create_engine(url: str, timeout: float) -> Engine:

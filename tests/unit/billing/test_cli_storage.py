@@ -11,9 +11,10 @@ from decimal import Decimal
 
 import pytest
 
-from airflow_cost_provider import cli
 from airflow_cost_provider.billing import samples
+from airflow_cost_provider.cli import imports as cli
 from airflow_cost_provider.cli import main
+from airflow_cost_provider.ledger import store
 
 START = dt.date(2026, 4, 1)
 CHARGES = samples.sample_charges(START, 3)
@@ -65,7 +66,7 @@ def test_several_paths_and_formats(tmp_path, ledger, capsys):
     code, out, _ = run(
         capsys, "report", "storage", "--since", "2026-04-01", "--format", "json", "--ledger", ledger
     )
-    providers = {r["provider"] for r in json.loads(out)}
+    providers = {r["provider"] for r in json.loads(out)["rows"]}
     assert providers == {"aws", "gcp", "azure"}
 
 
@@ -73,30 +74,40 @@ def test_report_rows_by_resource_service_usage_class_and_day(tmp_path, ledger, c
     path = samples.write_focus(CHARGES, tmp_path / "focus.parquet", "parquet")
     assert run(capsys, "import-storage", "--format", "focus", "--path", str(path), "--ledger", ledger)[0] == 0
     since = ("--since", "2026-04-01", "--until", "2026-04-04", "--ledger", ledger)
-    for by, key in (
-        ("resource", None),
-        ("service", "service"),
-        ("usage-class", "usage_class"),
-        ("day", "day"),
+
+    def rows(*by: str) -> list[dict]:
+        code, out, err = run(capsys, "report", "storage", "--by", ",".join(by), "--format", "json", *since)
+        assert code == 0, err
+        return json.loads(out)["rows"]
+
+    # each grouping rolls up by what its name says, and nothing else
+    for by, keys in (
+        ("resource", {"provider", "resource_id"}),
+        ("service", {"provider", "service"}),
+        ("usage-class", {"usage_class"}),
+        ("day", {"day"}),
     ):
-        code, out, _ = run(capsys, "report", "storage", "--by", by, "--format", "json", *since)
-        rows = json.loads(out)
-        assert code == 0 and rows
-        for r in rows:
-            assert {"provider", "resource_id", "amount", "currency"} <= set(r)
-            if key:
-                assert key in r
-    by_class = json.loads(
-        run(capsys, "report", "storage", "--by", "usage-class", "--format", "json", *since)[1]
-    )
-    raw = {r["usage_class"]: r for r in by_class if r["resource_id"] == "acme-raw-events"}
+        found = rows(by)
+        assert found and all(set(r) == keys | {"amount", "currency", "credits", "rows"} for r in found)
+    by_class = {(r["usage_class"], r["currency"]): r for r in rows("usage-class")}
     expected = sum(
+        c.billed() for c in CHARGES if c.is_storage and c.expected_class == "storage" and c.currency == "USD"
+    )
+    assert abs(Decimal(by_class[("storage", "USD")]["amount"]) - expected) < Decimal("1e-8")
+    assert (
+        Decimal(by_class[("storage", "USD")]["credits"]) < 0
+        and Decimal(by_class[("tax", "USD")]["amount"]) > 0
+    )
+    assert len({(r["usage_class"], r["currency"]) for r in rows("usage-class")}) == len(by_class)
+    raw = {
+        r["usage_class"]: r for r in rows("resource", "usage-class") if r["resource_id"] == "acme-raw-events"
+    }
+    raw_storage = sum(
         c.billed() for c in CHARGES if c.resource_id == "acme-raw-events" and c.expected_class == "storage"
     )
-    assert abs(Decimal(str(raw["storage"]["amount"])) - expected) < Decimal("1e-8")
-    assert raw["storage"]["credits"] < 0 and raw["tax"]["amount"] > 0
-    by_day = json.loads(run(capsys, "report", "storage", "--by", "day", "--format", "json", *since)[1])
-    assert {r["day"] for r in by_day} == {"2026-04-01", "2026-04-02", "2026-04-03"}
+    assert abs(Decimal(raw["storage"]["amount"]) - raw_storage) < Decimal("1e-8")
+    by_day = rows("day")
+    assert [r["day"] for r in by_day if r["currency"] == "USD"] == ["2026-04-01", "2026-04-02", "2026-04-03"]
 
 
 def test_csv_keeps_exact_decimals_and_the_table_reads_well(tmp_path, ledger, capsys):
@@ -106,23 +117,30 @@ def test_csv_keeps_exact_decimals_and_the_table_reads_well(tmp_path, ledger, cap
     code, out, _ = run(capsys, "report", "storage", "--format", "csv", *since)
     rows = list(csv.DictReader(io.StringIO(out)))
     assert code == 0 and rows[0].keys() >= {"provider", "resource_id", "amount", "currency", "credits"}
-    assert all(re.fullmatch(r"-?\d+(\.\d{1,9})?", r["amount"]) for r in rows)
+    assert all(re.fullmatch(r"-?\d+\.\d{2,9}", r["amount"]) for r in rows)
+    assert len({len(r["amount"].split(".")[1]) for r in rows}) == 1  # one precision down the column
+    assert [r["provider"] for r in rows if r["provider"] == "total"] == ["total", "total"]  # EUR, USD
     code, out, _ = run(capsys, "report", "storage", *since)
     lines = out.splitlines()
-    assert lines[0].split() == ["provider", "resource_id", "amount", "currency", "credits", "rows"]
+    header = next(i for i, text in enumerate(lines) if text.startswith("provider"))
+    assert lines[header].split() == ["provider", "resource_id", "amount", "currency", "credits", "rows"]
     assert any("acme-raw-events" in line and "USD" in line for line in lines)
     code, out, _ = run(
         capsys, "report", "storage", "--since", "2020-01-01", "--until", "2020-02-01", "--ledger", ledger
     )
-    assert "(no storage costs imported for this period)" in out
+    assert "(no storage costs imported for these billing days)" in out
+    assert (
+        "the ledger has them from 2026-04-01 to 2026-04-03: try --since 2026-04-01 --until 2026-04-04"
+        in " ".join(out.split())
+    )
 
 
-def test_task_reports_still_refuse_storage_groupings(capsys, ledger):
-    with pytest.raises(SystemExit):
-        main(["report", "--by", "usage-class", "--ledger", ledger])
-    assert "report storage --by usage-class" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["report", "storage", "--by", "task", "--ledger", ledger])
+def test_task_reports_refuse_storage_groupings(capsys, ledger):
+    store.get_engine(ledger)
+    code, _, err = run(capsys, "report", "--by", "usage-class", "--ledger", ledger)
+    assert code == 2 and "unknown grouping 'usage-class'" in err
+    code, _, err = run(capsys, "report", "storage", "--by", "task", "--ledger", ledger)
+    assert code == 2 and "unknown grouping 'task'" in err
 
 
 def test_a_progress_bar_while_a_large_file_is_read(tmp_path, ledger, capsys, monkeypatch):
@@ -207,5 +225,5 @@ def test_import_from_an_s3_prefix_through_the_aws_connection(tmp_path, ledger, c
     assert sum(fetched_bytes) == first.stat().st_size + rest.stat().st_size
     rows = json.loads(
         run(capsys, "report", "storage", "--since", "2026-04-01", "--format", "json", "--ledger", ledger)[1]
-    )
+    )["rows"]
     assert {r["resource_id"] for r in rows} >= {"acme-raw-events", "projects/_/buckets/acme-lake-us"}

@@ -144,8 +144,8 @@ def test_currencies_stay_apart_in_the_ledger_and_the_report(ledger_url, tmp_path
 
     engine = store.get_engine(ledger_url)
     save(engine, collect(tmp_path, samples.sample_charges(START, 2)))
-    rows = storage_report(engine, "usage-class", START, START + dt.timedelta(days=2))
-    currencies = Counter((r.keys["provider"], r.currency) for r in rows)
+    report = storage_report(engine, "resource,usage-class", START, START + dt.timedelta(days=2))
+    currencies = Counter((r.keys["provider"], r.currency) for r in report.rows)
     assert set(currencies) == {("aws", "USD"), ("gcp", "USD"), ("azure", "EUR")}
 
 

@@ -1,0 +1,313 @@
+"""`airflow-cost report` (task-try costs) and `airflow-cost report storage` (imported storage costs)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import textwrap
+
+from airflow_cost_provider.cli import CliError, Parser
+from airflow_cost_provider.cli.common import (
+    add_ledger_option,
+    add_output_options,
+    day_period,
+    emit,
+    open_ledger,
+    period,
+    positive_int,
+    show_period,
+)
+from airflow_cost_provider.cli.output import Document, escape
+
+TASK_GROUPINGS = ("dag", "task", "run", "try", "source", "day")
+STORAGE_GROUPINGS = ("resource", "service", "usage-class", "day", "provider")
+NOTE_WIDTH = 100
+
+TASK_EXAMPLES = """examples:
+  airflow-cost report                                  cost per task, last 30 days
+  airflow-cost report --by dag --top 10                the 10 costliest DAGs
+  airflow-cost report --by day --dag daily_sales       one DAG's cost, day by day
+  airflow-cost report --by dag,source --since 2026-11-01 --until 2026-12-01
+  airflow-cost report --by try -o json                 every task try, as JSON
+"""
+STORAGE_EXAMPLES = """examples:
+  airflow-cost report storage                          cost per bucket, last 30 days
+  airflow-cost report storage --by usage-class         storage, requests, egress... in total
+  airflow-cost report storage --by resource,day -o csv
+"""
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    report = commands.add_parser(
+        "report",
+        help="what task runs cost, grouped by DAG, task, run, try, source or day",
+        description="Sum the cost of the task tries that ended in a period, per group and currency, "
+        "sorted by cost (a daily series in time order), with a total. Usage that has no price is "
+        "counted apart and never as zero.",
+        epilog=TASK_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    report.add_argument(
+        "--by",
+        default="task",
+        metavar="GROUPING",
+        help=f"{', '.join(TASK_GROUPINGS)} or a comma list such as dag,day (default: task)",
+    )
+    report.add_argument(
+        "--dag", action="append", default=[], metavar="DAG_ID", help="only this DAG (repeatable)"
+    )
+    report.add_argument(
+        "--task", action="append", default=[], metavar="TASK_ID", help="only this task (repeatable)"
+    )
+    report.add_argument(
+        "--source", action="append", default=[], help="only this source, e.g. bigquery (repeatable)"
+    )
+    _period_options(report, "task tries that ended from this moment", "the last 30 days up to now")
+    report.add_argument(
+        "--top", type=positive_int, metavar="N", help="only the N costliest rows (the total keeps all)"
+    )
+    add_output_options(report)
+    add_ledger_option(report)
+    report.set_defaults(handler=task_report)
+
+    kinds = report.add_subparsers(dest="kind", metavar="KIND", parser_class=Parser)
+    storage = kinds.add_parser(
+        "storage",
+        help="imported storage costs (S3, Cloud Storage, Azure storage), by billing day",
+        description="Sum the storage costs imported from billing data (import-storage) for billing days "
+        "in a period, per group and currency, sorted by cost (a daily series in time order), with a total.",
+        epilog=STORAGE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    storage.add_argument(
+        "--by",
+        default="resource",
+        metavar="GROUPING",
+        help=f"{', '.join(STORAGE_GROUPINGS)} or a comma list such as resource,day (default: resource)",
+    )
+    _period_options(storage, "first billing day (YYYY-MM-DD)", "the last 30 days, today included", days=True)
+    storage.add_argument(
+        "--top", type=positive_int, metavar="N", help="only the N costliest rows (the total keeps all)"
+    )
+    add_output_options(storage)
+    add_ledger_option(storage)
+    storage.set_defaults(handler=storage_report)
+
+
+def _period_options(
+    parser: argparse.ArgumentParser, since_help: str, default: str, days: bool = False
+) -> None:
+    kind = "YYYY-MM-DD" if days else "YYYY-MM-DD[THH:MM]"
+    parser.add_argument(
+        "--since",
+        metavar="WHEN",
+        help=f"{since_help} ({kind}, UTC unless an offset is given; default: {default})",
+    )
+    parser.add_argument("--until", metavar="WHEN", help=f"end of the period, excluded ({kind})")
+
+
+def _keys(by: str, groupings: dict) -> tuple[str, ...]:
+    from airflow_cost_provider.report import ReportError, group_keys
+
+    try:
+        return group_keys(by, groupings)
+    except ReportError as error:
+        raise CliError(f"--by: {error}") from None
+
+
+def fix_for(reason: str) -> str | None:
+    """Where an unpriced cause is fixed, when the reason tells."""
+    text = reason.lower()
+    if any(
+        key in text for key in ("instance_type", "edition", "warehouse_size", "node_type", "vcores", "tier=")
+    ):
+        return "set the connection's attributes in [cost_provider] connection_pricing"
+    if "bigquery_pricing" in text:
+        return "set [cost_provider] bigquery_pricing"
+    if "price book" in text or text.startswith("no price for") or "add a " in text:
+        return "add the price to your price book ([cost_provider] price_book_path)"
+    return None
+
+
+def short_cause(source: str, metric: str, reason: str) -> tuple[str, str | None]:
+    """(why, fix) from a recorded reason: without the "no price for source/metric" already shown, and
+    with its advice ("set ...", "add ...") apart."""
+    text = reason.strip()
+    prefix = f"no price for {source}/{metric}"
+    if text.startswith(prefix):
+        text = text[len(prefix) :].lstrip(" :") or "no price in the price book"
+    why, _, advice = text.partition("; ")
+    fix = advice if advice.startswith(("set ", "add ")) else None
+    return why or "no reason recorded", fix or fix_for(reason)
+
+
+def _unpriced_notes(causes) -> list[str]:
+    if not causes:
+        return []
+    total = sum(cause.count for cause in causes)
+    notes = [
+        f"Unpriced usage, never counted as zero: {total} line{'s' if total != 1 else ''}, "
+        f"{len(causes)} cause{'s' if len(causes) != 1 else ''}"
+    ]
+    for cause in causes:
+        why, fix = short_cause(cause.source, cause.metric, cause.reason)
+        # prose is wrapped, not cut: the connection or price it names is the point
+        notes += textwrap.wrap(
+            f"{cause.count} x {cause.source}/{cause.metric}: {escape(why)}",
+            NOTE_WIDTH,
+            initial_indent="  ",
+            subsequent_indent="      ",
+        )
+        if fix:
+            notes += textwrap.wrap(
+                f"fix: {escape(fix)}", NOTE_WIDTH, initial_indent="    ", subsequent_indent="      "
+            )
+    return notes
+
+
+def _empty_hint(data_range, what: str, period_read: str, filtered: bool = False) -> str:
+    """Why a report is empty: the period read, and where the ledger does have data."""
+    if data_range is None:
+        where = "for these filters in any period" if filtered else "in any period: it is written as tasks run"
+        return f"No {what} from {period_read}, and none {where}."
+    return (
+        f"No {what} from {period_read}; the ledger has them from {data_range.first} to {data_range.last}: "
+        f"try --since {data_range.first} --until {data_range.last + dt.timedelta(days=1)}"
+    )
+
+
+def task_report(args: argparse.Namespace) -> int:
+    from airflow_cost_provider import report as queries
+
+    keys = _keys(args.by, queries.GROUPINGS)
+    since, until = period(args)
+    engine, shown_url = open_ledger(args.ledger)
+    result = queries.cost_report(
+        engine, args.by, since, until, dags=args.dag, tasks=args.task, sources=args.source, top=args.top
+    )
+    columns = [*keys, "amount", "currency", "status", "lines", "unpriced"]
+    rows = [
+        [*row.keys.values(), row.amount, row.currency, row.status, row.lines, row.unpriced]
+        for row in result.rows
+    ]
+    blank = [None] * (len(keys) - 1)
+    total = [
+        [
+            "total",
+            *blank,
+            t.amount,
+            t.currency,
+            "unpriced" if t.currency is None else None,
+            t.lines,
+            t.unpriced,
+        ]
+        for t in result.totals
+    ]
+    filters = {
+        name: values
+        for name, values in (("dag", args.dag), ("task", args.task), ("source", args.source))
+        if values
+    }
+    meta = {"ledger": shown_url, "period": show_period(since, until), "grouped by": ", ".join(keys)}
+    if filters:
+        meta["only"] = "; ".join(f"{name} {', '.join(values)}" for name, values in filters.items())
+    notes = []
+    if result.omitted_rows:
+        notes.append(
+            f"{result.omitted_rows} more row{'s' if result.omitted_rows != 1 else ''} not shown (--top {args.top}); the total includes them."
+        )
+    notes += _unpriced_notes(result.unpriced)
+    hint = None
+    if not result.rows:
+        hint = _empty_hint(result.data_range, "task costs", show_period(since, until), filtered=bool(filters))
+        notes.append(hint)
+    doc = Document(
+        meta=meta,
+        head={
+            "ledger": shown_url,
+            "since": since.isoformat(),
+            "until": until.isoformat(),
+            "by": list(keys),
+            "filters": filters,
+        },
+        columns=columns,
+        rows=rows,
+        total=total,
+        money={"amount"},
+        numeric={"lines", "unpriced", "map_index", "try_number"},
+        notes=notes,
+        extra={
+            "omitted_rows": result.omitted_rows,
+            "unpriced": [
+                {
+                    "source": c.source,
+                    "metric": c.metric,
+                    "reason": c.reason,
+                    "count": c.count,
+                    "fix": short_cause(c.source, c.metric, c.reason)[1],
+                }
+                for c in result.unpriced
+            ],
+            **({"data_range": _range(result.data_range)} if not result.rows else {}),
+        },
+        empty="(no task costs in this period)",
+    )
+    emit(doc, args, hint)
+    return 0
+
+
+def _range(data_range) -> dict | None:
+    return (
+        None
+        if data_range is None
+        else {"first": data_range.first.isoformat(), "last": data_range.last.isoformat()}
+    )
+
+
+def storage_report(args: argparse.Namespace) -> int:
+    from airflow_cost_provider import report as queries
+
+    keys = _keys(args.by, queries.STORAGE_GROUPINGS)
+    since, until = day_period(args)
+    engine, shown_url = open_ledger(args.ledger)
+    result = queries.storage_report(engine, args.by, since, until, top=args.top)
+    columns = [*keys, "amount", "currency", "credits", "rows"]
+    rows = [[*row.keys.values(), row.amount, row.currency, row.credits, row.rows] for row in result.rows]
+    blank = [None] * (len(keys) - 1)
+    total = [
+        ["total", *blank, amount, currency, credits, count]
+        for currency, amount, credits, count in result.totals
+    ]
+    notes = []
+    if result.omitted_rows:
+        notes.append(
+            f"{result.omitted_rows} more row{'s' if result.omitted_rows != 1 else ''} not shown (--top {args.top}); the total includes them."
+        )
+    hint = None
+    if not result.rows:
+        hint = _empty_hint(
+            result.data_range, "storage costs", f"billing days {since} to {until - dt.timedelta(days=1)}"
+        )
+        notes.append(hint)
+    last_day = until - dt.timedelta(days=1)
+    doc = Document(
+        meta={
+            "ledger": shown_url,
+            "billing days": f"{since} to {last_day}" if last_day != since else str(since),
+            "grouped by": ", ".join(keys),
+        },
+        head={"ledger": shown_url, "since": since.isoformat(), "until": until.isoformat(), "by": list(keys)},
+        columns=columns,
+        rows=rows,
+        total=total,
+        money={"amount", "credits"},
+        numeric={"rows"},
+        notes=notes,
+        extra={
+            "omitted_rows": result.omitted_rows,
+            **({"data_range": _range(result.data_range)} if not result.rows else {}),
+        },
+        empty="(no storage costs imported for these billing days)",
+    )
+    emit(doc, args, hint)
+    return 0
