@@ -1,4 +1,4 @@
-"""Storage costs from sample billing exports: the whole storage-cost path with no cloud account.
+"""Storage costs from synthetic billing exports (made-up buckets, not a bill): the whole storage-cost path with no cloud account.
 
 A first task writes a FOCUS 1.0 export of three made-up clouds' buckets for the run's billing day and
 the days the import reads again (the same sample data `scripts/generate_billing_exports.py` writes);

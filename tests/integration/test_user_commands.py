@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
+from decimal import Decimal
 
 import pytest
 
@@ -14,23 +16,58 @@ from tests.support.openlineage import read_events, validate_event
 pytestmark = pytest.mark.integration
 
 
-def test_demo_runs_the_local_dags_and_reports_non_zero_costs(tmp_path):
+def _normalized(lines: list[str], demo_home: str) -> list[str]:
+    """Lines as the README shows them: paths, digits and column widths aside, in any row order."""
+    out = []
+    for text in lines:
+        text = text.replace(demo_home, "<repo>/.demo").replace(str(REPO), "<repo>")
+        text = re.sub(r"/\S*/(\.demo|\.venv)", r"<repo>/\1", text)
+        text = " ".join(re.sub(r"\d+", "0", text).split())
+        if text and not set(text) <= {"-", " "}:
+            out.append(text)
+    return sorted(out)
+
+
+def test_demo_runs_the_local_dags_and_prints_what_the_readme_shows(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "OPENLINEAGE"))}
     env["DEMO_HOME"] = str(tmp_path / "demo")
     result = subprocess.run(
         ["./scripts/demo.sh"], check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=900
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "Cost per task" in result.stdout and "Cost per source" in result.stdout
-    task_rows = [line for line in result.stdout.splitlines() if line.startswith("example_worker_compute")]
+    printed = [line for line in result.stdout.splitlines() if not line.startswith("setup:")]
+    task_rows = [line for line in printed if line.startswith("example_worker_compute")]
     assert {line.split()[1] for line in task_rows} == {
         "list_partitions",
         "transform_partition",
         "build_report",
     }
-    assert all(float(line.split()[2]) > 0 and "USD" in line for line in task_rows)
-    sql_rows = [line for line in result.stdout.splitlines() if line.startswith("example_local_sql")]
-    assert sql_rows and all(float(line.split()[2]) > 0 for line in sql_rows)
+    assert all(Decimal(line.split()[2]) > 0 and "USD" in line for line in task_rows)
+    sql_rows = [line for line in printed if line.startswith("example_local_sql")]
+    assert sql_rows and all(Decimal(line.split()[2]) > 0 for line in sql_rows)
+    assert not result.stderr.strip(), result.stderr  # no log noise
+
+    readme = (REPO / "README.md").read_text()
+    sample = readme.split("Sample output", 1)[1].split("```\n", 2)[1].rstrip("`\n").splitlines()
+    assert _normalized(sample, "<repo>/.demo") == _normalized(printed, str(tmp_path / "demo"))
+
+    # the commands it suggests work as printed, in a new shell with nothing of this one
+    suggested = [line.strip() for line in printed if re.match(r"^  /\S+/airflow-cost report", line)]
+    assert len(suggested) == 4  # three reports and --help
+    for command in suggested:
+        again = subprocess.run(
+            command,
+            shell=True,
+            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert again.returncode == 0 and again.stderr == "", (command, again.stderr)
+        expected = "usage: airflow-cost report" if command.endswith("--help") else "\ntotal "
+        assert expected in again.stdout, again.stdout
+
     events = read_events(tmp_path / "demo" / "openlineage-events.jsonl")
     # task runs only: the OpenLineage provider also reports each SQL statement as a `query` child job
     completes = [
