@@ -147,6 +147,14 @@ def _sort(rows: list, keys: tuple[str, ...]) -> list:
     return sorted(rows, key=order)
 
 
+def _sorted_top(rows: list, keys: tuple[str, ...], top: int | None) -> tuple[list, int]:
+    """The rows in report order, the first `top` of them, and how many were left out."""
+    rows = _sort(rows, keys)
+    if top is None or len(rows) <= top:
+        return rows, 0
+    return rows[:top], len(rows) - top
+
+
 def cost_report(
     engine: Engine,
     by: str | Sequence[str],
@@ -230,10 +238,7 @@ def cost_report(
                 unpriced=group_unpriced,
             )
         )
-    rows = _sort(rows, keys)
-    omitted = 0
-    if top is not None and len(rows) > top:
-        omitted, rows = len(rows) - top, rows[:top]
+    rows, omitted = _sorted_top(rows, keys, top)
     return CostReport(
         keys=keys,
         since=since,
@@ -319,10 +324,7 @@ def storage_report(
         total[0] += row.amount
         total[1] += row.credits
         total[2] += row.rows
-    rows = _sort(rows, keys)
-    omitted = 0
-    if top is not None and len(rows) > top:
-        omitted, rows = len(rows) - top, rows[:top]
+    rows, omitted = _sorted_top(rows, keys, top)
     return StorageReport(
         keys=keys,
         since=since,

@@ -48,12 +48,6 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     report.add_argument(
-        "--by",
-        default="task",
-        metavar="GROUPING",
-        help=f"{', '.join(TASK_GROUPINGS)} or a comma list such as dag,day (default: task)",
-    )
-    report.add_argument(
         "--dag", action="append", default=[], metavar="DAG_ID", help="only this DAG (repeatable)"
     )
     report.add_argument(
@@ -63,11 +57,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--source", action="append", default=[], help="only this source, e.g. bigquery (repeatable)"
     )
     _period_options(report, "task tries that ended from this moment", "the last 30 days up to now")
-    report.add_argument(
-        "--top", type=positive_int, metavar="N", help="only the N costliest rows (the total keeps all)"
-    )
-    add_output_options(report)
-    add_ledger_option(report)
+    _shared_options(report, TASK_GROUPINGS, "task", "dag,day")
     report.set_defaults(handler=task_report)
 
     kinds = report.add_subparsers(dest="kind", metavar="KIND", parser_class=Parser)
@@ -79,19 +69,25 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         epilog=STORAGE_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    storage.add_argument(
-        "--by",
-        default="resource",
-        metavar="GROUPING",
-        help=f"{', '.join(STORAGE_GROUPINGS)} or a comma list such as resource,day (default: resource)",
-    )
     _period_options(storage, "first billing day (YYYY-MM-DD)", "the last 30 days, today included", days=True)
-    storage.add_argument(
+    _shared_options(storage, STORAGE_GROUPINGS, "resource", "resource,day")
+    storage.set_defaults(handler=storage_report)
+
+
+def _shared_options(
+    parser: argparse.ArgumentParser, groupings: tuple[str, ...], default: str, combined: str
+) -> None:
+    parser.add_argument(
+        "--by",
+        default=default,
+        metavar="GROUPING",
+        help=f"{', '.join(groupings)} or a comma list such as {combined} (default: {default})",
+    )
+    parser.add_argument(
         "--top", type=positive_int, metavar="N", help="only the N costliest rows (the total keeps all)"
     )
-    add_output_options(storage)
-    add_ledger_option(storage)
-    storage.set_defaults(handler=storage_report)
+    add_output_options(parser)
+    add_ledger_option(parser)
 
 
 def _period_options(

@@ -310,3 +310,29 @@ def test_the_plugin_checks_the_configuration_but_never_the_ledger(monkeypatch):
     assert plugin.check_configuration() == [
         "[cost_provider] finalize_timeout = '1e9' is out of range: use seconds from 0.1 to 60"
     ]
+
+
+def test_the_check_command_prints_each_problem_once_and_exits_1(ledger, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__COST_PROVIDER__")}
+    env.update(
+        AIRFLOW_HOME=str(tmp_path),
+        AIRFLOW__OPENLINEAGE__DISABLED="True",
+        AIRFLOW__COST_PROVIDER__LEDGER_CONN=ledger,
+        AIRFLOW__COST_PROVIDER__FINALIZE_TIMEOUT="-5",
+        AIRFLOW__COST_PROVIDER__LISTENER_ORDER="middle",
+    )
+    command = [sys.executable, "-m", "airflow_cost_provider.cli", "check"]
+    bad = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert bad.returncode == 1 and bad.stdout == ""
+    assert sorted(bad.stderr.splitlines()) == [
+        "error: [cost_provider] finalize_timeout = '-5' is out of range: use seconds from 0.1 to 60",
+        "error: [cost_provider] listener_order = 'middle' is not a listener order: use first or last",
+    ]
+    del env["AIRFLOW__COST_PROVIDER__FINALIZE_TIMEOUT"], env["AIRFLOW__COST_PROVIDER__LISTENER_ORDER"]
+    good = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert good.returncode == 0 and good.stderr == "", good.stderr
+    assert good.stdout.strip() == "cost provider configuration, price book and ledger are valid"

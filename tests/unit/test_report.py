@@ -393,3 +393,14 @@ def test_a_postgresql_ledger_is_read_with_the_url_the_docs_show(postgres_url):
     for url in (plain, plain.replace("postgresql://", "postgres://")):
         rows = as_json(url, "--by", "dag")["rows"]
         assert [(r["dag_id"], r["amount"]) for r in rows] == [("sales", "2.50")]
+
+
+def test_the_groupings_the_cli_offers_are_the_query_layers():
+    from airflow_cost_provider import report as queries
+    from airflow_cost_provider.cli import imports, report
+
+    assert report.TASK_GROUPINGS == tuple(queries.GROUPINGS)
+    assert report.STORAGE_GROUPINGS == tuple(queries.STORAGE_GROUPINGS)
+    from airflow_cost_provider.billing.registry import FILE_FORMATS
+
+    assert imports.FILE_FORMATS == tuple(FILE_FORMATS)
