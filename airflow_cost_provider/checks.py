@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 class CheckResult:
     problems: tuple[str, ...] = ()  # what must be fixed; `airflow-cost check` exits 1 on any
     notes: tuple[str, ...] = ()  # worth knowing, not wrong
+    warnings: tuple[str, ...] = ()  # probably wrong, but usable (a budget currency the ledger never saw)
 
 
 def configuration_problems(connection_types: Collection[str] | None = None) -> list[str]:
@@ -52,7 +53,45 @@ def configuration_problems(connection_types: Collection[str] | None = None) -> l
                     conf.check_source_names(option, sources, connection_types)
                 except conf.ConfigError as error:
                     problems.setdefault(str(error))
+    if problem := budgets_problem():
+        problems.setdefault(problem)
     return list(problems)
+
+
+def budgets_problem() -> str | None:
+    """What is wrong with the budgets file, as one message naming the file, the budget and the field;
+    None without a file or with a good one. Reads no ledger."""
+    from airflow_cost_provider.budgets.model import BudgetError, load_budgets
+
+    try:
+        path = conf.budgets_path()
+    except Exception:  # reported with the options
+        return None
+    if not path:
+        return None
+    try:
+        load_budgets(path)
+    except BudgetError as error:
+        return str(error)
+    return None
+
+
+def budget_currency_warnings(ledger_url: str | None) -> list[str]:
+    """A warning per budget whose currency the ledger never recorded a cost in (its spend would stay
+    0), when the budgets file loads and the ledger can be opened; otherwise nothing to say here."""
+    from airflow_cost_provider.budgets.evaluate import unseen_currency_warnings
+    from airflow_cost_provider.budgets.model import load_budgets
+    from airflow_cost_provider.ledger.store import open_existing, resolve_url
+
+    try:
+        path = conf.budgets_path()
+        if not path:
+            return []
+        budgets = load_budgets(path)
+        url = resolve_url(ledger_url or conf.ledger_conn(), conf.default_ledger_url())
+        return unseen_currency_warnings(open_existing(url), budgets)
+    except Exception:  # the file's or the ledger's problem is reported on its own
+        return []
 
 
 def known_sources(prices: Iterable[Price]) -> frozenset[str]:
@@ -94,7 +133,8 @@ def check_all(ledger_url: str | None = None) -> CheckResult:
     if ledger_problem and ledger_problem not in problems:
         problems.append(ledger_problem)
     notes += [note for note in (ledger_note, openlineage_setup_note()) if note]
-    return CheckResult(tuple(problems), tuple(notes))
+    warnings = [] if ledger_problem or ledger_note else budget_currency_warnings(ledger_url)
+    return CheckResult(tuple(problems), tuple(notes), tuple(warnings))
 
 
 def _check_ledger(explicit: str | None) -> tuple[str | None, str | None]:

@@ -376,6 +376,31 @@ def storage_allocation() -> dict[str, int | None]:
     return allocation
 
 
+TEAM_MAX_LENGTH = 250  # the ledger's team column
+
+
+@functools.cache
+def team_mapping() -> tuple[tuple[str, str], ...]:
+    """(DAG id glob, team) pairs in the order written: the first match names a DAG's team."""
+    mapping = _json_object("team_mapping")
+    for pattern, team in mapping.items():
+        if not pattern.strip():
+            raise ConfigError(f"[{SECTION}] team_mapping has an empty DAG id glob: use e.g. marketing_*")
+        if not isinstance(team, str) or not team.strip() or len(team.strip()) > TEAM_MAX_LENGTH:
+            raise ConfigError(
+                f"[{SECTION}] team_mapping[{pattern!r}] = {team!r} is not a team name: use text of 1 to "
+                f'{TEAM_MAX_LENGTH} characters, like "marketing"'
+            )
+    return tuple((pattern, team.strip()) for pattern, team in mapping.items())
+
+
+@functools.cache
+def budgets_path() -> str | None:
+    """The budgets file, if any; its content is validated by budgets.model.load_budgets (and by
+    `airflow-cost check`), not here: this getter runs at every task end."""
+    return _raw("budgets_path") or None
+
+
 # Every option's getter: `airflow-cost check` validates each (tests hold it to CONFIG_OPTIONS).
 GETTERS: dict[str, Callable[[], object]] = {
     "enabled": enabled,
@@ -394,6 +419,8 @@ GETTERS: dict[str, Callable[[], object]] = {
     "listener_order": listener_order,
     "storage_reimport_days": storage_reimport_days,
     "storage_allocation": storage_allocation,
+    "team_mapping": team_mapping,
+    "budgets_path": budgets_path,
 }
 
 

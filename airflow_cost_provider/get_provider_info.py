@@ -143,6 +143,23 @@ CONFIG_OPTIONS: dict[str, dict] = {
         "",
         example='{"s3://lake/raw/orders/": null, "abfss://raw@acme.dfs.core.windows.net": 5000000000}',
     ),
+    "team_mapping": _option(
+        "JSON object: DAG id glob -> team (or cost center) of the DAGs' task tries, for reports and "
+        "budgets; the first matching glob wins, in the order written. Used when neither the params "
+        "cost_team nor a DAG tag team:NAME or cost_center:NAME names the team.",
+        "string",
+        "",
+        example='{"marketing_*": "marketing", "finance_*": "finance"}',
+    ),
+    "budgets_path": _option(
+        "A YAML file of budgets: per scope (team, owner, DAG, task, tag, label, source), a daily, weekly, "
+        "monthly or quarterly amount with thresholds on spent and forecast, anomaly rules and notify "
+        "targets (see the README's Budgets section). Empty: no budgets. A malformed file is reported "
+        "by airflow-cost check, naming the file, the budget and the field.",
+        "string",
+        "",
+        example="/opt/airflow/config/cost_budgets.yaml",
+    ),
 }
 
 

@@ -14,10 +14,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from airflow_cost_provider.ledger.schema import lines, storage_costs, task_runs
+from airflow_cost_provider.ledger.schema import lines, storage_costs, task_run_labels, task_runs
 from airflow_cost_provider.ledger.store import from_nanos
 
 # --by names -> the ledger keys they group on; combinations (`dag,day`) take the union, in order.
+# `label:KEY` groups on the value of one cost label (see group_keys).
 GROUPINGS: dict[str, tuple[str, ...]] = {
     "dag": ("dag_id",),
     "task": ("dag_id", "task_id"),
@@ -25,7 +26,13 @@ GROUPINGS: dict[str, tuple[str, ...]] = {
     "try": ("dag_id", "task_id", "run_id", "map_index", "try_number"),
     "source": ("source",),
     "day": ("day",),
+    "owner": ("owner",),
+    "team": ("team",),
+    "tag": ("tag",),
 }
+LABEL_PREFIX = "label:"
+# What a try without an owner, team, tag or the label shows (tries recorded before attribution too).
+NONE = "(none)"
 STORAGE_GROUPINGS: dict[str, tuple[str, ...]] = {
     "resource": ("provider", "resource_id"),
     "service": ("provider", "service"),
@@ -42,15 +49,22 @@ class ReportError(ValueError):
 def group_keys(by: str | Sequence[str], groupings: dict[str, tuple[str, ...]] = GROUPINGS) -> tuple[str, ...]:
     """`task,day` -> ("dag_id", "task_id", "day"); an unknown name is a ReportError."""
     names = [n.strip() for n in by.split(",")] if isinstance(by, str) else list(by)
+    labels_allowed = groupings is GROUPINGS
+    choices = ", ".join([*groupings, *(["label:KEY"] if labels_allowed else [])])
     keys: list[str] = []
     for name in names:
+        if labels_allowed and name.startswith(LABEL_PREFIX):
+            label = name[len(LABEL_PREFIX) :].strip()
+            if not label:
+                raise ReportError(f"grouping {name!r} names no label: use label:KEY, e.g. label:product")
+            if f"{LABEL_PREFIX}{label}" not in keys:
+                keys.append(f"{LABEL_PREFIX}{label}")
+            continue
         if name not in groupings:
-            raise ReportError(
-                f"unknown grouping {name!r}: choose from {', '.join(groupings)} (or a comma list)"
-            )
+            raise ReportError(f"unknown grouping {name!r}: choose from {choices} (or a comma list)")
         keys.extend(key for key in groupings[name] if key not in keys)
     if not keys:
-        raise ReportError(f"no grouping given: choose from {', '.join(groupings)}")
+        raise ReportError(f"no grouping given: choose from {choices}")
     return tuple(keys)
 
 
@@ -114,7 +128,35 @@ def _task_columns() -> dict[str, sa.ColumnElement]:
         "try_number": task_runs.c.try_number,
         "source": lines.c.source,
         "day": _day(task_runs.c.end_time),
+        "owner": sa.func.coalesce(task_runs.c.owner, NONE),
+        "team": sa.func.coalesce(task_runs.c.team, NONE),
     }
+
+
+def _grouped_from(keys: tuple[str, ...]) -> tuple[sa.FromClause, dict[str, sa.ColumnElement]]:
+    """The lines joined to their tries, and to the tags and labels the keys group on (outer joins:
+    a try without them is grouped under NONE), with every key's column."""
+    columns = _task_columns()
+    joined = lines.join(task_runs, lines.c.task_run_id == task_runs.c.id)
+    for index, key in enumerate(keys):
+        if key == "tag":
+            tags = task_run_labels.alias("tags")
+            joined = joined.outerjoin(
+                tags, sa.and_(tags.c.task_run_id == task_runs.c.id, tags.c.kind == "tag")
+            )
+            columns[key] = sa.func.coalesce(tags.c.key, NONE)
+        elif key.startswith(LABEL_PREFIX):
+            label = task_run_labels.alias(f"label_{index}")
+            joined = joined.outerjoin(
+                label,
+                sa.and_(
+                    label.c.task_run_id == task_runs.c.id,
+                    label.c.kind == "label",
+                    label.c.key == key[len(LABEL_PREFIX) :],
+                ),
+            )
+            columns[key] = sa.func.coalesce(label.c.value, NONE)
+    return joined, columns
 
 
 def _as_date(value: Any) -> Any:
@@ -166,9 +208,12 @@ def cost_report(
     sources: Sequence[str] = (),
     top: int | None = None,
 ) -> CostReport:
-    """Task-try costs per group and currency, for the tries that ended in [since, until)."""
+    """Task-try costs per group and currency, for the tries that ended in [since, until).
+
+    Grouped by tag, a try counts once under each of its DAG's tags: the rows then add up to more than
+    the totals, which count every line once."""
     keys = group_keys(by)
-    columns = _task_columns()
+    grouped, columns = _grouped_from(keys)
     group_columns = [columns[key].label(key) for key in keys]
     where = [task_runs.c.end_time >= since, task_runs.c.end_time < until, *_filters(dags, tasks, sources)]
     unpriced = sa.func.sum(sa.case((lines.c.amount_nanos.is_(None), 1), else_=0))
@@ -183,10 +228,24 @@ def cost_report(
             unpriced.label("unpriced_count"),
             estimated.label("estimated_count"),
         )
-        .select_from(joined)
+        .select_from(grouped)
         .where(*where)
         .group_by(*(columns[key] for key in keys), lines.c.currency)
     )
+    # the rows count a try once per tag: the totals then need their own query
+    totals_query = None
+    if "tag" in keys:
+        totals_query = (
+            sa.select(
+                lines.c.currency,
+                sa.func.sum(lines.c.amount_nanos).label("nanos"),
+                sa.func.count().label("line_count"),
+                unpriced.label("unpriced_count"),
+            )
+            .select_from(joined)
+            .where(*where)
+            .group_by(lines.c.currency)
+        )
     causes_query = (
         sa.select(lines.c.source, lines.c.metric, lines.c.unpriced_reason, sa.func.count().label("n"))
         .select_from(joined)
@@ -197,6 +256,7 @@ def cost_report(
     with engine.connect() as conn:
         fetched = conn.execute(query).all()
         causes = conn.execute(causes_query).all()
+        separate_totals = conn.execute(totals_query).all() if totals_query is not None else None
         data_range = None
         if not fetched:
             first, last = conn.execute(
@@ -238,6 +298,11 @@ def cost_report(
                 unpriced=group_unpriced,
             )
         )
+    if separate_totals is not None:
+        totals = {
+            row.currency: [int(row.nanos or 0), int(row.line_count), int(row.unpriced_count)]
+            for row in separate_totals
+        }
     rows, omitted = _sorted_top(rows, keys, top)
     return CostReport(
         keys=keys,

@@ -27,7 +27,7 @@ from airflow_cost_provider.capture.session import (
     get_session,
     open_session,
 )
-from airflow_cost_provider.capture.writer import ledger_writer
+from airflow_cost_provider.capture.writer import BackgroundWriter, ledger_writer
 from airflow_cost_provider.get_provider_info import CONFIG_OPTIONS, WORKER_RATE_SOURCE
 from airflow_cost_provider.pricing import PriceBook, PriceBookError, Unpriced, Usage, estimate_all
 from airflow_cost_provider.pricing.model import Price
@@ -173,7 +173,8 @@ def finalize(ti: Any, state: str) -> CostResult | None:
             session.result = _compute(session, state, deadline)
     if not session.ledger_write_attempted:
         session.ledger_write_attempted = True
-        _store_within(session, deadline)
+        if _store_within(session, deadline):
+            _alert_budgets_within(session, deadline)
     return session.result
 
 
@@ -255,9 +256,9 @@ def _price(usages: list[Usage]):
     return [], [Unpriced(usage, reason) for usage in usages]
 
 
-def _store_within(session: CaptureSession, deadline: float) -> None:
+def _store_within(session: CaptureSession, deadline: float) -> bool:
     """Write the ledger on the writer thread so a slow or hung database cannot hold the task past the
-    time budget; the database driver's own timeouts end a stuck write soon after."""
+    time budget; the database driver's own timeouts end a stuck write soon after. True if written."""
 
     def write() -> None:
         from airflow_cost_provider.ledger.store import get_engine, store
@@ -272,3 +273,45 @@ def _store_within(session: CaptureSession, deadline: float) -> None:
         )
     elif error is not None:
         report_failure("writing the cost ledger", error)
+    return finished and error is None
+
+
+budget_worker = BackgroundWriter("cost-budget-alerts")
+
+
+@guarded("checking budgets")
+def _alert_budgets_within(session: CaptureSession, deadline: float) -> None:
+    """After the ledger write: evaluate the budgets this try counts towards, then record and deliver
+    their alerts, all within what is left of finalize_timeout (on a thread of its own, so a slow
+    ledger or notifier cannot hold the task). Without a budgets file this costs one cached lookup."""
+    if not conf.budgets_path():
+        return
+    from airflow_cost_provider.budgets.model import configured_budgets, matching_budgets
+
+    result = session.result
+    sources = {line.usage.source for line in result.lines} | {u.usage.source for u in result.unpriced}
+    budgets = matching_budgets(configured_budgets(), session.task_try, sources)
+    if not budgets:
+        return
+
+    def check() -> None:
+        from airflow_cost_provider.budgets.alerts import evaluate_and_alert
+        from airflow_cost_provider.ledger.store import get_engine
+
+        with suppress():
+            engine = get_engine(ledger_url(), timeout=conf.finalize_timeout())
+            evaluate_and_alert(engine, budgets, result.end_time, deadline, session.task_try)
+
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError(
+            f"no time left within finalize_timeout={conf.finalize_timeout()}s: the next evaluation alerts"
+        )
+    finished, error = budget_worker.run(check, timeout=remaining)
+    if not finished:
+        raise TimeoutError(
+            f"not done within finalize_timeout={conf.finalize_timeout()}s: alerts not delivered yet are "
+            "delivered at a later evaluation"
+        )
+    if error is not None:
+        raise error

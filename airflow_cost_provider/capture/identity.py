@@ -20,6 +20,11 @@ class TaskTry:
     try_number: int
     map_index: int
     ol_run_id: str | None = None
+    # attribution (capture/attribution.py): who the cost belongs to, for reports and budgets
+    owner: str | None = None
+    team: str | None = None
+    dag_tags: tuple[str, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()  # (key, value), sorted by key
 
     @property
     def key(self) -> TryKey:
@@ -36,6 +41,11 @@ class TaskTry:
         }
         if self.ol_run_id:
             tags["openlineage_run_id"] = self.ol_run_id
+        # the platforms' own bills can then be split by team and label too
+        if self.team:
+            tags["airflow_team"] = self.team
+        for key, value in self.labels:
+            tags[f"cost_label_{key}"] = value
         return tags
 
 
@@ -92,5 +102,19 @@ def openlineage_run_id(ti: Any) -> str | None:
 
 
 def task_try_from_ti(ti: Any) -> TaskTry:
+    from airflow_cost_provider.capture.attribution import attribution_of
+
     dag_id, task_id, run_id, map_index, try_number = try_key(ti)
-    return TaskTry(dag_id, task_id, run_id, try_number, map_index, openlineage_run_id(ti))
+    attribution = attribution_of(ti)
+    return TaskTry(
+        dag_id,
+        task_id,
+        run_id,
+        try_number,
+        map_index,
+        openlineage_run_id(ti),
+        owner=attribution.owner,
+        team=attribution.team,
+        dag_tags=attribution.dag_tags,
+        labels=attribution.labels,
+    )

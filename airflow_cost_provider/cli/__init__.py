@@ -1,4 +1,5 @@
-"""`airflow-cost`: reports from the cost ledger, a check of the configuration, and billing imports.
+"""`airflow-cost`: reports from the cost ledger, budgets, a check of the configuration, and billing
+imports.
 
 One module per command; all of them print through `cli.output`. Nothing here imports Airflow unless a
 command needs it (a ledger given as an Airflow connection id), so a report answers quickly."""
@@ -29,7 +30,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> Parser:
-    from airflow_cost_provider.cli import check, imports, report
+    from airflow_cost_provider.cli import budgets, check, imports, report
 
     parser = Parser(
         prog="airflow-cost",
@@ -41,6 +42,7 @@ def build_parser() -> Parser:
     report.add_parser(commands)
     check.add_parser(commands)
     imports.add_parser(commands)
+    budgets.add_parser(commands)
     return parser
 
 

@@ -12,8 +12,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     check = commands.add_parser(
         "check",
         help="validate [cost_provider], the price book and the ledger; exit 1 on any problem",
-        description="Validate every [cost_provider] option, the price book and the ledger (reachable, at "
-        "the schema this version expects). Each problem is printed once; exit status 1 when there is one.",
+        description="Validate every [cost_provider] option, the price book, the budgets file and the ledger "
+        "(reachable, at the schema this version expects); warn about budgets in a currency the ledger never "
+        "saw. Each problem is printed once; exit status 1 when there is one.",
     )
     add_ledger_option(check)
     check.set_defaults(handler=run)
@@ -25,6 +26,8 @@ def run(args: argparse.Namespace) -> int:
     outcome = check_all(args.ledger)
     for problem in outcome.problems:
         print(f"error: {problem}", file=sys.stderr)
+    for warning in outcome.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     for note in outcome.notes:
         print(f"note: {note}", file=sys.stderr)
     if outcome.problems:

@@ -19,7 +19,7 @@ from airflow_cost_provider.cli.common import (
 )
 from airflow_cost_provider.cli.output import Document, escape
 
-TASK_GROUPINGS = ("dag", "task", "run", "try", "source", "day")
+TASK_GROUPINGS = ("dag", "task", "run", "try", "source", "day", "owner", "team", "tag", "label:KEY")
 STORAGE_GROUPINGS = ("resource", "service", "usage-class", "day", "provider")
 NOTE_WIDTH = 100
 
@@ -29,6 +29,8 @@ TASK_EXAMPLES = """examples:
   airflow-cost report --by day --dag daily_sales       one DAG's cost, day by day
   airflow-cost report --by dag,source --since 2026-11-01 --until 2026-12-01
   airflow-cost report --by try -o json                 every task try, as JSON
+  airflow-cost report --by team,source                 each team's cost per source
+  airflow-cost report --by label:product --dag daily_sales
 """
 STORAGE_EXAMPLES = """examples:
   airflow-cost report storage                          cost per bucket, last 30 days
@@ -40,10 +42,12 @@ STORAGE_EXAMPLES = """examples:
 def add_parser(commands: argparse._SubParsersAction) -> None:
     report = commands.add_parser(
         "report",
-        help="what task runs cost, grouped by DAG, task, run, try, source or day",
+        help="what task runs cost, grouped by DAG, task, run, try, source, day, owner, team, tag or label",
         description="Sum the cost of the task tries that ended in a period, per group and currency, "
         "sorted by cost (a daily series in time order), with a total. Usage that has no price is "
-        "counted apart and never as zero.",
+        "counted apart and never as zero. Tries without an owner, team, tag or the label (and those "
+        "recorded before attribution) show as (none); by tag, a try counts once under each of its "
+        "DAG's tags, so the rows can add up to more than the total.",
         epilog=TASK_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -211,6 +215,10 @@ def task_report(args: argparse.Namespace) -> int:
     if result.omitted_rows:
         notes.append(
             f"{result.omitted_rows} more row{'s' if result.omitted_rows != 1 else ''} not shown (--top {args.top}); the total includes them."
+        )
+    if "tag" in keys and result.rows:
+        notes.append(
+            "By tag, a try counts once under each of its DAG's tags: the rows can add up to more than the total."
         )
     notes += _unpriced_notes(result.unpriced)
     hint = None

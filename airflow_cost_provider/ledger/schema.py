@@ -7,7 +7,7 @@ import datetime as dt
 import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 
-SCHEMA_REVISION = "0003"  # the head migration; checked cheaply before Alembic is ever imported
+SCHEMA_REVISION = "0004"  # the head migration; checked cheaply before Alembic is ever imported
 VERSION_TABLE = "cost_provider_alembic_version"
 NANOS_PER_UNIT = 10**9
 
@@ -55,12 +55,32 @@ task_runs = sa.Table(
     sa.Column("start_time", UTCDateTime, nullable=False),
     sa.Column("end_time", UTCDateTime, nullable=False),
     sa.Column("recorded_at", UTCDateTime, nullable=False),
+    # attribution (0004); NULL on tries recorded before it, shown as "(none)"
+    sa.Column("owner", sa.String(250)),
+    sa.Column("team", sa.String(250)),
     sa.UniqueConstraint(
         "dag_id", "task_id", "run_id", "map_index", "try_number", name="uq_cost_task_runs_try"
     ),
     sa.Index("ix_cost_task_runs_end_time", "end_time"),
     sa.Index("ix_cost_task_runs_dag_end", "dag_id", "end_time"),
     sa.Index("ix_cost_task_runs_ol_run_id", "ol_run_id"),
+    sa.Index("ix_cost_task_runs_team_end", "team", "end_time"),
+    sa.Index("ix_cost_task_runs_owner_end", "owner", "end_time"),
+)
+
+# The DAG's tags (kind 'tag', value '') and the try's cost labels (kind 'label') of a task try.
+task_run_labels = sa.Table(
+    "cost_task_run_labels",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "task_run_id", sa.Integer, sa.ForeignKey("cost_task_runs.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("kind", sa.String(8), nullable=False),  # tag | label
+    sa.Column("key", sa.String(250), nullable=False),
+    sa.Column("value", sa.String(250), nullable=False),
+    sa.Index("ix_cost_task_run_labels_kind_key_value", "kind", "key", "value"),
+    sa.Index("ix_cost_task_run_labels_task_run_id", "task_run_id"),
 )
 
 usage = sa.Table(
@@ -221,4 +241,51 @@ billing_api_cache = sa.Table(
     sa.Column("source", sa.String(32), nullable=False),
     sa.Column("response", sa.JSON, nullable=False),
     sa.Column("fetched_at", UTCDateTime, nullable=False),
+)
+
+
+# ---------------------------------------------------------------- budgets
+
+# Cost lines summed per UTC day of the try's end and attribution, kept exact by the ledger's writer
+# in the same transaction as the try, so a budget reads its period's spend without scanning lines.
+# Empty strings stand for "none" (primary-key columns cannot be NULL); currency '' = unpriced lines.
+daily_totals = sa.Table(
+    "cost_daily_totals",
+    metadata,
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("dag_id", sa.String(250), primary_key=True),
+    sa.Column("task_id", sa.String(250), primary_key=True),
+    sa.Column("owner", sa.String(250), primary_key=True, server_default=""),
+    sa.Column("team", sa.String(250), primary_key=True, server_default=""),
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("currency", sa.String(3), primary_key=True),
+    sa.Column("amount_nanos", sa.BigInteger, nullable=False),
+    sa.Column("lines", sa.Integer, nullable=False),
+    sa.Column("unpriced", sa.Integer, nullable=False),
+    sa.Index("ix_cost_daily_totals_day", "day"),
+)
+
+# One alert per (budget, period, threshold, notify target): the unique key makes it fire once; a
+# pending or failed delivery is retried at the next evaluation.
+budget_alerts = sa.Table(
+    "cost_budget_alerts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("budget", sa.String(250), nullable=False),
+    sa.Column("period_start", sa.Date, nullable=False),
+    sa.Column("period_end", sa.Date, nullable=False),  # exclusive
+    sa.Column("threshold", sa.String(100), nullable=False),  # actual:80%, anomaly:run:<run_id>, ...
+    sa.Column("kind", sa.String(16), nullable=False),  # actual | forecast | anomaly
+    sa.Column("channel", sa.String(250), nullable=False),  # webhook:<host> or a notifier's import path
+    sa.Column("status", sa.String(16), nullable=False),  # pending | sent | failed
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("last_error", sa.Text),
+    sa.Column("spent_nanos", sa.BigInteger, nullable=False),
+    sa.Column("forecast_nanos", sa.BigInteger),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),  # the alert as sent
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("sent_at", UTCDateTime),
+    sa.UniqueConstraint("budget", "period_start", "threshold", "channel", name="uq_cost_budget_alerts_key"),
+    sa.Index("ix_cost_budget_alerts_status", "status"),
 )

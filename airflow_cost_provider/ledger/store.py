@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import os
 import threading
@@ -19,8 +20,10 @@ from airflow_cost_provider.ledger.schema import (
     NANOS_PER_UNIT,
     SCHEMA_REVISION,
     VERSION_TABLE,
+    daily_totals,
     deferred_captures,
     lines,
+    task_run_labels,
     task_runs,
     usage,
 )
@@ -284,6 +287,36 @@ _DELETE_DEFERRED = sa.delete(deferred_captures).where(
 _FIND_DEFERRED = sa.select(deferred_captures.c.capture).where(
     *(deferred_captures.c[name] == sa.bindparam(name) for name in _TRY_COLUMNS)
 )
+_DELETE_LABELS = sa.delete(task_run_labels).where(
+    task_run_labels.c.task_run_id == sa.bindparam("existing_id")
+)
+_INSERT_LABELS = sa.insert(task_run_labels)
+# What a stored try added to the daily totals, to take back out when another capture replaces it.
+_OLD_CONTRIBUTION = (
+    sa.select(
+        task_runs.c.end_time,
+        task_runs.c.owner,
+        task_runs.c.team,
+        lines.c.source,
+        lines.c.currency,
+        sa.func.sum(lines.c.amount_nanos).label("nanos"),
+        sa.func.count().label("lines"),
+        sa.func.sum(sa.case((lines.c.amount_nanos.is_(None), 1), else_=0)).label("unpriced"),
+    )
+    .select_from(lines.join(task_runs, lines.c.task_run_id == task_runs.c.id))
+    .where(lines.c.task_run_id == sa.bindparam("existing_id"))
+    .group_by(task_runs.c.end_time, task_runs.c.owner, task_runs.c.team, lines.c.source, lines.c.currency)
+)
+_DAILY_KEY = ("day", "dag_id", "task_id", "owner", "team", "source", "currency")
+_DAILY_SUMS = ("amount_nanos", "lines", "unpriced")
+_ADD_TO_DAILY = (
+    sa.update(daily_totals)
+    .where(*(daily_totals.c[name] == sa.bindparam(f"k_{name}") for name in _DAILY_KEY))
+    .values({name: daily_totals.c[name] + sa.bindparam(f"d_{name}") for name in _DAILY_SUMS})
+)
+_DELETE_EMPTY_DAILY = sa.delete(daily_totals).where(
+    *(daily_totals.c[name] == sa.bindparam(f"k_{name}") for name in _DAILY_KEY), daily_totals.c.lines <= 0
+)
 
 
 def _try_values(task_try) -> dict[str, Any]:
@@ -323,6 +356,8 @@ def _store(engine: Engine, result: CostResult) -> bool:
         "start_time": result.start_time,
         "end_time": result.end_time,
         "recorded_at": dt.datetime.now(dt.timezone.utc),
+        "owner": tt.owner,
+        "team": tt.team,
     }
     with engine.begin() as conn:
         # the try is final now: what it kept across a deferral is in this result
@@ -330,16 +365,52 @@ def _store(engine: Engine, result: CostResult) -> bool:
         existing = conn.execute(_FIND_TRY, {name: row[name] for name in _TRY_COLUMNS}).first()
         if existing is not None and existing.capture_id == result.capture_id:
             return False
+        daily: dict[tuple, list[int]] = {}
         if existing is None:
             task_run_id = conn.execute(_INSERT_TRY, row).inserted_primary_key[0]
         else:
             task_run_id = existing.id
+            for old in conn.execute(_OLD_CONTRIBUTION, {"existing_id": task_run_id}):
+                _add_daily(
+                    daily,
+                    tt,
+                    old.end_time,
+                    old.owner,
+                    old.team,
+                    old.source,
+                    old.currency,
+                    -int(old.nanos or 0),
+                    -int(old.lines),
+                    -int(old.unpriced or 0),
+                )
             conn.execute(_DELETE_LINES, {"existing_id": task_run_id})
             conn.execute(_DELETE_USAGE, {"existing_id": task_run_id})
+            conn.execute(_DELETE_LABELS, {"existing_id": task_run_id})
             conn.execute(_UPDATE_TRY, {"existing_id": task_run_id, **row})
+        labels = [
+            {"task_run_id": task_run_id, "kind": "tag", "key": tag, "value": ""} for tag in tt.dag_tags
+        ] + [{"task_run_id": task_run_id, "kind": "label", "key": k, "value": v} for k, v in tt.labels]
+        if labels:
+            conn.execute(_INSERT_LABELS, labels)
         priced_and_unpriced = [(line.usage, _line_values(line)) for line in result.lines] + [
             (item.usage, {"status": "unpriced", "unpriced_reason": item.reason}) for item in result.unpriced
         ]
+        # the daily totals sum exactly what the lines below hold
+        for item, values in priced_and_unpriced:
+            nanos = values.get("amount_nanos")
+            _add_daily(
+                daily,
+                tt,
+                result.end_time,
+                tt.owner,
+                tt.team,
+                item.source,
+                values.get("currency"),
+                nanos or 0,
+                1,
+                int(nanos is None),
+            )
+        _write_daily(conn, daily)
         if priced_and_unpriced:
             usage_ids = (
                 conn.execute(
@@ -363,6 +434,79 @@ def _store(engine: Engine, result: CostResult) -> bool:
                 ],
             )
     return True
+
+
+def _add_daily(
+    daily: dict[tuple, list[int]],
+    tt,
+    end_time: dt.datetime,
+    owner: str | None,
+    team: str | None,
+    source: str,
+    currency: str | None,
+    nanos: int,
+    line_count: int,
+    unpriced: int,
+) -> None:
+    """Add one contribution to a try's daily-total changes, keyed as cost_daily_totals is ('' = none)."""
+    day = end_time.astimezone(dt.timezone.utc).date()
+    key = (day, tt.dag_id, tt.task_id, owner or "", team or "", source, currency or "")
+    sums = daily.setdefault(key, [0, 0, 0])
+    sums[0] += nanos
+    sums[1] += line_count
+    sums[2] += unpriced
+
+
+def _write_daily(conn, daily: dict[tuple, list[int]]) -> None:
+    """Apply a try's changes to cost_daily_totals: add to the existing rows, insert the new ones, and
+    drop the rows a replaced capture left with no line, so the totals always equal the lines' sums."""
+    changes = [
+        {
+            **{f"k_{name}": value for name, value in zip(_DAILY_KEY, key, strict=True)},
+            **{f"d_{name}": value for name, value in zip(_DAILY_SUMS, sums, strict=True)},
+        }
+        for key, sums in daily.items()
+        if any(sums)
+    ]
+    if not changes:
+        return
+    upsert = _daily_upsert(conn.dialect.name)
+    if upsert is not None:
+        conn.execute(upsert, changes)
+    else:
+        missing = [change for change in changes if conn.execute(_ADD_TO_DAILY, change).rowcount == 0]
+        if missing:
+            # a concurrent writer inserting the same key makes this an IntegrityError: store() retries
+            conn.execute(_INSERT_DAILY, missing)
+    emptied = [{f"k_{name}": c[f"k_{name}"] for name in _DAILY_KEY} for c in changes if c["d_lines"] < 0]
+    if emptied:
+        conn.execute(_DELETE_EMPTY_DAILY, emptied)
+
+
+_INSERT_DAILY = sa.insert(daily_totals).values(
+    {name: sa.bindparam(f"k_{name}") for name in _DAILY_KEY}
+    | {name: sa.bindparam(f"d_{name}") for name in _DAILY_SUMS}
+)
+
+
+@functools.cache
+def _daily_upsert(dialect: str) -> sa.Insert | None:
+    """One INSERT .. ON CONFLICT adding to the row where the databases that share it have it: a
+    statement per try instead of two per key, and no race between two workers on a new key."""
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    elif dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        return None
+    statement = insert(daily_totals).values(
+        {name: sa.bindparam(f"k_{name}") for name in _DAILY_KEY}
+        | {name: sa.bindparam(f"d_{name}") for name in _DAILY_SUMS}
+    )
+    return statement.on_conflict_do_update(
+        index_elements=list(_DAILY_KEY),
+        set_={name: daily_totals.c[name] + statement.excluded[name] for name in _DAILY_SUMS},
+    )
 
 
 _EMPTY_LINE = dict.fromkeys(

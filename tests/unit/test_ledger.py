@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from decimal import Decimal
 
@@ -9,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from airflow_cost_provider.capture.identity import TaskTry
-from airflow_cost_provider.ledger import store
+from airflow_cost_provider.ledger import schema, store
 from airflow_cost_provider.ledger.schema import SCHEMA_REVISION, VERSION_TABLE
 from airflow_cost_provider.pricing import CostLine, Price, Unpriced, Usage
 from airflow_cost_provider.result import CostResult
@@ -124,3 +125,280 @@ def test_connection_id_is_resolved_through_airflow(monkeypatch, tmp_path):
     assert store.resolve_url("", "sqlite:///x.db") == "sqlite:///x.db"
     with pytest.raises(store.LedgerError, match="no_such_conn"):
         store.resolve_url("no_such_conn", "sqlite://")
+
+
+# ---------------------------------------------------------------- attribution and daily totals (0004)
+
+
+def attributed(result: CostResult, **attribution) -> CostResult:
+    return dataclasses.replace(result, task_try=dataclasses.replace(result.task_try, **attribution))
+
+
+def daily_totals(url: str) -> dict[tuple, tuple[int, int, int]]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.select(schema.daily_totals)).all()
+    finally:
+        engine.dispose()
+    return {tuple(row[:7]): (row.amount_nanos, row.lines, row.unpriced) for row in rows}
+
+
+def totals_from_lines(url: str) -> dict[tuple, tuple[int, int, int]]:
+    """The daily totals as they must be: every line summed by its try's UTC end day and attribution."""
+    engine = sa.create_engine(url)
+    runs, lines = schema.task_runs, schema.lines
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(
+                    runs.c.end_time,
+                    runs.c.dag_id,
+                    runs.c.task_id,
+                    runs.c.owner,
+                    runs.c.team,
+                    lines.c.source,
+                    lines.c.currency,
+                    lines.c.amount_nanos,
+                ).select_from(lines.join(runs, lines.c.task_run_id == runs.c.id))
+            ).all()
+    finally:
+        engine.dispose()
+    sums: dict[tuple, list[int]] = {}
+    for end, dag_id, task_id, owner, team, source, currency, nanos in rows:
+        key = (end.date(), dag_id, task_id, owner or "", team or "", source, currency or "")
+        total = sums.setdefault(key, [0, 0, 0])
+        total[0] += nanos or 0
+        total[1] += 1
+        total[2] += nanos is None
+    return {key: tuple(values) for key, values in sums.items()}
+
+
+def test_the_new_tables_and_indexes_exist(ledger_url):
+    engine = store.get_engine(ledger_url)
+    inspector = sa.inspect(engine)
+    assert {"cost_task_run_labels", "cost_daily_totals", "cost_budget_alerts"} <= set(
+        inspector.get_table_names()
+    )
+    assert {"owner", "team"} <= {c["name"] for c in inspector.get_columns("cost_task_runs")}
+    indexed = {tuple(ix["column_names"]) for ix in inspector.get_indexes("cost_task_runs")}
+    assert ("team", "end_time") in indexed and ("owner", "end_time") in indexed
+    label_indexes = {tuple(ix["column_names"]) for ix in inspector.get_indexes("cost_task_run_labels")}
+    assert ("kind", "key", "value") in label_indexes and ("task_run_id",) in label_indexes
+    assert inspector.get_pk_constraint("cost_daily_totals")["constrained_columns"] == [
+        "day",
+        "dag_id",
+        "task_id",
+        "owner",
+        "team",
+        "source",
+        "currency",
+    ]
+    unique = {tuple(u["column_names"]) for u in inspector.get_unique_constraints("cost_budget_alerts")}
+    assert ("budget", "period_start", "threshold", "channel") in unique
+
+
+def test_each_try_carries_owner_team_tags_and_labels(ledger_url):
+    engine = store.get_engine(ledger_url)
+    tagged = attributed(
+        make_result("c1"),
+        owner="ana",
+        team="marketing",
+        dag_tags=("pii", "team:marketing"),
+        labels=(("env", "prod"), ("product", "crm")),
+    )
+    assert store.store(engine, tagged)
+    assert ledger_rows(ledger_url, "SELECT owner, team FROM cost_task_runs") == [
+        {"owner": "ana", "team": "marketing"}
+    ]
+    labels = "SELECT kind, key, value FROM cost_task_run_labels ORDER BY kind, key"
+    assert [tuple(r.values()) for r in ledger_rows(ledger_url, labels)] == [
+        ("label", "env", "prod"),
+        ("label", "product", "crm"),
+        ("tag", "pii", ""),
+        ("tag", "team:marketing", ""),
+    ]
+    # another capture of the same try replaces its attribution with the rest
+    assert store.store(engine, attributed(make_result("c2"), owner="bob", labels=(("product", "erp"),)))
+    assert ledger_rows(ledger_url, "SELECT owner, team FROM cost_task_runs") == [
+        {"owner": "bob", "team": None}
+    ]
+    assert [tuple(r.values()) for r in ledger_rows(ledger_url, labels)] == [("label", "product", "erp")]
+
+
+def test_daily_totals_mix_currencies_and_unpriced_lines_exactly(ledger_url):
+    engine = store.get_engine(ledger_url)
+    eur = CostLine(
+        Usage("bigquery", "bytes_billed", Decimal(1), "byte"),
+        Decimal("0.000000001"),
+        "EUR",
+        "list_price",
+        PRICE,
+    )
+    mixed = make_result("c1", amounts=("0.123456789", "4611686018.427387903"), unpriced=2)
+    mixed = attributed(dataclasses.replace(mixed, lines=(*mixed.lines, eur)), owner="ana", team="marketing")
+    store.store(engine, mixed)
+    # a try that ends at the last nano-second of the day and one at midnight fall on their own UTC days
+    late = make_result(
+        "c2", task_id="late", end=dt.datetime(2026, 11, 20, 23, 59, 59, 999999, dt.timezone.utc)
+    )
+    store.store(engine, late)
+    store.store(
+        engine,
+        make_result(
+            "c3", task_id="late", try_number=2, end=dt.datetime(2026, 11, 21, tzinfo=dt.timezone.utc)
+        ),
+    )
+    day, next_day = dt.date(2026, 11, 20), dt.date(2026, 11, 21)
+    assert daily_totals(ledger_url) == {
+        (day, "sales", "load", "ana", "marketing", "athena", "USD"): (4611686018550844692, 2, 0),
+        (day, "sales", "load", "ana", "marketing", "bigquery", "EUR"): (1, 1, 0),
+        (day, "sales", "load", "ana", "marketing", "postgres", ""): (0, 2, 2),
+        (day, "sales", "late", "", "", "athena", "USD"): (123456789, 1, 0),
+        (day, "sales", "late", "", "", "postgres", ""): (0, 1, 1),
+        (next_day, "sales", "late", "", "", "athena", "USD"): (123456789, 1, 0),
+        (next_day, "sales", "late", "", "", "postgres", ""): (0, 1, 1),
+    }
+    assert daily_totals(ledger_url) == totals_from_lines(ledger_url)
+
+
+def test_daily_totals_stay_exact_when_a_try_is_replaced(ledger_url):
+    engine = store.get_engine(ledger_url)
+    other = attributed(make_result("o1", task_id="other", amounts=("5",)), team="marketing")
+    store.store(engine, other)
+    first = attributed(make_result("c1", amounts=("0.123456789", "7"), unpriced=1), team="marketing")
+    store.store(engine, first)
+    before = daily_totals(ledger_url)
+    assert not store.store(engine, first)  # the same capture again adds nothing
+    assert daily_totals(ledger_url) == before
+    # the replacement moves the try to another day, team and set of lines: nothing of it stays behind
+    moved = make_result("c2", amounts=("2.000000001",), unpriced=0, end=T0 + dt.timedelta(days=1))
+    store.store(engine, attributed(moved, team="finance"))
+    day = T0.date()
+    assert daily_totals(ledger_url) == {
+        (day, "sales", "other", "", "marketing", "athena", "USD"): (5 * 10**9, 1, 0),
+        (day, "sales", "other", "", "marketing", "postgres", ""): (0, 1, 1),
+        (day + dt.timedelta(days=1), "sales", "load", "", "finance", "athena", "USD"): (2_000_000_001, 1, 0),
+    }
+    # and back, with the same key as the other try's rows: they add up
+    store.store(engine, attributed(make_result("c3", amounts=("1",), unpriced=3), team="marketing"))
+    assert daily_totals(ledger_url) == totals_from_lines(ledger_url)
+    assert daily_totals(ledger_url)[(day, "sales", "load", "", "marketing", "postgres", "")] == (0, 3, 3)
+
+
+def migrate_to(url: str, revision: str) -> None:
+    from pathlib import Path
+
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(store.__file__).with_name("migrations")))
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, revision)
+    finally:
+        engine.dispose()
+
+
+def test_migrating_a_0003_ledger_keeps_old_rows_as_none_and_backfills_exact_daily_totals(ledger_url):
+    from airflow_cost_provider import report
+
+    migrate_to(ledger_url, "0003")
+    engine = sa.create_engine(ledger_url)
+    big = 2**62 - 1  # sums near the 64-bit limit stay exact
+    old_tries = [
+        # (task, run, end, [(source, nanos, currency)])
+        (
+            "extract",
+            "r1",
+            dt.datetime(2026, 11, 20, 23, 59, 59, 999999, dt.timezone.utc),
+            [
+                ("athena", big, "USD"),
+                ("athena", 123456789, "USD"),
+                ("bigquery", 7, "EUR"),
+                ("postgres", None, None),
+                ("postgres", None, None),
+            ],
+        ),
+        ("extract", "r2", dt.datetime(2026, 11, 21, tzinfo=dt.timezone.utc), [("athena", 1, "USD")]),
+        ("vacuum", "r1", T0, [("postgres", None, None)]),
+    ]
+    with engine.begin() as conn:
+        for task_id, run_id, end, items in old_tries:
+            run = conn.execute(
+                sa.insert(schema.task_runs).values(
+                    dag_id="sales",
+                    task_id=task_id,
+                    run_id=run_id,
+                    map_index=-1,
+                    try_number=1,
+                    capture_id=f"old-{task_id}-{run_id}",
+                    state="success",
+                    status="estimated",
+                    start_time=end,
+                    end_time=end,
+                    recorded_at=end,
+                )
+            ).inserted_primary_key[0]
+            for source, nanos, currency in items:
+                usage_id = conn.execute(
+                    sa.insert(schema.usage).values(
+                        task_run_id=run, source=source, metric="m", quantity="1", unit="u", attributes={}
+                    )
+                ).inserted_primary_key[0]
+                conn.execute(
+                    sa.insert(schema.lines).values(
+                        task_run_id=run,
+                        usage_id=usage_id,
+                        source=source,
+                        metric="m",
+                        amount_nanos=nanos,
+                        currency=currency,
+                        status="unpriced" if nanos is None else "estimated",
+                    )
+                )
+    engine.dispose()
+
+    engine = store.open_existing(ledger_url)  # what a report or a worker does with an older ledger
+    assert store.schema_revision(engine) == SCHEMA_REVISION == "0004"
+    day, next_day = dt.date(2026, 11, 20), dt.date(2026, 11, 21)
+    assert daily_totals(ledger_url) == {
+        (day, "sales", "extract", "", "", "athena", "USD"): (big + 123456789, 2, 0),
+        (day, "sales", "extract", "", "", "bigquery", "EUR"): (7, 1, 0),
+        (day, "sales", "extract", "", "", "postgres", ""): (0, 2, 2),
+        (next_day, "sales", "extract", "", "", "athena", "USD"): (1, 1, 0),
+        (day, "sales", "vacuum", "", "", "postgres", ""): (0, 1, 1),
+    }
+    assert ledger_rows(ledger_url, "SELECT DISTINCT owner, team FROM cost_task_runs") == [
+        {"owner": None, "team": None}
+    ]
+    assert ledger_rows(ledger_url, "SELECT id FROM cost_task_run_labels") == []
+    # reports show the old tries under (none), with the money they always had
+    since, until = (
+        dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc),
+        dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc),
+    )
+    for by in ("team", "owner", "tag", "label:product"):
+        result = report.cost_report(engine, by, since, until)
+        key = by
+        assert {(row.keys[key], row.currency, row.amount) for row in result.rows} == {
+            ("(none)", "USD", store.from_nanos(big + 123456789 + 1)),
+            ("(none)", "EUR", store.from_nanos(7)),
+        }, by
+    # a new capture of an old try takes the backfilled contribution back out exactly
+    replacement = CostResult(
+        TaskTry("sales", "extract", "r1", 1, -1, None, team="data"),
+        "new",
+        "success",
+        T0,
+        T0,
+        "w",
+        (),
+        (),
+    )
+    assert store.store(engine, replacement)
+    assert daily_totals(ledger_url) == totals_from_lines(ledger_url)
+    assert (day, "sales", "extract", "", "", "athena", "USD") not in daily_totals(ledger_url)

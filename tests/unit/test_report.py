@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import datetime as dt
 import hashlib
 import io
@@ -399,8 +400,166 @@ def test_the_groupings_the_cli_offers_are_the_query_layers():
     from airflow_cost_provider import report as queries
     from airflow_cost_provider.cli import imports, report
 
-    assert report.TASK_GROUPINGS == tuple(queries.GROUPINGS)
+    assert report.TASK_GROUPINGS == (*queries.GROUPINGS, "label:KEY")
     assert report.STORAGE_GROUPINGS == tuple(queries.STORAGE_GROUPINGS)
     from airflow_cost_provider.billing.registry import FILE_FORMATS
 
     assert imports.FILE_FORMATS == tuple(FILE_FORMATS)
+
+
+# ---------------------------------------------------------------- owner, team, tag and label groupings
+
+
+def attributed(item: CostResult, **attribution) -> CostResult:
+    return dataclasses.replace(item, task_try=dataclasses.replace(item.task_try, **attribution))
+
+
+SALES_TAGS = ("pii", "team:marketing")
+
+
+@pytest.fixture
+def attributed_ledger(ledger_url):
+    engine = store.get_engine(ledger_url)
+    for item in [
+        attributed(
+            result("sales", "extract", "r1", [line("athena", "1.25")], unpriced=["postgres"]),
+            owner="ana",
+            team="marketing",
+            dag_tags=SALES_TAGS,
+            labels=(("product", "crm"),),
+        ),
+        attributed(
+            result("sales", "load", "r1", [line("snowflake", "3.00"), line("bigquery", "2.00", "EUR")]),
+            owner="bob",
+            team="finance",
+            dag_tags=SALES_TAGS,
+            labels=(("env", "prod"), ("product", "erp")),
+        ),
+        attributed(
+            result("ops", "vacuum", "r1", [line("airflow_worker", "0.50")], end=T0 + dt.timedelta(days=1)),
+            owner="ana",
+        ),
+        # as a try recorded before attribution existed: no owner, team, tags or labels
+        result("old", "t", "r0", [line("athena", "0.25")]),
+    ]:
+        store.store(engine, item)
+    return ledger_url
+
+
+def grouped(document, *keys):
+    return [(*(r[k] for k in keys), r["amount"], r["currency"], r["status"]) for r in document["rows"]]
+
+
+def totals(document):
+    return [(t["amount"], t["currency"], t["lines"], t["unpriced"]) for t in document["total"]]
+
+
+EXPECTED_TOTALS = [("2.00", "EUR", 1, 0), ("5.00", "USD", 4, 0), (None, None, 1, 1)]
+
+
+def test_by_team_and_owner_with_tries_without_them_as_none(attributed_ledger):
+    by_team = as_json(attributed_ledger, "--by", "team")
+    assert by_team["by"] == ["team"]
+    assert grouped(by_team, "team") == [
+        ("finance", "3.00", "USD", "estimated"),
+        ("finance", "2.00", "EUR", "estimated"),
+        ("marketing", "1.25", "USD", "partial"),
+        ("(none)", "0.75", "USD", "estimated"),
+    ]
+    assert totals(by_team) == EXPECTED_TOTALS
+    by_owner = as_json(attributed_ledger, "--by", "owner")
+    assert grouped(by_owner, "owner") == [
+        ("bob", "3.00", "USD", "estimated"),
+        ("bob", "2.00", "EUR", "estimated"),
+        ("ana", "1.75", "USD", "partial"),
+        ("(none)", "0.25", "USD", "estimated"),
+    ]
+    assert totals(by_owner) == EXPECTED_TOTALS
+
+
+def test_by_tag_counts_a_try_under_each_tag_and_the_total_once(attributed_ledger):
+    document = as_json(attributed_ledger, "--by", "tag")
+    assert grouped(document, "tag") == [
+        ("pii", "4.25", "USD", "partial"),
+        ("team:marketing", "4.25", "USD", "partial"),
+        # the unpriced usage of a group marks all its rows partial, whatever their currency
+        ("pii", "2.00", "EUR", "partial"),
+        ("team:marketing", "2.00", "EUR", "partial"),
+        ("(none)", "0.75", "USD", "estimated"),
+    ]
+    assert totals(document) == EXPECTED_TOTALS
+    table = report(attributed_ledger, "--by", "tag")
+    assert "a try counts once under each of its DAG's tags" in table
+    assert any(row.startswith("total") and "5.00  USD" in row for row in table.splitlines()), table
+
+
+def test_by_label_key(attributed_ledger):
+    by_product = as_json(attributed_ledger, "--by", "label:product")
+    assert by_product["by"] == ["label:product"]
+    assert grouped(by_product, "label:product") == [
+        ("erp", "3.00", "USD", "estimated"),
+        ("erp", "2.00", "EUR", "estimated"),
+        ("crm", "1.25", "USD", "partial"),
+        ("(none)", "0.75", "USD", "estimated"),
+    ]
+    assert totals(by_product) == EXPECTED_TOTALS
+    by_env = as_json(attributed_ledger, "--by", "label:env")
+    assert grouped(by_env, "label:env") == [
+        ("prod", "3.00", "USD", "estimated"),
+        ("(none)", "2.00", "USD", "partial"),  # equal amounts: by group
+        ("prod", "2.00", "EUR", "estimated"),
+    ]
+    # a label nobody set: everything under (none), nothing lost
+    assert grouped(as_json(attributed_ledger, "--by", "label:nope"), "label:nope") == [
+        ("(none)", "5.00", "USD", "partial"),
+        ("(none)", "2.00", "EUR", "partial"),
+    ]
+
+
+def test_attribution_groupings_combine_with_the_others_and_the_filters(attributed_ledger):
+    document = as_json(attributed_ledger, "--by", "team,label:product,label:env,source", "--dag", "sales")
+    assert document["by"] == ["team", "label:product", "label:env", "source"]
+    assert grouped(document, "team", "label:product", "label:env", "source") == [
+        ("finance", "erp", "prod", "snowflake", "3.00", "USD", "estimated"),
+        ("finance", "erp", "prod", "bigquery", "2.00", "EUR", "estimated"),
+        ("marketing", "crm", "(none)", "athena", "1.25", "USD", "estimated"),
+        ("marketing", "crm", "(none)", "postgres", None, None, "unpriced"),
+    ]
+    series = as_json(
+        attributed_ledger, "--by", "owner,day", "--source", "airflow_worker", "--source", "athena"
+    )
+    assert grouped(series, "day", "owner") == [
+        ("2026-11-20", "ana", "1.25", "USD", "estimated"),
+        ("2026-11-20", "(none)", "0.25", "USD", "estimated"),
+        ("2026-11-21", "ana", "0.50", "USD", "estimated"),
+    ]
+    by_tag_and_task = as_json(attributed_ledger, "--by", "tag,task", "--task", "load")
+    assert totals(by_tag_and_task) == [("2.00", "EUR", 1, 0), ("3.00", "USD", 1, 0)]
+    assert len(by_tag_and_task["rows"]) == 4  # two tags x two currencies
+
+
+def test_attribution_columns_in_csv_and_table(attributed_ledger):
+    text = report(attributed_ledger, "--by", "team,label:product", "-o", "csv")
+    rows = list(csv.reader(io.StringIO(text)))
+    assert rows[0] == ["team", "label:product", "amount", "currency", "status", "lines", "unpriced"]
+    assert ["(none)", "(none)", "0.75", "USD", "estimated", "2", "0"] in rows
+    assert rows[-1] == ["total", "", "", "", "unpriced", "1", "1"]
+    table = report(attributed_ledger, "--by", "team")
+    assert "grouped by: team" in table and "(none)" in table and "marketing" in table
+
+
+@pytest.mark.parametrize(
+    ("by", "message"),
+    [
+        ("label:", "--by: grouping 'label:' names no label: use label:KEY, e.g. label:product"),
+        (
+            "label",
+            "--by: unknown grouping 'label': choose from dag, task, run, try, source, day, owner, team, tag, label:KEY",
+        ),
+    ],
+    ids=["empty", "bare"],
+)
+def test_bad_label_grouping(attributed_ledger, by, message):
+    """One line with exit status 2 (short name: the PostgreSQL database is named after the test)."""
+    code, out, err = run("report", "--ledger", attributed_ledger, "--by", by)
+    assert code == 2 and out == "" and err.count("\n") == 1 and message in err, err

@@ -1,0 +1,1008 @@
+"""What a budget's scope spent in its period, what it will have spent at the end, and what stands out.
+
+Spend is read from cost_daily_totals (one row per UTC day, DAG, task, owner, team, source and
+currency, kept exact by the ledger's writer) over the days of the period and of the forecast
+history. A period in another time zone than UTC starts and ends inside a UTC day: those parts are
+read from the task tries' lines (indexed by end time). Tag and label scopes are not in the daily
+totals: they read the tries joined to their labels and lines. What can no longer change is read once
+and kept (settled.py); an evaluation reads the rest, for all the budgets of a task try in one query
+(evaluate_all), plus one for the run anomaly rule.
+
+Rules (the README's Budgets section says the same):
+- forecast = spent + for each UTC day left in the period, the median daily spend of the last
+  `forecast_days` complete UTC days (the median of the same weekday once that history holds at least
+  three of each weekday) times the share of that day inside the period; today counts only what the
+  median day still adds to what today already spent. No forecast without 7 days of history.
+- forecast thresholds are judged only once 10 % of the period has passed (at most the first 24 hours):
+  one costly run in the first hours never fires a forecast alert; actual thresholds always fire.
+- a run anomaly: a DAG run (in the scope) costing more than k x the median of its DAG's last N runs,
+  judged with at least 3 earlier runs and a median above zero.
+- a day anomaly: a UTC day's spend above median + m x MAD of the last N days (MAD at least 5 % of the
+  median), judged with at least 7 days of history and a median above zero.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import statistics
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import ROUND_DOWN, Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from airflow_cost_provider.budgets import settled
+from airflow_cost_provider.budgets.model import Budget, Scope, Threshold
+from airflow_cost_provider.budgets.periods import DAY, UTC, utc_midnight, utc_split
+from airflow_cost_provider.ledger.schema import daily_totals, lines, task_run_labels, task_runs
+from airflow_cost_provider.ledger.store import from_nanos
+from airflow_cost_provider.pricing.money import quantize_amount
+
+MIN_HISTORY_DAYS = 7  # fewer complete days of history: no forecast, no day anomaly
+WEEKDAY_HISTORY_DAYS = 21  # three of each weekday: enough for a median per weekday
+FORECAST_AFTER_SHARE = Decimal("0.1")  # forecast thresholds wait for 10 % of the period...
+FORECAST_AFTER_MAX = dt.timedelta(hours=24)  # ...but never more than a day
+MIN_EARLIER_RUNS = 3
+MAD_FLOOR_SHARE = Decimal("0.05")  # a flat history must not alert on a cent above its median
+RECENT_RUNS = dt.timedelta(days=2)  # the scheduled evaluation judges the runs of the last two days
+MAX_RECENT_RUNS = 500
+TRIES_PER_RUN = 10  # first guess of a DAG's tries per run; a DAG with more is read again
+TOP_CONTRIBUTORS = 3
+ANOMALY_KEY_MAX = 100  # the alerts table's threshold column
+
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Anomaly:
+    kind: str  # run | day
+    threshold: Threshold
+    subject: str  # "dag_id/run_id" or the UTC day "YYYY-MM-DD"
+    amount: Decimal  # the run's or day's spend
+    currency: str
+    median: Decimal
+    limit: Decimal  # the spend above which it is an anomaly
+    dag_id: str | None = None
+    run_id: str | None = None
+    day: dt.date | None = None
+
+    @property
+    def key(self) -> str:
+        """The alert's threshold key: anomaly:run:<dag_id>/<run_id> or anomaly:day:<YYYY-MM-DD>."""
+        return _fit(f"anomaly:{self.kind}:{self.subject}", ANOMALY_KEY_MAX)
+
+    def describe(self) -> str:
+        if self.kind == "run":
+            return (
+                f"run {self.subject} cost {money_text(self.amount)} {self.currency}, more than "
+                f"{self.threshold.run_cost_vs_median:f} x the median {money_text(self.median)} of its DAG's "
+                f"last {self.threshold.last_runs} runs"
+            )
+        return (
+            f"UTC day {self.subject} spent {money_text(self.amount)} {self.currency}, above "
+            f"{money_text(self.limit)} (median {money_text(self.median)} + {self.threshold.daily_mad:f} x MAD "
+            f"of the last {self.threshold.last_days} days)"
+        )
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """One thing to alert on: a crossed threshold or an anomaly, with its alert key."""
+
+    key: str
+    kind: str  # actual | forecast | anomaly
+    threshold: Threshold
+    message: str
+    anomaly: Anomaly | None = None
+
+
+@dataclass(frozen=True)
+class BudgetStatus:
+    budget: Budget
+    period_start: dt.datetime  # in the budget's time zone
+    period_end: dt.datetime  # exclusive
+    spent: dict[str, Decimal]  # per currency; the budget's currency always present
+    forecast: Decimal | None  # in the budget's currency; None without enough history
+    percent: Decimal | None  # of the amount spent, rounded down to 0.1
+    crossed: list[Threshold]
+    top_contributors: list[tuple[str, Decimal]]  # DAGs, or tasks when the scope is one DAG
+    anomalies: list[Anomaly]
+    evaluated_at: dt.datetime
+    unpriced: int = 0  # lines in the period without a price: not counted, never zero
+    forecast_judged: bool = False  # whether forecast thresholds could fire now
+    forecast_note: str | None = None  # why there is no forecast, or why it is not judged yet
+    history_days: int = 0
+    weekday_aware: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def spent_amount(self) -> Decimal:
+        return self.spent.get(self.budget.currency, Decimal(0))
+
+    @property
+    def other_currencies(self) -> dict[str, Decimal]:
+        """Spend in currencies other than the budget's: shown, never converted or counted."""
+        return {c: a for c, a in self.spent.items() if c != self.budget.currency and a}
+
+    @property
+    def complete(self) -> bool:
+        return self.period_end <= self.evaluated_at
+
+    @property
+    def triggers(self) -> list[Trigger]:
+        budget = self.budget
+        found = []
+        for threshold in self.crossed:
+            limit = threshold.limit(budget.amount) or Decimal(0)
+            value = self.spent_amount if threshold.kind == "actual" else self.forecast or Decimal(0)
+            verb = "spent" if threshold.kind == "actual" else "forecast"
+            found.append(
+                Trigger(
+                    threshold.key,
+                    threshold.kind,
+                    threshold,
+                    f"{verb} {money_text(value)} {budget.currency} reached {threshold.describe()} "
+                    f"({money_text(limit)} of {money_text(budget.amount)} {budget.currency})",
+                )
+            )
+        for anomaly in self.anomalies:
+            found.append(Trigger(anomaly.key, "anomaly", anomaly.threshold, anomaly.describe(), anomaly))
+        return found
+
+
+def money_text(amount: Decimal) -> str:
+    """1,012.40 or 0.000125: two decimals, more when the amount has them (to the nano-unit)."""
+    amount = quantize_amount(amount)
+    exponent = amount.normalize().as_tuple().exponent
+    decimals = min(9, max(2, -exponent)) if isinstance(exponent, int) else 2
+    return f"{amount:,.{decimals}f}"
+
+
+def _fit(text: str, length: int) -> str:
+    if len(text) <= length:
+        return text
+    import hashlib
+
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return f"{text[: length - 17]}~{digest}"
+
+
+# ---------------------------------------------------------------- scope filters
+
+
+def _uses_labels(scope: Scope) -> bool:
+    return scope.tag is not None or scope.label is not None
+
+
+def _totals_filters(scope: Scope) -> list[sa.ColumnElement]:
+    return [daily_totals.c[key] == value for key, value in scope.items()]
+
+
+def _tries_filters(scope: Scope) -> list[sa.ColumnElement]:
+    """Filters on task_runs (joined to lines for a source scope)."""
+    where: list[sa.ColumnElement] = [
+        task_runs.c[key] == getattr(scope, key)
+        for key in ("dag_id", "task_id", "team", "owner")
+        if getattr(scope, key) is not None
+    ]
+    if scope.source is not None:
+        where.append(lines.c.source == scope.source)
+    for kind, key, value in _label_rows(scope):
+        where.append(
+            sa.exists().where(
+                task_run_labels.c.task_run_id == task_runs.c.id,
+                task_run_labels.c.kind == kind,
+                task_run_labels.c.key == key,
+                task_run_labels.c.value == value,
+            )
+        )
+    return where
+
+
+def _label_rows(scope: Scope) -> list[tuple[str, str, str]]:
+    rows = []
+    if scope.tag is not None:
+        rows.append(("tag", scope.tag, ""))
+    if scope.label is not None:
+        rows.append(("label", *scope.label))
+    return rows
+
+
+_JOINED = lines.join(task_runs, lines.c.task_run_id == task_runs.c.id)
+_UNPRICED_LINE = sa.func.sum(sa.case((lines.c.amount_nanos.is_(None), 1), else_=0))
+
+
+def _as_date(value: Any) -> dt.date:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, str):
+        return dt.date.fromisoformat(value[:10])
+    return value
+
+
+# ---------------------------------------------------------------- spend per day
+
+
+@dataclass
+class _Spend:
+    """What the period and the days before it spent."""
+
+    spent: dict[str, int] = field(default_factory=dict)  # nanos per currency in the period
+    unpriced: int = 0
+    days: dict[dt.date, int] = field(default_factory=dict)  # whole UTC days, budget currency
+    today_in_period: int = 0  # budget currency, today's part inside the period
+
+
+@functools.lru_cache(maxsize=4096)
+def _sums_parts(scope: Scope, day_ranges: int, edges: int, tag: int) -> tuple[sa.Select, ...]:
+    """The selects summing, per currency, `day_ranges` ranges of whole UTC days (per day) and `edges`
+    parts of days (each whole) of `scope`, each row led by `tag` (which request of a batch it
+    answers) and its part (-1: a day, else the edge's index). Parameters b<tag>_d<i>_lo/_hi (dates;
+    moments on the lines path) and b<tag>_e<i>_lo/_hi (moments). Built once per scope and shape:
+    building a statement costs more than SQLite takes to run it."""
+    request = sa.literal_column(str(tag), sa.Integer).label("request")
+    parts = []
+    for index in range(day_ranges):
+        lo, hi = sa.bindparam(f"b{tag}_d{index}_lo"), sa.bindparam(f"b{tag}_d{index}_hi")
+        if _uses_labels(scope):  # tags and labels are not in the daily totals
+            day = sa.func.date(task_runs.c.end_time)  # stored as naive UTC: its date is the UTC day
+            parts.append(
+                sa.select(
+                    request,
+                    sa.literal_column("-1", sa.Integer).label("part"),
+                    sa.cast(day, sa.String).label("day"),  # text, as on the totals path: one union
+                    lines.c.currency,
+                    sa.func.sum(lines.c.amount_nanos).label("nanos"),
+                    _UNPRICED_LINE.label("unpriced"),
+                )
+                .select_from(_JOINED)
+                .where(task_runs.c.end_time >= lo, task_runs.c.end_time < hi, *_tries_filters(scope))
+                .group_by(day, lines.c.currency)
+            )
+        else:
+            parts.append(
+                sa.select(
+                    request,
+                    sa.literal_column("-1", sa.Integer).label("part"),
+                    sa.cast(daily_totals.c.day, sa.String).label("day"),
+                    daily_totals.c.currency,
+                    sa.func.sum(daily_totals.c.amount_nanos).label("nanos"),
+                    sa.func.sum(daily_totals.c.unpriced).label("unpriced"),
+                )
+                .where(daily_totals.c.day >= lo, daily_totals.c.day < hi, *_totals_filters(scope))
+                .group_by(daily_totals.c.day, daily_totals.c.currency)
+            )
+    for index in range(edges):
+        lo, hi = sa.bindparam(f"b{tag}_e{index}_lo"), sa.bindparam(f"b{tag}_e{index}_hi")
+        parts.append(
+            sa.select(
+                request,
+                sa.literal_column(str(index), sa.Integer).label("part"),
+                sa.cast(sa.null(), sa.String).label("day"),
+                lines.c.currency,
+                sa.func.sum(lines.c.amount_nanos).label("nanos"),
+                _UNPRICED_LINE.label("unpriced"),
+            )
+            .select_from(_JOINED)
+            .where(task_runs.c.end_time >= lo, task_runs.c.end_time < hi, *_tries_filters(scope))
+            .group_by(lines.c.currency)
+        )
+    return tuple(parts)
+
+
+@functools.lru_cache(maxsize=4096)
+def _sums_statement(shapes: tuple[tuple[Scope, int, int], ...]) -> sa.Executable:
+    """One statement for a batch of (scope, day ranges, edges) requests: one round trip for all the
+    budgets a task try counts towards. Kept per batch shape, which repeats from try to try."""
+    parts = [part for tag, shape in enumerate(shapes) for part in _sums_parts(*shape, tag)]
+    return sa.union_all(*parts) if len(parts) > 1 else parts[0]
+
+
+SumsRequest = tuple[Scope, list[tuple[dt.date, dt.date]], list[tuple[dt.datetime, dt.datetime, str]]]
+
+
+def _sums_many(conn: Connection, requests: list[SumsRequest]) -> list[settled.Sums]:
+    """For each (scope, ranges of whole UTC days, pieces (start, end, key))): {day ISO or piece key:
+    {currency ('' = unpriced): [nanos, unpriced lines]}}, all in one query."""
+    found: list[settled.Sums] = [{} for _ in requests]
+    asked = [(tag, request) for tag, request in enumerate(requests) if request[1] or request[2]]
+    if not asked:
+        return found
+    params: dict[str, Any] = {}
+    shapes = []
+    for number, (_, (scope, ranges, pieces)) in enumerate(asked):
+        on_lines = _uses_labels(scope)
+        for index, (lo, hi) in enumerate(ranges):
+            params[f"b{number}_d{index}_lo"] = utc_midnight(lo) if on_lines else lo
+            params[f"b{number}_d{index}_hi"] = utc_midnight(hi) if on_lines else hi
+        for index, (lo, hi, _) in enumerate(pieces):
+            params[f"b{number}_e{index}_lo"], params[f"b{number}_e{index}_hi"] = lo, hi
+        shapes.append((scope, len(ranges), len(pieces)))
+    for number, part, day, currency, nanos, unpriced in conn.execute(_sums_statement(tuple(shapes)), params):
+        tag, (_, _, pieces) = asked[number]
+        key = _as_date(day).isoformat() if part == -1 else pieces[part][2]
+        entry = found[tag].setdefault(key, {}).setdefault(currency or "", [0, 0])
+        entry[0] += int(nanos or 0)
+        entry[1] += int(unpriced or 0)
+    return found
+
+
+def _sums(
+    conn: Connection,
+    scope: Scope,
+    ranges: list[tuple[dt.date, dt.date]],
+    pieces: list[tuple[dt.datetime, dt.datetime, str]],
+) -> settled.Sums:
+    return _sums_many(conn, [(scope, ranges, pieces)])[0]
+
+
+HOUR = dt.timedelta(hours=1)
+
+
+def _pieces(
+    lo: dt.datetime, hi: dt.datetime, settled_until: dt.datetime
+) -> list[tuple[str, dt.datetime, dt.datetime]]:
+    """[lo, hi) as pieces to read from the lines, each (key, start, end): settled as a whole ("e:"),
+    else its settled UTC hours ("h:", kept) and the rest ("l:", read every time)."""
+    lo, hi = lo.astimezone(UTC), hi.astimezone(UTC)
+    if hi <= settled_until:
+        return [(_piece_key("e", lo, hi), lo, hi)]
+    pieces = []
+    cut = max(lo, settled_until.replace(minute=0, second=0, microsecond=0))
+    moment = lo
+    while moment < cut:
+        step = min(cut, moment.replace(minute=0, second=0, microsecond=0) + HOUR)
+        pieces.append((_piece_key("h", moment, step), moment, step))
+        moment = step
+    pieces.append((_piece_key("l", cut, hi), cut, hi))
+    return pieces
+
+
+def _piece_key(kind: str, lo: dt.datetime, hi: dt.datetime) -> str:
+    return f"{kind}:{lo.isoformat()}/{hi.isoformat()}"
+
+
+def _merged(sums: settled.Sums, keys: list[str]) -> dict[str, list[int]]:
+    merged: dict[str, list[int]] = {}
+    for key in keys:
+        for currency, (nanos, unpriced) in sums.get(key, {}).items():
+            entry = merged.setdefault(currency, [0, 0])
+            entry[0] += nanos
+            entry[1] += unpriced
+    return merged
+
+
+@dataclass
+class _SpendPlan:
+    """What one budget reads: from the settled-spend cache (read when made) and from the ledger
+    (`live`: whole days and pieces of time, read for all the budgets of a try in one query)."""
+
+    budget: Budget
+    today: dt.date
+    split: Any  # periods.UtcSplit
+    first: dt.date
+    after: dt.date
+    live_days: dict[dt.date, list[str]]  # lines path: the pieces of each day not settled
+    edge_keys: list[list[str]]  # the pieces of each edge of the period
+    live: SumsRequest
+    sums: settled.Sums
+
+
+def _plan(
+    conn: Connection,
+    budget: Budget,
+    start: dt.datetime,
+    end: dt.datetime,
+    today: dt.date,
+    lo: dt.date,
+    now: dt.datetime,
+) -> _SpendPlan:
+    """The period's spend and the whole UTC days from `lo` to today: the settled part from the cache
+    (fetched when it lacks it), the rest (today, mostly) left to read."""
+    scope = budget.scope
+    on_lines = _uses_labels(scope)
+    split = utc_split(start, end)
+    first = min(split.first_day, lo)
+    after = max(split.end_day, today + DAY)
+    until = settled.settled_until(now)
+    horizon = max(first, min(until.date(), after))  # whole UTC days before it are settled
+    kept: dict[str, tuple[dt.datetime, dt.datetime]] = {}
+    live: dict[str, tuple[dt.datetime, dt.datetime]] = {}
+
+    def pieces(piece_lo: dt.datetime, piece_hi: dt.datetime) -> list[str]:
+        keys = []
+        for key, lo_, hi_ in _pieces(piece_lo, piece_hi, until):
+            (live if key.startswith("l:") else kept)[key] = (lo_, hi_)
+            keys.append(key)
+        return keys
+
+    # on the lines path, the days up to today that are not settled are read by the hour
+    live_days = (
+        {
+            day: pieces(utc_midnight(day), utc_midnight(day + DAY))
+            for day in (horizon + DAY * n for n in range((min(after, today + DAY) - horizon).days))
+        }
+        if on_lines
+        else {}
+    )
+    edge_keys = [pieces(edge_start, edge_end) for edge_start, edge_end, _ in split.edges]
+
+    sums: settled.Sums = {}
+    if first < horizon or kept:
+        key = settled.cache_key(conn.engine.url.render_as_string(hide_password=True), f"v1 {scope!r}")
+
+        def fetch(ranges: list[tuple[dt.date, dt.date]], keys: list[str]) -> settled.Sums:
+            return _sums(conn, scope, ranges, [(*kept[k], k) for k in keys])
+
+        sums.update(settled.lookup(key, first, horizon, list(kept), fetch))
+    # whole days read every time: those not settled, or on the lines path those after today (none,
+    # unless clocks disagree)
+    live_from = max(horizon, today + DAY) if on_lines else horizon
+    live_ranges = [(live_from, after)] if live_from < after else []
+    request: SumsRequest = (scope, live_ranges, [(*span, key) for key, span in live.items()])
+    return _SpendPlan(budget, today, split, first, after, live_days, edge_keys, request, sums)
+
+
+def _spend(plan: _SpendPlan, live: settled.Sums) -> _Spend:
+    """The period's spend per currency, and the budget currency's spend of each whole UTC day."""
+    budget, today, split = plan.budget, plan.today, plan.split
+    sums = {**plan.sums, **live}
+    spend = _Spend()
+
+    def add(day: dt.date, by_currency: dict[str, list[int]], in_period: bool) -> None:
+        if not in_period:
+            return
+        for currency, (nanos, unpriced) in by_currency.items():
+            spend.unpriced += unpriced
+            if currency:
+                spend.spent[currency] = spend.spent.get(currency, 0) + nanos
+                if currency == budget.currency and day == today:
+                    spend.today_in_period += nanos
+
+    # the days with spend: those kept or read whole, and on the lines path those read by the hour
+    first, after = plan.first.isoformat(), plan.after.isoformat()
+    days = [
+        (dt.date.fromisoformat(key), value)
+        for key, value in sums.items()
+        if first <= key < after and key[4] == "-" and value  # an ISO date, not a piece of time
+    ]
+    days += [(day, _merged(sums, keys)) for day, keys in plan.live_days.items()]
+    for day, by_currency in days:
+        if day <= today and budget.currency in by_currency:
+            spend.days[day] = by_currency[budget.currency][0]
+        add(day, by_currency, split.first_day <= day < split.end_day)
+    for (_, _, utc_day), keys in zip(split.edges, plan.edge_keys, strict=True):
+        add(utc_day, _merged(sums, keys), True)
+    return spend
+
+
+# ---------------------------------------------------------------- forecast
+
+
+@dataclass(frozen=True)
+class Forecast:
+    amount: Decimal | None
+    history_days: int
+    weekday_aware: bool
+    note: str | None = None
+
+
+def history(days: dict[dt.date, int], before: dt.date, length: int) -> dict[dt.date, Decimal]:
+    """The spend of each whole UTC day in the `length` days before `before`, from the first day with
+    spend in that window on (days before the scope's first cost are not zero spend, they are no
+    history); days without spend after it count as zero."""
+    window = [before - dt.timedelta(days=offset) for offset in range(length, 0, -1)]
+    spending = [day for day in window if days.get(day)]
+    if not spending:
+        return {}
+    return {day: from_nanos(days.get(day, 0)) or Decimal(0) for day in window if day >= spending[0]}
+
+
+def forecast(
+    spent: Decimal,
+    today_spent: Decimal,
+    past: dict[dt.date, Decimal],
+    start: dt.datetime,
+    end: dt.datetime,
+    now: dt.datetime,
+) -> Forecast:
+    """spent + the expected spend of the rest of the period: for each UTC day left, the median daily
+    spend (of the same weekday once the history holds three of each) times the share of that day
+    inside the period; today adds only what its median still exceeds today's spend so far."""
+    # in UTC: a difference of two datetimes of one zone ignores a daylight-saving change between them
+    start, end, now = start.astimezone(UTC), end.astimezone(UTC), now.astimezone(UTC)
+    if end <= now:
+        return Forecast(spent, len(past), False, "the period has ended")
+    if len(past) < MIN_HISTORY_DAYS:
+        return Forecast(
+            None,
+            len(past),
+            False,
+            f"no forecast yet: it needs {MIN_HISTORY_DAYS} days of spend history, the scope has {len(past)}",
+        )
+    weekday_aware = len(past) >= WEEKDAY_HISTORY_DAYS
+    overall = statistics.median(past.values())
+    by_weekday: dict[int, Decimal] = {}
+    if weekday_aware:
+        for weekday in range(7):
+            by_weekday[weekday] = statistics.median(v for d, v in past.items() if d.weekday() == weekday)
+    today = now.astimezone(UTC).date()
+    rest = Decimal(0)
+    day = max(today, start.astimezone(UTC).date())
+    whole = Counter()  # weekday -> whole UTC days left after today, counted rather than walked
+    while utc_midnight(day) < end:
+        inside = min(utc_midnight(day + DAY), end) - max(utc_midnight(day), start)
+        if day != today and inside == DAY:
+            whole[day.weekday()] += 1
+        else:
+            seconds = Decimal(inside.total_seconds())
+            expected = (by_weekday[day.weekday()] if weekday_aware else overall) * seconds / 86400
+            rest += max(Decimal(0), expected - today_spent) if day == today else expected
+        day += DAY
+    for weekday, count in whole.items():
+        rest += (by_weekday[weekday] if weekday_aware else overall) * count
+    return Forecast(quantize_amount(spent + rest), len(past), weekday_aware)
+
+
+def forecast_judged_from(start: dt.datetime, end: dt.datetime) -> dt.datetime:
+    """When forecast thresholds start to count: after 10 % of the period, at most 24 hours in."""
+    start, end = start.astimezone(UTC), end.astimezone(UTC)  # a 23- or 25-hour day stays one
+    wait = min((end - start) * float(FORECAST_AFTER_SHARE), FORECAST_AFTER_MAX)
+    return start + wait
+
+
+# ---------------------------------------------------------------- anomalies
+
+
+def mad(values: Sequence[Decimal]) -> Decimal:
+    """The median absolute deviation from the median."""
+    middle = statistics.median(values)
+    return statistics.median(abs(value - middle) for value in values)
+
+
+def day_anomaly(
+    threshold: Threshold, day: dt.date, days: dict[dt.date, int], currency: str
+) -> Anomaly | None:
+    """The UTC day `day` (possibly still going) against the `last_days` days before it."""
+    past = history(days, day, threshold.last_days or 0)
+    if len(past) < MIN_HISTORY_DAYS:
+        return None
+    middle = statistics.median(past.values())
+    if middle <= 0:
+        return None  # a scope idle on most days: its runs are judged by the run rule
+    spread = max(mad(list(past.values())), middle * MAD_FLOOR_SHARE)
+    limit = middle + (threshold.daily_mad or Decimal(0)) * spread
+    spent = from_nanos(days.get(day, 0)) or Decimal(0)
+    if spent <= limit:
+        return None
+    return Anomaly(
+        "day", threshold, day.isoformat(), spent, currency, middle, quantize_amount(limit), day=day
+    )
+
+
+def run_anomalies(
+    conn: Connection,
+    budget: Budget,
+    threshold: Threshold,
+    targets: Iterable[tuple[str, str]],
+    first: LatestRuns | None = None,
+) -> list[Anomaly]:
+    """Each (dag_id, run_id) in `targets` whose cost (in the budget's currency, within its scope)
+    is above k x the median of its DAG's last N runs before it. `first`: the DAG's latest runs as
+    already read for a one-run target (a batch at a task end)."""
+    wanted: dict[str, set[str]] = {}
+    for dag_id, run_id in targets:
+        wanted.setdefault(dag_id, set()).add(run_id)
+    found = []
+    factor, count = threshold.run_cost_vs_median or Decimal(0), threshold.last_runs or 0
+    for dag_id, run_ids in sorted(wanted.items()):
+        runs = _dag_runs(conn, budget, dag_id, count, run_ids, first)
+        order = [run_id for run_id, _ in runs]
+        costs = dict(runs)
+        for run_id in sorted(run_ids):
+            if run_id not in costs:
+                continue
+            earlier = [costs[r] for r in order[: order.index(run_id)]][-count:]
+            if len(earlier) < MIN_EARLIER_RUNS:
+                continue
+            middle = statistics.median(earlier)
+            cost = costs[run_id]
+            if middle > 0 and cost > factor * middle:
+                found.append(
+                    Anomaly(
+                        "run",
+                        threshold,
+                        f"{dag_id}/{run_id}",
+                        cost,
+                        budget.currency,
+                        middle,
+                        quantize_amount(factor * middle),
+                        dag_id=dag_id,
+                        run_id=run_id,
+                    )
+                )
+    return found
+
+
+def _dag_runs(
+    conn: Connection,
+    budget: Budget,
+    dag_id: str,
+    count: int,
+    targets: set[str],
+    first: LatestRuns | None = None,
+) -> list[tuple[str, Decimal]]:
+    """(run_id, cost) of a DAG's latest runs in the scope, oldest first by their first try's start,
+    enough to hold `count` runs before the earliest target. Reads the DAG's latest tries through the
+    (dag_id, end_time) index, not its whole history."""
+    limit = first_limit(count)
+    for attempt in range(3):
+        if attempt == 0 and first is not None and first.dag_id == dag_id and first.limit >= limit:
+            runs, full, limit = first.runs, first.full, first.limit
+        else:
+            runs, full = _latest_runs(conn, budget, dag_id, limit)
+        order = [run_id for run_id, _, _ in runs]
+        if full and runs:
+            runs = runs[1:]  # the oldest run may have lost tries to the limit
+            order = order[1:]
+        first_target = min((order.index(t) for t in targets if t in order), default=None)
+        if not full or first_target is None or first_target >= count:
+            break
+        # read again, enough for the runs still missing at the tries per run seen so far
+        per_run = limit / max(1, len(runs))
+        limit = max(2 * limit, int(per_run * (count + 2) * 1.25))
+    return [(run_id, cost) for run_id, cost, _ in runs]
+
+
+def first_limit(count: int) -> int:
+    """How many of a DAG's latest tries are read first to find its last `count` runs."""
+    return TRIES_PER_RUN * (count + 2)
+
+
+@dataclass(frozen=True)
+class LatestRuns:
+    dag_id: str
+    limit: int
+    runs: list[tuple[str, Decimal, Any]]  # (run_id, cost, first start), oldest first
+    full: bool  # the limit was reached: the oldest run may miss tries
+
+
+@functools.lru_cache(maxsize=4096)
+def _latest_runs_part(scope: Scope, currency: str, tag: int) -> sa.Select:
+    """The cost per run of a DAG's latest tries in `scope` (parameters b<tag>_dag_id and
+    b<tag>_limit), each row led by `tag`. Built once."""
+    try_filters = [
+        task_runs.c[key] == getattr(scope, key)
+        for key in ("task_id", "team", "owner")
+        if getattr(scope, key) is not None
+    ]
+    try_filters += _tries_filters(Scope(tag=scope.tag, label=scope.label))
+    latest = (
+        sa.select(task_runs.c.id, task_runs.c.run_id, task_runs.c.start_time)
+        .where(task_runs.c.dag_id == sa.bindparam(f"b{tag}_dag_id"), *try_filters)
+        .order_by(task_runs.c.end_time.desc())
+        .limit(sa.bindparam(f"b{tag}_limit", type_=sa.Integer))
+        .subquery(f"latest_{tag}")
+    )
+    on = [lines.c.task_run_id == latest.c.id, lines.c.currency == currency]
+    if scope.source is not None:
+        on.append(lines.c.source == scope.source)
+    return (
+        sa.select(
+            sa.literal_column(str(tag), sa.Integer).label("request"),
+            latest.c.run_id,
+            sa.func.sum(lines.c.amount_nanos).label("nanos"),
+            sa.func.min(latest.c.start_time).label("first_start"),
+            sa.func.count(sa.distinct(latest.c.id)).label("tries"),
+        )
+        .select_from(latest.outerjoin(lines, sa.and_(*on)))
+        .group_by(latest.c.run_id)
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _latest_runs_statement(shapes: tuple[tuple[Scope, str], ...]) -> sa.Executable:
+    parts = [_latest_runs_part(scope, currency, tag) for tag, (scope, currency) in enumerate(shapes)]
+    return sa.union_all(*parts) if len(parts) > 1 else parts[0]
+
+
+def _latest_runs_many(conn: Connection, requests: list[tuple[Budget, str, int]]) -> list[LatestRuns]:
+    """For each (budget, dag_id, limit): the runs of the DAG's latest `limit` tries in the budget's
+    scope, all in one query."""
+    if not requests:
+        return []
+    params: dict[str, Any] = {}
+    for tag, (_, dag_id, limit) in enumerate(requests):
+        params[f"b{tag}_dag_id"], params[f"b{tag}_limit"] = dag_id, limit
+    statement = _latest_runs_statement(tuple((budget.scope, budget.currency) for budget, _, _ in requests))
+    rows: list[list[Any]] = [[] for _ in requests]
+    for row in conn.execute(statement, params):
+        rows[row.request].append(row)
+    found = []
+    for (_, dag_id, limit), mine in zip(requests, rows, strict=True):
+        runs = sorted(
+            (
+                (row.run_id, from_nanos(int(row.nanos or 0)) or Decimal(0), _as_datetime(row.first_start))
+                for row in mine
+                if row.nanos is not None
+            ),
+            key=lambda run: (run[2], run[0]),
+        )
+        found.append(LatestRuns(dag_id, limit, runs, sum(int(row.tries) for row in mine) >= limit))
+    return found
+
+
+def _latest_runs(
+    conn: Connection, budget: Budget, dag_id: str, limit: int
+) -> tuple[list[tuple[str, Decimal, Any]], bool]:
+    """The runs of the DAG's latest `limit` tries in the scope, oldest first, and whether the limit
+    was reached (the oldest run may then miss tries)."""
+    (latest,) = _latest_runs_many(conn, [(budget, dag_id, limit)])
+    return latest.runs, latest.full
+
+
+def _as_datetime(value: Any) -> dt.datetime:
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def recent_runs(
+    conn: Connection, budget: Budget, since: dt.datetime, until: dt.datetime
+) -> list[tuple[str, str]]:
+    """(dag_id, run_id) of the scope's runs with a try that ended in [since, until)."""
+    query = (
+        sa.select(task_runs.c.dag_id, task_runs.c.run_id)
+        .select_from(_JOINED if budget.scope.source is not None else task_runs)
+        .where(task_runs.c.end_time >= since, task_runs.c.end_time < until, *_tries_filters(budget.scope))
+        .group_by(task_runs.c.dag_id, task_runs.c.run_id)
+        .limit(MAX_RECENT_RUNS)
+    )
+    return [(row.dag_id, row.run_id) for row in conn.execute(query)]
+
+
+# ---------------------------------------------------------------- contributors
+
+
+def top_contributors(
+    conn_or_engine: Connection | Engine,
+    budget: Budget,
+    start: dt.datetime,
+    end: dt.datetime,
+    limit: int = TOP_CONTRIBUTORS,
+) -> list[tuple[str, Decimal]]:
+    """The costliest DAGs of the period in the budget's currency, or tasks when the scope is one DAG."""
+    if isinstance(conn_or_engine, Engine):
+        with conn_or_engine.connect() as conn:
+            return top_contributors(conn, budget, start, end, limit)
+    conn = conn_or_engine
+    by_task = budget.scope.dag_id is not None
+    tries_name = task_runs.c.task_id if by_task else task_runs.c.dag_id
+    parts = []
+    if _uses_labels(budget.scope):
+        ranges = [(start, end)]
+    else:
+        split = utc_split(start, end)
+        ranges = [(edge_start, edge_end) for edge_start, edge_end, _ in split.edges]
+        totals_name = daily_totals.c.task_id if by_task else daily_totals.c.dag_id
+        parts.append(
+            sa.select(totals_name.label("name"), sa.func.sum(daily_totals.c.amount_nanos).label("nanos"))
+            .where(
+                daily_totals.c.day >= split.first_day,
+                daily_totals.c.day < split.end_day,
+                daily_totals.c.currency == budget.currency,
+                *_totals_filters(budget.scope),
+            )
+            .group_by(totals_name)
+        )
+    for range_start, range_end in ranges:
+        parts.append(
+            sa.select(tries_name.label("name"), sa.func.sum(lines.c.amount_nanos).label("nanos"))
+            .select_from(_JOINED)
+            .where(
+                task_runs.c.end_time >= range_start,
+                task_runs.c.end_time < range_end,
+                lines.c.currency == budget.currency,
+                *_tries_filters(budget.scope),
+            )
+            .group_by(tries_name)
+        )
+    union = (sa.union_all(*parts) if len(parts) > 1 else parts[0]).subquery()
+    total = sa.func.sum(union.c.nanos)
+    query = (
+        sa.select(union.c.name, total.label("nanos"))
+        .group_by(union.c.name)
+        .having(total > 0)
+        .order_by(total.desc(), union.c.name)
+        .limit(limit)
+    )
+    return [(row.name, from_nanos(int(row.nanos)) or Decimal(0)) for row in conn.execute(query)]
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def evaluate(
+    conn_or_engine: Connection | Engine,
+    budget: Budget,
+    now: dt.datetime | None = None,
+    *,
+    run: tuple[str, str] | None = None,
+    contributors: bool | None = None,
+    bounds: tuple[dt.datetime, dt.datetime] | None = None,
+) -> BudgetStatus:
+    """The budget's status at `now` (default: now) in the period holding it, or in `bounds`.
+
+    run: the (dag_id, run_id) of a task try that just finished in the scope: only that run is judged
+    by the run rule and only today by the day rule (the evaluation at the end of a task). Without it,
+    the runs of the scope of the last two days and yesterday and today are judged (the scheduled
+    evaluation). contributors: read the top contributors (a second query); None reads them only when
+    something is crossed or anomalous."""
+    return _evaluate(conn_or_engine, [(budget, bounds)], now, run, contributors)[0]
+
+
+def evaluate_all(
+    conn_or_engine: Connection | Engine,
+    budgets: Iterable[Budget],
+    now: dt.datetime | None = None,
+    *,
+    run: tuple[str, str] | None = None,
+    contributors: bool | None = None,
+) -> list[BudgetStatus]:
+    """evaluate() of each budget in its current period, in as few round trips as possible: one query
+    for what all of them spent that is not settled yet, one for the run rule at a task end (plus what
+    the settled-spend cache lacks, and the top contributors of those that crossed something)."""
+    return _evaluate(conn_or_engine, [(budget, None) for budget in budgets], now, run, contributors)
+
+
+def _evaluate(
+    conn_or_engine: Connection | Engine,
+    items: list[tuple[Budget, tuple[dt.datetime, dt.datetime] | None]],
+    now: dt.datetime | None,
+    run: tuple[str, str] | None,
+    contributors: bool | None,
+) -> list[BudgetStatus]:
+    if isinstance(conn_or_engine, Engine):
+        with conn_or_engine.connect() as conn:
+            return _evaluate(conn, items, now, run, contributors)
+    conn = conn_or_engine
+    now = now or dt.datetime.now(UTC)
+    if now.tzinfo is None:
+        raise ValueError(f"naive datetime {now!r}: evaluation needs an aware moment")
+    today = now.astimezone(UTC).date()
+    periods, plans = [], []
+    for budget, bounds in items:
+        start, end = bounds or budget.bounds(now)
+        reach = max([budget.forecast_days, *((t.last_days or 0) + 1 for t in _day_rules(budget))])
+        periods.append((start, end))
+        plans.append(_plan(conn, budget, start, end, today, today - dt.timedelta(days=reach), now))
+    lives = _sums_many(conn, [plan.live for plan in plans])
+    latest: dict[int, LatestRuns] = {}
+    if run is not None:  # at a task end: the try's DAG's latest runs, for every run rule at once
+        wanted = [
+            index
+            for index, ((budget, _), (start, end)) in enumerate(zip(items, periods, strict=True))
+            if start <= now < end and _run_rules(budget)
+        ]
+        requests = [
+            (items[index][0], run[0], first_limit(max(t.last_runs or 0 for t in _run_rules(items[index][0]))))
+            for index in wanted
+        ]
+        latest = dict(zip(wanted, _latest_runs_many(conn, requests), strict=True))
+    return [
+        _status(conn, budget, start, end, now, _spend(plan, live), run, latest.get(index), contributors)
+        for index, ((budget, _), (start, end), plan, live) in enumerate(
+            zip(items, periods, plans, lives, strict=True)
+        )
+    ]
+
+
+def _day_rules(budget: Budget) -> list[Threshold]:
+    return [t for t in budget.thresholds if t.daily_mad is not None]
+
+
+def _run_rules(budget: Budget) -> list[Threshold]:
+    return [t for t in budget.thresholds if t.run_cost_vs_median is not None]
+
+
+def _status(
+    conn: Connection,
+    budget: Budget,
+    start: dt.datetime,
+    end: dt.datetime,
+    now: dt.datetime,
+    spend: _Spend,
+    run: tuple[str, str] | None,
+    latest: LatestRuns | None,
+    contributors: bool | None,
+) -> BudgetStatus:
+    today = now.astimezone(UTC).date()
+    spent = {currency: from_nanos(nanos) or Decimal(0) for currency, nanos in sorted(spend.spent.items())}
+    spent.setdefault(budget.currency, Decimal(0))
+    spent_amount = spent[budget.currency]
+    past = history(spend.days, today, budget.forecast_days)
+    outlook = forecast(spent_amount, from_nanos(spend.today_in_period) or Decimal(0), past, start, end, now)
+    opens = forecast_judged_from(start, end)
+    judged = outlook.amount is not None and end > now and now >= opens
+    note = outlook.note
+    if outlook.amount is not None and end > now and not judged:
+        note = (
+            f"forecast thresholds count from {opens.astimezone(start.tzinfo):%Y-%m-%d %H:%M}: 10 % of the "
+            "period, at most its first day"
+        )
+
+    crossed = []
+    for threshold in budget.thresholds:
+        limit = threshold.limit(budget.amount)
+        if limit is None:
+            continue
+        if threshold.kind == "actual" and spent_amount >= limit:
+            crossed.append(threshold)
+        elif threshold.kind == "forecast" and judged and (outlook.amount or 0) >= limit:
+            crossed.append(threshold)
+
+    anomalies: dict[str, Anomaly] = {}
+    if start <= now < end:  # anomalies belong to the running period
+        judged_days = [today] if run is not None else [today - DAY, today]
+        first_day = start.astimezone(UTC).date()
+        for threshold in _day_rules(budget):
+            for day in judged_days:
+                if first_day <= day and (found := day_anomaly(threshold, day, spend.days, budget.currency)):
+                    anomalies.setdefault(found.key, found)
+        if run_rules := _run_rules(budget):
+            targets = (
+                [run] if run is not None else recent_runs(conn, budget, max(start, now - RECENT_RUNS), now)
+            )
+            for threshold in run_rules:
+                for found in run_anomalies(conn, budget, threshold, targets, latest):
+                    anomalies.setdefault(found.key, found)
+
+    if contributors is None:
+        contributors = bool(crossed or anomalies)
+    percent = (spent_amount * 100 / budget.amount).quantize(Decimal("0.1"), rounding=ROUND_DOWN)
+    return BudgetStatus(
+        budget=budget,
+        period_start=start,
+        period_end=end,
+        spent=spent,
+        forecast=outlook.amount,
+        percent=percent,
+        crossed=crossed,
+        top_contributors=top_contributors(conn, budget, start, end) if contributors else [],
+        anomalies=list(anomalies.values()),
+        evaluated_at=now,
+        unpriced=spend.unpriced,
+        forecast_judged=judged,
+        forecast_note=note,
+        history_days=outlook.history_days,
+        weekday_aware=outlook.weekday_aware,
+    )
+
+
+def currencies_seen(conn_or_engine: Connection | Engine) -> set[str]:
+    """Every currency the ledger's daily totals hold (priced lines only)."""
+    if isinstance(conn_or_engine, Engine):
+        with conn_or_engine.connect() as conn:
+            return currencies_seen(conn)
+    query = sa.select(daily_totals.c.currency).where(daily_totals.c.currency != "").distinct()
+    return {row.currency for row in conn_or_engine.execute(query)}
+
+
+def unseen_currency_warnings(conn_or_engine: Connection | Engine, budgets: Iterable[Budget]) -> list[str]:
+    """One warning per budget whose currency the ledger has no cost in while it has costs in others:
+    amounts are never converted, so its spend would stay 0."""
+    seen = currencies_seen(conn_or_engine)
+    if not seen:
+        return []  # an empty ledger: nothing to compare with yet
+    return [
+        f"{budget.origin or repr(budget.name)}: currency: {budget.currency} never appears in the ledger, "
+        f"whose costs are in {', '.join(sorted(seen))}: amounts are never converted, so this budget's "
+        "spend stays 0"
+        for budget in budgets
+        if budget.currency not in seen
+    ]

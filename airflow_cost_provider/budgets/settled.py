@@ -1,0 +1,175 @@
+"""The spend of settled UTC days per scope, kept between evaluations.
+
+A budget's history (the days its forecast and day anomalies read, the earlier days of its period)
+no longer changes once a day is over: task tries are written at their end, so a past day changes
+only when a capture of one of its tries is replaced. Reading those days again at every task end is
+what makes a status slow on a large ledger; kept here, an evaluation reads only today from the ledger.
+
+Kept in memory and in one small JSON file per ledger and scope in a folder of the temp directory
+that only this user can use, so the task processes of a worker share it. A moment counts as settled
+a quarter of an hour after it: a try that ended before it has been written by then. What is kept is
+read again from the ledger: the last three days every hour, all of them every day, so a capture
+replaced soon after its try shows within the hour (later, within the day). A file that cannot be
+read or written only costs the full query.
+
+Where a scope's spend is read from the tries' lines (tag and label scopes, and the parts of UTC days
+a period in another time zone starts or ends in), today's settled hours are kept the same way: an
+evaluation then reads only the last quarter of an hour or so.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import stat
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+# A try is written within finalize_timeout (at most 60 s) of its end: a quarter of an hour later
+# nothing more arrives for that moment.
+SETTLE_AFTER = dt.timedelta(minutes=15)
+# Kept days are read again: the last RECENT_DAYS of them every hour (a capture replaced soon after its
+# try), all of them every day (one replaced long after).
+MAX_AGE_SECONDS = 3600
+FULL_AGE_SECONDS = 86400
+RECENT_DAYS = 3
+# the cache folder; None keeps the cache in memory only
+CACHE_DIR: Path | None = Path(tempfile.gettempdir()) / f"airflow-cost-budgets-{os.getuid()}"
+
+# a day (ISO date) or a piece of time ("e:" or "h:" + start/end) -> currency ('' = unpriced) ->
+# [nanos, unpriced lines]
+Sums = dict[str, dict[str, list[int]]]
+
+# key -> (all read at, recent days read at, first day kept, end day kept, sums)
+_memory: dict[str, tuple[float, float, str, str, Sums]] = {}
+_lock = threading.Lock()
+
+
+def settled_until(now: dt.datetime) -> dt.datetime:
+    """Tries that ended before this moment are all in the ledger."""
+    return now.astimezone(dt.timezone.utc) - SETTLE_AFTER
+
+
+def cache_key(ledger: str, scope: str) -> str:
+    return hashlib.sha256(f"{ledger}\n{scope}".encode()).hexdigest()[:32]
+
+
+def lookup(
+    key: str,
+    first: dt.date,
+    end: dt.date,
+    pieces: list[str],
+    fetch: Callable[[list[tuple[dt.date, dt.date]], list[str]], Sums],
+) -> Sums:
+    """The sums of the settled days [first, end) and of the settled pieces of time `pieces`, fetching
+    from the ledger only what is not kept or too old (`fetch(day ranges, piece keys)`)."""
+    now = _wall_clock()
+    entry = _memory.get(key) or _read(key)
+    if entry is None or now - entry[0] > FULL_AGE_SECONDS:
+        entry = (now, now, first.isoformat(), first.isoformat(), {})
+    full_at, recent_at, have_first, have_end, sums = entry
+    kept_first, kept_end = dt.date.fromisoformat(have_first), dt.date.fromisoformat(have_end)
+    if now - recent_at > MAX_AGE_SECONDS:  # read the recent days and the pieces again
+        kept_end = max(kept_first, kept_end - dt.timedelta(days=RECENT_DAYS))
+        sums = {
+            name: value for name, value in sums.items() if name[4:5] == "-" and name < kept_end.isoformat()
+        }
+        recent_at = now
+    ranges = []
+    if kept_first >= kept_end:  # no day kept
+        ranges.append((first, end))
+        kept_first, kept_end = first, end
+    else:
+        if first < kept_first:
+            ranges.append((first, kept_first))
+            kept_first = first
+        if end > kept_end:
+            ranges.append((kept_end, end))
+            kept_end = end
+    ranges = [(lo, hi) for lo, hi in ranges if lo < hi]
+    missing = [piece for piece in pieces if piece not in sums]
+    if ranges or missing or recent_at != entry[1]:
+        fetched = fetch(ranges, missing) if ranges or missing else {}
+        sums = _pruned({**sums, **fetched}, kept_first, end)
+        for lo, hi in ranges:  # a day without spend is kept as one
+            day = lo
+            while day < hi:
+                sums.setdefault(day.isoformat(), {})
+                day += dt.timedelta(days=1)
+        for piece in missing:
+            sums.setdefault(piece, {})
+        entry = (full_at, recent_at, kept_first.isoformat(), kept_end.isoformat(), sums)
+        _write(key, entry)
+    with _lock:
+        _memory[key] = entry
+    return sums
+
+
+def _pruned(sums: Sums, first: dt.date, settled_end: dt.date) -> Sums:
+    """Without the hours of days now kept whole, and without the pieces from before the days kept."""
+    hours_before = dt.datetime.combine(settled_end, dt.time(0), tzinfo=dt.timezone.utc).isoformat()
+    pieces_before = dt.datetime.combine(first - dt.timedelta(days=1), dt.time(0), tzinfo=dt.timezone.utc)
+    kept = {}
+    for name, value in sums.items():
+        if name.startswith("h:") and name[2:].split("/")[0] < hours_before:
+            continue
+        if name.startswith("e:") and name[2:].split("/")[1] < pieces_before.isoformat():
+            continue
+        kept[name] = value
+    return kept
+
+
+def _wall_clock() -> float:
+    return time.time()
+
+
+def clear() -> None:
+    with _lock:
+        _memory.clear()
+
+
+def _folder() -> Path | None:
+    """The cache folder, made if needed; None when it is not safely ours (another user's, a link)."""
+    if CACHE_DIR is None:
+        return None
+    try:
+        CACHE_DIR.mkdir(mode=0o700, exist_ok=True)
+        info = os.lstat(CACHE_DIR)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        return None
+    return CACHE_DIR
+
+
+def _read(key: str) -> tuple[float, float, str, str, Sums] | None:
+    folder = _folder()
+    if folder is None:
+        return None
+    try:
+        with open(folder / f"{key}.json", encoding="utf-8") as file:
+            full_at, recent_at, first, end, sums = json.load(file)
+        return float(full_at), float(recent_at), str(first), str(end), sums
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _write(key: str, entry: tuple[float, float, str, str, Sums]) -> None:
+    folder = _folder()
+    if folder is None:
+        return
+    try:
+        handle, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            json.dump(list(entry), file, separators=(",", ":"))
+        os.replace(temporary, folder / f"{key}.json")  # readers see the old file or the new one
+    except OSError:
+        try:
+            os.unlink(temporary)
+        except (OSError, UnboundLocalError):
+            pass

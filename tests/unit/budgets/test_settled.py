@@ -1,0 +1,149 @@
+"""The settled-spend cache: what ended more than a quarter of an hour ago is read once and kept (in
+memory and in files other task processes read), the recent days read again every hour and all days
+every day; today is always read live; and evaluating a try's budgets together equals evaluating each."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+from decimal import Decimal
+
+import pytest
+
+from airflow_cost_provider.budgets import evaluate as evaluation
+from airflow_cost_provider.budgets import settled
+from airflow_cost_provider.budgets.evaluate import evaluate, evaluate_all
+from airflow_cost_provider.budgets.model import parse_budgets
+from tests.unit.budgets.conftest import UTC, cost, keep, line
+
+NOW = dt.datetime(2026, 12, 20, 12, tzinfo=UTC)
+DAY = dt.timedelta(days=1)
+
+
+def budget(scope: str = "{}"):
+    (parsed,) = parse_budgets(
+        f"budgets:\n  - {{name: b, scope: {scope}, period: monthly, amount: '1000', currency: USD}}", "b.yaml"
+    )
+    return parsed
+
+
+@pytest.fixture
+def reads(monkeypatch):
+    """How many times the ledger was asked for sums."""
+    counted = {"queries": 0}
+    original = evaluation._sums_many
+
+    def counting(conn, requests):
+        if any(ranges or pieces for _, ranges, pieces in requests):
+            counted["queries"] += 1
+        return original(conn, requests)
+
+    monkeypatch.setattr(evaluation, "_sums_many", counting)
+    return counted
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """The cache's wall clock, moved by hand."""
+    moment = {"now": 1_000_000.0}
+    monkeypatch.setattr(settled, "_wall_clock", lambda: moment["now"])
+    return moment
+
+
+def test_settled_days_are_read_once_and_today_every_time(engine, reads, clock):
+    keep(engine, cost("d", "t", "old", NOW - 5 * DAY, [line("x", "5")]))
+    assert evaluate(engine, budget(), NOW).spent_amount == 5
+    assert reads["queries"] == 2  # the settled days (kept), then today
+    keep(engine, cost("d", "t", "now", NOW - dt.timedelta(minutes=1), [line("x", "1")]))
+    assert evaluate(engine, budget(), NOW).spent_amount == 6  # today: always read
+    assert reads["queries"] == 3
+
+
+def test_a_past_day_changed_later_shows_within_the_hour_or_the_day(engine, clock):
+    keep(engine, cost("d", "t", "recent", NOW - 2 * DAY, [line("x", "5")]))
+    keep(engine, cost("d", "t", "older", NOW - 10 * DAY, [line("x", "7")]))
+    assert evaluate(engine, budget(), NOW).spent_amount == 12
+    # both captures replaced (a new capture of the same tries)
+    keep(engine, cost("d", "t", "recent", NOW - 2 * DAY, [line("x", "50")], capture="again"))
+    keep(engine, cost("d", "t", "older", NOW - 10 * DAY, [line("x", "70")], capture="again"))
+    assert evaluate(engine, budget(), NOW).spent_amount == 12  # kept
+    clock["now"] += settled.MAX_AGE_SECONDS + 1
+    assert evaluate(engine, budget(), NOW).spent_amount == 50 + 7  # the last three days again
+    clock["now"] += settled.FULL_AGE_SECONDS
+    assert evaluate(engine, budget(), NOW).spent_amount == 50 + 70  # every day again
+
+
+def test_a_new_task_process_reads_the_kept_days_from_the_files(engine, reads, tmp_path):
+    keep(engine, cost("d", "t", "old", NOW - 5 * DAY, [line("x", "5")]))
+    evaluate(engine, budget(), NOW)
+    assert list((tmp_path / "settled").glob("*.json"))
+    settled.clear()  # what a new process starts with
+    reads["queries"] = 0
+    assert evaluate(engine, budget(), NOW).spent_amount == 5
+    assert reads["queries"] == 1  # today only
+
+
+def test_a_folder_others_can_write_to_is_not_used(tmp_path, monkeypatch):
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    os.chmod(shared, 0o777)
+    monkeypatch.setattr(settled, "CACHE_DIR", shared)
+    assert settled._folder() is None
+    monkeypatch.setattr(settled, "CACHE_DIR", tmp_path / "mine")
+    assert settled._folder() == tmp_path / "mine"
+    assert (os.stat(tmp_path / "mine").st_mode & 0o777) == 0o700
+
+
+def test_today_by_the_hour_on_the_lines_path(engine, reads, clock):
+    tag = "{tag: t}"
+    keep(engine, cost("d", "t", "morning", NOW - dt.timedelta(hours=5), [line("x", "2")], tags=("t",)))
+    assert evaluate(engine, budget(tag), NOW).spent_amount == 2
+    keep(engine, cost("d", "t", "noon", NOW - dt.timedelta(minutes=2), [line("x", "3")], tags=("t",)))
+    reads["queries"] = 0
+    assert evaluate(engine, budget(tag), NOW).spent_amount == 5
+    assert reads["queries"] == 1  # the settled hours kept: only the last ones read
+
+
+def test_a_period_in_another_zone_keeps_its_settled_edge(engine, clock):
+    berlin = dataclasses.replace(budget("{}"), timezone="Europe/Berlin")
+    keep(engine, cost("d", "t", "edge", dt.datetime(2026, 11, 30, 23, 30, tzinfo=UTC), [line("x", "4")]))
+    keep(engine, cost("d", "t", "before", dt.datetime(2026, 11, 30, 22, 30, tzinfo=UTC), [line("x", "100")]))
+    assert evaluate(engine, berlin, NOW).spent_amount == 4
+    assert evaluate(engine, berlin, NOW).spent_amount == 4  # from the kept edge
+
+
+def test_evaluating_together_equals_evaluating_each(engine):
+    budgets = parse_budgets(
+        """
+budgets:
+  - {name: all, period: monthly, amount: '100', currency: USD, thresholds: [{actual: 1%}, {forecast: 50%}]}
+  - {name: team, scope: {team: a}, period: weekly, timezone: America/New_York, amount: '10', currency: USD,
+     thresholds: [{anomaly: {run_cost_vs_median: 2, last_runs: 3}}, {anomaly: {daily_mad: 2}}]}
+  - {name: tag, scope: {tag: t}, period: daily, timezone: Asia/Kolkata, amount: '5', currency: USD}
+  - {name: dag, scope: {dag_id: d, source: x}, period: quarterly, amount: '500', currency: USD,
+     thresholds: [{anomaly: {run_cost_vs_median: 3}}]}
+""",
+        "b.yaml",
+    )
+    for offset in range(12, 0, -1):
+        end = NOW - offset * DAY
+        keep(
+            engine, cost("d", "t", f"r{offset}", end, [line("x", "1"), line("y", "2")], team="a", tags=("t",))
+        )
+    keep(
+        engine,
+        cost("d", "t", "today", NOW - dt.timedelta(minutes=3), [line("x", "9")], team="a", tags=("t",)),
+    )
+    run = ("d", "today")
+    together = evaluate_all(engine, budgets, NOW, run=run)
+    settled.clear()
+    each = [evaluate(engine, b, NOW, run=run) for b in budgets]
+    assert together == each
+    assert [s.spent_amount for s in together] == [
+        Decimal(12 * 3 + 9),
+        Decimal(6 * 3 + 9),
+        Decimal(9),
+        Decimal(12 + 9),
+    ]
+    assert [a.key for a in together[1].anomalies] == ["anomaly:day:2026-12-20", "anomaly:run:d/today"]
