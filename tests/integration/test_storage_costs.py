@@ -242,6 +242,7 @@ def test_aws_dag_imports_the_latest_data_export_delivery_from_s3(storage_env, aw
     run = storage_env.dags_test(
         "example_storage_aws",
         ledger_url=ledger,
+        logical_date="2026-01-20",  # inside the deliveries above, however many runs came before
         env={
             **fake_aws.airflow_env(aws),
             "AIRFLOW_VAR_COST_AWS_DATA_EXPORT_PATH": f"s3://billing-exports/{root}/",

@@ -80,10 +80,12 @@ class AirflowEnv:
         ledger_url: str | None = None,
         env: dict[str, str] | None = None,
         timeout: float = 300,
+        logical_date: str | None = None,
     ) -> DagRun:
-        """Run the DAG once at a fresh logical date. Events go to a file unless a transport is given."""
+        """Run the DAG once at a fresh logical date (or the one given, for data made for that date).
+        Events go to a file unless a transport is given."""
         run_number = next(_dates)
-        logical_date = (dt.date(2026, 1, 1) + dt.timedelta(days=run_number)).isoformat()
+        logical_date = logical_date or (dt.date(2026, 1, 1) + dt.timedelta(days=run_number)).isoformat()
         events_path = None
         if transport is None:
             events_path = self.home / f"events-{dag_id}-{run_number}.jsonl"

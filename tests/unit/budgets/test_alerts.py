@@ -229,6 +229,15 @@ def test_retry_back_off_doubles_up_to_an_hour():
 # ------------------------------------------------------------------------------------- at task end
 
 
+@pytest.fixture(autouse=True)
+def _no_instrumentation_left():
+    """A task end here instruments the installed providers' hooks: undo it, as a process exit would."""
+    yield
+    from airflow_cost_provider.instrumentation.registry import uninstrument_all
+
+    uninstrument_all()
+
+
 def run_task(ti) -> float:
     """A task try that scans 2 TB with Athena (10 USD), through the cost listener; the seconds its
     end (finalize) took."""
