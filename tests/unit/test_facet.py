@@ -12,8 +12,8 @@ import pytest
 from jsonschema import ValidationError
 from openlineage.client import OpenLineageClient
 from openlineage.client.event_v2 import Job, Run, RunEvent, RunState
-from openlineage.client.generated import base as openlineage_base
 from openlineage.client.facet_v2 import nominal_time_run
+from openlineage.client.generated import base as openlineage_base
 from openlineage.client.serde import Serde
 from openlineage.client.transport.file import FileConfig, FileTransport
 
