@@ -155,70 +155,32 @@ def _status_document(
     statuses: list[BudgetStatus], path: str, shown_url: str, now: dt.datetime, fmt: str
 ) -> Document:
     machine = fmt in ("csv", "json", "yaml")
-    if machine:
-        columns = [
-            "budget",
-            "scope",
-            "period",
-            "period_start",
-            "period_end",
-            "timezone",
-            "week_start",
-            "spent",
-            "forecast",
-            "amount",
-            "currency",
-            "percent",
-            "crossed",
-        ]
-    else:
-        columns = [
-            "budget",
-            "scope",
-            "period",
-            "spent",
-            "forecast",
-            "amount",
-            "currency",
-            "percent",
-            "crossed",
-        ]
+    columns = ["budget", "scope", "period", "spent", "forecast", "amount", "currency", "percent", "crossed"]
+    if machine:  # the period's parts, for programs; a table shows them as one text
+        columns[3:3] = ["period_start", "period_end", "timezone", "week_start"]
     rows = []
     for status in statuses:
         budget = status.budget
         crossed = _crossed_keys(status)
+        row = [
+            budget.name,
+            budget.scope.as_dict() if fmt in ("json", "yaml") else budget.scope.describe(),
+            budget.period if machine else _period_text(status),
+            status.spent_amount,
+            status.forecast,
+            budget.amount,
+            budget.currency,
+            str(status.percent),
+            crossed if fmt in ("json", "yaml") else "; ".join(crossed) if machine else _crossed_text(status),
+        ]
         if machine:
-            rows.append(
-                [
-                    budget.name,
-                    budget.scope.as_dict() if fmt != "csv" else budget.scope.describe(),
-                    budget.period,
-                    status.period_start.isoformat(),
-                    status.period_end.isoformat(),
-                    budget.timezone,
-                    budget.week_start_name,
-                    status.spent_amount,
-                    status.forecast,
-                    budget.amount,
-                    budget.currency,
-                    str(status.percent),
-                    crossed if fmt != "csv" else "; ".join(crossed),
-                ]
-            )
-        else:
-            rows.append(
-                [
-                    budget.name,
-                    budget.scope.describe(),
-                    _period_text(status),
-                    status.spent_amount,
-                    status.forecast,
-                    budget.amount,
-                    budget.currency,
-                    str(status.percent),
-                    _crossed_text(status),
-                ]
-            )
+            row[3:3] = [
+                status.period_start.isoformat(),
+                status.period_end.isoformat(),
+                budget.timezone,
+                budget.week_start_name,
+            ]
+        rows.append(row)
     return Document(
         meta={
             "ledger": shown_url,
