@@ -105,16 +105,16 @@ def _cells(doc: Document, rows: list[list[Any]], grouping: bool) -> list[list[st
 
 
 def _fit(table: list[list[str]], numeric: list[bool], limit: int) -> list[int]:
-    """Column widths that fit `limit`, shrinking the widest text columns first."""
+    """Column widths that fit `limit`: the widest text columns are cut to one common width, the
+    lowest that is needed (never below MIN_SHORTENED), so short ids stay whole."""
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    while sum(widths) + 2 * (len(widths) - 1) > limit:
-        shrinkable = [i for i, w in enumerate(widths) if not numeric[i] and w > MIN_SHORTENED]
-        if not shrinkable:
-            break
-        widest = max(shrinkable, key=lambda i: widths[i])
-        excess = sum(widths) + 2 * (len(widths) - 1) - limit
-        widths[widest] = max(MIN_SHORTENED, widths[widest] - excess)
-    return widths
+    gaps = 2 * (len(widths) - 1)
+    text = [i for i in range(len(widths)) if not numeric[i]]
+    for level in range(max([widths[i] for i in text], default=0), MIN_SHORTENED - 1, -1):
+        cut = [min(w, level) if i in text else w for i, w in enumerate(widths)]
+        if sum(cut) + gaps <= limit:
+            return cut
+    return [min(w, MIN_SHORTENED) if i in text else w for i, w in enumerate(widths)]
 
 
 def _aligned(table: list[list[str]], numeric: list[bool], widths: list[int]) -> list[str]:
