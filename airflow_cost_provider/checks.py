@@ -58,6 +58,21 @@ def configuration_problems(connection_types: Collection[str] | None = None) -> l
     return list(problems)
 
 
+def notifier_problems() -> list[str]:
+    """A problem per notify target of the budgets file whose notifier cannot be imported here (not a
+    path, no such module or class, not a BaseNotifier): its alerts could never be delivered. Imports
+    the notifiers' modules, so Airflow; nothing to say when the file itself does not load."""
+    from airflow_cost_provider.budgets.model import load_budgets
+    from airflow_cost_provider.budgets.notify import unusable_notifiers
+
+    try:
+        path = conf.budgets_path()
+        budgets = load_budgets(path) if path else []
+    except Exception:  # reported by budgets_problem()
+        return []
+    return unusable_notifiers(budgets)
+
+
 def budgets_problem() -> str | None:
     """What is wrong with the budgets file, as one message naming the file, the budget and the field;
     None without a file or with a good one. Reads no ledger."""
@@ -128,6 +143,7 @@ def check_all(ledger_url: str | None = None) -> CheckResult:
     configured one (ledger_conn, else the SQLite file in AIRFLOW_HOME), which may not exist yet.
     """
     problems = configuration_problems(connection_types())
+    problems += [problem for problem in notifier_problems() if problem not in problems]
     notes: list[str] = []
     ledger_problem, ledger_note = _check_ledger(ledger_url)
     if ledger_problem and ledger_problem not in problems:

@@ -20,7 +20,7 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from airflow_cost_provider.version import __version__
@@ -97,6 +97,21 @@ def resolve_notifier(path: str) -> type:
     if not (isinstance(notifier_class, type) and issubclass(notifier_class, BaseNotifier)):
         raise DeliveryError(f"notifier {path!r} is not an Airflow BaseNotifier subclass")
     return notifier_class
+
+
+def unusable_notifiers(budgets: Iterable[Any]) -> list[str]:
+    """A message per notify target whose notifier cannot be resolved here, naming the budget and the
+    target (`notify #N.notifier`): its alerts could never be delivered."""
+    problems = []
+    for budget in budgets:
+        for index, target in enumerate(budget.notify, start=1):
+            if target.kind != "notifier":
+                continue
+            try:
+                resolve_notifier(target.path or "")
+            except DeliveryError as error:
+                problems.append(f"{budget.origin}: notify #{index}.notifier: {error}")
+    return problems
 
 
 def notifier_context(alert: dict[str, Any]) -> dict[str, Any]:

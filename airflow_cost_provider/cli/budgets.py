@@ -133,9 +133,12 @@ def _status(args: argparse.Namespace, path: str, budgets: list[Budget]) -> int:
 
 
 def _period_text(status: BudgetStatus) -> str:
-    from airflow_cost_provider.budgets.periods import show_period
+    """`2026-12 UTC`, `week of 2026-11-29 CET`: short enough for a table row; the exact bounds and the
+    time zone's name are in csv, json and yaml."""
+    from airflow_cost_provider.budgets.periods import period_label
 
-    return f"{show_period(status.period_start, status.period_end)} {status.budget.timezone}"
+    zone = status.period_start.tzname() or status.budget.timezone
+    return f"{period_label(status.budget.period, status.period_start)} {zone}"
 
 
 def _crossed_text(status: BudgetStatus) -> str:
@@ -158,6 +161,9 @@ def _status_document(
     columns = ["budget", "scope", "period", "spent", "forecast", "amount", "currency", "percent", "crossed"]
     if machine:  # the period's parts, for programs; a table shows them as one text
         columns[3:3] = ["period_start", "period_end", "timezone", "week_start"]
+    # a table of budgets in one currency says it once, above it: a column less to fit in 100
+    currencies = {status.budget.currency for status in statuses}
+    one_currency = not machine and len(currencies) == 1
     rows = []
     for status in statuses:
         budget = status.budget
@@ -180,18 +186,28 @@ def _status_document(
                 budget.timezone,
                 budget.week_start_name,
             ]
+        if not machine:  # a table has no room for the scope: each budget's notes start with it
+            del row[columns.index("scope")]
+        if one_currency:
+            del row[columns.index("currency") - (not machine)]
         rows.append(row)
+    if not machine:
+        columns.remove("scope")
+    if one_currency:
+        columns.remove("currency")
     return Document(
         meta={
             "ledger": shown_url,
             "budgets": path,
             "evaluated at": f"{now:%Y-%m-%d %H:%M} UTC",
+            **({"currency": next(iter(currencies))} if one_currency else {}),
         },
         head={"ledger": shown_url, "budgets_file": path, "evaluated_at": now.isoformat()},
         columns=columns,
         rows=rows,
         money={"spent", "forecast", "amount"},
         numeric={"percent"},
+        whole={"period"},
         notes=[] if machine else _status_notes(statuses),
         extra={"details": [_details(status) for status in statuses]} if fmt in ("json", "yaml") else {},
         empty=f"(no budgets in {path})",
@@ -204,7 +220,9 @@ def _status_notes(statuses: list[BudgetStatus]) -> list[str]:
     notes = []
     for status in statuses:
         currency = status.budget.currency
-        lines = []
+        lines = [f"scope: {status.budget.scope.describe()}"]
+        if status.crossed:  # the table's column may be cut
+            lines.append(f"crossed: {', '.join(threshold.key for threshold in status.crossed)}")
         if status.top_contributors and (status.crossed or status.anomalies):
             lines.append(
                 "top contributors: "
@@ -221,10 +239,9 @@ def _status_notes(statuses: list[BudgetStatus]) -> list[str]:
             )
         if status.unpriced:
             lines.append(f"{status.unpriced} unpriced line{'s' if status.unpriced != 1 else ''} not counted")
-        if lines:
-            notes.append(f"{escape(status.budget.name)}:")
-            for line in lines:
-                notes += textwrap.wrap(line, NOTE_WIDTH, initial_indent="  ", subsequent_indent="    ")
+        notes.append(f"{escape(status.budget.name)}:")
+        for line in lines:
+            notes += textwrap.wrap(line, NOTE_WIDTH, initial_indent="  ", subsequent_indent="    ")
     return notes
 
 
@@ -313,11 +330,16 @@ def _list_document(budgets: list[Budget], path: str, fmt: str) -> Document:
 def _check(args: argparse.Namespace, path: str) -> int:
     from airflow_cost_provider.budgets.evaluate import unseen_currency_warnings
     from airflow_cost_provider.budgets.model import BudgetError, load_budgets
+    from airflow_cost_provider.budgets.notify import unusable_notifiers
 
     try:
         budgets = load_budgets(path)
     except BudgetError as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 1
+    if problems := unusable_notifiers(budgets):
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
         return 1
     try:
         engine, shown_url = open_ledger(args.ledger)

@@ -32,6 +32,7 @@ class Document:
     total: list[list[Any]] = field(default_factory=list)  # one row per currency
     money: set[str] = field(default_factory=set)  # Decimal columns
     numeric: set[str] = field(default_factory=set)  # right-aligned columns
+    whole: set[str] = field(default_factory=set)  # text columns a table never cuts (short by design)
     notes: list[str] = field(default_factory=list)  # shown under a table (why unpriced, what is hidden)
     extra: dict[str, Any] = field(default_factory=dict)  # more JSON/YAML keys (e.g. unpriced causes)
     empty: str = "(nothing in this period)"
@@ -104,12 +105,12 @@ def _cells(doc: Document, rows: list[list[Any]], grouping: bool) -> list[list[st
     return out
 
 
-def _fit(table: list[list[str]], numeric: list[bool], limit: int) -> list[int]:
-    """Column widths that fit `limit`: the widest text columns are cut to one common width, the
-    lowest that is needed (never below MIN_SHORTENED), so short ids stay whole."""
+def _fit(table: list[list[str]], cuttable: list[bool], limit: int) -> list[int]:
+    """Column widths that fit `limit`: the widest cuttable (text) columns are cut to one common width,
+    the lowest that is needed (never below MIN_SHORTENED), so short ids stay whole."""
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     gaps = 2 * (len(widths) - 1)
-    text = [i for i in range(len(widths)) if not numeric[i]]
+    text = [i for i in range(len(widths)) if cuttable[i]]
     for level in range(max([widths[i] for i in text], default=0), MIN_SHORTENED - 1, -1):
         cut = [min(w, level) if i in text else w for i, w in enumerate(widths)]
         if sum(cut) + gaps <= limit:
@@ -134,7 +135,8 @@ def render_table(doc: Document, wide: bool = False, plain: bool = False) -> str:
     total = _cells(doc, doc.total, grouping=not plain)
     table = header + body + total
     numeric = [name in doc.numeric or name in doc.money for name in doc.columns]
-    widths = _fit(table, numeric, 10**9 if wide or plain else TABLE_WIDTH)
+    cuttable = [not right and name not in doc.whole for name, right in zip(doc.columns, numeric)]
+    widths = _fit(table, cuttable, 10**9 if wide or plain else TABLE_WIDTH)
     out: list[str] = []
     if not plain:
         out += [f"{key}: {escape(str(value))}" for key, value in doc.meta.items()]

@@ -94,33 +94,24 @@ def test_status_table(setup):
     assert ok() == ok("status")
     shortened = ok().split("\n\n")[1]
     assert "…" in shortened and "secret-token" not in shortened  # long cells shortened in the middle
+    assert max(len(line) for line in shortened.splitlines()) <= 100
+    assert "week of 2026-12-20 CET" in shortened  # the period is never cut
     out = ok("--wide")
     lines = out.splitlines()
     assert lines[0].startswith("ledger: sqlite:///")
-    assert lines[1:3] == [f"budgets: {path}", "evaluated at: 2026-12-20 12:00 UTC"]
-    header = lines[4].split()
-    assert header == [
-        "budget",
-        "scope",
-        "period",
-        "spent",
-        "forecast",
-        "amount",
-        "currency",
-        "percent",
-        "crossed",
-    ]
+    # both budgets are in USD: said once above the table, not in a column
+    assert lines[1:4] == [f"budgets: {path}", "evaluated at: 2026-12-20 12:00 UTC", "currency: USD"]
+    header = lines[5].split()
+    assert header == ["budget", "period", "spent", "forecast", "amount", "percent", "crossed"]
     marketing = next(line for line in lines if line.startswith("marketing-dags"))
     # 19 December days of 30 and the 400 run; forecast: 11 more days of 30 (today already spent more)
     assert marketing.split() == [
         "marketing-dags",
-        "team=marketing",
-        "2026-12-01..12-31",
+        "2026-12",
         "UTC",
         "970.00",
         "1,300.00",
         "1,200.00",
-        "USD",
         "80.8",
         "actual:80%,",
         "forecast:100%,",
@@ -130,21 +121,24 @@ def test_status_table(setup):
     ops = next(line for line in lines if line.startswith("ops-weekly"))
     assert ops.split()[:8] == [
         "ops-weekly",
-        "team=ops,",
-        "source=airflow_worker",
-        "2026-12-20..12-26",
-        "Europe/Berlin",
+        "week",
+        "of",
+        "2026-12-20",
+        "CET",
         "0.00",
         "-",
         "50.00",
     ]
     notes = out.split("\n\n")[-1]
-    assert "marketing-dags:\n  top contributors: daily_sales 970.00" in notes
+    assert (
+        "marketing-dags:\n  scope: team=marketing\n  crossed: actual:80%, forecast:100%\n"
+        "  top contributors: daily_sales 970.00"
+    ) in notes
     assert (
         "  run daily_sales/big cost 400.00 USD, more than 3 x the median 30.00 of its DAG's last 10 runs"
         in notes
     )
-    assert "ops-weekly:\n  no forecast yet: it needs 7 days of spend history, the scope has 1" in notes
+    assert "ops-weekly:\n  scope: team=ops, source=airflow_worker\n  no forecast yet: it needs 7 days of spend history, the scope has 1" in notes
     assert "secret-token" not in out
 
 
@@ -237,6 +231,28 @@ def test_check_validates_and_warns_about_unseen_currencies(setup, tmp_path):
     code, out, err = run("budgets", "check")
     assert (code, out) == (1, "")
     assert err == f"error: {path} budget 'ops-weekly': amount: '-50' must be greater than zero\n"
+
+
+def test_check_names_a_notifier_that_cannot_be_imported(setup):
+    path, _ = setup
+    path.write_text(
+        BUDGETS.replace(
+            "      - webhook: https://hooks.example.com/T0/B0/secret-token\n",
+            "      - webhook: https://hooks.example.com/T0/B0/secret-token\n"
+            "      - notifier: airflow.providers.nowhere.notifications.NoNotifier\n"
+            "      - notifier: airflow_cost_provider.budgets.notify.DeliveryError\n",
+        )
+    )
+    code, out, err = run("budgets", "check")
+    assert (code, out) == (1, "")
+    assert err.splitlines() == [
+        f"error: {path} budget 'marketing-dags': notify #2.notifier: notifier "
+        "'airflow.providers.nowhere.notifications.NoNotifier' cannot be imported: no module named "
+        "'airflow.providers.nowhere'",
+        f"error: {path} budget 'marketing-dags': notify #3.notifier: notifier "
+        "'airflow_cost_provider.budgets.notify.DeliveryError' is not an Airflow BaseNotifier subclass",
+    ]
+    assert "secret-token" not in err
 
 
 def test_bad_input_is_one_line_with_status_2(setup, monkeypatch):

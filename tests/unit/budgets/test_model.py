@@ -437,6 +437,31 @@ def test_check_warns_about_a_currency_the_ledger_never_saw(tmp_path, monkeypatch
     assert f"warning: {path} budget 'yen': currency: JPY never appears" in err.getvalue()
 
 
+def test_check_reports_a_notifier_path_that_does_not_import(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    store.get_engine(url)
+    path = tmp_path / "budgets.yaml"
+    path.write_text(
+        "budgets:\n"
+        "  - name: a\n"
+        "    period: daily\n"
+        "    amount: '1'\n"
+        "    currency: USD\n"
+        "    notify:\n"
+        "      - notifier: airflow.providers.smtp.notifications.smtp.SmtpNotifier\n"
+        "      - notifier: airflow.providers.smtp.notifications.smtp.SmptNotifier\n"
+    )
+    monkeypatch.setenv("AIRFLOW__COST_PROVIDER__BUDGETS_PATH", str(path))
+    monkeypatch.setenv("AIRFLOW__COST_PROVIDER__LEDGER_CONN", url)
+    monkeypatch.setenv("AIRFLOW__OPENLINEAGE__DISABLED", "True")
+    conf.clear_cache()
+    assert checks.check_all().problems == (
+        f"{path} budget 'a': notify #2.notifier: notifier "
+        "'airflow.providers.smtp.notifications.smtp.SmptNotifier' cannot be imported: module "
+        "airflow.providers.smtp.notifications.smtp has no 'SmptNotifier'",
+    )
+
+
 def test_the_option_is_documented_and_validated_with_the_others():
     from airflow_cost_provider.get_provider_info import CONFIG_OPTIONS
 
