@@ -35,7 +35,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from airflow_cost_provider.budgets import settled
+from airflow_cost_provider.budgets import settled, storage
 from airflow_cost_provider.budgets.model import Budget, Scope, Threshold
 from airflow_cost_provider.budgets.periods import DAY, UTC, utc_midnight, utc_split
 from airflow_cost_provider.ledger.schema import daily_totals, lines, task_run_labels, task_runs
@@ -114,6 +114,8 @@ class BudgetStatus:
     anomalies: list[Anomaly]
     evaluated_at: dt.datetime
     unpriced: int = 0  # lines in the period without a price: not counted, never zero
+    storage_spent: Decimal | None = None  # imported storage costs within spent (None: not counted)
+    storage_through: dt.date | None = None  # the last billing day of storage imported for the scope
     forecast_judged: bool = False  # whether forecast thresholds could fire now
     forecast_note: str | None = None  # why there is no forecast, or why it is not judged yet
     history_days: int = 0
@@ -180,7 +182,7 @@ def _uses_labels(scope: Scope) -> bool:
 
 
 def _totals_filters(scope: Scope) -> list[sa.ColumnElement]:
-    return [daily_totals.c[key] == value for key, value in scope.items()]
+    return [daily_totals.c[key] == value for key, value in scope.task_items()]
 
 
 def _tries_filters(scope: Scope) -> list[sa.ColumnElement]:
@@ -405,8 +407,11 @@ def _plan(
     """The period's spend and the whole UTC days from `lo` to today: the settled part from the cache
     (fetched when it lacks it), the rest (today, mostly) left to read."""
     scope = budget.scope
-    on_lines = _uses_labels(scope)
     split = utc_split(start, end)
+    if not scope.counts_tasks:  # a storage scope: no task spend to read
+        nothing: SumsRequest = (scope, [], [])
+        return _SpendPlan(budget, today, split, today, today, {}, [[] for _ in split.edges], nothing, {})
+    on_lines = _uses_labels(scope)
     first = min(split.first_day, lo)
     after = max(split.end_day, today + DAY)
     until = settled.settled_until(now)
@@ -547,6 +552,24 @@ def forecast(
     for weekday, count in whole.items():
         rest += (by_weekday[weekday] if weekday_aware else overall) * count
     return Forecast(quantize_amount(spent + rest), len(past), weekday_aware)
+
+
+def _with_storage(
+    outlook: Forecast, budget: Budget, spent: Decimal, stored: storage.StorageSpend
+) -> Forecast:
+    """The forecast with the storage days not imported yet. A storage scope has only those; an
+    everything scope adds them to its task forecast (none without one)."""
+    if outlook.note == "the period has ended":
+        return outlook
+    if not budget.scope.counts_tasks:
+        if stored.rest is None:
+            return Forecast(None, stored.history_days, False, stored.note)
+        return Forecast(quantize_amount(spent + stored.rest), stored.history_days, False)
+    if outlook.amount is None or stored.rest is None:
+        return outlook
+    return Forecast(
+        quantize_amount(outlook.amount + stored.rest), outlook.history_days, outlook.weekday_aware
+    )
 
 
 def forecast_judged_from(start: dt.datetime, end: dt.datetime) -> dt.datetime:
@@ -776,11 +799,23 @@ def top_contributors(
     end: dt.datetime,
     limit: int = TOP_CONTRIBUTORS,
 ) -> list[tuple[str, Decimal]]:
-    """The costliest DAGs of the period in the budget's currency, or tasks when the scope is one DAG."""
+    """The costliest DAGs of the period in the budget's currency, or tasks when the scope is one DAG;
+    with imported storage costs, the costliest buckets and storage accounts among them."""
     if isinstance(conn_or_engine, Engine):
         with conn_or_engine.connect() as conn:
             return top_contributors(conn, budget, start, end, limit)
     conn = conn_or_engine
+    glob = budget.scope.storage_glob
+    resources = storage.top_resources(conn, glob, start, end, budget.currency, limit) if glob else []
+    if not budget.scope.counts_tasks:
+        return resources
+    found = _top_tasks(conn, budget, start, end, limit) + resources
+    return sorted(found, key=lambda item: (-item[1], item[0]))[:limit]
+
+
+def _top_tasks(
+    conn: Connection, budget: Budget, start: dt.datetime, end: dt.datetime, limit: int
+) -> list[tuple[str, Decimal]]:
     by_task = budget.scope.dag_id is not None
     tries_name = task_runs.c.task_id if by_task else task_runs.c.dag_id
     parts = []
@@ -882,6 +917,12 @@ def _evaluate(
         periods.append((start, end))
         plans.append(_plan(conn, budget, start, end, today, today - dt.timedelta(days=reach), now))
     lives = _sums_many(conn, [plan.live for plan in plans])
+    with_storage = [index for index, (budget, _) in enumerate(items) if budget.scope.storage_glob is not None]
+    storage_requests = [
+        storage.request_for(items[i][0].scope.storage_glob or "*", *periods[i], items[i][0].currency, now)
+        for i in with_storage
+    ]
+    stored = dict(zip(with_storage, storage.storage_spend(conn, storage_requests), strict=True))
     latest: dict[int, LatestRuns] = {}
     if run is not None:  # at a task end: the try's DAG's latest runs, for every run rule at once
         wanted = [
@@ -895,7 +936,18 @@ def _evaluate(
         ]
         latest = dict(zip(wanted, _latest_runs_many(conn, requests), strict=True))
     return [
-        _status(conn, budget, start, end, now, _spend(plan, live), run, latest.get(index), contributors)
+        _status(
+            conn,
+            budget,
+            start,
+            end,
+            now,
+            _spend(plan, live),
+            run,
+            latest.get(index),
+            contributors,
+            stored.get(index),
+        )
         for index, ((budget, _), (start, end), plan, live) in enumerate(
             zip(items, periods, plans, lives, strict=True)
         )
@@ -920,13 +972,19 @@ def _status(
     run: tuple[str, str] | None,
     latest: LatestRuns | None,
     contributors: bool | None,
+    stored: storage.StorageSpend | None = None,
 ) -> BudgetStatus:
     today = now.astimezone(UTC).date()
-    spent = {currency: from_nanos(nanos) or Decimal(0) for currency, nanos in sorted(spend.spent.items())}
+    totals = dict(spend.spent)
+    for currency, nanos in (stored.spent if stored else {}).items():
+        totals[currency] = totals.get(currency, 0) + nanos
+    spent = {currency: from_nanos(nanos) or Decimal(0) for currency, nanos in sorted(totals.items())}
     spent.setdefault(budget.currency, Decimal(0))
     spent_amount = spent[budget.currency]
     past = history(spend.days, today, budget.forecast_days)
     outlook = forecast(spent_amount, from_nanos(spend.today_in_period) or Decimal(0), past, start, end, now)
+    if stored is not None:
+        outlook = _with_storage(outlook, budget, spent_amount, stored)
     opens = forecast_judged_from(start, end)
     judged = outlook.amount is not None and end > now and now >= opens
     note = outlook.note
@@ -974,6 +1032,8 @@ def _status(
         percent=percent,
         crossed=crossed,
         top_contributors=top_contributors(conn, budget, start, end) if contributors else [],
+        storage_spent=from_nanos(stored.spent.get(budget.currency, 0)) if stored else None,
+        storage_through=stored.through if stored else None,
         anomalies=list(anomalies.values()),
         evaluated_at=now,
         unpriced=spend.unpriced,

@@ -28,7 +28,8 @@ ThresholdKind = Literal["actual", "forecast", "anomaly"]
 
 PERIODS: tuple[Period, ...] = ("daily", "weekly", "monthly", "quarterly")
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-SCOPE_KEYS = ("team", "owner", "dag_id", "task_id", "tag", "label", "source")
+SCOPE_KEYS = ("team", "owner", "dag_id", "task_id", "tag", "label", "source", "storage")
+TASK_SCOPE_KEYS = SCOPE_KEYS[:-1]
 ENFORCE_MODES = ("skip", "fail")
 BUDGET_KEYS = (
     "name",
@@ -83,13 +84,28 @@ class Scope:
     tag: str | None = None
     label: tuple[str, str] | None = None  # (key, value) of a cost label
     source: str | None = None
+    # imported storage costs of the buckets or storage accounts whose id matches this glob ("*": all);
+    # never with a task key: a storage cost belongs to no task try
+    storage: str | None = None
 
     @property
     def everything(self) -> bool:
         return all(getattr(self, key) is None for key in SCOPE_KEYS)
 
+    @property
+    def storage_glob(self) -> str | None:
+        """Which imported storage costs count: all of them for everything, else the storage key's."""
+        return "*" if self.everything else self.storage
+
+    @property
+    def counts_tasks(self) -> bool:
+        return self.storage is None
+
     def items(self) -> list[tuple[str, Any]]:
         return [(key, getattr(self, key)) for key in SCOPE_KEYS if getattr(self, key) is not None]
+
+    def task_items(self) -> list[tuple[str, Any]]:
+        return [(key, value) for key, value in self.items() if key in TASK_SCOPE_KEYS]
 
     def describe(self) -> str:
         """`team=marketing, source=bigquery`, `label env=prod`, or `everything`."""
@@ -106,6 +122,8 @@ class Scope:
     def matches(self, task_try: Any, sources: Collection[str] = ()) -> bool:
         """Whether a finished task try counts towards this scope. `sources`: those of its cost lines
         (a source scope counts a try with any line of that source)."""
+        if self.storage is not None:
+            return False
         if self.dag_id is not None and task_try.dag_id != self.dag_id:
             return False
         if self.task_id is not None and task_try.task_id != self.task_id:
@@ -361,15 +379,23 @@ def _budget(raw: Any, defaults: Mapping[str, Any], origin: str) -> Budget:
     period = raw["period"]
     if not isinstance(period, str) or period.strip().lower() not in PERIODS:
         raise _Fail("period", f"{period!r} is not a period: use {', '.join(PERIODS)}")
+    scope = _scope(raw.get("scope"))
+    thresholds = _thresholds(
+        raw["thresholds"] if "thresholds" in raw else None, currency, "thresholds" in raw
+    )
+    if not scope.counts_tasks and any(threshold.kind == "anomaly" for threshold in thresholds):
+        raise _Fail(
+            "thresholds",
+            "an anomaly rule judges DAG runs and days of task spend, which a storage scope has none of: use "
+            "actual and forecast thresholds",
+        )
     return Budget(
         name=name,
-        scope=_scope(raw.get("scope")),
+        scope=scope,
         period=period.strip().lower(),  # type: ignore[arg-type]
         amount=_amount(raw["amount"]),
         currency=currency,
-        thresholds=_thresholds(
-            raw["thresholds"] if "thresholds" in raw else None, currency, "thresholds" in raw
-        ),
+        thresholds=thresholds,
         notify=_notify(raw.get("notify")),
         enforce=_enforce(raw.get("enforce")),
         week_start=_week_start(raw.get("week_start"), defaults["week_start"]),
@@ -438,7 +464,10 @@ def _scope(raw: Any) -> Scope:
     values: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in SCOPE_KEYS:
-            raise _Fail(f"scope.{key}", f"unknown scope key: use {', '.join(SCOPE_KEYS)} (several combine)")
+            raise _Fail(
+                f"scope.{key}",
+                f"unknown scope key: use {', '.join(TASK_SCOPE_KEYS)} (several combine) or storage",
+            )
         if key == "label":
             if not isinstance(value, Mapping) or len(value) != 1:
                 raise _Fail("scope.label", "must be one label as a mapping, like {label: {env: prod}}")
@@ -450,6 +479,12 @@ def _scope(raw: Any) -> Scope:
         else:
             limit = SOURCE_MAX_LENGTH if key == "source" else VALUE_MAX_LENGTH
             values[key] = _text_value(value, f"scope.{key}", limit)
+    if "storage" in values and (others := [key for key in values if key != "storage"]):
+        raise _Fail(
+            "scope.storage",
+            f"cannot be combined with {', '.join(others)}: storage costs belong to buckets and storage "
+            "accounts, not to task tries; give them a budget of their own",
+        )
     return Scope(**values)
 
 

@@ -221,6 +221,13 @@ def _status_notes(statuses: list[BudgetStatus]) -> list[str]:
     for status in statuses:
         currency = status.budget.currency
         lines = [f"scope: {status.budget.scope.describe()}"]
+        if status.storage_spent is not None:
+            through = (
+                f"billing days through {status.storage_through}"
+                if status.storage_through
+                else "none imported"
+            )
+            lines.append(f"storage costs: {money_text(status.storage_spent)} of the spent ({through})")
         if status.crossed:  # the table's column may be cut
             lines.append(f"crossed: {', '.join(threshold.key for threshold in status.crossed)}")
         if status.top_contributors and (status.crossed or status.anomalies):
@@ -276,6 +283,9 @@ def _details(status: BudgetStatus) -> dict[str, Any]:
         "weekday_aware": status.weekday_aware,
         "other_currencies": {currency: plain(amount) for currency, amount in status.other_currencies.items()},
         "unpriced_lines": status.unpriced,
+        # imported storage costs within spent; null when the scope counts none
+        "storage_spent": None if status.storage_spent is None else plain(status.storage_spent),
+        "storage_imported_through": status.storage_through.isoformat() if status.storage_through else None,
     }
 
 

@@ -135,7 +135,7 @@ def render_table(doc: Document, wide: bool = False, plain: bool = False) -> str:
     total = _cells(doc, doc.total, grouping=not plain)
     table = header + body + total
     numeric = [name in doc.numeric or name in doc.money for name in doc.columns]
-    cuttable = [not right and name not in doc.whole for name, right in zip(doc.columns, numeric)]
+    cuttable = [not right and name not in doc.whole for name, right in zip(doc.columns, numeric, strict=True)]
     widths = _fit(table, cuttable, 10**9 if wide or plain else TABLE_WIDTH)
     out: list[str] = []
     if not plain:

@@ -138,7 +138,10 @@ def test_status_table(setup):
         "  run daily_sales/big cost 400.00 USD, more than 3 x the median 30.00 of its DAG's last 10 runs"
         in notes
     )
-    assert "ops-weekly:\n  scope: team=ops, source=airflow_worker\n  no forecast yet: it needs 7 days of spend history, the scope has 1" in notes
+    assert (
+        "ops-weekly:\n  scope: team=ops, source=airflow_worker\n  no forecast yet: it needs 7 days of spend history, the scope has 1"
+        in notes
+    )
     assert "secret-token" not in out
 
 

@@ -95,6 +95,8 @@ def test_the_shipped_example_loads_every_kind_of_key():
     assert by_name["prod-label"].scope == Scope(label=("env", "prod")) and by_name["prod-label"].notify == ()
     assert by_name["prod-label"].thresholds == (Threshold("actual", percent=Decimal(100)),)
     assert by_name["finance-tagged"].scope.describe() == "owner=ana, tag=finance"
+    raw = by_name["raw-buckets"].scope
+    assert raw == Scope(storage="raw-*") and raw.storage_glob == "raw-*" and not raw.counts_tasks
 
 
 def test_the_readme_examples_load():
@@ -177,7 +179,7 @@ def test_scope_values_are_text_and_a_label_is_one_pair():
         (
             {"scope": {"colour": "red"}},
             "budgets.yaml budget 'b': scope.colour: unknown scope key: use team, owner, dag_id, task_id, tag, "
-            "label, source (several combine)",
+            "label, source (several combine) or storage",
         ),
         ({"amount": "-5"}, "budgets.yaml budget 'b': amount: '-5' must be greater than zero"),
         ({"amount": 0}, "budgets.yaml budget 'b': amount: '0' must be greater than zero"),
