@@ -505,6 +505,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=14)
     parser.add_argument("--analyze", action="store_true", help="ANALYZE SQLite too after the fill")
     parser.add_argument("--keep-temp", action="store_true")
+    parser.add_argument("--profile", metavar="FILE", help="write cProfile statistics of the measurement here")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="cost-budget-bench-"))
@@ -533,7 +534,14 @@ def main() -> int:
         started = time.perf_counter()
         budgets = parse_budgets(budgets_yaml(), "benchmark budgets")
         load_ms = (time.perf_counter() - started) * 1000
-        result = measure(engine, budgets, Estate.arriving, args.tries)
+        if args.profile:
+            import cProfile
+
+            with cProfile.Profile() as profile:
+                result = measure(engine, budgets, Estate.arriving, args.tries)
+            profile.dump_stats(args.profile)
+        else:
+            result = measure(engine, budgets, Estate.arriving, args.tries)
         result.update(
             {
                 "ledger": engine.dialect.name,

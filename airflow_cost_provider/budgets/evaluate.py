@@ -239,6 +239,25 @@ class _Spend:
     days: dict[dt.date, int] = field(default_factory=dict)  # whole UTC days, budget currency
     today_in_period: int = 0  # budget currency, today's part inside the period
 
+    def add_day(self, day: dt.date, by_currency: dict[str, list[int]], currency: str, today: dt.date) -> None:
+        """Count one day's (or part of a day's) sums in the period."""
+        for name, (nanos, unpriced) in by_currency.items():
+            self.unpriced += unpriced
+            if name:
+                self.spent[name] = self.spent.get(name, 0) + nanos
+                if name == currency and day == today:
+                    self.today_in_period += nanos
+
+    def add(self, other: _Spend) -> None:
+        for name, nanos in other.spent.items():
+            self.spent[name] = self.spent.get(name, 0) + nanos
+        self.unpriced += other.unpriced
+        self.days.update(other.days)
+        self.today_in_period += other.today_in_period
+
+    def copy(self) -> _Spend:
+        return _Spend(dict(self.spent), self.unpriced, dict(self.days), self.today_in_period)
+
 
 @functools.lru_cache(maxsize=4096)
 def _sums_parts(scope: Scope, day_ranges: int, edges: int, tag: int) -> tuple[sa.Select, ...]:
@@ -369,10 +388,14 @@ def _piece_key(kind: str, lo: dt.datetime, hi: dt.datetime) -> str:
     return f"{kind}:{lo.isoformat()}/{hi.isoformat()}"
 
 
-def _merged(sums: settled.Sums, keys: list[str]) -> dict[str, list[int]]:
+def _merged(sums: settled.Sums, keys: list[str], kept: settled.Sums | None = None) -> dict[str, list[int]]:
+    """The sums of the pieces `keys`, each from `sums`, else from `kept`."""
     merged: dict[str, list[int]] = {}
     for key in keys:
-        for currency, (nanos, unpriced) in sums.get(key, {}).items():
+        found = sums.get(key)
+        if found is None and kept is not None:
+            found = kept.get(key)
+        for currency, (nanos, unpriced) in (found or {}).items():
             entry = merged.setdefault(currency, [0, 0])
             entry[0] += nanos
             entry[1] += unpriced
@@ -444,7 +467,7 @@ def _plan(
         def fetch(ranges: list[tuple[dt.date, dt.date]], keys: list[str]) -> settled.Sums:
             return _sums(conn, scope, ranges, [(*kept[k], k) for k in keys])
 
-        sums.update(settled.lookup(key, first, horizon, list(kept), fetch))
+        sums = settled.lookup(key, first, horizon, list(kept), fetch)  # the kept dict itself: read only
     # whole days read every time: those not settled, or on the lines path those after today (none,
     # unless clocks disagree)
     live_from = max(horizon, today + DAY) if on_lines else horizon
@@ -456,33 +479,65 @@ def _plan(
 def _spend(plan: _SpendPlan, live: settled.Sums) -> _Spend:
     """The period's spend per currency, and the budget currency's spend of each whole UTC day."""
     budget, today, split = plan.budget, plan.today, plan.split
-    sums = {**plan.sums, **live}
-    spend = _Spend()
+    bounds = (
+        plan.first.isoformat(),
+        plan.after.isoformat(),
+        split.first_day,
+        split.end_day,
+        today,
+        budget.currency,
+    )
+    # the whole days kept (the same at every task end of a day) and those read now never overlap
+    spend = _days_spend(plan.sums, *bounds, kept=True).copy()
+    spend.add(_days_spend(live, *bounds))
 
-    def add(day: dt.date, by_currency: dict[str, list[int]], in_period: bool) -> None:
-        if not in_period:
-            return
-        for currency, (nanos, unpriced) in by_currency.items():
-            spend.unpriced += unpriced
-            if currency:
-                spend.spent[currency] = spend.spent.get(currency, 0) + nanos
-                if currency == budget.currency and day == today:
-                    spend.today_in_period += nanos
+    def merged(keys: list[str]) -> dict[str, list[int]]:
+        return _merged(live, keys, plan.sums)
 
-    # the days with spend: those kept or read whole, and on the lines path those read by the hour
-    first, after = plan.first.isoformat(), plan.after.isoformat()
-    days = [
-        (dt.date.fromisoformat(key), value)
-        for key, value in sums.items()
-        if first <= key < after and key[4] == "-" and value  # an ISO date, not a piece of time
-    ]
-    days += [(day, _merged(sums, keys)) for day, keys in plan.live_days.items()]
-    for day, by_currency in days:
+    # on the lines path the days read by the hour; then the edges of a period in another time zone
+    for day, keys in plan.live_days.items():
+        by_currency = merged(keys)
         if day <= today and budget.currency in by_currency:
             spend.days[day] = by_currency[budget.currency][0]
-        add(day, by_currency, split.first_day <= day < split.end_day)
+        if split.first_day <= day < split.end_day:
+            spend.add_day(day, by_currency, budget.currency, today)
     for (_, _, utc_day), keys in zip(split.edges, plan.edge_keys, strict=True):
-        add(utc_day, _merged(sums, keys), True)
+        spend.add_day(utc_day, merged(keys), budget.currency, today)
+    return spend
+
+
+# the kept sums' part of a spend, per (kept sums, bounds): kept sums change at most when fetched anew
+_kept_spend: dict[tuple, tuple[settled.Sums, _Spend]] = {}
+KEPT_SPEND_ENTRIES = 512
+
+
+def _days_spend(
+    sums: settled.Sums,
+    first: str,
+    after: str,
+    period_first: dt.date,
+    period_end: dt.date,
+    today: dt.date,
+    currency: str,
+    kept: bool = False,
+) -> _Spend:
+    """What the whole UTC days among `sums` (ISO keys in [first, after)) add to a spend."""
+    key = (id(sums), first, after, period_first, period_end, today, currency)
+    if kept and (found := _kept_spend.get(key)) is not None and found[0] is sums:
+        return found[1]
+    spend = _Spend()
+    for name, by_currency in sums.items():
+        if not (first <= name < after and name[4] == "-" and by_currency):  # an ISO date, not a piece
+            continue
+        day = dt.date.fromisoformat(name)
+        if day <= today and currency in by_currency:
+            spend.days[day] = by_currency[currency][0]
+        if period_first <= day < period_end:
+            spend.add_day(day, by_currency, currency, today)
+    if kept:
+        if len(_kept_spend) >= KEPT_SPEND_ENTRIES:
+            _kept_spend.clear()
+        _kept_spend[key] = (sums, spend)  # the sums held too: their id is not reused meanwhile
     return spend
 
 
@@ -531,16 +586,14 @@ def forecast(
             f"no forecast yet: it needs {MIN_HISTORY_DAYS} days of spend history, the scope has {len(past)}",
         )
     weekday_aware = len(past) >= WEEKDAY_HISTORY_DAYS
-    overall = statistics.median(past.values())
-    by_weekday: dict[int, Decimal] = {}
-    if weekday_aware:
-        for weekday in range(7):
-            by_weekday[weekday] = statistics.median(v for d, v in past.items() if d.weekday() == weekday)
+    overall, by_weekday = _medians(tuple(past.items()), weekday_aware)
     today = now.astimezone(UTC).date()
     rest = Decimal(0)
-    day = max(today, start.astimezone(UTC).date())
-    whole = Counter()  # weekday -> whole UTC days left after today, counted rather than walked
-    while utc_midnight(day) < end:
+    first = max(today, start.date())
+    last = (end - dt.timedelta(microseconds=1)).date()
+    whole = Counter()  # weekday -> whole UTC days left after today
+    # the first day (today, or a period's partial first day) and the last (maybe partial) exactly...
+    for day in sorted({first, last}):
         inside = min(utc_midnight(day + DAY), end) - max(utc_midnight(day), start)
         if day != today and inside == DAY:
             whole[day.weekday()] += 1
@@ -548,9 +601,15 @@ def forecast(
             seconds = Decimal(inside.total_seconds())
             expected = (by_weekday[day.weekday()] if weekday_aware else overall) * seconds / 86400
             rest += max(Decimal(0), expected - today_spent) if day == today else expected
-        day += DAY
+    # ...and the whole days between them counted per weekday, not walked (a quarter has 90)
+    between = (last - first).days - 1
+    if between > 0:
+        first_weekday = (first + DAY).weekday()
+        for offset in range(7):
+            whole[(first_weekday + offset) % 7] += between // 7 + (offset < between % 7)
     for weekday, count in whole.items():
-        rest += (by_weekday[weekday] if weekday_aware else overall) * count
+        if count:
+            rest += (by_weekday[weekday] if weekday_aware else overall) * count
     return Forecast(quantize_amount(spent + rest), len(past), weekday_aware)
 
 
@@ -570,6 +629,20 @@ def _with_storage(
     return Forecast(
         quantize_amount(outlook.amount + stored.rest), outlook.history_days, outlook.weekday_aware
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def _medians(
+    past: tuple[tuple[dt.date, Decimal], ...], weekday_aware: bool
+) -> tuple[Decimal, dict[int, Decimal]]:
+    """The median day and the median of each weekday of a history. Kept: the history of whole days
+    before today is the same at every task end of a day, only today's spend moves."""
+    overall = statistics.median(value for _, value in past)
+    by_weekday: dict[int, Decimal] = {}
+    if weekday_aware:
+        for weekday in range(7):
+            by_weekday[weekday] = statistics.median(v for d, v in past if d.weekday() == weekday)
+    return overall, by_weekday
 
 
 def forecast_judged_from(start: dt.datetime, end: dt.datetime) -> dt.datetime:

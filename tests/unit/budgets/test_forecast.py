@@ -134,3 +134,38 @@ def test_the_forecast_is_judged_from_the_first_day_on(engine):
     assert later.forecast_judged and later.forecast == 90 + 30 * 1
     assert [t.key for t in later.crossed] == ["forecast:100%"]
     assert later.top_contributors == [("d", Decimal(90))]  # what an alert names: the period's
+
+
+def walked_rest(past, today_spent, start, end, now) -> Decimal:
+    """The rest of the period as its definition says: each UTC day walked, weighted by its share."""
+    import statistics
+
+    start, end, now = (moment.astimezone(UTC) for moment in (start, end, now))
+    aware = len(past) >= 21
+    day, rest = max(now.date(), start.date()), Decimal(0)
+    while dt.datetime.combine(day, dt.time(0), tzinfo=UTC) < end:
+        day_start = dt.datetime.combine(day, dt.time(0), tzinfo=UTC)
+        inside = Decimal((min(day_start + DAY, end) - max(day_start, start)).total_seconds())
+        values = [v for d, v in past.items() if not aware or d.weekday() == day.weekday()]
+        expected = statistics.median(values) * inside / 86400
+        rest += max(Decimal(0), expected - today_spent) if day == now.date() else expected
+        day += DAY
+    return rest
+
+
+def test_counting_whole_days_per_weekday_equals_walking_every_day():
+    weekday_cost = lambda day: Decimal(10 + 7 * day.weekday()) / 3  # noqa: E731  (no round median)
+    for period, zone in [("daily", "UTC"), ("weekly", "Asia/Kolkata"), ("monthly", "America/New_York"),
+                         ("quarterly", "Europe/Berlin"), ("quarterly", "UTC")]:  # fmt: skip
+        for hours in range(0, 24 * 95, 29):
+            now = DEC + dt.timedelta(hours=hours, minutes=17)
+            start, end = period_bounds(period, now, 0, zone)
+            for length in (10, 30):
+                past = days_before(now.astimezone(UTC).date(), length, weekday_cost)
+                outlook = forecast(Decimal(5), Decimal(2), past, start, end, now)
+                expected = walked_rest(past, Decimal(2), start, end, now)
+                assert outlook.amount == (Decimal(5) + expected).quantize(Decimal("1e-9")), (
+                    period,
+                    zone,
+                    now,
+                )
