@@ -15,7 +15,7 @@ together (`evaluate_all()`: one query for what they spent since the settled days
 run-anomaly rule), with the try's run for that rule and the top contributors read only when
 something is crossed. Alert recording and delivery are not part of it. Reports the median, p95 and p99 per try (target: under 5 ms), the
 first evaluation of a worker (nothing kept yet) and of a new task process (settled days kept in
-files), the budgets matched per try, and the median of one budget's evaluate() by scope kind. Writes
+the ledger), the budgets matched per try, and the median of one budget's evaluate() by scope kind. Writes
 benchmarks/results/budget_evaluation.json.
 
     uv run python benchmarks/budget_evaluation.py                       # SQLite in a temp dir
@@ -433,14 +433,14 @@ def measure(engine, budgets, arriving: list[dict], tries: int) -> dict:
     chosen = arriving[:tries]
     cold = {}
     store(engine, result_of(chosen[0]))
-    # a worker's first evaluation: nothing kept yet; then a new process with the kept files
+    # a worker's first evaluation: nothing kept yet; then a new process with the kept rows
     cold["nothing kept (ms)"] = round(evaluate_try(chosen[0])[0] * 1000, 3)
     settled.clear()
-    cold["new process, files kept (ms)"] = round(evaluate_try(chosen[0])[0] * 1000, 3)
+    cold["new process, kept in the ledger (ms)"] = round(evaluate_try(chosen[0])[0] * 1000, 3)
     same, fresh, matched = [], [], []
     for number, item in enumerate(chosen[1:]):
         store(engine, result_of(item))
-        if number % 2:  # every other try as in a new task process: settled days from the files only
+        if number % 2:  # every other try as in a new task process: settled days from the kept rows only
             settled.clear()
             fresh.append(evaluate_try(item)[0] * 1000)
         else:
@@ -514,11 +514,9 @@ def main() -> int:
         del os.environ[key]
     import sqlalchemy as sa
 
-    from airflow_cost_provider.budgets import settled
     from airflow_cost_provider.budgets.model import parse_budgets
     from airflow_cost_provider.ledger.store import get_engine, normalize_url, safe_url
 
-    settled.CACHE_DIR = tmp / "settled"  # the benchmark's own cache files, deleted with it
     url = normalize_url(args.ledger) if args.ledger else f"sqlite:///{tmp / 'ledger.db'}"
     try:
         engine = get_engine(url)
@@ -567,13 +565,13 @@ def main() -> int:
         )
         fresh = result["per_try_new_process_ms"]
         print(
-            f"  the same in a new task process each time (settled days read from the kept files): median "
+            f"  the same in a new task process each time (settled days read from the ledger's kept rows): median "
             f"{fresh['median']} ms, p95 {fresh['p95']} ms, p99 {fresh['p99']} ms"
         )
         first = result["first_evaluation"]
         print(
             f"  a worker's first evaluation: {first['nothing kept (ms)']} ms; a new task process's, with "
-            f"the settled days kept in files: {first['new process, files kept (ms)']} ms"
+            f"the settled days kept in the ledger: {first['new process, kept in the ledger (ms)']} ms"
         )
         for kind, numbers in result["per_budget_ms_by_scope"].items():
             print(f"  one budget, {kind}: median {numbers['median']} ms, p95 {numbers['p95']} ms")

@@ -418,6 +418,10 @@ class _SpendPlan:
     sums: settled.Sums
 
 
+def _settled_key(conn: Connection, scope: Scope) -> str:
+    return settled.cache_key(conn.engine.url.render_as_string(hide_password=True), f"v1 {scope!r}")
+
+
 def _plan(
     conn: Connection,
     budget: Budget,
@@ -462,12 +466,12 @@ def _plan(
 
     sums: settled.Sums = {}
     if first < horizon or kept:
-        key = settled.cache_key(conn.engine.url.render_as_string(hide_password=True), f"v1 {scope!r}")
+        key = _settled_key(conn, scope)
 
         def fetch(ranges: list[tuple[dt.date, dt.date]], keys: list[str]) -> settled.Sums:
             return _sums(conn, scope, ranges, [(*kept[k], k) for k in keys])
 
-        sums = settled.lookup(key, first, horizon, list(kept), fetch)  # the kept dict itself: read only
+        sums = settled.lookup(conn, key, first, horizon, list(kept), fetch)  # the kept dict: read only
     # whole days read every time: those not settled, or on the lines path those after today (none,
     # unless clocks disagree)
     live_from = max(horizon, today + DAY) if on_lines else horizon
@@ -983,6 +987,10 @@ def _evaluate(
     if now.tzinfo is None:
         raise ValueError(f"naive datetime {now!r}: evaluation needs an aware moment")
     today = now.astimezone(UTC).date()
+    # what other processes kept of these scopes, in one query (a new task process has nothing yet)
+    settled.prefetch(
+        conn, [_settled_key(conn, budget.scope) for budget, _ in items if budget.scope.counts_tasks]
+    )
     periods, plans = [], []
     for budget, bounds in items:
         start, end = bounds or budget.bounds(now)

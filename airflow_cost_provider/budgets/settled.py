@@ -5,12 +5,12 @@ no longer changes once a day is over: task tries are written at their end, so a 
 only when a capture of one of its tries is replaced. Reading those days again at every task end is
 what makes a status slow on a large ledger; kept here, an evaluation reads only today from the ledger.
 
-Kept in memory and in one small JSON file per ledger and scope in a folder of the temp directory
-that only this user can use, so the task processes of a worker share it. A moment counts as settled
-a quarter of an hour after it: a try that ended before it has been written by then. What is kept is
-read again from the ledger: the last three days every hour, all of them every day, so a capture
-replaced soon after its try shows within the hour (later, within the day). A file that cannot be
-read or written only costs the full query.
+Kept in memory and in the ledger (cost_budget_settled, one row per scope), so every worker, task
+process and pod shares what any of them read. A moment counts as settled a quarter of an hour after
+it: a try that ended before it has been written by then. What is kept is read again from the ledger:
+the last three days every hour, all of them every day, so a capture replaced soon after its try
+shows within the hour (later, within the day). A row that cannot be read or written only costs the
+full query.
 
 Where a scope's spend is read from the tries' lines (tag and label scopes, and the parts of UTC days
 a period in another time zone starts or ends in), today's settled hours are kept the same way: an
@@ -22,13 +22,17 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
-import stat
-import tempfile
+import logging
 import threading
 import time
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Iterable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from airflow_cost_provider.ledger.schema import budget_settled
+
+log = logging.getLogger(__name__)
 
 # A try is written within finalize_timeout (at most 60 s) of its end: a quarter of an hour later
 # nothing more arrives for that moment.
@@ -38,8 +42,6 @@ SETTLE_AFTER = dt.timedelta(minutes=15)
 MAX_AGE_SECONDS = 3600
 FULL_AGE_SECONDS = 86400
 RECENT_DAYS = 3
-# the cache folder; None keeps the cache in memory only
-CACHE_DIR: Path | None = Path(tempfile.gettempdir()) / f"airflow-cost-budgets-{os.getuid()}"
 
 # a day (ISO date) or a piece of time ("e:" or "h:" + start/end) -> currency ('' = unpriced) ->
 # [nanos, unpriced lines]
@@ -59,7 +61,28 @@ def cache_key(ledger: str, scope: str) -> str:
     return hashlib.sha256(f"{ledger}\n{scope}".encode()).hexdigest()[:32]
 
 
+def prefetch(conn: Connection, keys: Iterable[str]) -> None:
+    """Read the kept rows of the scopes not in memory yet, in one query (a new task process)."""
+    missing = sorted({key for key in keys if key not in _memory})
+    if not missing:
+        return
+    try:
+        rows = conn.execute(
+            sa.select(budget_settled.c.cache_key, budget_settled.c.payload).where(
+                budget_settled.c.cache_key.in_(missing)
+            )
+        ).all()
+    except Exception as error:  # e.g. a ledger not migrated yet: the full query instead
+        log.debug("kept budget spend not read: %s: %s", type(error).__name__, error)
+        return
+    with _lock:
+        for key, payload in rows:
+            if (entry := _parsed(payload)) is not None:
+                _memory.setdefault(key, entry)
+
+
 def lookup(
+    conn: Connection,
     key: str,
     first: dt.date,
     end: dt.date,
@@ -69,7 +92,7 @@ def lookup(
     """The sums of the settled days [first, end) and of the settled pieces of time `pieces`, fetching
     from the ledger only what is not kept or too old (`fetch(day ranges, piece keys)`)."""
     now = _wall_clock()
-    entry = _memory.get(key) or _read(key)
+    entry = _memory.get(key)
     if entry is None or now - entry[0] > FULL_AGE_SECONDS:
         entry = (now, now, first.isoformat(), first.isoformat(), {})
     full_at, recent_at, have_first, have_end, sums = entry
@@ -104,7 +127,7 @@ def lookup(
         for piece in missing:
             sums.setdefault(piece, {})
         entry = (full_at, recent_at, kept_first.isoformat(), kept_end.isoformat(), sums)
-        _write(key, entry)
+        _write(conn, key, entry)
     with _lock:
         _memory[key] = entry
     return sums
@@ -133,43 +156,25 @@ def clear() -> None:
         _memory.clear()
 
 
-def _folder() -> Path | None:
-    """The cache folder, made if needed; None when it is not safely ours (another user's, a link)."""
-    if CACHE_DIR is None:
-        return None
+def _parsed(payload: str) -> tuple[float, float, str, str, Sums] | None:
     try:
-        CACHE_DIR.mkdir(mode=0o700, exist_ok=True)
-        info = os.lstat(CACHE_DIR)
-    except OSError:
-        return None
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
-        return None
-    return CACHE_DIR
-
-
-def _read(key: str) -> tuple[float, float, str, str, Sums] | None:
-    folder = _folder()
-    if folder is None:
-        return None
-    try:
-        with open(folder / f"{key}.json", encoding="utf-8") as file:
-            full_at, recent_at, first, end, sums = json.load(file)
+        full_at, recent_at, first, end, sums = json.loads(payload)
         return float(full_at), float(recent_at), str(first), str(end), sums
-    except (OSError, ValueError, TypeError):
+    except (ValueError, TypeError):
         return None
 
 
-def _write(key: str, entry: tuple[float, float, str, str, Sums]) -> None:
-    folder = _folder()
-    if folder is None:
-        return
+def _write(conn: Connection, key: str, entry: tuple[float, float, str, str, Sums]) -> None:
+    """Keep the entry in the ledger for the other processes, on a connection of its own (the
+    evaluation's stays read-only); a race with another writer or a failure only costs a re-read."""
+    values = {
+        "payload": json.dumps(list(entry), separators=(",", ":")),
+        "updated_at": dt.datetime.now(dt.timezone.utc),
+    }
+    row = budget_settled.c.cache_key == key
     try:
-        handle, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            json.dump(list(entry), file, separators=(",", ":"))
-        os.replace(temporary, folder / f"{key}.json")  # readers see the old file or the new one
-    except OSError:
-        try:
-            os.unlink(temporary)
-        except (OSError, UnboundLocalError):
-            pass
+        with conn.engine.begin() as writer:
+            if writer.execute(sa.update(budget_settled).where(row).values(values)).rowcount == 0:
+                writer.execute(sa.insert(budget_settled).values(cache_key=key, **values))
+    except Exception as error:
+        log.debug("kept budget spend not written: %s: %s", type(error).__name__, error)

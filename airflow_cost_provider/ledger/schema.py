@@ -7,7 +7,7 @@ import datetime as dt
 import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 
-SCHEMA_REVISION = "0004"  # the head migration; checked cheaply before Alembic is ever imported
+SCHEMA_REVISION = "0005"  # the head migration; checked cheaply before Alembic is ever imported
 VERSION_TABLE = "cost_provider_alembic_version"
 NANOS_PER_UNIT = 10**9
 
@@ -288,4 +288,14 @@ budget_alerts = sa.Table(
     sa.Column("sent_at", UTCDateTime),
     sa.UniqueConstraint("budget", "period_start", "threshold", "channel", name="uq_cost_budget_alerts_key"),
     sa.Index("ix_cost_budget_alerts_status", "status"),
+)
+
+# What budgets read of the days that no longer change, kept per ledger scope so that every worker,
+# task process and pod reads a scope's history once a day, not at each task end (budgets/settled.py).
+budget_settled = sa.Table(
+    "cost_budget_settled",
+    metadata,
+    sa.Column("cache_key", sa.String(64), primary_key=True),  # a digest of the scope
+    sa.Column("payload", sa.Text, nullable=False),  # JSON: when read, the days kept and their sums
+    sa.Column("updated_at", UTCDateTime, nullable=False),
 )

@@ -179,15 +179,21 @@ budgets:
 
 def test_the_scheduled_example_dag_alerts_on_a_forecast(airflow_env, tmp_path):
     """example_cost_budgets evaluates every budget: a forecast crossing that no task end sees (the
-    scope's DAG has not run today) alerts from the scheduled run."""
-    from airflow_cost_provider.ledger.store import dispose_engines, get_engine
+    scope's DAG has not run today) alerts from the scheduled run, and so does a budget of imported
+    storage costs, which no task end ever evaluates."""
+    from airflow_cost_provider.billing.importer import CollectedCosts
+    from airflow_cost_provider.ledger.store import dispose_engines, get_engine, write_storage_import
     from tests.support.budget_ledger import add_spend
+    from tests.unit.budgets.test_storage import storage_cost
 
     ledger = f"sqlite:///{tmp_path / 'ledger.db'}"
     engine = get_engine(ledger)
     today = dt.datetime.now(dt.timezone.utc).date()
     for days_ago in range(1, 15):
         add_spend(engine, today - dt.timedelta(days=days_ago), "10.00", dag_id="daily_sales")
+    # the bucket's bill of today (in the period whatever the day), as an import writes it
+    costs = [storage_cost(today, "raw-events", "12.50")]
+    write_storage_import(engine, CollectedCosts("focus", costs, rows_read=1, rows_imported=1))
     dispose_engines()
     with recording_server(status=200) as webhook:
         budgets = tmp_path / "budgets.yaml"
@@ -202,6 +208,12 @@ budgets:
     currency: USD
     thresholds: [{{actual: 100%}}, {{forecast: 100%}}]
     notify: [{{webhook: {webhook.url}/forecasts}}]
+  - name: raw-buckets
+    scope: {{storage: "raw-*"}}
+    period: quarterly
+    amount: "10.00"
+    currency: USD
+    notify: [{{webhook: {webhook.url}/storage}}]
 """
         )
         run = airflow_env.dags_test(
@@ -214,9 +226,13 @@ budgets:
         )
         assert run.process.returncode == 0, run.output[-4000:]
         posted = [body for _, body in webhook.requests]
-    assert [(a["budget"], a["threshold"], a["kind"]) for a in posted] == [
-        ("daily-sales", "forecast:100%", "forecast")
+    assert sorted((a["budget"], a["threshold"], a["kind"]) for a in posted) == [
+        ("daily-sales", "forecast:100%", "forecast"),
+        ("raw-buckets", "actual:100%", "actual"),
     ]
+    posted.sort(key=lambda alert: alert["budget"])
     assert posted[0]["spent"] == "0.00" and Decimal(posted[0]["forecast"]) > Decimal("5.00")
+    assert posted[1]["spent"] == "12.50"
+    assert posted[1]["top_contributors"][0]["name"] == "storage raw-events"
     assert posted[0]["task_try"] is None  # a scheduled evaluation, not a task's end
     assert "budget 'daily-sales' (dag_id=daily_sales): spent 0.00 of 5.00 USD" in run.output

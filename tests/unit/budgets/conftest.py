@@ -60,11 +60,10 @@ def cost(
 
 
 @pytest.fixture(autouse=True)
-def own_settled_cache(tmp_path, monkeypatch):
-    """Each test keeps settled days in its own folder: a test writes past days at will, a ledger does not."""
+def fresh_settled_cache():
+    """Each test starts with nothing kept in memory: a test writes past days at will, a ledger does not."""
     from airflow_cost_provider.budgets import settled
 
-    monkeypatch.setattr(settled, "CACHE_DIR", tmp_path / "settled")
     settled.clear()
     yield
     settled.clear()

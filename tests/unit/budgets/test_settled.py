@@ -1,20 +1,22 @@
 """The settled-spend cache: what ended more than a quarter of an hour ago is read once and kept (in
-memory and in files other task processes read), the recent days read again every hour and all days
+memory and in the ledger, where other task processes and workers read it), the recent days read again every hour and all days
 every day; today is always read live; and evaluating a try's budgets together equals evaluating each."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import os
+import json
 from decimal import Decimal
 
 import pytest
+import sqlalchemy as sa
 
 from airflow_cost_provider.budgets import evaluate as evaluation
 from airflow_cost_provider.budgets import settled
 from airflow_cost_provider.budgets.evaluate import evaluate, evaluate_all
 from airflow_cost_provider.budgets.model import parse_budgets
+from airflow_cost_provider.ledger.schema import budget_settled
 from tests.unit.budgets.conftest import UTC, cost, keep, line
 
 NOW = dt.datetime(2026, 12, 20, 12, tzinfo=UTC)
@@ -74,25 +76,32 @@ def test_a_past_day_changed_later_shows_within_the_hour_or_the_day(engine, clock
     assert evaluate(engine, budget(), NOW).spent_amount == 50 + 70  # every day again
 
 
-def test_a_new_task_process_reads_the_kept_days_from_the_files(engine, reads, tmp_path):
+def test_a_new_task_process_reads_the_kept_days_from_the_ledger(engine, reads):
     keep(engine, cost("d", "t", "old", NOW - 5 * DAY, [line("x", "5")]))
     evaluate(engine, budget(), NOW)
-    assert list((tmp_path / "settled").glob("*.json"))
+    with engine.connect() as conn:
+        (kept,) = conn.execute(sa.select(budget_settled.c.cache_key, budget_settled.c.payload)).all()
+    assert len(kept.cache_key) == 32 and json.loads(kept.payload)[4][str((NOW - 5 * DAY).date())]
     settled.clear()  # what a new process starts with
     reads["queries"] = 0
     assert evaluate(engine, budget(), NOW).spent_amount == 5
     assert reads["queries"] == 1  # today only
 
 
-def test_a_folder_others_can_write_to_is_not_used(tmp_path, monkeypatch):
-    shared = tmp_path / "shared"
-    shared.mkdir(mode=0o777)
-    os.chmod(shared, 0o777)
-    monkeypatch.setattr(settled, "CACHE_DIR", shared)
-    assert settled._folder() is None
-    monkeypatch.setattr(settled, "CACHE_DIR", tmp_path / "mine")
-    assert settled._folder() == tmp_path / "mine"
-    assert (os.stat(tmp_path / "mine").st_mode & 0o777) == 0o700
+def test_processes_share_one_row_per_scope_and_a_broken_row_costs_a_read(engine, reads):
+    keep(engine, cost("d", "t", "old", NOW - 5 * DAY, [line("x", "5")]))
+    evaluate(engine, budget(), NOW)
+    settled.clear()
+    evaluate(engine, budget(), NOW)  # read from the row, written again only when it changes
+    with engine.begin() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(budget_settled)).scalar() == 1
+        conn.execute(sa.update(budget_settled).values(payload="{not json"))
+    settled.clear()
+    reads["queries"] = 0
+    assert evaluate(engine, budget(), NOW).spent_amount == 5
+    assert reads["queries"] == 2  # the settled days again, then today
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(budget_settled.c.payload)).scalar().startswith("[")  # repaired
 
 
 def test_today_by_the_hour_on_the_lines_path(engine, reads, clock):
