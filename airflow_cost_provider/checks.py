@@ -150,7 +150,16 @@ def check_all(ledger_url: str | None = None) -> CheckResult:
         problems.append(ledger_problem)
     notes += [note for note in (ledger_note, openlineage_setup_note()) if note]
     warnings = [] if ledger_problem or ledger_note else budget_currency_warnings(ledger_url)
+    if waiting := _spool_waiting():
+        warnings.append(waiting)
     return CheckResult(tuple(problems), tuple(notes), tuple(warnings))
+
+
+def _spool_waiting() -> str | None:
+    """Captures spooled on this machine while the ledger was unreachable, not in the ledger yet."""
+    from airflow_cost_provider.capture.spool import waiting_message
+
+    return waiting_message()
 
 
 def _check_ledger(explicit: str | None) -> tuple[str | None, str | None]:

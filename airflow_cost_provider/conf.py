@@ -20,6 +20,7 @@ from pathlib import Path
 from airflow_cost_provider.get_provider_info import (
     CONFIG_OPTIONS,
     FINALIZE_TIMEOUT_SECONDS,
+    SPOOL_MAX_MB,
     STORAGE_REIMPORT_DAYS,
     WORKER_RATE_MAX,
 )
@@ -401,6 +402,37 @@ def budgets_path() -> str | None:
     return _raw("budgets_path") or None
 
 
+@functools.cache
+def spool_dir() -> str:
+    value = _raw("spool_dir")
+    if not value:
+        home = os.environ.get("AIRFLOW_HOME") or str(Path("~/airflow").expanduser())
+        return str(Path(home) / "cost_spool")
+    if not os.path.isabs(value):
+        raise ConfigError(
+            f"[{SECTION}] spool_dir = {value!r} is not an absolute path: use e.g. /var/lib/airflow/cost_spool"
+        )
+    if os.path.exists(value) and not os.path.isdir(value):
+        raise ConfigError(f"[{SECTION}] spool_dir = {value!r} is a file, not a folder")
+    return value
+
+
+@functools.cache
+def spool_max_mb() -> int:
+    value = _raw("spool_max_mb")
+    low, high = SPOOL_MAX_MB
+    allowed = f"a whole number of MB from {low} to {high}"
+    try:
+        size = int(value)
+    except ValueError:
+        raise ConfigError(
+            f"[{SECTION}] spool_max_mb = {value!r} is not a whole number: use {allowed}"
+        ) from None
+    if not low <= size <= high:
+        raise ConfigError(f"[{SECTION}] spool_max_mb = {value!r} is out of range: use {allowed}")
+    return size
+
+
 # Every option's getter: `airflow-cost check` validates each (tests hold it to CONFIG_OPTIONS).
 GETTERS: dict[str, Callable[[], object]] = {
     "enabled": enabled,
@@ -421,6 +453,8 @@ GETTERS: dict[str, Callable[[], object]] = {
     "storage_allocation": storage_allocation,
     "team_mapping": team_mapping,
     "budgets_path": budgets_path,
+    "spool_dir": spool_dir,
+    "spool_max_mb": spool_max_mb,
 }
 
 

@@ -17,6 +17,8 @@ WORKER_RATE_MAX = "100000"
 # Providers revise a billing day until its month closes, early in the next month: two months cover it,
 # and each scheduled import reads every one of these days again.
 STORAGE_REIMPORT_DAYS = (0, 62)
+# spool_max_mb: a capture takes a few kB, so 1 MB keeps hundreds; past 100 GB it is a mistake.
+SPOOL_MAX_MB = (1, 100_000)
 
 
 def _option(description: str, type_: str, default: str, example: str | None = None, **extra) -> dict:
@@ -159,6 +161,20 @@ CONFIG_OPTIONS: dict[str, dict] = {
         "string",
         "",
         example="/opt/airflow/config/cost_budgets.yaml",
+    ),
+    "spool_dir": _option(
+        "The folder where a capture that the ledger did not take within finalize_timeout waits, one file "
+        "per capture, until a later task try on the worker or airflow-cost replay writes it. Empty means "
+        "cost_spool in AIRFLOW_HOME.",
+        "string",
+        "",
+        example="/var/lib/airflow/cost_spool",
+    ),
+    "spool_max_mb": _option(
+        f"The most the spool may hold, in MB, from {SPOOL_MAX_MB[0]} to {SPOOL_MAX_MB[1]}. A capture "
+        "that would not fit is dropped with a warning.",
+        "integer",
+        "100",
     ),
 }
 

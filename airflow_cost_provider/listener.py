@@ -5,7 +5,9 @@ Ordering with the OpenLineage listener: by default these hookimpls are `tryfirst
 finalized (and the ledger written) before the OpenLineage listener forks to emit COMPLETE/FAIL, and
 its `get_cost_run_facets` call reuses the result. With `listener_order = last` the OpenLineage child
 finalizes first, measuring this process by pid and writing the ledger itself; this listener's own
-finalize then finds that capture already stored and leaves it, so ledger and facet still agree.
+finalize then finds that capture already stored and leaves it, so ledger and facet still agree. When
+the child could not write it, the capture waits in the spool and this finalize leaves it there: a
+dead ledger costs the try one time budget, not two.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Starting and finalizing the capture of a task try: measure, price, keep the result, write the ledger.
 
 Each step is guarded on its own so one failure loses only its own part: a failed capture step keeps
-the other usage, failed pricing keeps all usage as unpriced, a failed ledger write keeps the facet.
+the other usage, failed pricing keeps all usage as unpriced, a failed ledger write keeps the facet
+and spools the capture, written later by the next try on the worker or `airflow-cost replay`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 from airflow_cost_provider import conf
 from airflow_cost_provider.capture import hook_lineage, worker
 from airflow_cost_provider.capture.identity import task_try_from_ti, try_key
-from airflow_cost_provider.capture.safety import guarded, report_failure, suppress
+from airflow_cost_provider.capture.safety import failures, guarded, report_failure, suppress
 from airflow_cost_provider.capture.session import (
     CaptureSession,
     current_session,
@@ -85,6 +86,7 @@ def start(ti: Any) -> CaptureSession | None:
     mark = _hook_lineage_mark()
     session = open_session(task_try_from_ti(ti), worker.sample(), mark, ti)
     if _resumed_from_deferral(ti):
+        session.resumed_from_deferral = True
         _restore_deferred(session)
     return session
 
@@ -96,17 +98,25 @@ def _resumed_from_deferral(ti: Any) -> bool:
 @guarded("restoring the cost capture after a deferral")
 def _restore_deferred(session: CaptureSession) -> None:
     from airflow_cost_provider.capture import deferral
-    from airflow_cost_provider.ledger.store import get_engine, load_deferred
+    from airflow_cost_provider.ledger.store import get_engine, load_deferred, save_deferred
 
+    spool = _guarded_spool()
+    spooled = _guarded_spooled_deferral(spool, session.task_try) if spool is not None else None
     document = None
 
     def read() -> None:
         nonlocal document
-        document = load_deferred(get_engine(ledger_url(), timeout=conf.finalize_timeout()), session.task_try)
+        engine = get_engine(ledger_url(), timeout=conf.finalize_timeout())
+        if spooled is not None:  # saved on this worker while the ledger was down: newer than the ledger's
+            save_deferred(engine, session.task_try, spooled, unless_final=True)
+            spool.discard(spool.directory / spool.deferred_name(session.task_try))
+        document = load_deferred(engine, session.task_try)
 
     finished, error = ledger_writer.run(read, timeout=conf.finalize_timeout())
     if not finished or error is not None:
-        raise error or TimeoutError(f"not done within finalize_timeout={conf.finalize_timeout()}s")
+        if spooled is None:
+            raise error or TimeoutError(f"not done within finalize_timeout={conf.finalize_timeout()}s")
+        document = spooled  # the ledger is unreachable: what this worker spooled still counts
     if document:
         usages, pending = deferral.restore(document)
         for usage in usages:
@@ -142,10 +152,11 @@ def suspend_if_deferred() -> None:
         save_deferred(get_engine(ledger_url(), timeout=conf.finalize_timeout()), session.task_try, document)
 
     finished, error = ledger_writer.run(write, timeout=conf.finalize_timeout())
-    if not finished:
-        raise TimeoutError(f"not done within finalize_timeout={conf.finalize_timeout()}s")
-    if error is not None:
-        raise error
+    if finished and error is None:
+        return
+    spool = _guarded_spool()
+    path = spool.put_deferred(session.task_try, document) if spool is not None else None
+    _report_unwritten("keeping the cost capture across a deferral", finished, error, path)
 
 
 @functools.cache
@@ -174,6 +185,7 @@ def finalize(ti: Any, state: str) -> CostResult | None:
     if not session.ledger_write_attempted:
         session.ledger_write_attempted = True
         if _store_within(session, deadline):
+            _replay_spool_within(deadline)
             _alert_budgets_within(session, deadline)
     return session.result
 
@@ -258,7 +270,18 @@ def _price(usages: list[Usage]):
 
 def _store_within(session: CaptureSession, deadline: float) -> bool:
     """Write the ledger on the writer thread so a slow or hung database cannot hold the task past the
-    time budget; the database driver's own timeouts end a stuck write soon after. True if written."""
+    time budget; the database driver's own timeouts end a stuck write soon after. True if written.
+
+    A capture not written in time goes to the spool, to be written later: replaying it is harmless
+    even when the late write lands after all (the ledger keeps one row per capture)."""
+    spool = _guarded_spool()
+    forked = session.pid != os.getpid()
+    if spool is not None and not forked and _guarded_contains(spool, session.capture_id):
+        # the OpenLineage child (listener_order = last) tried first and spooled it: one time budget
+        # per try is enough on a ledger that just failed
+        log.info("cost provider: capture %s waits in %s for the ledger", session.capture_id, spool.directory)
+        return False
+    ahead = spool.put(session.result) if spool is not None and forked else None
 
     def write() -> None:
         from airflow_cost_provider.ledger.store import get_engine, store
@@ -266,14 +289,82 @@ def _store_within(session: CaptureSession, deadline: float) -> bool:
         store(get_engine(ledger_url(), timeout=conf.finalize_timeout()), session.result)
 
     finished, error = ledger_writer.run(write, timeout=max(0.0, deadline - time.monotonic()))
-    if not finished:
-        report_failure(
-            "writing the cost ledger",
-            TimeoutError(f"not done within finalize_timeout={conf.finalize_timeout()}s"),
+    if finished and error is None:
+        if ahead is not None:
+            spool.discard(ahead)
+        if session.resumed_from_deferral and spool is not None:
+            spool.discard(spool.directory / spool.deferred_name(session.task_try))
+        return True
+    path = ahead or (spool.put(session.result) if spool is not None else None)
+    _report_unwritten("writing the cost ledger", finished, error, path)
+    if path is not None and session.resumed_from_deferral:
+        spool.discard(spool.directory / spool.deferred_name(session.task_try))
+    return False
+
+
+def _report_unwritten(step: str, finished: bool, error: BaseException | None, path: Any) -> None:
+    """Say what is missing from the ledger and where it waits, so the logs tell what a replay adds."""
+    failures[step] += 1
+    why = (
+        f"not done within finalize_timeout={conf.finalize_timeout()}s (it may still land)"
+        if not finished
+        else f"failed: {type(error).__name__}: {' '.join(str(error).split())}"
+    )
+    where = f"spooled to {path}, written later" if path is not None else "not spooled, lost"
+    log.warning("cost provider: %s %s; %s (no impact on the task)", step, why, where)
+
+
+# A few per try, so a worker drains a backlog over its next tries without holding any of them long.
+REPLAY_PER_TRY = 3
+
+
+@guarded("writing spooled captures")
+def _replay_spool_within(deadline: float) -> None:
+    """After a ledger write succeeded: write the oldest spooled captures of this worker, within what
+    is left of the time budget. Another process replaying the spool now keeps it."""
+    spool = _guarded_spool()
+    if spool is None or not spool.count():
+        return
+    from airflow_cost_provider.capture.spool import write_to
+    from airflow_cost_provider.ledger.store import get_engine
+
+    def write(item, left):
+        def work() -> None:
+            write_to(get_engine(ledger_url(), timeout=conf.finalize_timeout()), item)
+
+        return ledger_writer.run(work, timeout=max(0.0, left))
+
+    outcome = spool.replay(
+        write,
+        limit=REPLAY_PER_TRY,
+        deadline=lambda: deadline - time.monotonic(),
+        stop_on_failure=True,
+    )
+    if outcome.written or outcome.failed:
+        log.info(
+            "cost provider: wrote %d spooled capture(s) to the ledger, %d remain in %s%s",
+            outcome.written,
+            outcome.remaining,
+            spool.directory,
+            "".join(f"; {name} not written: {why}" for name, why in outcome.failed),
         )
-    elif error is not None:
-        report_failure("writing the cost ledger", error)
-    return finished and error is None
+
+
+@guarded("opening the cost spool")
+def _guarded_spool():
+    from airflow_cost_provider.capture.spool import configured_spool
+
+    return configured_spool()
+
+
+@guarded("reading the cost spool", default=False)
+def _guarded_contains(spool, capture_id: str) -> bool:
+    return spool.contains(capture_id)
+
+
+@guarded("reading the cost spool")
+def _guarded_spooled_deferral(spool, task_try) -> dict | None:
+    return spool.load_deferred(task_try)
 
 
 budget_worker = BackgroundWriter("cost-budget-alerts")

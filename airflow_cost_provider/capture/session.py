@@ -39,6 +39,8 @@ class CaptureSession:
     # set by the first process that tried to write this capture, even if it failed: a forked child
     # must not spend a second time budget on a database that just refused or timed out
     ledger_write_attempted: bool = False
+    # resumed after a deferral: a snapshot this worker spooled for the try goes once the try is kept
+    resumed_from_deferral: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def record(self, usage: Usage) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import sys
 import textwrap
 
 from airflow_cost_provider.cli import CliError, Parser
@@ -182,6 +183,7 @@ def task_report(args: argparse.Namespace) -> int:
     keys = _keys(args.by, queries.GROUPINGS)
     since, until = period(args)
     engine, shown_url = open_ledger(args.ledger)
+    _warn_of_spooled_captures()
     result = queries.cost_report(
         engine, args.by, since, until, dags=args.dag, tasks=args.task, sources=args.source, top=args.top
     )
@@ -258,6 +260,14 @@ def task_report(args: argparse.Namespace) -> int:
     )
     emit(doc, args, hint)
     return 0
+
+
+def _warn_of_spooled_captures() -> None:
+    """Captures spooled on this machine are missing from the report until replayed."""
+    from airflow_cost_provider.capture.spool import waiting_message
+
+    if warning := waiting_message():
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def _range(data_range) -> dict | None:

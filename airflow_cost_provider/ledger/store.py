@@ -226,23 +226,101 @@ def _is_unreachable(err: Exception) -> bool:
     return "no such table" not in text and "does not exist" not in text and "doesn't exist" not in text
 
 
+# Every worker migrating a ledger takes this database lock first, so only one runs the migrations.
+MIGRATION_LOCK_KEY = 7_341_105_062_281_633_136  # pg_advisory_lock's 64-bit key, fixed for the ledger
+MIGRATION_LOCK_NAME = "airflow_cost_ledger_migration"  # MySQL/MariaDB GET_LOCK's name
+
+
 def ensure_schema(engine: Engine) -> None:
-    """Bring the ledger to the head revision. A cheap check first: Alembic loads only to migrate."""
-    if schema_revision(engine) == SCHEMA_REVISION:
+    """Bring the ledger to the head revision. A cheap check first: Alembic loads only to migrate.
+
+    A ledger at a newer revision (workers of mixed versions during an upgrade) is left as it is:
+    migrations only add, so this package's tables are still there to write."""
+    revision = schema_revision(engine)
+    if revision == SCHEMA_REVISION:
         return
+    if revision is not None and revision > SCHEMA_REVISION:
+        _check_newer_schema(engine, revision)
+        return
+    try:
+        _migrate_locked(engine)
+    except (OperationalError, ProgrammingError, IntegrityError) as error:
+        # a database without these locks, or a lock wait cut by a timeout: fine if now at head
+        if schema_revision(engine) != SCHEMA_REVISION:
+            raise
+        log.warning("ledger migration failed but the ledger is at the head revision now: %s", error.orig)
+
+
+def _migrate_locked(engine: Engine) -> None:
+    """Run the migrations while holding a database lock, re-reading the revision once it is held:
+    another worker may have migrated while this one waited."""
     from alembic import command
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
-    try:
-        with engine.begin() as conn:
-            config.attributes["connection"] = conn
-            command.upgrade(config, "head")
-    except (OperationalError, ProgrammingError, IntegrityError):
-        # another worker may have migrated at the same moment; fine if the ledger is now at head
-        if schema_revision(engine) != SCHEMA_REVISION:
-            raise
+    dialect = engine.dialect.name
+    with engine.connect() as conn:
+        if dialect == "postgresql":  # session-level: held across the transaction below
+            conn.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            conn.commit()
+        elif dialect in ("mysql", "mariadb"):
+            got = conn.execute(
+                sa.text("SELECT GET_LOCK(:name, :wait)"),
+                {"name": MIGRATION_LOCK_NAME, "wait": CONNECT_TIMEOUT_SECONDS},
+            ).scalar()
+            conn.commit()
+            if got != 1:
+                raise LedgerError(f"ledger {safe_url(engine.url)}: another worker's migration held the lock")
+        try:
+            with conn.begin():
+                if dialect == "sqlite":
+                    # the write lock now, and DDL inside the transaction: a migration that stops half
+                    # way leaves nothing behind
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                revision = _revision_on(conn)
+                if revision is not None and revision >= SCHEMA_REVISION:
+                    return
+                config.attributes["connection"] = conn
+                command.upgrade(config, "head")
+        finally:
+            if conn.in_transaction():
+                conn.rollback()
+            if dialect == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
+                conn.commit()
+            elif dialect in ("mysql", "mariadb"):
+                conn.execute(sa.text("SELECT RELEASE_LOCK(:name)"), {"name": MIGRATION_LOCK_NAME})
+                conn.commit()
+
+
+def _revision_on(conn) -> str | None:
+    if not sa.inspect(conn).has_table(VERSION_TABLE):
+        return None
+    return conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
+
+
+_newer_schema_noted: set[str] = set()
+
+
+def _check_newer_schema(engine: Engine, revision: str) -> None:
+    """An older package on a newer ledger writes on while the tables it writes exist."""
+    from airflow_cost_provider.ledger.schema import metadata
+
+    missing = sorted(set(metadata.tables) - set(sa.inspect(engine).get_table_names()))
+    if missing:
+        raise LedgerError(
+            f"ledger {safe_url(engine.url)} is at schema {revision}, newer than this airflow-cost-provider "
+            f"knows ({SCHEMA_REVISION}), and has no {', '.join(missing)}: upgrade airflow-cost-provider"
+        )
+    if revision not in _newer_schema_noted:
+        _newer_schema_noted.add(revision)
+        log.info(
+            "ledger %s is at schema %s, newer than this package's %s: writing on; upgrade the package",
+            safe_url(engine.url),
+            revision,
+            SCHEMA_REVISION,
+        )
 
 
 def to_nanos(amount: Decimal) -> int:
@@ -323,15 +401,20 @@ def _try_values(task_try) -> dict[str, Any]:
     return {name: getattr(task_try, name) for name in _TRY_COLUMNS}
 
 
-def save_deferred(engine: Engine, task_try, capture: dict[str, Any]) -> None:
-    """Keep what a deferring task try used so far; replaces an earlier deferral's snapshot."""
+def save_deferred(engine: Engine, task_try, capture: dict[str, Any], unless_final: bool = False) -> bool:
+    """Keep what a deferring task try used so far; replaces an earlier deferral's snapshot. With
+    `unless_final` (a snapshot replayed late), nothing is written once the try's final capture is in:
+    that capture holds the snapshot's usage already. True when written."""
     values = _try_values(task_try)
     with engine.begin() as conn:
+        if unless_final and conn.execute(_FIND_TRY, values).first() is not None:
+            return False
         conn.execute(_DELETE_DEFERRED, values)
         conn.execute(
             sa.insert(deferred_captures),
             {**values, "capture": capture, "deferred_at": dt.datetime.now(dt.timezone.utc)},
         )
+    return True
 
 
 def load_deferred(engine: Engine, task_try) -> dict[str, Any] | None:

@@ -43,20 +43,29 @@ class PostgresServer:
             os.chmod(self.root, 0o755)
 
     def _run(self, *args: str) -> None:
-        command = [str(self.bindir / args[0]), *args[1:]]
-        if self._as_postgres:
-            command = ["runuser", "-u", "postgres", "--", *command]
-        subprocess.run(command, check=True, capture_output=True, text=True, cwd=self.root)
+        subprocess.run(self._command(*args), check=True, capture_output=True, text=True, cwd=self.root)
 
     def start(self) -> PostgresServer:
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        subprocess.run(self.start_command(), check=True, capture_output=True, text=True, cwd=self.root)
+        return self
+
+    def _command(self, *args: str) -> list[str]:
+        command = [str(self.bindir / args[0]), *args[1:]]
+        return ["runuser", "-u", "postgres", "--", *command] if self._as_postgres else command
+
+    def start_command(self) -> list[str]:
+        """The command that starts the server (again, after stop_command), as a list."""
         options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root}"
         if self.log_statements:
             options += " -c log_statement=all"
-        self._run(
+        return self._command(
             "pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "server.log"), "-w", "start"
         )
-        return self
+
+    def stop_command(self) -> list[str]:
+        """The command that stops the server and keeps its data, as a list."""
+        return self._command("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
 
     @property
     def log_file(self) -> Path:

@@ -11,6 +11,7 @@ from airflow_cost_provider.ledger import store
 def fresh_provider_state(monkeypatch, tmp_path):
     """Each test gets its own ledger file, empty caches and no leftover sessions."""
     monkeypatch.setenv("AIRFLOW__COST_PROVIDER__LEDGER_CONN", f"sqlite:///{tmp_path / 'ledger.db'}")
+    monkeypatch.setenv("AIRFLOW__COST_PROVIDER__SPOOL_DIR", str(tmp_path / "spool"))
     conf.clear_cache()
     tracker.price_book.cache_clear()
     session.clear_sessions()

@@ -336,3 +336,16 @@ def test_the_check_command_prints_each_problem_once_and_exits_1(ledger, tmp_path
     good = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert good.returncode == 0 and good.stderr == "", good.stderr
     assert good.stdout.strip() == "cost provider configuration, price book and ledger are valid"
+
+
+def test_check_warns_while_captures_wait_in_the_spool(tmp_path):
+    from airflow_cost_provider.capture.spool import configured_spool
+    from tests.unit.test_ledger import make_result
+
+    ledger = f"sqlite:///{tmp_path / 'ledger.db'}"
+    store.get_engine(ledger)
+    spool = configured_spool()
+    spool.put(make_result())
+    assert checks.check_all(ledger).warnings == (
+        f"1 capture(s) wait in {spool.directory}: run airflow-cost replay",
+    )

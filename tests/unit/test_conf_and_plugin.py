@@ -72,6 +72,14 @@ def test_defaults_and_typed_values(monkeypatch):
             conf.listener_order,
             "listener_order = 'Middle' is not a listener order: use first or last",
         ),
+        (
+            "SPOOL_MAX_MB",
+            "0",
+            conf.spool_max_mb,
+            "spool_max_mb = '0' is out of range: use a whole number of MB from 1 to 100000",
+        ),
+        ("SPOOL_MAX_MB", "1.5", conf.spool_max_mb, "spool_max_mb = '1.5' is not a whole number"),
+        ("SPOOL_DIR", "cost_spool", conf.spool_dir, "spool_dir = 'cost_spool' is not an absolute path"),
     ],
 )
 def test_bad_values_name_the_option(monkeypatch, option, value, getter, message):
@@ -90,7 +98,16 @@ def test_every_option_has_a_getter_and_ranges_are_documented():
     assert "above 0 and at most 100000" in described["worker_vcpu_hour_rate"].lower()
     assert "above 0 and at most 100000" in described["worker_memory_gib_hour_rate"].lower()
     assert "0 to 62" in described["storage_reimport_days"]
+    assert "from 1 to 100000" in described["spool_max_mb"]
     assert "0 to 9223372036854775807" in described["storage_allocation"]
+
+
+def test_the_spool_defaults_to_a_folder_in_airflow_home(monkeypatch, tmp_path):
+    monkeypatch.delenv("AIRFLOW__COST_PROVIDER__SPOOL_DIR", raising=False)
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
+    conf.clear_cache()
+    assert conf.spool_dir() == str(tmp_path / "cost_spool")
+    assert conf.spool_max_mb() == 100
 
 
 @pytest.mark.parametrize(

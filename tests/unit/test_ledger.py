@@ -402,3 +402,76 @@ def test_migrating_a_0003_ledger_keeps_old_rows_as_none_and_backfills_exact_dail
     assert store.store(engine, replacement)
     assert daily_totals(ledger_url) == totals_from_lines(ledger_url)
     assert (day, "sales", "extract", "", "", "athena", "USD") not in daily_totals(ledger_url)
+
+
+def _migrate_in_a_worker(url: str, start, warnings) -> None:
+    """One worker process: wait for the others, then open the ledger as a task's first write does."""
+    import logging
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            warnings.put(record.getMessage())
+
+    logging.getLogger(store.__name__).addHandler(Keep(logging.WARNING))
+    start.wait()
+    store.get_engine(url, timeout=30)
+
+
+def _fresh_mariadb_ledger(server, name: str) -> str:
+    admin = sa.create_engine(f"mysql+pymysql://tester:tester@127.0.0.1:{server.port}/shop")
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    return f"mysql+pymysql://tester:tester@127.0.0.1:{server.port}/{name}"
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "mariadb"])
+def test_eight_workers_migrating_a_fresh_ledger_at_once_do_not_race(kind, tmp_path, request):
+    import multiprocessing
+
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    elif kind == "postgresql":
+        url = request.getfixturevalue("postgres_url")
+    else:
+        url = _fresh_mariadb_ledger(request.getfixturevalue("mariadb_server"), "ledger_migration_race")
+    context = multiprocessing.get_context("fork")
+    start, warnings = context.Barrier(8), context.Queue()
+    workers = [context.Process(target=_migrate_in_a_worker, args=(url, start, warnings)) for _ in range(8)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert [worker.exitcode for worker in workers] == [0] * 8
+    raced = []
+    while not warnings.empty():
+        raced.append(warnings.get())
+    assert raced == []  # no worker hit the other's tables and recovered by luck
+    assert ledger_rows(url, f"SELECT version_num FROM {VERSION_TABLE}") == [{"version_num": SCHEMA_REVISION}]
+
+
+def test_an_older_package_writes_on_a_newer_schema(ledger_url):
+    store.store(store.get_engine(ledger_url), make_result(capture_id="before"))
+    store.dispose_engines()
+    engine = sa.create_engine(ledger_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"UPDATE {VERSION_TABLE} SET version_num = '0099'"))
+        conn.execute(sa.text("CREATE TABLE cost_from_the_future (id INTEGER PRIMARY KEY)"))
+    engine.dispose()
+    assert store.store(store.get_engine(ledger_url), make_result(capture_id="after", task_id="next"))
+    assert len(ledger_rows(ledger_url, "SELECT id FROM cost_task_runs")) == 2
+    assert ledger_rows(ledger_url, f"SELECT version_num FROM {VERSION_TABLE}") == [{"version_num": "0099"}]
+
+
+def test_a_newer_schema_without_a_table_this_package_writes_is_a_clear_error(tmp_path):
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    store.get_engine(url)
+    store.dispose_engines()
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"UPDATE {VERSION_TABLE} SET version_num = '0099'"))
+        conn.execute(sa.text("DROP TABLE cost_deferred_captures"))
+    engine.dispose()
+    with pytest.raises(store.LedgerError, match="at schema 0099, newer .* has no cost_deferred_captures"):
+        store.get_engine(url)

@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pytest
 
-from airflow_cost_provider import tracker
+from airflow_cost_provider import conf, tracker
 from airflow_cost_provider.capture import worker
 from airflow_cost_provider.capture.session import record_usage
 from airflow_cost_provider.ledger import store
@@ -249,3 +249,134 @@ def test_openlineage_run_id_matches_the_provider_and_is_skipped_when_openlineage
     assert task_try_from_ti(ti).ol_run_id == expected
     monkeypatch.setattr(openlineage_conf, "is_disabled", lambda: True)
     assert task_try_from_ti(ti).ol_run_id is None
+
+
+def spooled_files() -> list[str]:
+    from airflow_cost_provider.capture.spool import configured_spool
+
+    return sorted(path.name for path in configured_spool().pending())
+
+
+def refused_ledger(monkeypatch) -> str:
+    """Point the ledger at a closed port; returns the working ledger's URL for later."""
+    working = ledger_url()
+    monkeypatch.setenv(
+        "AIRFLOW__COST_PROVIDER__LEDGER_CONN",
+        f"postgresql+psycopg2://cost:pw@127.0.0.1:{closed_port()}/ledger",
+    )
+    conf.clear_cache()
+    return working
+
+
+def reachable_ledger(monkeypatch, url: str) -> None:
+    monkeypatch.setenv("AIRFLOW__COST_PROVIDER__LEDGER_CONN", url)
+    conf.clear_cache()
+
+
+def test_an_unreachable_ledger_spools_the_captures_and_the_next_try_writes_them(monkeypatch, caplog):
+    monkeypatch.setenv("AIRFLOW__COST_PROVIDER__FINALIZE_TIMEOUT", "3")
+    working = refused_ledger(monkeypatch)
+    missed = [FakeTaskInstance(task_id=f"missed_{n}") for n in range(2)]
+    with caplog.at_level(logging.WARNING, logger="airflow_cost_provider"):
+        for ti in missed:
+            run_task(ti, work=lambda: record_usage(ATHENA_SCAN))
+    assert caplog.text.count("writing the cost ledger failed") == 2
+    assert caplog.text.count(", written later (no impact on the task)") == 2
+    assert len(spooled_files()) == 2
+    reachable_ledger(monkeypatch, working)
+    with caplog.at_level(logging.INFO, logger="airflow_cost_provider"):
+        run_task(FakeTaskInstance(task_id="next"))
+    assert "wrote 2 spooled capture(s) to the ledger, 0 remain" in caplog.text
+    assert spooled_files() == []
+    rows = ledger_rows(
+        working, "SELECT task_id, count(*) AS n FROM cost_task_runs GROUP BY task_id ORDER BY 1"
+    )
+    assert rows == [
+        {"task_id": "missed_0", "n": 1},
+        {"task_id": "missed_1", "n": 1},
+        {"task_id": "next", "n": 1},
+    ]
+    athena = ledger_rows(working, "SELECT amount_nanos FROM cost_lines WHERE source = 'athena'")
+    assert athena == [{"amount_nanos": 10 * 10**9}] * 2
+
+
+def test_a_write_that_lands_after_the_time_budget_is_spooled_and_stays_one_row(monkeypatch, caplog):
+    monkeypatch.setenv("AIRFLOW__COST_PROVIDER__FINALIZE_TIMEOUT", "0.3")
+    real_store = store.store
+    slow = {"seconds": 1.0}
+
+    def late_store(engine, result):
+        time.sleep(slow["seconds"])
+        return real_store(engine, result)
+
+    monkeypatch.setattr(store, "store", late_store)
+    ti = FakeTaskInstance()
+    with caplog.at_level(logging.WARNING, logger="airflow_cost_provider"):
+        run_task(ti)
+    assert "not done within finalize_timeout=0.3s (it may still land); spooled to" in caplog.text
+    assert "writing the cost ledger failed" not in caplog.text
+    time.sleep(1.5)
+    assert len(ledger_rows(ledger_url(), "SELECT id FROM cost_task_runs")) == 1  # it landed
+    assert len(spooled_files()) == 1
+    slow["seconds"] = 0
+    run_task(FakeTaskInstance(task_id="next"))
+    assert spooled_files() == []
+    assert len(ledger_rows(ledger_url(), "SELECT id FROM cost_task_runs")) == 2  # one row per try
+
+
+def test_listener_order_last_spends_one_time_budget_on_a_hung_ledger(monkeypatch):
+    monkeypatch.setenv("AIRFLOW__COST_PROVIDER__FINALIZE_TIMEOUT", "0.5")
+    real_store = store.store
+    hung = {"seconds": 30.0}
+
+    def hung_store(engine, result):
+        time.sleep(hung["seconds"])
+        return real_store(engine, result)
+
+    monkeypatch.setattr(store, "store", hung_store)
+    ti = FakeTaskInstance()
+    listener = make_listener("last")
+    listener.on_task_instance_running(previous_state=None, task_instance=ti)
+    record_usage(ATHENA_SCAN)
+    started = time.monotonic()
+    facet = _facet_from_forked_child(ti)  # the OpenLineage child finalizes first and spools
+    child_done = time.monotonic()
+    listener.on_task_instance_success(previous_state=None, task_instance=ti)
+    assert child_done - started >= 0.5 and time.monotonic() - child_done < 0.25
+    assert len(spooled_files()) == 1
+    hung["seconds"] = 0
+    run_task(FakeTaskInstance(task_id="next"))
+    rows = ledger_rows(
+        ledger_url(),
+        "SELECT l.source, l.metric, l.amount_nanos FROM cost_lines l JOIN cost_task_runs r "
+        f"ON r.id = l.task_run_id WHERE r.run_id = '{ti.run_id}' AND r.task_id = '{ti.task_id}'",
+    )
+    ledger = sorted((r["source"], r["metric"], Decimal(r["amount_nanos"]).scaleb(-9)) for r in rows)
+    assert ledger == sorted((x["source"], x["metric"], Decimal(str(x["amount"]))) for x in facet["lines"])
+
+
+def test_a_deferral_saved_while_the_ledger_is_down_is_restored_on_resume(monkeypatch, caplog):
+    from types import SimpleNamespace
+
+    from airflow_cost_provider.capture.session import clear_sessions
+
+    monkeypatch.setenv("AIRFLOW__COST_PROVIDER__FINALIZE_TIMEOUT", "3")
+    working = refused_ledger(monkeypatch)
+    ti = FakeTaskInstance()
+    listener = make_listener("first")
+    listener.on_task_instance_running(previous_state=None, task_instance=ti)
+    record_usage(ATHENA_SCAN)
+    ti.state = "deferred"
+    with caplog.at_level(logging.WARNING, logger="airflow_cost_provider"):
+        listener.before_stopping(component=None)
+    assert "keeping the cost capture across a deferral failed" in caplog.text
+    assert [name.startswith("deferred-") for name in spooled_files()] == [True]
+    clear_sessions()  # the task resumes in a new process of this worker, the ledger back
+    reachable_ledger(monkeypatch, working)
+    ti.state = None
+    ti._ti_context_from_server = SimpleNamespace(next_method="execute_complete", dag_run=None)
+    run_task(ti)
+    athena = ledger_rows(working, "SELECT amount_nanos FROM cost_lines WHERE source = 'athena'")
+    assert athena == [{"amount_nanos": 10 * 10**9}]
+    assert spooled_files() == []
+    assert ledger_rows(working, "SELECT try_number FROM cost_deferred_captures") == []
