@@ -30,7 +30,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> Parser:
-    from airflow_cost_provider.cli import budgets, check, imports, report
+    from airflow_cost_provider.cli import budgets, check, export, imports, report
 
     parser = Parser(
         prog="airflow-cost",
@@ -43,6 +43,7 @@ def build_parser() -> Parser:
     check.add_parser(commands)
     imports.add_parser(commands)
     budgets.add_parser(commands)
+    export.add_parser(commands)
     return parser
 
 
