@@ -56,6 +56,8 @@ See these reports again, from any folder and in a new shell:
   $cost_cli report --ledger $ledger --by dag,day
   $cost_cli report storage --ledger $ledger --by resource
   $cost_cli report --help
+Export them as a FOCUS 1.2 file for FinOps tools:
+  $cost_cli export --format focus --ledger $ledger --output $demo_home/costs-focus.csv
 Or put airflow-cost on your PATH first: source $PWD/.venv/bin/activate
 
 OpenLineage events, each task run's with the costProvider_cost facet: $events

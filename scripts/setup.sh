@@ -30,6 +30,13 @@ if [ "$with_test_servers" = 1 ]; then
   fi
   # every provider extra: the tests drive each provider's own hooks and operators
   uv sync --frozen --quiet --all-extras
+  # focus-validator checks the FOCUS export; it needs Python >= 3.12 and its own environment
+  # (.tools/focus-validator), made here from the machine's Python so the test does not wait for it
+  if [ ! -x .tools/focus-validator/bin/focus-validator ]; then
+    echo "setup: installing focus-validator into .tools/focus-validator"
+    UV="$UV_BIN" .venv/bin/python -c 'from tests.support.focus_validator import validator_binary; validator_binary()' \
+      || echo "setup: focus-validator not installed (it needs a python3.12 or python3.13); its test will fail" >&2
+  fi
 else
   uv sync --frozen --quiet --inexact
 fi

@@ -30,7 +30,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> Parser:
-    from airflow_cost_provider.cli import budgets, check, imports, replay, report
+    from airflow_cost_provider.cli import budgets, check, export, imports, replay, report
 
     parser = Parser(
         prog="airflow-cost",
@@ -44,6 +44,7 @@ def build_parser() -> Parser:
     imports.add_parser(commands)
     budgets.add_parser(commands)
     replay.add_parser(commands)
+    export.add_parser(commands)
     return parser
 
 

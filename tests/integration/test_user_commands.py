@@ -52,8 +52,8 @@ def test_demo_runs_the_local_dags_and_prints_what_the_readme_shows(tmp_path):
     assert _normalized(sample, "<repo>/.demo") == _normalized(printed, str(tmp_path / "demo"))
 
     # the commands it suggests work as printed, in a new shell with nothing of this one
-    suggested = [line.strip() for line in printed if re.match(r"^  /\S+/airflow-cost report", line)]
-    assert len(suggested) == 4  # three reports and --help
+    suggested = [line.strip() for line in printed if re.match(r"^  /\S+/airflow-cost (report|export)", line)]
+    assert len(suggested) == 5  # three reports, --help and the FOCUS export
     for command in suggested:
         again = subprocess.run(
             command,
@@ -65,7 +65,12 @@ def test_demo_runs_the_local_dags_and_prints_what_the_readme_shows(tmp_path):
             check=False,
         )
         assert again.returncode == 0 and again.stderr == "", (command, again.stderr)
-        expected = "usage: airflow-cost report" if command.endswith("--help") else "\ntotal "
+        if command.endswith("--help"):
+            expected = "usage: airflow-cost report"
+        elif " export " in command:
+            expected = "FOCUS 1.2 rows"
+        else:
+            expected = "\ntotal "
         assert expected in again.stdout, again.stdout
 
     events = read_events(tmp_path / "demo" / "openlineage-events.jsonl")

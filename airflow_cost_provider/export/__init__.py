@@ -1,0 +1,1 @@
+"""The ledger written out in other tools' formats (FOCUS)."""
