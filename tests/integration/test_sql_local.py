@@ -60,15 +60,22 @@ def complete_events(run) -> dict[str, dict]:
 OWN_STATEMENTS = {"pg_operator": 3, "pg_hook": 2}
 
 
-def tagged_statements(server, task_id: str) -> list[tuple[str, dict]]:
+def tagged_statements(server, task_id: str, run) -> list[tuple[str, dict]]:
+    """The statements this module's run of the task sent (other tests run the DAG on the same server:
+    the task try's OpenLineage run id tells them apart)."""
+    run_id = complete_events(run)[task_id]["run"]["runId"]
     tagged = [(s, comment_tags(s)) for s in server.statements()]
-    return [(s, t) for s, t in tagged if t and t["airflow_task_id"] == task_id]
+    return [
+        (s, t)
+        for s, t in tagged
+        if t and t["airflow_task_id"] == task_id and t["openlineage_run_id"] == run_id
+    ]
 
 
 def test_postgres_statements_reach_the_server_tagged(sql_run, postgres_server):
     events = complete_events(sql_run)
     for task_id, own in OWN_STATEMENTS.items():
-        mine = tagged_statements(postgres_server, task_id)
+        mine = tagged_statements(postgres_server, task_id, sql_run)
         # only the task's own statements: not the OpenLineage listener's schema look-ups, which run
         # in its forked child
         assert len(mine) == own, [s for s, _ in mine]
@@ -77,17 +84,18 @@ def test_postgres_statements_reach_the_server_tagged(sql_run, postgres_server):
             assert tags["airflow_try_number"] == "1" and tags["airflow_map_index"] == "-1"
             assert tags["openlineage_run_id"] == events[task_id]["run"]["runId"]
     # a statement ending in a `--` comment gets the tags on a new line, outside that comment
-    update = next(s for s, _ in tagged_statements(postgres_server, "pg_hook") if s.startswith("UPDATE"))
+    update = next(
+        s for s, _ in tagged_statements(postgres_server, "pg_hook", sql_run) if s.startswith("UPDATE")
+    )
     assert "-- double every amount;\n/*airflow_dag_id=" in update
     # the driver's own transaction statements are not the task's SQL and carry no tags
     assert "BEGIN" in postgres_server.statements()
 
 
 def test_mysql_statements_reach_the_server_tagged(sql_run, mariadb_server):
-    events = complete_events(sql_run)
-    mine = [comment_tags(s) for s in mariadb_server.statements() if "airflow_task_id='mysql_operator'" in s]
+    mine = [t for _, t in tagged_statements(mariadb_server, "mysql_operator", sql_run)]
     assert len(mine) == 3
-    assert all(t["openlineage_run_id"] == events["mysql_operator"]["run"]["runId"] for t in mine)
+    assert all(t["airflow_dag_id"] == "cost_sql_local" and t["airflow_try_number"] == "1" for t in mine)
 
 
 def test_postgres_statements_are_priced_at_the_instance_rate(sql_run, postgres_server):
@@ -96,7 +104,7 @@ def test_postgres_statements_are_priced_at_the_instance_rate(sql_run, postgres_s
         facet = events[task_id]["run"]["facets"][FACET]
         lines = [line for line in facet["lines"] if line["source"] == "postgres"]
         # one line per statement the server saw with this task's tags
-        assert len(lines) == len(tagged_statements(postgres_server, task_id))
+        assert len(lines) == len(tagged_statements(postgres_server, task_id, sql_run))
         for line in lines:
             assert line["metric"] == "instance_time" and line["unit"] == "instance-second"
             assert line["method"] == "runtime_rate" and line["resource"] == "pg_shop"
@@ -128,7 +136,7 @@ def test_ledger_holds_one_line_per_statement(sql_run, postgres_server):
     for row in rows:
         by_task.setdefault(row["task_id"], []).append(row)
     for task_id in OWN_STATEMENTS:
-        assert len(by_task[task_id]) == len(tagged_statements(postgres_server, task_id))
+        assert len(by_task[task_id]) == len(tagged_statements(postgres_server, task_id, sql_run))
     assert all(r["amount_nanos"] > 0 and r["method"] == "runtime_rate" for r in by_task["pg_operator"])
     assert len(by_task["mysql_operator"]) == 3
     assert all(r["amount_nanos"] is None for r in by_task["mysql_operator"])

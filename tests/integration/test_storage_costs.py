@@ -41,6 +41,8 @@ EXAMPLES = ("example_storage_sample", "example_storage_aws", "example_storage_gc
 # the runs' logical dates are in January 2026: their windows reach back into December 2025
 DATA_START = dt.date(2025, 11, 25)
 DATA_DAYS = 75
+# the DAGs import the days before their logical date: one inside the data, however many runs came before
+DATA_LOGICAL_DATE = "2026-01-20"
 
 
 @pytest.fixture(scope="module")
@@ -242,7 +244,7 @@ def test_aws_dag_imports_the_latest_data_export_delivery_from_s3(storage_env, aw
     run = storage_env.dags_test(
         "example_storage_aws",
         ledger_url=ledger,
-        logical_date="2026-01-20",  # inside the deliveries above, however many runs came before
+        logical_date=DATA_LOGICAL_DATE,
         env={
             **fake_aws.airflow_env(aws),
             "AIRFLOW_VAR_COST_AWS_DATA_EXPORT_PATH": f"s3://billing-exports/{root}/",
@@ -307,7 +309,10 @@ def test_cost_explorer_dag_pages_and_groups_by_the_bucket_tag(storage_env, aws, 
     )
     ledger = f"sqlite:///{tmp_path / 'ledger.db'}"
     run = storage_env.dags_test(
-        "cost_storage_cost_explorer", ledger_url=ledger, env=fake_aws.airflow_env(aws)
+        "cost_storage_cost_explorer",
+        ledger_url=ledger,
+        logical_date=DATA_LOGICAL_DATE,
+        env=fake_aws.airflow_env(aws),
     )
     assert run.process.returncode == 0, run.output[-4000:]
     assert "Cost Explorer: 2 paid requests" in run.output
@@ -347,6 +352,7 @@ def test_gcp_dag_queries_the_billing_export_through_bigquery(storage_env, tmp_pa
         run = storage_env.dags_test(
             "example_storage_gcp",
             ledger_url=ledger,
+            logical_date=DATA_LOGICAL_DATE,
             env={
                 "BIGQUERY_EMULATOR_HOST": bigquery.url,
                 "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": json.dumps(
@@ -404,6 +410,7 @@ def test_azure_dag_follows_paging_and_throttling_and_fills_the_mapped_container(
         run = storage_env.dags_test(
             "example_storage_azure",
             ledger_url=ledger,
+            logical_date=DATA_LOGICAL_DATE,
             env={
                 "AIRFLOW_CONN_AZURE_DEFAULT": azure_connection(azure),
                 **identity_environment(azure),

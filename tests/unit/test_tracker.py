@@ -325,7 +325,8 @@ def test_a_write_that_lands_after_the_time_budget_is_spooled_and_stays_one_row(m
 
 
 def test_listener_order_last_spends_one_time_budget_on_a_hung_ledger(monkeypatch):
-    monkeypatch.setenv("AIRFLOW__COST_PROVIDER__FINALIZE_TIMEOUT", "0.5")
+    # a budget long enough that a loaded machine's slowness cannot pass for a second one
+    monkeypatch.setenv("AIRFLOW__COST_PROVIDER__FINALIZE_TIMEOUT", "2")
     real_store = store.store
     hung = {"seconds": 30.0}
 
@@ -342,7 +343,7 @@ def test_listener_order_last_spends_one_time_budget_on_a_hung_ledger(monkeypatch
     facet = _facet_from_forked_child(ti)  # the OpenLineage child finalizes first and spools
     child_done = time.monotonic()
     listener.on_task_instance_success(previous_state=None, task_instance=ti)
-    assert child_done - started >= 0.5 and time.monotonic() - child_done < 0.25
+    assert child_done - started >= 2 and time.monotonic() - child_done < 1
     assert len(spooled_files()) == 1
     hung["seconds"] = 0
     run_task(FakeTaskInstance(task_id="next"))
