@@ -349,18 +349,21 @@ def listener_order() -> str:
 
 @functools.cache
 def storage_reimport_days() -> int:
-    value = _raw("storage_reimport_days")
-    low, high = STORAGE_REIMPORT_DAYS
-    allowed = f"a whole number of days from {low} to {high}"
+    return _whole_number("storage_reimport_days", STORAGE_REIMPORT_DAYS, "days")
+
+
+def _whole_number(option: str, bounds: tuple[int, int], unit: str) -> int:
+    """An option that is a whole number of `unit` within `bounds`, or a ConfigError naming it."""
+    value = _raw(option)
+    low, high = bounds
+    allowed = f"a whole number of {unit} from {low} to {high}"
     try:
-        days = int(value)
+        number = int(value)
     except ValueError:
-        raise ConfigError(
-            f"[{SECTION}] storage_reimport_days = {value!r} is not a whole number: use {allowed}"
-        ) from None
-    if not low <= days <= high:
-        raise ConfigError(f"[{SECTION}] storage_reimport_days = {value!r} is out of range: use {allowed}")
-    return days
+        raise ConfigError(f"[{SECTION}] {option} = {value!r} is not a whole number: use {allowed}") from None
+    if not low <= number <= high:
+        raise ConfigError(f"[{SECTION}] {option} = {value!r} is out of range: use {allowed}")
+    return number
 
 
 @functools.cache
@@ -419,18 +422,7 @@ def spool_dir() -> str:
 
 @functools.cache
 def spool_max_mb() -> int:
-    value = _raw("spool_max_mb")
-    low, high = SPOOL_MAX_MB
-    allowed = f"a whole number of MB from {low} to {high}"
-    try:
-        size = int(value)
-    except ValueError:
-        raise ConfigError(
-            f"[{SECTION}] spool_max_mb = {value!r} is not a whole number: use {allowed}"
-        ) from None
-    if not low <= size <= high:
-        raise ConfigError(f"[{SECTION}] spool_max_mb = {value!r} is out of range: use {allowed}")
-    return size
+    return _whole_number("spool_max_mb", SPOOL_MAX_MB, "MB")
 
 
 # Every option's getter: `airflow-cost check` validates each (tests hold it to CONFIG_OPTIONS).

@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from airflow_cost_provider.capture.identity import TaskTry  # noqa: E402
-from airflow_cost_provider.capture.spool import Spool, write_to  # noqa: E402
+from airflow_cost_provider.capture.spool import Spool, writer_for  # noqa: E402
 from airflow_cost_provider.ledger import store  # noqa: E402
 from airflow_cost_provider.pricing import CostLine, Price, Unpriced, Usage  # noqa: E402
 from airflow_cost_provider.result import CostResult  # noqa: E402
@@ -97,12 +97,7 @@ def capture(number: int) -> CostResult:
 def replay(spool: Spool, url: str) -> tuple[float, int]:
     engine = store.get_engine(url, timeout=30)
 
-    def write(item, _left):
-        try:
-            write_to(engine, item)
-        except Exception as error:
-            return True, error
-        return True, None
+    write = writer_for(engine)
 
     started = time.perf_counter()
     outcome = spool.replay(write)

@@ -414,6 +414,19 @@ def write_to(engine: Any, item: Spooled) -> None:
         store(engine, item.result)
 
 
+def writer_for(engine: Any) -> Callable[[Spooled, float | None], tuple[bool, BaseException | None]]:
+    """A `write` for Spool.replay that writes each item to the ledger at once, reporting its error."""
+
+    def write(item: Spooled, _left: float | None) -> tuple[bool, BaseException | None]:
+        try:
+            write_to(engine, item)
+        except Exception as error:
+            return True, error
+        return True, None
+
+    return write
+
+
 def waiting_message() -> str | None:
     """What `airflow-cost report` and `check` say while captures wait in this machine's spool."""
     try:

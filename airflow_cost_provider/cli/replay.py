@@ -44,7 +44,7 @@ def spool_for(explicit: str | None):
 
 
 def run(args: argparse.Namespace) -> int:
-    from airflow_cost_provider.capture.spool import write_to
+    from airflow_cost_provider.capture.spool import writer_for
     from airflow_cost_provider.ledger.store import get_engine, safe_url
 
     spool = spool_for(args.spool)
@@ -62,12 +62,7 @@ def run(args: argparse.Namespace) -> int:
                 status=1,
             ) from None
 
-        def write(item, _left):
-            try:
-                write_to(engine, item)
-            except Exception as error:
-                return True, error
-            return True, None
+        write = writer_for(engine)
 
         waited_until = time.monotonic() + BUSY_WAIT_SECONDS
         while (outcome := spool.replay(write)).busy and time.monotonic() < waited_until:

@@ -12,7 +12,7 @@ import stat
 import pytest
 
 from airflow_cost_provider.capture import spool as spool_module
-from airflow_cost_provider.capture.spool import Spool, result_from_json, result_to_json, write_to
+from airflow_cost_provider.capture.spool import Spool, result_from_json, result_to_json, writer_for
 from airflow_cost_provider.ledger import store
 from tests.support.airflow_env import ledger_rows
 from tests.unit.test_ledger import make_result
@@ -30,12 +30,7 @@ ROWS = (
 def replay_into(spool: Spool, url: str, **options):
     engine = store.get_engine(url)
 
-    def write(item, _left):
-        try:
-            write_to(engine, item)
-        except Exception as error:
-            return True, error
-        return True, None
+    write = writer_for(engine)
 
     return spool.replay(write, **options)
 
