@@ -20,6 +20,7 @@ from pathlib import Path
 from airflow_cost_provider.get_provider_info import (
     CONFIG_OPTIONS,
     FINALIZE_TIMEOUT_SECONDS,
+    MAX_LINES_PER_TASK,
     SPOOL_MAX_MB,
     STORAGE_REIMPORT_DAYS,
     WORKER_RATE_MAX,
@@ -425,6 +426,22 @@ def spool_max_mb() -> int:
     return _whole_number("spool_max_mb", SPOOL_MAX_MB, "MB")
 
 
+@functools.cache
+def max_lines_per_task() -> int:
+    value = _raw("max_lines_per_task")
+    low, high = MAX_LINES_PER_TASK
+    allowed = f"a whole number of lines from {low} to {high}"
+    try:
+        count = int(value)
+    except ValueError:
+        raise ConfigError(
+            f"[{SECTION}] max_lines_per_task = {value!r} is not a whole number: use {allowed}"
+        ) from None
+    if not low <= count <= high:
+        raise ConfigError(f"[{SECTION}] max_lines_per_task = {value!r} is out of range: use {allowed}")
+    return count
+
+
 # Every option's getter: `airflow-cost check` validates each (tests hold it to CONFIG_OPTIONS).
 GETTERS: dict[str, Callable[[], object]] = {
     "enabled": enabled,
@@ -447,6 +464,7 @@ GETTERS: dict[str, Callable[[], object]] = {
     "budgets_path": budgets_path,
     "spool_dir": spool_dir,
     "spool_max_mb": spool_max_mb,
+    "max_lines_per_task": max_lines_per_task,
 }
 
 

@@ -19,6 +19,9 @@ WORKER_RATE_MAX = "100000"
 STORAGE_REIMPORT_DAYS = (0, 62)
 # spool_max_mb: a capture takes a few kB, so 1 MB keeps hundreds; past 100 GB it is a mistake.
 SPOOL_MAX_MB = (1, 100_000)
+# max_lines_per_task: below 10 a task's own few sources are already aggregated; past a million lines a
+# task's capture takes hundreds of MB and its ledger write minutes, far beyond finalize_timeout.
+MAX_LINES_PER_TASK = (10, 1_000_000)
 
 
 def _option(description: str, type_: str, default: str, example: str | None = None, **extra) -> dict:
@@ -175,6 +178,15 @@ CONFIG_OPTIONS: dict[str, dict] = {
         "that would not fit is dropped with a warning.",
         "integer",
         "100",
+    ),
+    "max_lines_per_task": _option(
+        "The most usage records a task try keeps one by one, from "
+        f"{MAX_LINES_PER_TASK[0]} to {MAX_LINES_PER_TASK[1]}. Past them, further usages (a loop of small "
+        "queries) are priced as they come and summed into one line per source, metric, unit, resource and "
+        "price, or per unpriced reason, which keeps the count of usages: the task's memory and its ledger "
+        "rows stay bounded, its totals unchanged.",
+        "integer",
+        "1000",
     ),
 }
 

@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from airflow_cost_provider.ledger.schema import lines, storage_costs, task_run_labels, task_runs
+from airflow_cost_provider.ledger.schema import lines, storage_costs, task_run_labels, task_runs, usage
 from airflow_cost_provider.ledger.store import from_nanos
 
 # --by names -> the ledger keys they group on; combinations (`dag,day`) take the union, in order.
@@ -102,6 +102,15 @@ class DataRange:
     last: dt.date
 
 
+@dataclass(frozen=True)
+class PrunedDetail:
+    """Tries of the report's period whose usage detail `airflow-cost prune` dropped: their costs are
+    not in the rows (cost_daily_totals keeps their daily sums)."""
+
+    before: dt.date  # the latest date a prune ran up to
+    tries: int
+
+
 @dataclass
 class CostReport:
     keys: tuple[str, ...]
@@ -112,6 +121,7 @@ class CostReport:
     unpriced: list[UnpricedCause] = field(default_factory=list)
     omitted_rows: int = 0  # rows past --top, still in the totals
     data_range: DataRange | None = None  # filled when the period holds no data
+    pruned: PrunedDetail | None = None  # filled when the period holds tries whose detail was pruned
 
 
 def _day(column: sa.ColumnElement) -> sa.ColumnElement:
@@ -266,6 +276,7 @@ def cost_report(
             ).one()
             if first is not None:
                 data_range = DataRange(_as_date(first), _as_date(last))
+        pruned = _pruned_in(conn, since, until, dags, tasks)
 
     # Unpriced lines have no currency: fold their count into the group's priced rows when it has any.
     width = len(keys)
@@ -316,7 +327,34 @@ def cost_report(
         unpriced=[UnpricedCause(c.source, c.metric, c.unpriced_reason or "", int(c.n)) for c in causes],
         omitted_rows=omitted,
         data_range=data_range,
+        pruned=pruned,
     )
+
+
+def _pruned_in(
+    conn, since: dt.datetime, until: dt.datetime, dags: Sequence[str], tasks: Sequence[str]
+) -> PrunedDetail | None:
+    """The tries of [since, until) that ended before the latest prune's date and have no usage left."""
+    from airflow_cost_provider.ledger.prune import pruned_before
+
+    before = pruned_before(conn)
+    if before is None:
+        return None
+    cutoff = dt.datetime(before.year, before.month, before.day, tzinfo=dt.timezone.utc)
+    if since >= cutoff:
+        return None
+    without_detail = ~sa.exists().where(usage.c.task_run_id == task_runs.c.id)
+    count = conn.execute(
+        sa.select(sa.func.count())
+        .select_from(task_runs)
+        .where(
+            task_runs.c.end_time >= since,
+            task_runs.c.end_time < min(until, cutoff),
+            without_detail,
+            *_filters(dags, tasks, ()),
+        )
+    ).scalar_one()
+    return PrunedDetail(before, int(count)) if count else None
 
 
 # ---------------------------------------------------------------- storage costs

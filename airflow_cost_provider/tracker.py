@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -30,7 +31,8 @@ from airflow_cost_provider.capture.session import (
 )
 from airflow_cost_provider.capture.writer import BackgroundWriter, ledger_writer
 from airflow_cost_provider.get_provider_info import CONFIG_OPTIONS, WORKER_RATE_SOURCE
-from airflow_cost_provider.pricing import PriceBook, PriceBookError, Unpriced, Usage, estimate_all
+from airflow_cost_provider.pricing import CostLine, PriceBook, PriceBookError, Unpriced, Usage, estimate_all
+from airflow_cost_provider.pricing.estimate import Estimator
 from airflow_cost_provider.pricing.model import Price
 from airflow_cost_provider.pricing.price_book import load_price_book
 from airflow_cost_provider.result import CostResult
@@ -84,7 +86,9 @@ def terminal_state(ti: Any, hinted: str) -> str:
 def start(ti: Any) -> CaptureSession | None:
     _instrument()
     mark = _hook_lineage_mark()
-    session = open_session(task_try_from_ti(ti), worker.sample(), mark, ti)
+    session = open_session(
+        task_try_from_ti(ti), worker.sample(), mark, ti, max_lines=_max_lines(), price=_pricer()
+    )
     if _resumed_from_deferral(ti):
         session.resumed_from_deferral = True
         _restore_deferred(session)
@@ -138,7 +142,7 @@ def suspend_if_deferred() -> None:
     from airflow_cost_provider.capture import deferral
     from airflow_cost_provider.ledger.store import get_engine, save_deferred
 
-    usages = list(session.usage)
+    usages = session.usages()
     end = _guarded_sample(session.pid)
     if end is not None and conf.source_enabled(worker.SOURCE):
         usages += [
@@ -168,6 +172,13 @@ def _instrument() -> None:
     instrument_all()
 
 
+@guarded(
+    "reading [cost_provider] max_lines_per_task", default=int(CONFIG_OPTIONS["max_lines_per_task"]["default"])
+)
+def _max_lines() -> int:
+    return conf.max_lines_per_task()
+
+
 @guarded("reading hook lineage at task start")
 def _hook_lineage_mark() -> list[int] | None:
     return hook_lineage.mark() if conf.capture_hook_lineage() else None
@@ -192,13 +203,21 @@ def finalize(ti: Any, state: str) -> CostResult | None:
 
 def _compute(session: CaptureSession, state: str, deadline: float) -> CostResult:
     end = _guarded_sample(session.pid)
-    usages: list[Usage] = list(session.usage) + _resolve_pending(session, deadline)
+    # what arrives at the end takes the same path as what the task recorded: past max_lines_per_task
+    # it is aggregated too
+    for usage in _resolve_pending(session, deadline):
+        session.record(usage)
     if end is not None and conf.source_enabled(worker.SOURCE):
-        usages += _guarded_worker_usage(session.start, end) or []
+        for usage in _guarded_worker_usage(session.start, end) or []:
+            session.record(usage)
     if session.hook_lineage_mark is not None:
-        usages += _not_captured_otherwise(_guarded_hook_lineage(session.hook_lineage_mark) or [], usages)
-    usages = [u for u in usages if conf.source_enabled(u.source)]
-    lines, unpriced = _price(usages)
+        reported = _guarded_hook_lineage(session.hook_lineage_mark) or []
+        for usage in _not_captured_otherwise(reported, session.usage, session.aggregates.sources()):
+            session.record(usage)
+    lines, unpriced = _price([u for u in session.usage if conf.source_enabled(u.source)])
+    aggregated_lines, aggregated_unpriced = session.aggregates.results()
+    lines += [line for line in aggregated_lines if conf.source_enabled(line.usage.source)]
+    unpriced += [item for item in aggregated_unpriced if conf.source_enabled(item.usage.source)]
     end_time = end.at if end is not None else dt.datetime.now(dt.timezone.utc)
     return CostResult(
         task_try=session.task_try,
@@ -230,15 +249,20 @@ def _resolve_pending(session: CaptureSession, deadline: float) -> list[Usage]:
     return usages
 
 
-def _not_captured_otherwise(reported: list[Usage], captured: list[Usage]) -> list[Usage]:
+def _not_captured_otherwise(
+    reported: list[Usage], captured: list[Usage], aggregated_sources: set[str] = frozenset()
+) -> list[Usage]:
     """Hook lineage reports queries an instrumentation may have captured already, with their usage:
-    keep only what no instrumentation saw (by id, or by source when the hook gave no id)."""
+    keep only what no instrumentation saw (by id, or by source when the hook gave no id). Aggregated
+    usages keep only their first ids: their sources count as captured."""
     ids = {(u.source, u.external_id) for u in captured if u.external_id}
     sources = {u.source for u in captured}
     return [
         u
         for u in reported
-        if (u.source, u.external_id) not in ids and (u.external_id is not None or u.source not in sources)
+        if (u.source, u.external_id) not in ids
+        and (u.external_id is not None or u.source not in sources)
+        and u.source not in aggregated_sources
     ]
 
 
@@ -255,6 +279,26 @@ def _guarded_worker_usage(start: worker.ProcessSample, end: worker.ProcessSample
 @guarded("reading hook lineage")
 def _guarded_hook_lineage(mark: list[int]) -> list[Usage]:
     return hook_lineage.usage_since(mark, dt.datetime.now(dt.timezone.utc))
+
+
+def _pricer() -> Callable[[Usage], CostLine | Unpriced]:
+    """Prices a task's usages past max_lines_per_task as they arrive, with the reasons _price gives;
+    the book is loaded at the first of them, and each kind of usage looked up once."""
+    estimator: Estimator | None = None
+
+    def price(usage: Usage) -> CostLine | Unpriced:
+        nonlocal estimator
+        try:
+            if estimator is None:
+                estimator = Estimator(price_book())
+            return estimator(usage)
+        except PriceBookError as error:
+            return Unpriced(usage, f"price book unusable: {error}")
+        except Exception as error:
+            report_failure("pricing", error)
+            return Unpriced(usage, f"pricing failed: {type(error).__name__}: {error}")
+
+    return price
 
 
 def _price(usages: list[Usage]):

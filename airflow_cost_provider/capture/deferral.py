@@ -55,8 +55,15 @@ def usage_to_json(usage: Usage) -> dict[str, Any]:
         "external_id": usage.external_id,
         "start_time": _time(usage.start_time),
         "end_time": _time(usage.end_time),
-        "attributes": {k: v if isinstance(v, _PLAIN) else str(v) for k, v in usage.attributes.items()},
+        "attributes": {k: _plain_value(v) for k, v in usage.attributes.items()},
     }
+
+
+def _plain_value(value: Any) -> Any:
+    """A JSON value as it is (a list of them too: an aggregate's first ids), anything else as text."""
+    if isinstance(value, _PLAIN) or (isinstance(value, list) and all(isinstance(i, _PLAIN) for i in value)):
+        return value
+    return str(value)
 
 
 def usage_from_json(data: dict[str, Any]) -> Usage:

@@ -15,6 +15,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_cost_provider.capture.aggregation import Pricer, UsageAggregates
 from airflow_cost_provider.capture.identity import TaskTry, TryKey
 from airflow_cost_provider.capture.worker import ProcessSample
 from airflow_cost_provider.pricing.model import Usage
@@ -32,7 +33,12 @@ class CaptureSession:
     ti: Any = field(default=None, repr=False)
     capture_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     pid: int = field(default_factory=os.getpid)
+    # the first max_lines usage records, kept whole; past them, each usage is priced as it comes and
+    # summed into `aggregates` (capture/aggregation.py), so a task's memory stays bounded
     usage: list[Usage] = field(default_factory=list)
+    max_lines: int | None = None
+    price: Pricer | None = field(default=None, repr=False)
+    aggregates: UsageAggregates = field(default_factory=UsageAggregates, repr=False)
     # statistics to fetch at finalize, batched per look-up function: {resolve: [item, ...]}
     pending: dict[Any, list[Any]] = field(default_factory=dict)
     result: Any = None  # CostResult once finalized
@@ -41,11 +47,22 @@ class CaptureSession:
     ledger_write_attempted: bool = False
     # resumed after a deferral: a snapshot this worker spooled for the try goes once the try is kept
     resumed_from_deferral: bool = False
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # reentrant: finalize holds it while it records what arrives at the end
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     def record(self, usage: Usage) -> None:
         with self.lock:
-            self.usage.append(usage)
+            if self.max_lines is None or self.price is None or len(self.usage) < self.max_lines:
+                self.usage.append(usage)
+                return
+        priced = self.price(usage)  # pure, outside the lock: other threads of the task keep recording
+        with self.lock:
+            self.aggregates.add(priced)
+
+    def usages(self) -> list[Usage]:
+        """Everything recorded so far, aggregates as one usage each (with their count)."""
+        with self.lock:
+            return list(self.usage) + self.aggregates.usages()
 
     def defer(self, resolve: Any, item: Any) -> None:
         """Keep `item` for `resolve(items, timeout) -> list[Usage]`, called once at finalize."""
@@ -78,9 +95,14 @@ _current: ContextVar[CaptureSession | None] = ContextVar("cost_provider_session"
 
 
 def open_session(
-    task_try: TaskTry, start: ProcessSample, hook_lineage_mark: Any = None, ti: Any = None
+    task_try: TaskTry,
+    start: ProcessSample,
+    hook_lineage_mark: Any = None,
+    ti: Any = None,
+    max_lines: int | None = None,
+    price: Pricer | None = None,
 ) -> CaptureSession:
-    session = CaptureSession(task_try, start, hook_lineage_mark, ti)
+    session = CaptureSession(task_try, start, hook_lineage_mark, ti, max_lines=max_lines, price=price)
     with _sessions_lock:
         _sessions.pop(task_try.key, None)
         _sessions[task_try.key] = session

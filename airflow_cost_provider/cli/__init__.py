@@ -30,7 +30,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> Parser:
-    from airflow_cost_provider.cli import budgets, check, export, imports, replay, report
+    from airflow_cost_provider.cli import budgets, check, export, imports, prune, replay, report
 
     parser = Parser(
         prog="airflow-cost",
@@ -45,6 +45,7 @@ def build_parser() -> Parser:
     budgets.add_parser(commands)
     replay.add_parser(commands)
     export.add_parser(commands)
+    prune.add_parser(commands)
     return parser
 
 

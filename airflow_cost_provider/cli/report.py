@@ -223,6 +223,8 @@ def task_report(args: argparse.Namespace) -> int:
             "By tag, a try counts once under each of its DAG's tags: the rows can add up to more than the total."
         )
     notes += _unpriced_notes(result.unpriced)
+    if result.pruned is not None:
+        notes.append(_pruned_note(result.pruned))
     hint = None
     if not result.rows:
         hint = _empty_hint(result.data_range, "task costs", show_period(since, until), filtered=bool(filters))
@@ -255,11 +257,25 @@ def task_report(args: argparse.Namespace) -> int:
                 for c in result.unpriced
             ],
             **({"data_range": _range(result.data_range)} if not result.rows else {}),
+            **(
+                {"pruned": {"before": result.pruned.before.isoformat(), "tries": result.pruned.tries}}
+                if result.pruned is not None
+                else {}
+            ),
         },
         empty="(no task costs in this period)",
     )
     emit(doc, args, hint)
     return 0
+
+
+def _pruned_note(pruned) -> str:
+    tries = f"{pruned.tries} task tr{'ies' if pruned.tries != 1 else 'y'}"
+    return (
+        f"{tries} of this period ended before {pruned.before} and had their usage detail pruned "
+        "(airflow-cost prune): their costs are not in these rows or the total. Budgets still count "
+        "them (the ledger keeps daily totals per DAG, task, owner, team and source)."
+    )
 
 
 def _warn_of_spooled_captures() -> None:

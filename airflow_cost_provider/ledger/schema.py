@@ -7,7 +7,7 @@ import datetime as dt
 import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 
-SCHEMA_REVISION = "0005"  # the head migration; checked cheaply before Alembic is ever imported
+SCHEMA_REVISION = "0006"  # the head migration; checked cheaply before Alembic is ever imported
 VERSION_TABLE = "cost_provider_alembic_version"
 NANOS_PER_UNIT = 10**9
 
@@ -298,4 +298,23 @@ budget_settled = sa.Table(
     sa.Column("cache_key", sa.String(64), primary_key=True),  # a digest of the scope
     sa.Column("payload", sa.Text, nullable=False),  # JSON: when read, the days kept and their sums
     sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+
+# ---------------------------------------------------------------- retention
+
+# One `airflow-cost prune` run: the tries that ended before `before_day` lost their usage and lines
+# (their try rows, labels and the daily totals stay). Counts grow batch by batch, in each batch's
+# transaction, so a run that stops half way still says what it did.
+prunes = sa.Table(
+    "cost_prunes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("before_day", sa.Date, nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("finished_at", UTCDateTime),  # NULL: stopped before its last batch
+    sa.Column("batches", sa.Integer, nullable=False),
+    sa.Column("tries", sa.BigInteger, nullable=False),
+    sa.Column("lines", sa.BigInteger, nullable=False),
+    sa.Column("usage_rows", sa.BigInteger, nullable=False),
 )

@@ -331,9 +331,16 @@ def from_nanos(nanos: int | None) -> Decimal | None:
     return None if nanos is None else Decimal(nanos).scaleb(-9)
 
 
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
 def _jsonable(attributes: dict[str, Any]) -> dict[str, Any]:
+    """JSON values as they are (a list of them too: an aggregate's first ids), anything else as text."""
     return {
-        key: value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+        key: value
+        if isinstance(value, _JSON_SCALARS)
+        or (isinstance(value, list) and all(isinstance(item, _JSON_SCALARS) for item in value))
+        else str(value)
         for key, value in attributes.items()
     }
 

@@ -13,6 +13,7 @@ from typing import Any
 import attr
 from openlineage.client.facet_v2 import RunFacet
 
+from airflow_cost_provider.capture.aggregation import MAX_EXTERNAL_IDS, sample_external_ids, usage_count
 from airflow_cost_provider.pricing.model import CostLine, Unpriced
 from airflow_cost_provider.result import CostResult
 from airflow_cost_provider.version import __version__
@@ -20,11 +21,8 @@ from airflow_cost_provider.version import __version__
 COST_FACET_KEY = "costProvider_cost"
 SCHEMA_FILE = "CostProviderCostRunFacet.json"
 # Earlier versions stay shipped: an event keeps the `_schemaURL` it was written with.
-PREVIOUS_SCHEMA_FILES = ("CostProviderCostRunFacet-1-0-0.json",)
+PREVIOUS_SCHEMA_FILES = ("CostProviderCostRunFacet-1-0-0.json", "CostProviderCostRunFacet-1-1-0.json")
 COST_FACET_PRODUCER = f"https://github.com/airflow-cost-provider/airflow-cost-provider/tree/{__version__}"
-
-# An unpriced entry of several usages keeps this many of their external ids (the ledger keeps them all).
-MAX_EXTERNAL_IDS = 10
 
 # float repr switches to exponent form from here up; such values have no fraction a float could hold.
 _FLOAT_EXPONENT_FROM = Decimal("1e16")
@@ -83,6 +81,7 @@ def _utc_text(moment: dt.datetime) -> str:
 def _line_entry(line: CostLine) -> dict[str, Any]:
     # the unit price only states a fact when it is in the line's currency
     price = line.price if line.price is not None and line.price.currency == line.currency else None
+    count = usage_count(line.usage)
     return {
         "source": line.usage.source,
         "metric": line.usage.metric,
@@ -98,6 +97,9 @@ def _line_entry(line: CostLine) -> dict[str, Any]:
             priceRef=line.price.ref if line.price else None,
             unitPrice=_number(price.amount) if price else None,
             priceUnit=price.unit if price else None,
+            # a line past max_lines_per_task: the usages it sums, and the first of their ids
+            count=count if count > 1 else None,
+            externalIds=(sample_external_ids(line.usage)[:MAX_EXTERNAL_IDS] or None) if count > 1 else None,
         ),
     }
 
@@ -114,20 +116,20 @@ def _unpriced_entry(members: Sequence[Unpriced]) -> dict[str, Any]:
         "metric": usage.metric,
         "quantity": _number(sum((member.usage.quantity for member in members), Decimal(0))),
         "unit": usage.unit,
-        "count": len(members),
+        "count": sum(usage_count(member.usage) for member in members),
         "reason": members[0].reason,
         **_optional(resource=usage.resource),
     }
-    if len(members) == 1:
+    if entry["count"] == 1:
         return {**entry, **_optional(externalId=usage.external_id)}
-    sample = list(dict.fromkeys(m.usage.external_id for m in members if m.usage.external_id is not None))
+    sample = list(dict.fromkeys(i for m in members for i in sample_external_ids(m.usage)))
     return {**entry, **_optional(externalIds=sample[:MAX_EXTERNAL_IDS] or None)}
 
 
 def _unpriced_entries(unpriced: Sequence[Unpriced]) -> list[dict[str, Any]]:
     """One entry per cause (source, metric, unit, resource, reason), where its first usage was, with
     the count of usages it stands for: a task's facet grows with its causes, not its statements. The
-    ledger keeps every usage and its id."""
+    ledger keeps every usage and its id, up to max_lines_per_task."""
     by_cause: dict[tuple[str, str, str, str | None, str], list[Unpriced]] = {}
     for item in unpriced:
         by_cause.setdefault(_unpriced_cause(item), []).append(item)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
+from decimal import Decimal
+from typing import Any
 
-from airflow_cost_provider.pricing.model import CostLine, Method, Unpriced, Usage
+from airflow_cost_provider.pricing.model import CostLine, Method, Price, Unpriced, Usage
 from airflow_cost_provider.pricing.money import EXACT, quantize_amount
 from airflow_cost_provider.pricing.price_book import PriceBook
 from airflow_cost_provider.pricing.units import IncompatibleUnitsError, UnknownUnitError, conversion
@@ -25,17 +28,76 @@ def estimate(usage: Usage, book: PriceBook, method: Method = "list_price") -> Co
         multiplier, divisor = conversion(usage.unit, price.unit)
     except (UnknownUnitError, IncompatibleUnitsError) as err:
         return Unpriced(usage, f"price {price.ref} does not fit the usage: {err}")
-    # one division, last: quantity x price is exact, so only the final quantize rounds
-    amount = quantize_amount(
-        EXACT.divide(EXACT.multiply(EXACT.multiply(usage.quantity, multiplier), price.amount), divisor)
-    )
     return CostLine(
         usage=usage,
-        amount=amount,
+        amount=_amount(usage.quantity, multiplier, divisor, price),
         currency=price.currency,
         method=usage.attributes.get(METHOD_ATTRIBUTE, method),
         price=price,
     )
+
+
+def _amount(quantity: Decimal, multiplier: Decimal, divisor: Decimal, price: Price) -> Decimal:
+    # one division, last: quantity x price is exact, so only the final quantize rounds
+    return quantize_amount(
+        EXACT.divide(EXACT.multiply(EXACT.multiply(quantity, multiplier), price.amount), divisor)
+    )
+
+
+class Estimator:
+    """estimate() for a stream of usages of a few kinds (a task's loop of statements): each kind's
+    price is looked up once. A kind is everything the look-up reads: source, metric, unit, the usage's
+    day, the attributes the book's prices for its metric select on, its method and unpriced hint."""
+
+    MAX_KINDS = 1000  # a stream of ever new kinds only costs look-ups again
+
+    def __init__(self, book: PriceBook, method: Method = "list_price") -> None:
+        self.book, self.method = book, method
+        self._selectors: dict[tuple[str, str], tuple[str, ...]] = {}
+        self._kinds: dict[tuple, tuple[CostLine | Unpriced, Any, Any]] = {}
+
+    def __call__(self, usage: Usage) -> CostLine | Unpriced:
+        try:
+            kind = self._kind(usage)
+            known = self._kinds.get(kind)
+        except TypeError:  # an attribute value that cannot be a key
+            return estimate(usage, self.book, self.method)
+        if known is None:
+            result = estimate(usage, self.book, self.method)
+            if len(self._kinds) >= self.MAX_KINDS:
+                self._kinds.clear()
+            factors = (
+                conversion(usage.unit, result.price.unit) if isinstance(result, CostLine) else (None, None)
+            )
+            self._kinds[kind] = (result, *factors)
+            return result
+        first, multiplier, divisor = known
+        if isinstance(first, Unpriced):
+            return Unpriced(usage, first.reason)
+        return CostLine(
+            usage=usage,
+            amount=_amount(usage.quantity, multiplier, divisor, first.price),
+            currency=first.currency,
+            method=first.method,
+            price=first.price,
+        )
+
+    def _kind(self, usage: Usage) -> tuple:
+        selector = self._selectors.get((usage.source, usage.metric))
+        if selector is None:
+            candidates = self.book.candidates(usage.source, usage.metric)
+            selector = tuple(sorted({key for price in candidates for key, _ in price.match}))
+            self._selectors[(usage.source, usage.metric)] = selector
+        attributes = usage.attributes
+        return (
+            usage.source,
+            usage.metric,
+            usage.unit,
+            (usage.start_time or usage.end_time or dt.datetime.now(dt.timezone.utc)).date(),
+            tuple((key in attributes, repr(attributes.get(key))) for key in selector),
+            attributes.get(METHOD_ATTRIBUTE),
+            attributes.get(UNPRICED_HINT_ATTRIBUTE),
+        )
 
 
 def estimate_all(

@@ -79,6 +79,18 @@ def test_defaults_and_typed_values(monkeypatch):
             "spool_max_mb = '0' is out of range: use a whole number of MB from 1 to 100000",
         ),
         ("SPOOL_MAX_MB", "1.5", conf.spool_max_mb, "spool_max_mb = '1.5' is not a whole number"),
+        (
+            "MAX_LINES_PER_TASK",
+            "5",
+            conf.max_lines_per_task,
+            "max_lines_per_task = '5' is out of range: use a whole number of lines from 10 to 1000000",
+        ),
+        (
+            "MAX_LINES_PER_TASK",
+            "many",
+            conf.max_lines_per_task,
+            "max_lines_per_task = 'many' is not a whole number",
+        ),
         ("SPOOL_DIR", "cost_spool", conf.spool_dir, "spool_dir = 'cost_spool' is not an absolute path"),
     ],
 )
@@ -99,6 +111,7 @@ def test_every_option_has_a_getter_and_ranges_are_documented():
     assert "above 0 and at most 100000" in described["worker_memory_gib_hour_rate"].lower()
     assert "0 to 62" in described["storage_reimport_days"]
     assert "from 1 to 100000" in described["spool_max_mb"]
+    assert "from 10 to 1000000" in described["max_lines_per_task"]
     assert "0 to 9223372036854775807" in described["storage_allocation"]
 
 
