@@ -428,18 +428,7 @@ def spool_max_mb() -> int:
 
 @functools.cache
 def max_lines_per_task() -> int:
-    value = _raw("max_lines_per_task")
-    low, high = MAX_LINES_PER_TASK
-    allowed = f"a whole number of lines from {low} to {high}"
-    try:
-        count = int(value)
-    except ValueError:
-        raise ConfigError(
-            f"[{SECTION}] max_lines_per_task = {value!r} is not a whole number: use {allowed}"
-        ) from None
-    if not low <= count <= high:
-        raise ConfigError(f"[{SECTION}] max_lines_per_task = {value!r} is out of range: use {allowed}")
-    return count
+    return _whole_number("max_lines_per_task", MAX_LINES_PER_TASK, "lines")
 
 
 # Every option's getter: `airflow-cost check` validates each (tests hold it to CONFIG_OPTIONS).
