@@ -231,7 +231,9 @@ budgets:
         ("raw-buckets", "actual:100%", "actual"),
     ]
     posted.sort(key=lambda alert: alert["budget"])
-    assert posted[0]["spent"] == "0.00" and Decimal(posted[0]["forecast"]) > Decimal("5.00")
+    assert posted[0]["spent"] == "0.00" and Decimal(posted[0]["forecast"]) >= Decimal(
+        "5.00"
+    )  # crossed: reached the amount
     assert posted[1]["spent"] == "12.50"
     assert posted[1]["top_contributors"][0]["name"] == "storage raw-events"
     assert posted[0]["task_try"] is None  # a scheduled evaluation, not a task's end
