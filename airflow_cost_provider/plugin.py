@@ -1,5 +1,7 @@
-"""The Airflow plugin: the cost listener and a hook-lineage reader (which makes Airflow's collector
-record the query and job ids hooks report). With [cost_provider] enabled = False it registers nothing."""
+"""The Airflow plugin: the cost listener, a hook-lineage reader (which makes Airflow's collector
+record the query and job ids hooks report), and the Costs JSON API and page in the api-server under
+/cost, linked from the UI's navigation (Airflow 3.1+). With [cost_provider] enabled = False it
+registers nothing."""
 
 from __future__ import annotations
 
@@ -54,10 +56,37 @@ def _listeners() -> list:
     return [listener]
 
 
+def _fastapi_apps() -> list[dict]:
+    from airflow_cost_provider.api import URL_PREFIX, lazy_app
+
+    return [{"app": lazy_app, "url_prefix": URL_PREFIX, "name": "Costs API"}]
+
+
+def _external_views() -> list[dict]:
+    from airflow_cost_provider.api import URL_PREFIX
+
+    # the page, in the UI's main navigation (shown in a frame at /plugin/costs)
+    return [
+        {
+            "name": "Costs",
+            "href": f"{URL_PREFIX}/",
+            "destination": "nav",
+            "url_route": "costs",
+            "nav_top_level": True,
+        }
+    ]
+
+
+_ENABLED = _enabled()
+
+
 class CostProviderPlugin(AirflowPlugin):
     name = "cost_provider"
-    listeners = _listeners() if _enabled() else []
+    listeners = _listeners() if _ENABLED else []
     if listeners:
         from airflow.providers.common.compat.sdk import HookLineageReader
 
         hook_lineage_readers = [HookLineageReader]
+    if _ENABLED:
+        fastapi_apps = _fastapi_apps()
+        external_views = _external_views()

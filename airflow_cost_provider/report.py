@@ -1,12 +1,13 @@
-"""The query layer every face of the ledger reads through (the CLI today): grouped sums per currency,
-totals, the causes of unpriced usage, and where the ledger has data when a period holds none.
+"""The query layer every face of the ledger reads through (the CLI, the JSON API): grouped sums per
+currency, totals, the causes of unpriced usage, where the ledger has data when a period holds none,
+and one task try's lines.
 
 Pure SQL over the ledger's indexed columns; money stays exact (integer nano-units -> Decimal)."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -143,11 +144,20 @@ def _task_columns() -> dict[str, sa.ColumnElement]:
     }
 
 
-def _grouped_from(keys: tuple[str, ...]) -> tuple[sa.FromClause, dict[str, sa.ColumnElement]]:
+def _lines_of_tries(dialect: str) -> sa.Join:
+    """The lines joined to their tries. SQLite, without statistics (the provider never runs ANALYZE),
+    would read every line of the ledger and look its try up by id, whatever the period: comparing
+    with `id + 0` keeps it from that lookup, so it reads the tries from an index holding end_time
+    and only their lines (ix_cost_lines_task_run_id), in time that follows the period, not the ledger."""
+    try_id = task_runs.c.id + 0 if dialect == "sqlite" else task_runs.c.id
+    return lines.join(task_runs, lines.c.task_run_id == try_id)
+
+
+def _grouped_from(keys: tuple[str, ...], dialect: str) -> tuple[sa.FromClause, dict[str, sa.ColumnElement]]:
     """The lines joined to their tries, and to the tags and labels the keys group on (outer joins:
     a try without them is grouped under NONE), with every key's column."""
     columns = _task_columns()
-    joined = lines.join(task_runs, lines.c.task_run_id == task_runs.c.id)
+    joined = _lines_of_tries(dialect)
     for index, key in enumerate(keys):
         if key == "tag":
             tags = task_run_labels.alias("tags")
@@ -177,8 +187,15 @@ def _as_date(value: Any) -> Any:
     return value
 
 
-def _filters(dags: Sequence[str], tasks: Sequence[str], sources: Sequence[str]) -> list[sa.ColumnElement]:
+def _filters(
+    dags: Sequence[str],
+    tasks: Sequence[str],
+    sources: Sequence[str],
+    visible_dags: Collection[str] | None = None,
+) -> list[sa.ColumnElement]:
     where = []
+    if visible_dags is not None:  # an empty set hides everything
+        where.append(task_runs.c.dag_id.in_(sorted(visible_dags)))
     if dags:
         where.append(task_runs.c.dag_id.in_(list(dags)))
     if tasks:
@@ -217,18 +234,24 @@ def cost_report(
     tasks: Sequence[str] = (),
     sources: Sequence[str] = (),
     top: int | None = None,
+    visible_dags: Collection[str] | None = None,
 ) -> CostReport:
-    """Task-try costs per group and currency, for the tries that ended in [since, until).
+    """Task-try costs per group and currency, for the tries that ended in [since, until), of the
+    DAGs in `visible_dags` only when given (what a user may read).
 
     Grouped by tag, a try counts once under each of its DAG's tags: the rows then add up to more than
     the totals, which count every line once."""
     keys = group_keys(by)
-    grouped, columns = _grouped_from(keys)
+    grouped, columns = _grouped_from(keys, engine.dialect.name)
     group_columns = [columns[key].label(key) for key in keys]
-    where = [task_runs.c.end_time >= since, task_runs.c.end_time < until, *_filters(dags, tasks, sources)]
+    where = [
+        task_runs.c.end_time >= since,
+        task_runs.c.end_time < until,
+        *_filters(dags, tasks, sources, visible_dags),
+    ]
     unpriced = sa.func.sum(sa.case((lines.c.amount_nanos.is_(None), 1), else_=0))
     estimated = sa.func.sum(sa.case((lines.c.status == "estimated", 1), else_=0))
-    joined = lines.join(task_runs, lines.c.task_run_id == task_runs.c.id)
+    joined = _lines_of_tries(engine.dialect.name)
     query = (
         sa.select(
             *group_columns,
@@ -272,11 +295,11 @@ def cost_report(
             first, last = conn.execute(
                 sa.select(sa.func.min(task_runs.c.end_time), sa.func.max(task_runs.c.end_time))
                 .select_from(joined)
-                .where(*_filters(dags, tasks, sources))
+                .where(*_filters(dags, tasks, sources, visible_dags))
             ).one()
             if first is not None:
                 data_range = DataRange(_as_date(first), _as_date(last))
-        pruned = _pruned_in(conn, since, until, dags, tasks)
+        pruned = _pruned_in(conn, since, until, dags, tasks, visible_dags)
 
     # Unpriced lines have no currency: fold their count into the group's priced rows when it has any.
     width = len(keys)
@@ -332,7 +355,12 @@ def cost_report(
 
 
 def _pruned_in(
-    conn, since: dt.datetime, until: dt.datetime, dags: Sequence[str], tasks: Sequence[str]
+    conn,
+    since: dt.datetime,
+    until: dt.datetime,
+    dags: Sequence[str],
+    tasks: Sequence[str],
+    visible_dags: Collection[str] | None = None,
 ) -> PrunedDetail | None:
     """The tries of [since, until) that ended before the latest prune's date and have no usage left."""
     from airflow_cost_provider.ledger.prune import pruned_before
@@ -351,10 +379,115 @@ def _pruned_in(
             task_runs.c.end_time >= since,
             task_runs.c.end_time < min(until, cutoff),
             without_detail,
-            *_filters(dags, tasks, ()),
+            *_filters(dags, tasks, (), visible_dags),
         )
     ).scalar_one()
     return PrunedDetail(before, int(count)) if count else None
+
+
+# ---------------------------------------------------------------- one task try
+
+
+@dataclass(frozen=True)
+class TryLine:
+    source: str
+    metric: str
+    quantity: str  # exact decimal text, in `unit`
+    unit: str
+    resource: str | None
+    external_id: str | None
+    amount: Decimal | None  # None: unpriced, never zero
+    currency: str | None
+    method: str | None
+    status: str
+    price_amount: str | None
+    price_unit: str | None
+    price_ref: str | None
+    price_source_url: str | None
+    unpriced_reason: str | None
+
+
+@dataclass
+class TryCost:
+    dag_id: str
+    task_id: str
+    run_id: str
+    map_index: int
+    try_number: int
+    state: str
+    status: str
+    start_time: dt.datetime
+    end_time: dt.datetime
+    owner: str | None
+    team: str | None
+    lines: list[TryLine]
+
+
+def try_cost(
+    engine: Engine, dag_id: str, task_id: str, run_id: str, map_index: int = -1, try_number: int | None = None
+) -> TryCost | None:
+    """The cost lines of one task try (its last recorded try unless `try_number` is given), with the
+    usage each prices; None when the ledger has no such try. Both reads use indexes (the try's unique
+    key, then the lines' task_run_id)."""
+    where = [
+        task_runs.c.dag_id == dag_id,
+        task_runs.c.task_id == task_id,
+        task_runs.c.run_id == run_id,
+        task_runs.c.map_index == map_index,
+    ]
+    if try_number is not None:
+        where.append(task_runs.c.try_number == try_number)
+    with engine.connect() as conn:
+        found = conn.execute(
+            sa.select(task_runs).where(*where).order_by(task_runs.c.try_number.desc()).limit(1)
+        ).first()
+        if found is None:
+            return None
+        fetched = conn.execute(
+            sa.select(
+                lines,
+                usage.c.quantity,
+                usage.c.unit,
+                usage.c.resource,
+                usage.c.external_id,
+            )
+            .select_from(lines.join(usage, lines.c.usage_id == usage.c.id))
+            .where(lines.c.task_run_id == found.id)
+            .order_by(lines.c.id)
+        ).all()
+    return TryCost(
+        dag_id=found.dag_id,
+        task_id=found.task_id,
+        run_id=found.run_id,
+        map_index=found.map_index,
+        try_number=found.try_number,
+        state=found.state,
+        status=found.status,
+        start_time=found.start_time,
+        end_time=found.end_time,
+        owner=found.owner,
+        team=found.team,
+        lines=[
+            TryLine(
+                source=row.source,
+                metric=row.metric,
+                quantity=row.quantity,
+                unit=row.unit,
+                resource=row.resource,
+                external_id=row.external_id,
+                amount=from_nanos(row.amount_nanos),
+                currency=row.currency,
+                method=row.method,
+                status=row.status,
+                price_amount=row.price_amount,
+                price_unit=row.price_unit,
+                price_ref=row.price_ref,
+                price_source_url=row.price_source_url,
+                unpriced_reason=row.unpriced_reason,
+            )
+            for row in fetched
+        ],
+    )
 
 
 # ---------------------------------------------------------------- storage costs

@@ -14,6 +14,8 @@ from airflow_cost_provider.cli.common import UTC, add_ledger_option, add_output_
 from airflow_cost_provider.cli.output import Document, escape
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
     from airflow_cost_provider.budgets.evaluate import BudgetStatus
     from airflow_cost_provider.budgets.model import Budget
 
@@ -116,20 +118,33 @@ def _now() -> dt.datetime:
 
 
 def _status(args: argparse.Namespace, path: str, budgets: list[Budget]) -> int:
+    engine, shown_url = open_ledger(args.ledger)
+    emit(status_document(engine, shown_url, path, budgets, args.period, _now(), args.output), args)
+    return 0
+
+
+def status_document(
+    engine: Engine,
+    shown_url: str,
+    path: str,
+    budgets: list[Budget],
+    period: str,
+    now: dt.datetime,
+    fmt: str,
+) -> Document:
+    """Where each budget stands in its `current` or `previous` period, as every face shows it (the
+    CLI in `fmt`, the JSON API as json)."""
     from airflow_cost_provider.budgets.evaluate import evaluate
     from airflow_cost_provider.budgets.periods import previous_bounds
 
-    engine, shown_url = open_ledger(args.ledger)
-    now = _now()
     statuses = []
     with engine.connect() as conn:
         for budget in budgets:
             bounds = None
-            if args.period == "previous":
+            if period == "previous":
                 bounds = previous_bounds(budget.period, now, budget.week_start, budget.timezone)
             statuses.append(evaluate(conn, budget, now, bounds=bounds, contributors=True))
-    emit(_status_document(statuses, path, shown_url, now, args.output), args)
-    return 0
+    return _status_document(statuses, path, shown_url, now, fmt)
 
 
 def _period_text(status: BudgetStatus) -> str:

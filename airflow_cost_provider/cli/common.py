@@ -41,23 +41,43 @@ def parse_day(value: str, option: str) -> dt.date:
 
 def period(args: argparse.Namespace, now: dt.datetime | None = None) -> tuple[dt.datetime, dt.datetime]:
     """[since, until): the last 30 days up to now unless given."""
+    return period_of(args.since, args.until, now)
+
+
+def period_of(
+    since_text: str | None,
+    until_text: str | None,
+    now: dt.datetime | None = None,
+    names: tuple[str, str] = ("--since", "--until"),
+) -> tuple[dt.datetime, dt.datetime]:
+    """period() of the texts given; `names` are what the messages call them (options, parameters)."""
     now = now or dt.datetime.now(UTC)
-    until = parse_when(args.until, "--until") if args.until else now
-    since = parse_when(args.since, "--since") if args.since else until - dt.timedelta(days=DEFAULT_DAYS)
+    until = parse_when(until_text, names[1]) if until_text else now
+    since = parse_when(since_text, names[0]) if since_text else until - dt.timedelta(days=DEFAULT_DAYS)
     if since >= until:
         raise CliError(
-            f"--since {args.since or since.isoformat()} is not before --until {args.until or until.isoformat()}"
+            f"{names[0]} {since_text or since.isoformat()} is not before {names[1]} {until_text or until.isoformat()}"
         )
     return since, until
 
 
 def day_period(args: argparse.Namespace, today: dt.date | None = None) -> tuple[dt.date, dt.date]:
     """[since, until) in billing days: the last 30 days, today included, unless given."""
+    return day_period_of(args.since, args.until, today)
+
+
+def day_period_of(
+    since_text: str | None,
+    until_text: str | None,
+    today: dt.date | None = None,
+    names: tuple[str, str] = ("--since", "--until"),
+) -> tuple[dt.date, dt.date]:
+    """day_period() of the texts given, named as period_of() names them."""
     today = today or dt.datetime.now(UTC).date()
-    until = parse_day(args.until, "--until") if args.until else today + dt.timedelta(days=1)
-    since = parse_day(args.since, "--since") if args.since else until - dt.timedelta(days=DEFAULT_DAYS)
+    until = parse_day(until_text, names[1]) if until_text else today + dt.timedelta(days=1)
+    since = parse_day(since_text, names[0]) if since_text else until - dt.timedelta(days=DEFAULT_DAYS)
     if since >= until:
-        raise CliError(f"--since {since} is not before --until {until}")
+        raise CliError(f"{names[0]} {since} is not before {names[1]} {until}")
     return since, until
 
 

@@ -6,6 +6,8 @@ import argparse
 import datetime as dt
 import sys
 import textwrap
+from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING
 
 from airflow_cost_provider.cli import CliError, Parser
 from airflow_cost_provider.cli.common import (
@@ -19,6 +21,9 @@ from airflow_cost_provider.cli.common import (
     show_period,
 )
 from airflow_cost_provider.cli.output import Document, escape
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 TASK_GROUPINGS = ("dag", "task", "run", "try", "source", "day", "owner", "team", "tag", "label:KEY")
 STORAGE_GROUPINGS = ("resource", "service", "usage-class", "day", "provider")
@@ -180,12 +185,53 @@ def _empty_hint(data_range, what: str, period_read: str, filtered: bool = False)
 def task_report(args: argparse.Namespace) -> int:
     from airflow_cost_provider import report as queries
 
-    keys = _keys(args.by, queries.GROUPINGS)
+    _keys(args.by, queries.GROUPINGS)
     since, until = period(args)
     engine, shown_url = open_ledger(args.ledger)
     _warn_of_spooled_captures()
+    doc, hint = task_report_document(
+        engine,
+        shown_url,
+        args.by,
+        since,
+        until,
+        dags=args.dag,
+        tasks=args.task,
+        sources=args.source,
+        top=args.top,
+    )
+    emit(doc, args, hint)
+    return 0
+
+
+def task_report_document(
+    engine: Engine,
+    shown_url: str,
+    by: str,
+    since: dt.datetime,
+    until: dt.datetime,
+    *,
+    dags: Sequence[str] = (),
+    tasks: Sequence[str] = (),
+    sources: Sequence[str] = (),
+    top: int | None = None,
+    visible_dags: Collection[str] | None = None,
+) -> tuple[Document, str | None]:
+    """The task cost report every face shows (the CLI, the JSON API), and the hint an empty one gives.
+    `visible_dags`: only these DAGs' costs, rows and totals alike (what a user may read)."""
+    from airflow_cost_provider import report as queries
+
+    keys = queries.group_keys(by)
     result = queries.cost_report(
-        engine, args.by, since, until, dags=args.dag, tasks=args.task, sources=args.source, top=args.top
+        engine,
+        by,
+        since,
+        until,
+        dags=dags,
+        tasks=tasks,
+        sources=sources,
+        top=top,
+        visible_dags=visible_dags,
     )
     columns = [*keys, "amount", "currency", "status", "lines", "unpriced"]
     rows = [
@@ -206,9 +252,7 @@ def task_report(args: argparse.Namespace) -> int:
         for t in result.totals
     ]
     filters = {
-        name: values
-        for name, values in (("dag", args.dag), ("task", args.task), ("source", args.source))
-        if values
+        name: list(values) for name, values in (("dag", dags), ("task", tasks), ("source", sources)) if values
     }
     meta = {"ledger": shown_url, "period": show_period(since, until), "grouped by": ", ".join(keys)}
     if filters:
@@ -216,7 +260,7 @@ def task_report(args: argparse.Namespace) -> int:
     notes = []
     if result.omitted_rows:
         notes.append(
-            f"{result.omitted_rows} more row{'s' if result.omitted_rows != 1 else ''} not shown (--top {args.top}); the total includes them."
+            f"{result.omitted_rows} more row{'s' if result.omitted_rows != 1 else ''} not shown (--top {top}); the total includes them."
         )
     if "tag" in keys and result.rows:
         notes.append(
@@ -227,7 +271,12 @@ def task_report(args: argparse.Namespace) -> int:
         notes.append(_pruned_note(result.pruned))
     hint = None
     if not result.rows:
-        hint = _empty_hint(result.data_range, "task costs", show_period(since, until), filtered=bool(filters))
+        hint = _empty_hint(
+            result.data_range,
+            "task costs",
+            show_period(since, until),
+            filtered=bool(filters) or visible_dags is not None,
+        )
         notes.append(hint)
     doc = Document(
         meta=meta,
@@ -265,8 +314,7 @@ def task_report(args: argparse.Namespace) -> int:
         },
         empty="(no task costs in this period)",
     )
-    emit(doc, args, hint)
-    return 0
+    return doc, hint
 
 
 def _pruned_note(pruned) -> str:
@@ -297,10 +345,22 @@ def _range(data_range) -> dict | None:
 def storage_report(args: argparse.Namespace) -> int:
     from airflow_cost_provider import report as queries
 
-    keys = _keys(args.by, queries.STORAGE_GROUPINGS)
+    _keys(args.by, queries.STORAGE_GROUPINGS)
     since, until = day_period(args)
     engine, shown_url = open_ledger(args.ledger)
-    result = queries.storage_report(engine, args.by, since, until, top=args.top)
+    doc, hint = storage_report_document(engine, shown_url, args.by, since, until, top=args.top)
+    emit(doc, args, hint)
+    return 0
+
+
+def storage_report_document(
+    engine: Engine, shown_url: str, by: str, since: dt.date, until: dt.date, *, top: int | None = None
+) -> tuple[Document, str | None]:
+    """The storage cost report every face shows, and the hint an empty one gives."""
+    from airflow_cost_provider import report as queries
+
+    keys = queries.group_keys(by, queries.STORAGE_GROUPINGS)
+    result = queries.storage_report(engine, by, since, until, top=top)
     columns = [*keys, "amount", "currency", "credits", "rows"]
     rows = [[*row.keys.values(), row.amount, row.currency, row.credits, row.rows] for row in result.rows]
     blank = [None] * (len(keys) - 1)
@@ -311,7 +371,7 @@ def storage_report(args: argparse.Namespace) -> int:
     notes = []
     if result.omitted_rows:
         notes.append(
-            f"{result.omitted_rows} more row{'s' if result.omitted_rows != 1 else ''} not shown (--top {args.top}); the total includes them."
+            f"{result.omitted_rows} more row{'s' if result.omitted_rows != 1 else ''} not shown (--top {top}); the total includes them."
         )
     hint = None
     if not result.rows:
@@ -339,5 +399,4 @@ def storage_report(args: argparse.Namespace) -> int:
         },
         empty="(no storage costs imported for these billing days)",
     )
-    emit(doc, args, hint)
-    return 0
+    return doc, hint

@@ -1,0 +1,332 @@
+"""The Costs JSON API, mounted by the plugin at /cost in Airflow's api-server: the endpoints under
+/cost/api/, their OpenAPI page at /cost/api/docs, and the page at /cost/ the navigation links to.
+
+Every document is built by the code that builds the CLI's `-o json` output (cli/report.py,
+cli/budgets.py) and parsed by the same functions (cli/common.py), so the page, the CLI and the API
+agree to the nano-unit and name bad input alike."""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+from typing import Annotated, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi.responses import HTMLResponse, JSONResponse
+from sqlalchemy.engine import Engine
+
+from airflow_cost_provider.api import models
+from airflow_cost_provider.api.access import ReadableDags, SignedIn, read_every_dag, read_task_instances
+from airflow_cost_provider.cli import CliError
+from airflow_cost_provider.cli.common import day_period_of, open_ledger, period_of
+from airflow_cost_provider.cli.output import Document, as_document, as_records
+from airflow_cost_provider.version import __version__
+
+# A report reads at most this long a period: beyond it a request could scan the whole ledger.
+MAX_PERIOD_DAYS = 400
+
+SINCE = "start of the period, included: YYYY-MM-DD (midnight UTC) or an ISO date and time; default: 30 days before until"
+UNTIL = "end of the period, excluded (same forms); default: now"
+BAD_INPUT = {400: {"description": "bad input: the message names the parameter and what is allowed"}}
+REFUSED = {
+    401: {"description": "no Airflow token (bearer or the UI's cookie)"},
+    403: {"description": "a bad token, or no permission to read the DAGs it needs"},
+}
+NO_LEDGER = {503: {"description": "the ledger (or the budgets file) cannot be read"}}
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Costs</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:60em}}code{{background:#f4f4f4;padding:0 .2em}}</style>
+</head><body>
+<h1>Costs</h1>
+<p>What task runs cost, from the cost ledger ({version}). The same reports as
+<code>airflow-cost report</code> and <code>airflow-cost budgets</code>, as JSON:</p>
+<ul>
+<li><a href="{base}/api/report?by=dag">{base}/api/report?by=dag</a>: cost per DAG, last 30 days</li>
+<li><a href="{base}/api/report?by=dag,day">{base}/api/report?by=dag,day</a>: each DAG, day by day</li>
+<li><a href="{base}/api/report?by=team,source">{base}/api/report?by=team,source</a>: each team, per source</li>
+<li><a href="{base}/api/report/storage">{base}/api/report/storage</a>: imported storage costs</li>
+<li><a href="{base}/api/budgets">{base}/api/budgets</a>: where each budget stands</li>
+<li><code>{base}/api/task-instance?dag_id=&amp;task_id=&amp;run_id=</code>: one task try's cost lines</li>
+</ul>
+<p>Every endpoint, its parameters and fields: <a href="{base}/api/docs">{base}/api/docs</a>.</p>
+</body></html>
+"""
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="Airflow cost provider",
+        version=__version__,
+        description="What Airflow task runs cost, from the cost ledger: the documents `airflow-cost report "
+        "-o json` and `airflow-cost budgets -o json` print, for an authenticated Airflow user (a JWT "
+        "from Airflow's `POST /auth/token` as a bearer token, or the UI's cookie). Task costs are shown "
+        "only for the DAGs the user may read; budgets and storage costs need read access to every DAG. "
+        "Money is an exact decimal string.",
+        docs_url="/api/docs",
+        openapi_url="/api/openapi.json",
+        redoc_url=None,
+    )
+    app.add_api_route("/", page, methods=["GET"], response_class=HTMLResponse, include_in_schema=False)
+    app.add_api_route(
+        "/api/report",
+        report,
+        methods=["GET"],
+        response_model=None,
+        responses={200: {"model": models.CostReport}, **BAD_INPUT, **REFUSED, **NO_LEDGER},
+        summary="Task-try costs per group (airflow-cost report)",
+    )
+    app.add_api_route(
+        "/api/report/storage",
+        storage_report,
+        methods=["GET"],
+        response_model=None,
+        dependencies=[Depends(read_every_dag)],
+        responses={200: {"model": models.StorageReport}, **BAD_INPUT, **REFUSED, **NO_LEDGER},
+        summary="Imported storage costs per group (airflow-cost report storage)",
+    )
+    app.add_api_route(
+        "/api/budgets",
+        budgets,
+        methods=["GET"],
+        response_model=None,
+        dependencies=[Depends(read_every_dag)],
+        responses={
+            200: {"model": models.BudgetStatuses},
+            404: {"description": "no budgets file, or no budget of that name"},
+            **REFUSED,
+            **NO_LEDGER,
+        },
+        summary="Where each budget stands (airflow-cost budgets status)",
+    )
+    app.add_api_route(
+        "/api/task-instance",
+        task_instance,
+        methods=["GET"],
+        response_model=None,
+        dependencies=[Depends(read_task_instances)],
+        responses={
+            200: {"model": models.TaskInstanceCost},
+            404: {"description": "the ledger has no such task try"},
+            **REFUSED,
+            **NO_LEDGER,
+        },
+        summary="One task try's cost lines",
+    )
+    return app
+
+
+def _bad_input(error: Exception) -> HTTPException:
+    return HTTPException(status.HTTP_400_BAD_REQUEST, detail=" ".join(str(error).split()))
+
+
+def _ledger() -> tuple[Engine, str]:
+    try:
+        return open_ledger(None)
+    except CliError as error:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=f"ledger: {error}") from None
+
+
+def _check_length(days: float, first: object, last: object) -> None:
+    if days > MAX_PERIOD_DAYS:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            detail=f"the period {first} to {last} is {days:g} days long: at most {MAX_PERIOD_DAYS} per "
+            "request (narrow since/until)",
+        )
+
+
+def _json(doc: Document) -> JSONResponse:
+    return JSONResponse(as_document(doc))
+
+
+def page(request: Request, _: SignedIn) -> HTMLResponse:
+    # links under the prefix the app is mounted at (/cost, after Airflow's own base path if any)
+    base = html.escape(request.scope.get("root_path", "").rstrip("/"))
+    return HTMLResponse(PAGE.format(base=base, version=html.escape(f"airflow-cost-provider {__version__}")))
+
+
+def report(
+    visible: ReadableDags,
+    by: Annotated[
+        str,
+        Query(
+            description="dag, task, run, try, source, day, owner, team, tag or label:KEY, or a comma list "
+            "such as dag,day"
+        ),
+    ] = "task",
+    since: Annotated[str | None, Query(description=SINCE)] = None,
+    until: Annotated[str | None, Query(description=UNTIL)] = None,
+    dag_id: Annotated[list[str] | None, Query(description="only this DAG (repeatable)")] = None,
+    task_id: Annotated[list[str] | None, Query(description="only this task (repeatable)")] = None,
+    source: Annotated[
+        list[str] | None, Query(description="only this source, e.g. bigquery (repeatable)")
+    ] = None,
+    top: Annotated[
+        int | None, Query(ge=1, description="only the N costliest rows (the total keeps all)")
+    ] = None,
+) -> JSONResponse:
+    """The document `airflow-cost report --by BY -o json` prints for the same period and filters,
+    with the costs of the DAGs the user may read only."""
+    from airflow_cost_provider.cli.report import task_report_document
+    from airflow_cost_provider.report import ReportError, group_keys
+
+    try:
+        group_keys(by)
+        first, last = period_of(since, until, names=("since", "until"))
+    except (ReportError, CliError) as error:
+        raise _bad_input(f"by: {error}" if isinstance(error, ReportError) else error) from None
+    _check_length((last - first) / dt.timedelta(days=1), first.isoformat(), last.isoformat())
+    engine, shown_url = _ledger()
+    doc, _ = task_report_document(
+        engine,
+        shown_url,
+        by,
+        first,
+        last,
+        dags=dag_id or (),
+        tasks=task_id or (),
+        sources=source or (),
+        top=top,
+        visible_dags=visible,
+    )
+    return _json(doc)
+
+
+def storage_report(
+    by: Annotated[
+        str,
+        Query(
+            description="resource, service, usage-class, day or provider, or a comma list such as resource,day"
+        ),
+    ] = "resource",
+    since: Annotated[
+        str | None, Query(description="first billing day, YYYY-MM-DD; default: 30 days before until")
+    ] = None,
+    until: Annotated[
+        str | None, Query(description="billing day after the last one; default: tomorrow (UTC)")
+    ] = None,
+    top: Annotated[
+        int | None, Query(ge=1, description="only the N costliest rows (the total keeps all)")
+    ] = None,
+) -> JSONResponse:
+    """The document `airflow-cost report storage --by BY -o json` prints."""
+    from airflow_cost_provider.cli.report import storage_report_document
+    from airflow_cost_provider.report import STORAGE_GROUPINGS, ReportError, group_keys
+
+    try:
+        group_keys(by, STORAGE_GROUPINGS)
+        first, last = day_period_of(since, until, names=("since", "until"))
+    except (ReportError, CliError) as error:
+        raise _bad_input(f"by: {error}" if isinstance(error, ReportError) else error) from None
+    _check_length((last - first).days, first, last)
+    engine, shown_url = _ledger()
+    doc, _ = storage_report_document(engine, shown_url, by, first, last, top=top)
+    return _json(doc)
+
+
+def budgets(
+    budget: Annotated[list[str] | None, Query(description="only this budget (repeatable)")] = None,
+    period: Annotated[
+        Literal["current", "previous"],
+        Query(description="the running period of each budget, or the one before it"),
+    ] = "current",
+) -> JSONResponse:
+    """The document `airflow-cost budgets status -o json` prints."""
+    from airflow_cost_provider.cli import budgets as command
+
+    try:
+        path = command._path(None)
+    except CliError as error:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(error)) from None
+    try:
+        defined = command._load(path)
+    except CliError as error:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, detail=" ".join(str(error).split())
+        ) from None
+    try:
+        chosen = command._selected(defined, budget or [])
+    except CliError as error:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, detail=str(error).replace("--budget ", "budget ", 1)
+        ) from None
+    engine, shown_url = _ledger()
+    return _json(command.status_document(engine, shown_url, path, chosen, period, command._now(), "json"))
+
+
+def task_instance(
+    dag_id: str,
+    task_id: str,
+    run_id: str,
+    map_index: Annotated[int, Query(ge=-1, description="-1 for a task that is not mapped")] = -1,
+    try_number: Annotated[int | None, Query(ge=1, description="default: the last try recorded")] = None,
+) -> JSONResponse:
+    """One task try's cost lines: the usage each prices (quantity and unit, the source's id for it),
+    how it was priced and at what price, or why it has none."""
+    from airflow_cost_provider.report import try_cost
+
+    engine, shown_url = _ledger()
+    found = try_cost(engine, dag_id, task_id, run_id, map_index, try_number)
+    if found is None:
+        which = f"try {try_number}" if try_number is not None else "any try"
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND,
+            detail=f"the ledger has no cost for {which} of {dag_id}.{task_id} (run {run_id!r}, "
+            f"map_index {map_index})",
+        )
+    columns = [
+        "source",
+        "metric",
+        "quantity",
+        "unit",
+        "resource",
+        "external_id",
+        "amount",
+        "currency",
+        "method",
+        "status",
+        "price_amount",
+        "price_unit",
+        "price_ref",
+        "price_source_url",
+        "unpriced_reason",
+    ]
+    totals: dict[str, list] = {}
+    for line in found.lines:
+        if line.amount is not None:
+            total = totals.setdefault(line.currency or "", [0, 0])
+            total[0] += line.amount
+            total[1] += 1
+    lines_doc = Document(
+        meta={},
+        head={},
+        columns=columns,
+        rows=[[getattr(line, name) for name in columns] for line in found.lines],
+        money={"amount"},
+    )
+    total_doc = Document(
+        meta={},
+        head={},
+        columns=["currency", "amount", "lines"],
+        rows=[[currency, amount, count] for currency, (amount, count) in sorted(totals.items())],
+        money={"amount"},
+    )
+    return JSONResponse(
+        {
+            "ledger": shown_url,
+            "dag_id": found.dag_id,
+            "task_id": found.task_id,
+            "run_id": found.run_id,
+            "map_index": found.map_index,
+            "try_number": found.try_number,
+            "state": found.state,
+            "status": found.status,
+            "start_time": found.start_time.isoformat(),
+            "end_time": found.end_time.isoformat(),
+            "owner": found.owner,
+            "team": found.team,
+            "lines": as_records(lines_doc, lines_doc.rows),
+            "total": as_records(total_doc, total_doc.rows),
+        }
+    )

@@ -1,0 +1,154 @@
+"""How long does the Costs API take to answer on a large ledger?
+
+Fills a ledger with `--lines` cost lines (default 1,000,000) the way budget_evaluation.py does (40
+DAGs of 8 tasks, 10 of them hourly, about five months up to 2026-12-20, owners, teams, tags, labels,
+some EUR and unpriced lines), then times the API's requests in-process through FastAPI's TestClient
+(the app as the api-server mounts it, with the user's authentication replaced by a fixed one: the
+time measured is the parsing, the ledger's queries and the JSON), each request `--rounds` times:
+
+- the page's data: `/api/report?by=dag` for the last 30 days, and `by=dag,day`, `by=team,source`,
+  `by=try&top=100`, `by=tag`;
+- the same `by=dag` for a user who may read 10 of the 40 DAGs (the report filtered to them);
+- `/api/report?by=dag` over 90 days, and one try's lines (`/api/task-instance`).
+
+Reports the median and p95 per request (target: under 1 s). Writes benchmarks/results/api_latency.json.
+
+    uv run python benchmarks/api_latency.py                     # SQLite in a temp dir
+    uv run python benchmarks/api_latency.py --lines 200000 --rounds 10
+    uv run python benchmarks/api_latency.py --ledger postgresql://cost:cost@localhost:5433/bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+RESULTS = REPO / "benchmarks" / "results" / "api_latency.json"
+TARGET_MS = 1000
+LAST_30_DAYS = {"since": "2026-11-21", "until": "2026-12-21"}
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def timed(client, path: str, params: dict, rounds: int) -> dict:
+    client.get(path, params=params)  # the first request builds the app's routes and warms the cache
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        response = client.get(path, params=params)
+        times.append((time.perf_counter() - started) * 1000)
+        assert response.status_code == 200, response.text
+    body = response.json()
+    return {
+        "median_ms": round(statistics.median(times), 1),
+        "p95_ms": round(percentile(times, 0.95), 1),
+        "rows": len(body.get("rows", body.get("lines", []))),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ledger", help="an empty PostgreSQL database URL (default: SQLite in a temp dir)")
+    parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=14)
+    parser.add_argument("--keep-temp", action="store_true")
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="cost-api-bench-"))
+    os.environ["AIRFLOW_HOME"] = str(tmp)
+    for key in [k for k in os.environ if k.startswith("AIRFLOW__COST_PROVIDER__")]:
+        del os.environ[key]
+    from airflow_cost_provider.ledger.store import dispose_engines, get_engine, normalize_url, safe_url
+
+    url = normalize_url(args.ledger) if args.ledger else f"sqlite:///{tmp / 'ledger.db'}"
+    os.environ["AIRFLOW__COST_PROVIDER__LEDGER_CONN"] = url
+    try:
+        from benchmarks.budget_evaluation import DAGS, dag_id, fill
+
+        engine = get_engine(url)
+        print(f"filling {safe_url(url)} with {args.lines:,} lines ...", flush=True)
+        filled = fill(engine, args.lines, args.seed, analyze=engine.dialect.name != "sqlite")
+        print(f"  {filled}", flush=True)
+
+        from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+        from airflow.api_fastapi.core_api.security import get_user
+        from fastapi.testclient import TestClient
+
+        from airflow_cost_provider.api import access
+        from airflow_cost_provider.api.app import create_app
+
+        app = create_app()
+        app.dependency_overrides[get_user] = lambda: SimpleAuthManagerUser(username="bench", role="viewer")
+        app.dependency_overrides[access.read_task_instances] = lambda: None
+        client = TestClient(app)
+        visible: frozenset[str] | None = None
+        app.dependency_overrides[access.readable_dags] = lambda: visible
+
+        results = {}
+        for by, extra in [
+            ("dag", {}),
+            ("dag,day", {}),
+            ("team,source", {}),
+            ("try", {"top": 100}),
+            ("tag", {}),
+        ]:
+            name = f"report?by={by}" + "".join(f"&{k}={v}" for k, v in extra.items())
+            results[name] = timed(client, "/api/report", {"by": by, **LAST_30_DAYS, **extra}, args.rounds)
+        visible = frozenset(dag_id(i) for i in range(0, DAGS, 4))
+        results["report?by=dag, a user who may read 10 DAGs"] = timed(
+            client, "/api/report", {"by": "dag", **LAST_30_DAYS}, args.rounds
+        )
+        visible = None
+        results["report?by=dag, 90 days"] = timed(
+            client, "/api/report", {"by": "dag", "since": "2026-09-22", "until": "2026-12-21"}, args.rounds
+        )
+        last_try = client.get("/api/report", params={"by": "try", "top": 1, **LAST_30_DAYS}).json()["rows"][0]
+        results["task-instance"] = timed(
+            client,
+            "/api/task-instance",
+            {key: last_try[key] for key in ("dag_id", "task_id", "run_id", "map_index", "try_number")},
+            args.rounds,
+        )
+        result = {
+            "ledger": engine.dialect.name,
+            "fill": filled,
+            "rounds": args.rounds,
+            "requests": results,
+            "python": platform.python_version(),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        }
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(result, indent=2))
+        print(
+            f"{result['ledger']}, {filled['lines']:,} lines, {args.rounds} rounds (target: under {TARGET_MS} ms):"
+        )
+        for name, numbers in results.items():
+            print(
+                f"  {name}: median {numbers['median_ms']} ms, p95 {numbers['p95_ms']} ms ({numbers['rows']} rows)"
+            )
+        print(f"  written to {RESULTS.relative_to(REPO)}")
+    finally:
+        dispose_engines()
+        if args.keep_temp:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,326 @@
+"""The Costs JSON API (airflow_cost_provider.api) through FastAPI's TestClient on a real SQLite ledger:
+the same documents as the CLI's `-o json`, only the DAGs a user may read, bad input as a 4xx with a
+message, and every endpoint refused without an Airflow user. Authentication is replaced by a fixed
+user where a test is about rows; the integration test (test_api_server.py) runs Airflow's own."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from decimal import Decimal
+
+import pytest
+from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+from airflow.api_fastapi.core_api.security import get_user
+from fastapi import FastAPI, HTTPException
+from fastapi.testclient import TestClient
+
+from airflow_cost_provider import conf
+from airflow_cost_provider.api import URL_PREFIX, access
+from airflow_cost_provider.api.app import MAX_PERIOD_DAYS, create_app
+from airflow_cost_provider.billing.importer import CollectedCosts
+from airflow_cost_provider.billing.scan import StorageCost
+from airflow_cost_provider.budgets import settled
+from airflow_cost_provider.cli import budgets as budgets_command
+from airflow_cost_provider.ledger import store
+from tests.support.airflow_env import REPO
+from tests.unit.budgets.test_cli import BUDGETS
+from tests.unit.test_report import T0, line, result, run
+
+PERIOD = {"since": "2026-11-01", "until": "2026-12-01"}
+NOW = dt.datetime(2026, 12, 20, 12, tzinfo=dt.timezone.utc)
+
+
+def storage_cost(day: dt.date, resource: str, amount: str) -> StorageCost:
+    nanos = int(Decimal(amount) * 10**9)
+    return StorageCost(
+        "aws", "123456789012", day, resource, "TimedStorage-ByteHrs", "standard", "USD",
+        nanos, nanos, nanos, 0, 0, "1", "GB-Mo", None, "TimedStorage-ByteHrs", "AmazonS3", "us-east-1", 1, "focus",
+    )  # fmt: skip
+
+
+@pytest.fixture
+def ledger(tmp_path, monkeypatch):
+    """Task costs of three DAGs (one with unpriced usage), two tries of one task, storage costs of two
+    buckets, and two budgets; the API and the CLI both read it from [cost_provider] ledger_conn."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    engine = store.get_engine(url)
+    for item in [
+        result("sales", "extract", "r1", [line("airflow_worker", "0.10"), line("athena", "1.25")]),
+        result(
+            "sales",
+            "extract",
+            "r2",
+            [line("airflow_worker", "0.000001040")],
+            unpriced=["postgres"],
+            end=T0 + dt.timedelta(days=1),
+        ),
+        result("sales", "load", "r1", [line("snowflake", "3.00"), line("bigquery", "2.00", "EUR")]),
+        result("sales", "load", "r1", [line("airflow_worker", "0.05")], try_number=2),
+        result("ops", "vacuum", "r1", [line("airflow_worker", "0.30")], unpriced=["postgres"]),
+        result("finance", "close", "r1", [line("snowflake", "7.5")]),
+        result("old", "t", "r0", [line("athena", "100")], end=T0 - dt.timedelta(days=90)),
+    ]:
+        store.store(engine, item)
+    costs = [
+        storage_cost(dt.date(2026, 11, day), bucket, "2") for day in (3, 4) for bucket in ("raw", "marts")
+    ]
+    store.write_storage_import(engine, CollectedCosts("focus", costs, rows_read=4, rows_imported=4))
+    budgets_file = tmp_path / "cost_budgets.yaml"
+    budgets_file.write_text(BUDGETS)
+    monkeypatch.setenv("AIRFLOW__COST_PROVIDER__LEDGER_CONN", url)
+    monkeypatch.setenv("AIRFLOW__COST_PROVIDER__BUDGETS_PATH", str(budgets_file))
+    monkeypatch.setattr(budgets_command, "_now", lambda: NOW)
+    conf.clear_cache()
+    settled.clear()
+    yield url
+    settled.clear()
+
+
+def client_for(readable: frozenset[str] | None = None, every_dag: bool = True) -> TestClient:
+    """A client signed in as a viewer who may read `readable` DAGs (None: every DAG)."""
+    app = create_app()
+    app.dependency_overrides[get_user] = lambda: SimpleAuthManagerUser(username="ana", role="viewer")
+    app.dependency_overrides[access.readable_dags] = lambda: readable
+
+    def every_dag_check() -> None:
+        if not every_dag:
+            raise HTTPException(403, "Forbidden: budgets and storage costs need read access to every DAG")
+
+    app.dependency_overrides[access.read_every_dag] = every_dag_check
+    app.dependency_overrides[access.read_task_instances] = lambda: None
+    return TestClient(app)
+
+
+def cli_json(*args: str) -> dict:
+    code, out, err = run(*args, "-o", "json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def get(client: TestClient, path: str, **params) -> dict:
+    response = client.get(path, params=params)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+@pytest.mark.parametrize(
+    "by, filters",
+    [
+        ("dag", {}),
+        ("task", {}),
+        ("try", {}),
+        ("dag,source", {}),
+        ("source,day", {"dag_id": "sales"}),
+        ("task", {"dag_id": ["sales", "ops"], "source": "airflow_worker", "top": "2"}),
+    ],
+)
+def test_report_is_the_document_the_cli_prints(ledger, by, filters):
+    cli_args = ["report", "--by", by, "--since", PERIOD["since"], "--until", PERIOD["until"]]
+    for name, option in (
+        ("dag_id", "--dag"),
+        ("task_id", "--task"),
+        ("source", "--source"),
+        ("top", "--top"),
+    ):
+        values = filters.get(name, [])
+        for value in [values] if isinstance(values, str) else values:
+            cli_args += [option, value]
+    document = get(client_for(), "/api/report", by=by, **PERIOD, **filters)
+    assert document == cli_json(*cli_args)
+    assert document["rows"]
+
+
+def test_report_amounts_are_exact_and_unpriced_usage_is_counted_apart(ledger):
+    document = get(client_for(), "/api/report", by="dag", **PERIOD)
+    rows = {(row["dag_id"], row["currency"]): row for row in document["rows"]}
+    assert (
+        rows["sales", "USD"]["amount"] == "4.40000104"
+    )  # 0.10 + 1.25 + 0.000001040 + 3.00 + 0.05, at the precision the column needs
+    assert rows["sales", "USD"]["status"] == "partial" and rows["sales", "USD"]["unpriced"] == 1
+    assert rows["sales", "EUR"]["amount"] == "2.00000000"
+    assert [cause["count"] for cause in document["unpriced"]] == [2]
+    assert "old" not in {row["dag_id"] for row in document["rows"]}  # outside the period
+
+
+def test_only_the_dags_a_user_may_read(ledger):
+    everything = get(client_for(), "/api/report", by="dag", **PERIOD)
+    assert {row["dag_id"] for row in everything["rows"]} == {"sales", "ops", "finance"}
+
+    ops_only = get(client_for(frozenset({"ops", "deleted_dag"})), "/api/report", by="task", **PERIOD)
+    assert {row["dag_id"] for row in ops_only["rows"]} == {"ops"}
+    # the totals and the unpriced causes are the readable DAGs' too
+    assert [(t["amount"], t["currency"], t["lines"], t["unpriced"]) for t in ops_only["total"]] == [
+        ("0.30", "USD", 1, 0),
+        (None, None, 1, 1),
+    ]
+    assert ops_only == cli_json("report", "--by", "task", "--dag", "ops", "--since", "2026-11-01", "--until", "2026-12-01") | {"filters": {}}  # fmt: skip
+
+    # asking for a DAG the user may not read shows nothing of it
+    hidden = get(client_for(frozenset({"ops"})), "/api/report", by="dag", dag_id="sales", **PERIOD)
+    assert hidden["rows"] == [] and hidden["total"] == [] and hidden["unpriced"] == []
+    assert hidden["data_range"] is None  # nor where its data is
+    nothing = get(client_for(frozenset()), "/api/report", by="dag", **PERIOD)
+    assert nothing["rows"] == [] and nothing["total"] == []
+
+
+def test_an_empty_period_says_where_the_readable_data_is(ledger):
+    document = get(client_for(), "/api/report", by="dag", since="2027-01-01", until="2027-02-01")
+    assert document["rows"] == [] and document["data_range"] == {"first": "2026-08-22", "last": "2026-11-21"}
+    restricted = get(
+        client_for(frozenset({"ops"})), "/api/report", by="dag", since="2027-01-01", until="2027-02-01"
+    )
+    assert restricted["data_range"] == {"first": "2026-11-20", "last": "2026-11-20"}
+
+
+def test_storage_report_and_budgets_are_the_documents_the_cli_prints(ledger):
+    client = client_for()
+    storage = get(client, "/api/report/storage", by="resource,day", **PERIOD)
+    assert storage == cli_json("report", "storage", "--by", "resource,day", "--since", "2026-11-01", "--until", "2026-12-01")  # fmt: skip
+    assert [row["amount"] for row in storage["total"]] == ["8.00"]
+
+    budgets = get(client, "/api/budgets")
+    assert budgets == cli_json("budgets")
+    assert [row["budget"] for row in budgets["rows"]] == ["marketing-dags", "ops-weekly"]
+    settled.clear()
+    one = get(client, "/api/budgets", budget="ops-weekly", period="previous")
+    settled.clear()
+    assert one == cli_json("budgets", "status", "--budget", "ops-weekly", "--period", "previous")
+
+
+def test_budgets_and_storage_need_read_access_to_every_dag(ledger):
+    client = client_for(frozenset({"ops"}), every_dag=False)
+    for path in ("/api/budgets", "/api/report/storage"):
+        response = client.get(path)
+        assert response.status_code == 403 and "every DAG" in response.json()["detail"]
+
+
+def test_one_task_try_lines(ledger):
+    client = client_for()
+    extract = get(client, "/api/task-instance", dag_id="sales", task_id="extract", run_id="r2")
+    assert (extract["try_number"], extract["map_index"], extract["status"]) == (1, -1, "partial")
+    priced, unpriced = sorted(extract["lines"], key=lambda line: line["status"])
+    assert priced["source"] == "airflow_worker" and priced["amount"] == "0.00000104"
+    assert (priced["quantity"], priced["unit"], priced["method"]) == ("1", "query", "list_price")
+    assert (priced["price_amount"], priced["price_unit"], priced["price_ref"]) == (
+        "0.000001040",
+        "query",
+        "v:airflow_worker/m",
+    )
+    assert unpriced["amount"] is None and unpriced["unpriced_reason"].startswith("no price for postgres")
+    assert extract["total"] == [{"currency": "USD", "amount": "0.00000104", "lines": 1}]
+
+    latest = get(client, "/api/task-instance", dag_id="sales", task_id="load", run_id="r1")
+    assert latest["try_number"] == 2 and [line["amount"] for line in latest["lines"]] == ["0.05"]
+    first = get(client, "/api/task-instance", dag_id="sales", task_id="load", run_id="r1", try_number=1)
+    assert sorted((line["amount"], line["currency"]) for line in first["lines"]) == [("2.00", "EUR"), ("3.00", "USD")]  # fmt: skip
+
+    missing = client.get("/api/task-instance", params={"dag_id": "sales", "task_id": "load", "run_id": "r9"})
+    assert missing.status_code == 404
+    assert (
+        missing.json()["detail"]
+        == "the ledger has no cost for any try of sales.load (run 'r9', map_index -1)"
+    )
+
+
+@pytest.mark.parametrize(
+    "path, params, message",
+    [
+        ("/api/report", {"by": "dag,colour"}, "by: unknown grouping 'colour': choose from dag, task, run"),
+        ("/api/report", {"by": "label:"}, "by: grouping 'label:' names no label"),
+        ("/api/report", {"since": "2026-12-01", "until": "2026-11-01"}, "since 2026-12-01 is not before until 2026-11-01"),
+        ("/api/report", {"since": "2026-13-45"}, "since '2026-13-45' is not a date (YYYY-MM-DD)"),
+        ("/api/report", {"since": "2025-01-01", "until": "2026-12-01"}, f"is 699 days long: at most {MAX_PERIOD_DAYS} per request"),
+        ("/api/report/storage", {"by": "dag"}, "by: unknown grouping 'dag': choose from resource, service"),
+        ("/api/report/storage", {"since": "2026-11-31"}, "since '2026-11-31' is not a date (YYYY-MM-DD)"),
+        ("/api/report/storage", {"since": "2020-01-01", "until": "2026-01-01"}, "days long: at most 400"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_a_400_with_a_message(ledger, path, params, message):
+    response = client_for().get(path, params=params)
+    assert response.status_code == 400, response.text
+    assert message in response.json()["detail"]
+
+
+def test_malformed_parameters_and_unknown_budgets(ledger, monkeypatch):
+    client = client_for()
+    assert client.get("/api/report", params={"top": "0"}).status_code == 422
+    assert client.get("/api/task-instance", params={"dag_id": "sales", "task_id": "t"}).status_code == 422
+    unknown = client.get("/api/budgets", params={"budget": "nope"})
+    assert unknown.status_code == 404
+    assert (
+        unknown.json()["detail"]
+        == "budget 'nope' is not in the budgets file: it has marketing-dags, ops-weekly"
+    )
+    monkeypatch.delenv("AIRFLOW__COST_PROVIDER__BUDGETS_PATH")
+    conf.clear_cache()
+    assert "no budgets file" in client.get("/api/budgets").json()["detail"]
+
+
+def test_a_missing_ledger_is_a_503_naming_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIRFLOW__COST_PROVIDER__LEDGER_CONN", f"sqlite:///{tmp_path / 'none.db'}")
+    conf.clear_cache()
+    response = client_for().get("/api/report")
+    assert response.status_code == 503
+    assert response.json()["detail"] == f"ledger: ledger sqlite:///{tmp_path / 'none.db'} does not exist: no file {tmp_path / 'none.db'}"  # fmt: skip
+
+
+def test_every_endpoint_refuses_a_request_without_an_airflow_user(ledger):
+    client = TestClient(create_app())  # Airflow's own authentication: no token, no cookie
+    for path in ("/", "/api/report", "/api/report/storage", "/api/budgets", "/api/task-instance?dag_id=sales&task_id=load&run_id=r1"):  # fmt: skip
+        response = client.get(path)
+        assert response.status_code == 401, path
+        assert response.json() == {"detail": "Not authenticated"}
+
+
+def test_mounted_under_cost_with_its_openapi_page(ledger):
+    """As the api-server mounts it (the plugin's lazy app under /cost): the page, the API and the
+    OpenAPI document listing every endpoint and parameter."""
+    from airflow_cost_provider.api import lazy_app
+
+    server = FastAPI()
+    server.mount(URL_PREFIX, lazy_app)
+    inner = lazy_app.get()
+    inner.dependency_overrides[get_user] = lambda: SimpleAuthManagerUser(username="ana", role="admin")
+    inner.dependency_overrides[access.readable_dags] = lambda: None
+    try:
+        client = TestClient(server)
+        page = client.get("/cost/")
+        assert page.status_code == 200 and 'href="/cost/api/report?by=dag"' in page.text
+        assert 'href="/cost/api/docs"' in page.text
+        report = client.get("/cost/api/report", params={"by": "dag", **PERIOD})
+        assert report.status_code == 200 and report.json()["by"] == ["dag_id"]
+        docs = client.get("/cost/api/docs")
+        assert docs.status_code == 200 and "/cost/api/openapi.json" in docs.text
+        spec = client.get("/cost/api/openapi.json").json()
+    finally:
+        inner.dependency_overrides.clear()
+    assert set(spec["paths"]) == {"/api/report", "/api/report/storage", "/api/budgets", "/api/task-instance"}
+    parameters = {p["name"] for p in spec["paths"]["/api/report"]["get"]["parameters"]}
+    assert {"by", "since", "until", "dag_id", "task_id", "source", "top"} <= parameters
+    fields = spec["components"]["schemas"]["CostReport"]["properties"]
+    assert {"rows", "total", "unpriced", "data_range", "omitted_rows"} <= set(fields)
+    assert {"401", "403", "400"} <= set(spec["paths"]["/api/report"]["get"]["responses"])
+
+
+def test_the_plugin_mounts_the_api_under_cost_and_links_the_page_without_importing_it():
+    code = (
+        "from airflow_cost_provider.plugin import CostProviderPlugin as P;"
+        "print([(a['url_prefix'], a['name']) for a in P.fastapi_apps]);"
+        "print([(v['name'], v['href'], v['destination']) for v in P.external_views]);"
+        "import sys; print(sorted(m for m in ('fastapi', 'airflow_cost_provider.api.app') if m in sys.modules))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__COST")}
+    loaded = subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        env={**env, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout.splitlines()
+    assert loaded[-3:] == ["[('/cost', 'Costs API')]", "[('Costs', '/cost/', 'nav')]", "[]"]
+    # FastAPI and the app are imported by the api-server's first request, never by a worker's plugin load
