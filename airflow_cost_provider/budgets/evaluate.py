@@ -419,7 +419,13 @@ class _SpendPlan:
 
 
 def _settled_key(conn: Connection, scope: Scope) -> str:
-    return settled.cache_key(conn.engine.url.render_as_string(hide_password=True), f"v1 {scope!r}")
+    return _scope_key(conn.engine.url, scope)
+
+
+@functools.lru_cache(maxsize=4096)
+def _scope_key(url: sa.URL, scope: Scope) -> str:
+    """Worked out once per ledger and scope: the prefetch and each budget's plan both need it."""
+    return settled.cache_key(url.render_as_string(hide_password=True), f"v1 {scope!r}")
 
 
 def _plan(
