@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -155,8 +156,24 @@ def render_table(doc: Document, wide: bool = False, plain: bool = False) -> str:
             out += aligned[1 + len(body) :]
     if doc.notes and not plain:
         out.append("")
-        out += doc.notes
+        out += doc.notes if wide else [part for note in doc.notes for part in _wrapped(note)]
     return "\n".join(out)
+
+
+def _wrapped(note: str) -> list[str]:
+    """A note line folded at words to the table's width, its continuation indented under it; a word
+    longer than that (a path, a command) stays whole so it can be copied."""
+    if len(note) <= TABLE_WIDTH:
+        return [note]
+    indent = " " * (len(note) - len(note.lstrip(" ")))
+    return textwrap.wrap(
+        note,
+        TABLE_WIDTH,
+        initial_indent="",
+        subsequent_indent=indent + "  ",
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
 
 
 def render_csv(doc: Document) -> str:

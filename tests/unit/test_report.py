@@ -563,3 +563,16 @@ def test_bad_label_grouping(attributed_ledger, by, message):
     """One line with exit status 2 (short name: the PostgreSQL database is named after the test)."""
     code, out, err = run("report", "--ledger", attributed_ledger, "--by", by)
     assert code == 2 and out == "" and err.count("\n") == 1 and message in err, err
+
+
+def test_a_long_note_folds_at_words_to_100_columns_and_keeps_a_path_whole():
+    from airflow_cost_provider.cli.output import Document, render_table
+
+    path = "/a/very/long/folder/name/" + "x" * 90 + ".csv"
+    note = "Left out: 8 unpriced lines (no price, so no cost; FOCUS costs cannot be null). See the report."
+    doc = Document(meta={}, head={}, columns=["a"], rows=[["1"]], notes=[note + " More words here.", path])
+    lines = render_table(doc).split("\n\n")[-1].splitlines()
+    assert lines[:2] == [note + " More", "  words here."]  # 104 characters: folded at the last word that fits
+    assert all(len(line) <= 100 for line in lines[:-1])
+    assert lines[-1] == path  # longer than a line, never cut
+    assert render_table(doc, wide=True).split("\n\n")[-1].splitlines()[0] == note + " More words here."
