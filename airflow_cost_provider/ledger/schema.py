@@ -7,7 +7,7 @@ import datetime as dt
 import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 
-SCHEMA_REVISION = "0006"  # the head migration; checked cheaply before Alembic is ever imported
+SCHEMA_REVISION = "0007"  # the head migration; checked cheaply before Alembic is ever imported
 VERSION_TABLE = "cost_provider_alembic_version"
 NANOS_PER_UNIT = 10**9
 
@@ -118,6 +118,9 @@ lines = sa.Table(
     sa.Column("price_unit", sa.String(32)),
     sa.Column("price_source_url", sa.String(500)),
     sa.Column("unpriced_reason", sa.Text),
+    # set by `airflow-cost reconcile` (0007): the line's share of the bill, beside its estimate
+    sa.Column("reconciled_nanos", sa.BigInteger),
+    sa.Column("reconciled_currency", sa.String(3)),
     sa.Index("ix_cost_lines_task_run_id", "task_run_id"),
     sa.Index("ix_cost_lines_usage_id", "usage_id"),
     sa.Index("ix_cost_lines_source", "source"),
@@ -241,6 +244,91 @@ billing_api_cache = sa.Table(
     sa.Column("source", sa.String(32), nullable=False),
     sa.Column("response", sa.JSON, nullable=False),
     sa.Column("fetched_at", UTCDateTime, nullable=False),
+)
+
+
+# ---------------------------------------------------------------- the whole bill, and reconciliation
+
+# A billed resource's cost of one day, any service (storage included), per SKU, usage class,
+# currency and tag set; written by `airflow-cost import-billing` and the warehouse metering imports.
+# The key is long (resource ids, SKUs, tags): `row_key` is its digest, so every database can index it.
+billing_costs = sa.Table(
+    "cost_billing_costs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("row_key", sa.String(64), nullable=False),  # sha256 of the key columns, hex
+    sa.Column("provider", sa.String(32), nullable=False),  # aws | gcp | azure | snowflake | databricks
+    sa.Column("billing_account", sa.String(100), nullable=False),
+    sa.Column("day", sa.Date, nullable=False),  # the billing day, UTC
+    sa.Column("service", sa.String(100), nullable=False),  # '' if the data names none
+    sa.Column("resource_id", sa.String(400), nullable=False),  # '' if none
+    sa.Column("sku", sa.String(200), nullable=False),
+    sa.Column("usage_class", sa.String(32), nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("amount_nanos", sa.BigInteger, nullable=False),  # billed cost, credits included
+    sa.Column("effective_nanos", sa.BigInteger),
+    sa.Column("list_nanos", sa.BigInteger),
+    sa.Column("credit_nanos", sa.BigInteger, nullable=False),
+    sa.Column("correction_nanos", sa.BigInteger, nullable=False),
+    sa.Column("quantity", sa.String(64)),  # exact decimal text, in `unit`
+    sa.Column("unit", sa.String(64)),
+    sa.Column("usage_type", sa.String(250)),
+    sa.Column("region", sa.String(64)),
+    sa.Column("tags", sa.JSON),  # the row's resource tags or labels; NULL: none
+    # the OpenLineage run id in the tags this project sets (job labels, job run tags), for the join
+    sa.Column("tagged_run_id", sa.String(36)),
+    sa.Column("source_rows", sa.Integer, nullable=False),
+    sa.Column("source", sa.String(32), nullable=False),
+    sa.Column(
+        "import_id", sa.Integer, sa.ForeignKey("cost_storage_imports.id", ondelete="SET NULL"), nullable=True
+    ),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("row_key", name="uq_cost_billing_costs_row_key"),
+    sa.Index("ix_cost_billing_costs_day_provider", "day", "provider"),
+    sa.Index("ix_cost_billing_costs_tagged_run_id", "tagged_run_id"),
+)
+
+# One billed pool of one day as reconciled: a resource, a `billing_resources` rule's resources, or a
+# tagged try's charges; what it cost, what its lines got, and what stays idle or unattributed.
+# Resources no ledger line and no rule matched are kept too (`pool_kind` 'untouched').
+reconciliations = sa.Table(
+    "cost_reconciliations",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("day", sa.Date, nullable=False),
+    sa.Column("provider", sa.String(32), nullable=False),
+    sa.Column("billing_account", sa.String(100), nullable=False),
+    sa.Column("service", sa.String(100), nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("pool", sa.String(500), nullable=False),  # resource id, `rule:<name>`, or the try's run id
+    sa.Column("pool_kind", sa.String(16), nullable=False),  # resource | rule | try | untouched
+    sa.Column("source", sa.String(64)),  # the ledger source whose lines used it
+    sa.Column("mode", sa.String(8), nullable=False),  # keep | spread
+    sa.Column("basis", sa.String(16), nullable=False),  # quantity | list_cost | estimate | tags | none
+    sa.Column("billed_nanos", sa.BigInteger, nullable=False),
+    sa.Column("attributed_nanos", sa.BigInteger, nullable=False),
+    sa.Column("unattributed_nanos", sa.BigInteger, nullable=False),  # idle included
+    sa.Column("estimated_nanos", sa.BigInteger),  # the estimates of its lines, NULL: none priced
+    sa.Column("lines", sa.Integer, nullable=False),
+    sa.Column("used_share", sa.String(64)),  # exact decimal text, 0..1: what the lines used of it
+    sa.Column("billing_cost_ids", sa.JSON, nullable=False),  # cost_billing_costs rows it came from
+    sa.Column("reconciled_at", UTCDateTime, nullable=False),
+    sa.Index("ix_cost_reconciliations_day", "day"),
+)
+
+# A line's share of a reconciled pool (a line can share more than one: a try's job billed on two days).
+line_reconciliations = sa.Table(
+    "cost_line_reconciliations",
+    metadata,
+    sa.Column("line_id", sa.Integer, sa.ForeignKey("cost_lines.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column(
+        "reconciliation_id",
+        sa.Integer,
+        sa.ForeignKey("cost_reconciliations.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("amount_nanos", sa.BigInteger, nullable=False),
+    sa.Index("ix_cost_line_reconciliations_reconciliation_id", "reconciliation_id"),
 )
 
 
