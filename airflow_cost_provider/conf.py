@@ -431,6 +431,38 @@ def max_lines_per_task() -> int:
     return _whole_number("max_lines_per_task", MAX_LINES_PER_TASK, "lines")
 
 
+def _json_value(option: str):
+    value = _raw(option)
+    if not value or value in ("keep", "spread"):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError as error:
+        raise ConfigError(f"[{SECTION}] {option} is not valid JSON: {error}") from None
+
+
+@functools.cache
+def billing_resources() -> tuple:
+    """The reconcile rules (reconcile.rules.BillingRule), validated."""
+    from airflow_cost_provider.reconcile.rules import RuleError, parse_rules
+
+    try:
+        return parse_rules(_json_value("billing_resources"))
+    except RuleError as error:
+        raise ConfigError(f"[{SECTION}] {error}") from None
+
+
+@functools.cache
+def reconcile_mode() -> dict[str, str]:
+    """Source -> keep | spread, "*" for the others."""
+    from airflow_cost_provider.reconcile.rules import RuleError, parse_modes
+
+    try:
+        return parse_modes(_json_value("reconcile_mode"))
+    except RuleError as error:
+        raise ConfigError(f"[{SECTION}] {error}") from None
+
+
 # Every option's getter: `airflow-cost check` validates each (tests hold it to CONFIG_OPTIONS).
 GETTERS: dict[str, Callable[[], object]] = {
     "enabled": enabled,
@@ -454,6 +486,8 @@ GETTERS: dict[str, Callable[[], object]] = {
     "spool_dir": spool_dir,
     "spool_max_mb": spool_max_mb,
     "max_lines_per_task": max_lines_per_task,
+    "billing_resources": billing_resources,
+    "reconcile_mode": reconcile_mode,
 }
 
 

@@ -188,6 +188,26 @@ CONFIG_OPTIONS: dict[str, dict] = {
         "integer",
         "1000",
     ),
+    "billing_resources": _option(
+        "JSON list of rules for airflow-cost reconcile: billed resources the bill cannot tie to a task "
+        "(worker instances, a shared database) and the ledger lines that share them. Each rule: source "
+        "(the ledger source, e.g. airflow_worker), optional resource (a glob over the lines' resource), "
+        "match with resource_id (a glob over the billed resource id) and/or tags (tag -> value glob), "
+        "optional name. The billed rows a rule matches form one pool per day; two rules may not claim "
+        "the same billed row.",
+        "string",
+        "",
+        example='[{"name": "workers", "source": "airflow_worker", '
+        '"match": {"tags": {"airflow-component": "worker"}}}]',
+    ),
+    "reconcile_mode": _option(
+        "What airflow-cost reconcile does with the part of a billed resource its lines did not use: keep "
+        "(the lines get their share of what was used, the rest is a named idle line) or spread (the lines "
+        'share the whole bill). One mode, or a JSON object source -> mode with "*" for the others.',
+        "string",
+        "keep",
+        example='{"snowflake": "spread", "*": "keep"}',
+    ),
 }
 
 

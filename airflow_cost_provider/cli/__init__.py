@@ -30,7 +30,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> Parser:
-    from airflow_cost_provider.cli import budgets, check, export, imports, prune, replay, report
+    from airflow_cost_provider.cli import budgets, check, export, imports, prune, reconcile, replay, report
 
     parser = Parser(
         prog="airflow-cost",
@@ -46,6 +46,7 @@ def build_parser() -> Parser:
     replay.add_parser(commands)
     export.add_parser(commands)
     prune.add_parser(commands)
+    reconcile.add_parser(commands)
     return parser
 
 

@@ -82,6 +82,31 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     _period_options(storage, "first billing day (YYYY-MM-DD)", "the last 30 days, today included", days=True)
     _shared_options(storage, STORAGE_GROUPINGS, "resource", "resource,day")
     storage.set_defaults(handler=storage_report)
+    coverage = kinds.add_parser(
+        "coverage",
+        help="how much of the bill airflow-cost reconcile attributed to task tries, and what stayed idle",
+        description="Per group and currency: the bill of the resources Airflow tasks use (billed), what "
+        "reconcile gave to task tries (attributed), what stayed idle or unattributed, coverage = "
+        "attributed / billed, and apart from them the bill of resources no task touched (untouched). "
+        "attributed + unattributed = billed, exactly. Then the idlest pools and, per source, "
+        "reconciled / estimated.",
+    )
+    _period_options(coverage, "first billing day (YYYY-MM-DD)", "the last 30 days, today included", days=True)
+    coverage.add_argument(
+        "--by",
+        default="provider",
+        choices=("provider", "service", "resource", "day", "source"),
+        help="group by (default: provider)",
+    )
+    add_output_options(coverage)
+    add_ledger_option(coverage)
+    coverage.set_defaults(handler=coverage_report)
+
+
+def coverage_report(args: argparse.Namespace) -> int:
+    from airflow_cost_provider.cli.reconcile import coverage_report as run
+
+    return run(args)
 
 
 def _shared_options(

@@ -1,0 +1,398 @@
+"""Billed rows x ledger lines -> pools, each line's share, and what stays idle: in DuckDB, set-wise.
+
+1. Billed rows of the window are given a pool, first rule first:
+   - `try`: the row carries a try's OpenLineage run id in the tags this project sets; its lines are
+     that try's lines of sources billed by the row's provider (any day);
+   - `rule`: a `billing_resources` rule claims the row (two rules claiming one row is an error);
+   - `resource`: the row's resource (kind and name, see `matching`) is one some ledger line of the
+     window ran on;
+   - `untouched`: none of these: a resource no Airflow task used, kept apart.
+2. Lines join the pools of their day (tries ended within the window, a few days either side):
+   tagged lines their try's pool, then the first rule naming their source and resource, then the
+   resource they ran on.
+3. Each pool and day: what its lines used of it (`used_share`), by the first basis that applies:
+   `tags` (all of it: the bill names the try), `quantity` (the lines' usage over the billed quantity,
+   in one dimension), `list_cost` (the lines' list-price estimates over the bill's list cost),
+   `estimate` (the estimates over the billed cost), `even` (nothing to compare: all of it).
+   Mode `keep` attributes billed x used_share and names the rest idle; `spread` attributes it all.
+4. The attributed amount is split over the lines by weight (usage in the basis, else estimate) with
+   cumulative rounding, so the lines' nano-units add up to it exactly, and attributed + unattributed
+   = billed for every pool.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import sqlalchemy as sa
+
+from airflow_cost_provider.reconcile import matching
+from airflow_cost_provider.reconcile.rules import BillingRule, mode_for
+
+# Tries that ended this long before the window or after it can still have used its billed days
+# (a job that ran over midnight, a try that ended late).
+LINE_MARGIN = dt.timedelta(days=2)
+
+
+class ReconcileError(ValueError):
+    """Data that cannot be reconciled as it is (currencies, rules): the message names what and where."""
+
+
+@dataclass(frozen=True)
+class Window:
+    since: dt.date
+    until: dt.date  # exclusive
+
+    def __post_init__(self) -> None:
+        if self.until <= self.since:
+            raise ValueError(f"empty window {self.since} .. {self.until}")
+
+
+@dataclass
+class Reconciliation:
+    """The result, still in DuckDB (`con`), with the figures the summary prints."""
+
+    con: object
+    window: Window
+    billed_rows: int = 0
+    pools: int = 0
+    lines: int = 0
+    unused_rules: list[str] = field(default_factory=list)
+
+
+def _sql_text(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _glob_sql(column: str, pattern: str) -> str:
+    return f"({column} GLOB {_sql_text(pattern)})"
+
+
+def _rule_claims_sql(rule: BillingRule) -> str:
+    conditions = []
+    if rule.resource_id is not None:
+        conditions.append(_glob_sql("resource_id", rule.resource_id))
+    for key, pattern in rule.tags:
+        path = '$."' + key.replace('"', '\\"') + '"'
+        conditions.append(_glob_sql(f"json_extract_string(tags, {_sql_text(path)})", pattern))
+    return " AND ".join(conditions)
+
+
+def _rule_uses_sql(rule: BillingRule) -> str:
+    condition = f"source = {_sql_text(rule.source)}"
+    if rule.resource is not None:
+        condition += f" AND {_glob_sql('COALESCE(resource, ' + chr(39) * 2 + ')', rule.resource)}"
+    return condition
+
+
+def _arrow(rows: Sequence[Sequence], names: Sequence[str], types: dict[str, object]):
+    import pyarrow as pa
+
+    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in names]
+    return pa.table(
+        {name: pa.array(list(column), type=types[name]) for name, column in zip(names, columns, strict=True)}
+    )
+
+
+def _load(con, engine: sa.Engine, window: Window) -> tuple[int, int]:
+    """The window's billed rows and the lines of the tries around it, into DuckDB."""
+    import pyarrow as pa
+
+    from airflow_cost_provider.ledger.schema import billing_costs, lines, task_runs, usage
+
+    billed_columns = (
+        billing_costs.c.id,
+        billing_costs.c.day,
+        billing_costs.c.provider,
+        billing_costs.c.billing_account,
+        billing_costs.c.service,
+        billing_costs.c.resource_id,
+        billing_costs.c.currency,
+        billing_costs.c.amount_nanos,
+        billing_costs.c.list_nanos,
+        billing_costs.c.quantity,
+        billing_costs.c.unit,
+        billing_costs.c.tags,
+        billing_costs.c.tagged_run_id,
+    )
+    start = dt.datetime.combine(window.since, dt.time(), dt.timezone.utc) - LINE_MARGIN
+    end = dt.datetime.combine(window.until, dt.time(), dt.timezone.utc) + LINE_MARGIN
+    lines_query = (
+        sa.select(
+            lines.c.id,
+            task_runs.c.ol_run_id,
+            lines.c.source,
+            usage.c.resource,
+            usage.c.quantity,
+            usage.c.unit,
+            lines.c.amount_nanos,
+            lines.c.currency,
+            sa.func.coalesce(usage.c.start_time, task_runs.c.start_time),
+        )
+        .select_from(
+            task_runs.join(lines, lines.c.task_run_id == task_runs.c.id).join(
+                usage, usage.c.id == lines.c.usage_id
+            )
+        )
+        .where(task_runs.c.end_time >= start, task_runs.c.end_time < end)
+    )
+    import json
+
+    with engine.connect() as conn:
+        billed = conn.execute(
+            sa.select(*billed_columns).where(
+                billing_costs.c.day >= window.since, billing_costs.c.day < window.until
+            )
+        ).all()
+        used = conn.execute(lines_query).all()
+    text, big, date = pa.string(), pa.int64(), pa.date32()
+    billed_names = [c.name for c in billed_columns]
+    billed_types = dict.fromkeys(billed_names, text) | {
+        "id": big,
+        "day": date,
+        "amount_nanos": big,
+        "list_nanos": big,
+    }
+    # tags arrive as dicts (JSON columns): back to JSON text for DuckDB's json functions
+    billed = [(*row[:11], None if row[11] is None else json.dumps(row[11]), row[12]) for row in billed]
+    con.register("billed_input", _arrow(billed, billed_names, billed_types))
+    line_names = [
+        "line_id",
+        "ol_run_id",
+        "source",
+        "resource",
+        "quantity",
+        "unit",
+        "est",
+        "currency",
+        "started",
+    ]
+    line_types = dict.fromkeys(line_names, text) | {"line_id": big, "est": big, "started": pa.timestamp("us")}
+    used = [(*row[:8], None if row[8] is None else row[8].replace(tzinfo=None)) for row in used]
+    con.register("lines_input", _arrow(used, line_names, line_types))
+    return len(billed), len(used)
+
+
+def _unit_table(con) -> None:
+    """Each unit of the bill and the ledger with its dimension and size in base units."""
+    names = {
+        row[0]
+        for row in con.execute(
+            "SELECT DISTINCT unit FROM billed_input WHERE unit IS NOT NULL "
+            "UNION SELECT DISTINCT unit FROM lines_input WHERE unit IS NOT NULL"
+        ).fetchall()
+    }
+    rows = [(name, *known) for name in sorted(names) if (known := matching.unit_factor(name))]
+    con.execute("CREATE TEMP TABLE units (unit VARCHAR, dimension VARCHAR, factor DOUBLE)")
+    if rows:
+        con.executemany("INSERT INTO units VALUES (?, ?, ?)", [(n, d, float(f)) for n, d, f in rows])
+
+
+def _mode_table(con, modes: dict[str, str]) -> None:
+    con.execute("CREATE TEMP TABLE modes (source VARCHAR, mode VARCHAR)")
+    con.executemany("INSERT INTO modes VALUES (?, ?)", list(modes.items()))
+
+
+def run(
+    engine: sa.Engine, window: Window, rules: Sequence[BillingRule], modes: dict[str, str]
+) -> Reconciliation:
+    """Match and split in DuckDB; raises ReconcileError on data that cannot be reconciled. Nothing is
+    written: `store.write` does that, in one transaction."""
+    import duckdb
+
+    con = duckdb.connect(config={"memory_limit": "768MB", "preserve_insertion_order": False})
+    con.execute("SET TimeZone = 'UTC'")
+    billed_rows, line_rows = _load(con, engine, window)
+    result = Reconciliation(con=con, window=window, billed_rows=billed_rows)
+    _unit_table(con)
+    _mode_table(con, modes)
+    default_mode = mode_for(modes, None)
+
+    # ---- billed rows: kind, name, the rule that claims them
+    # `0001:name`: sorted, the claims keep the rules' order
+    claims = [
+        f"CASE WHEN {_rule_claims_sql(rule)} THEN {_sql_text(f'{index:04d}:{rule.name}')} END"
+        for index, rule in enumerate(rules)
+    ]
+    # list_distinct drops the NULLs of the rules that do not claim the row (names are unique)
+    claimed = f"list_sort(list_distinct([{', '.join(claims)}]))" if claims else "[]::VARCHAR[]"
+    con.execute(f"""
+CREATE TEMP TABLE billed AS
+SELECT b.*, {matching.billed_kind_sql("b.provider", "b.resource_id")} AS kind,
+  {matching.name_sql("b.resource_id")} AS name,
+  list_transform(CASE WHEN b.tagged_run_id IS NULL THEN {claimed} ELSE []::VARCHAR[] END,
+    lambda claim: claim[6:]) AS rules,
+  u.dimension, CAST(b.quantity AS DOUBLE) * u.factor AS base_quantity
+FROM billed_input AS b LEFT JOIN units AS u ON u.unit = b.unit
+""")
+    twice = con.execute(
+        "SELECT rules[1], rules[2], resource_id, day FROM billed WHERE len(rules) > 1 ORDER BY day, resource_id LIMIT 1"
+    ).fetchone()
+    if twice:
+        first, second, resource_id, day = twice
+        raise ReconcileError(
+            f"billing_resources rules {first!r} and {second!r} both claim the billed resource "
+            f"{resource_id or '(no resource id)'} on {day}: narrow one of them so each billed row has one pool"
+        )
+    if billed_rows:
+        used_rules = {
+            row[0]
+            for row in con.execute("SELECT DISTINCT rules[1] FROM billed WHERE len(rules) = 1").fetchall()
+        }
+        result.unused_rules = [rule.name for rule in rules if rule.name not in used_rules]
+
+    # ---- lines: day, kind, name, the pool they join
+    rule_of_line = " ".join(f"WHEN {_rule_uses_sql(rule)} THEN {_sql_text(rule.name)}" for rule in rules)
+    con.execute(f"""
+CREATE TEMP TABLE used AS
+SELECT l.line_id, l.ol_run_id, l.source, l.resource, l.est, l.currency,
+  CAST(l.started AS DATE) AS day,
+  {matching.line_kind_sql("l.source")} AS kind,
+  {matching.line_provider_sql("l.source")} AS provider,
+  CASE WHEN l.resource IS NOT NULL THEN {matching.name_sql("l.resource")} END AS name,
+  {f"CASE {rule_of_line} END" if rules else "NULL::VARCHAR"} AS rule,
+  u.dimension, CAST(l.quantity AS DOUBLE) * u.factor AS base_quantity
+FROM lines_input AS l LEFT JOIN units AS u ON u.unit = l.unit
+""")
+    # ---- pools of billed rows
+    con.execute(f"""
+CREATE TEMP TABLE touched AS SELECT DISTINCT kind, name FROM used
+WHERE kind IS NOT NULL AND name IS NOT NULL AND CAST(day AS DATE) >= DATE '{window.since}'
+  AND day < DATE '{window.until}'
+""")
+    con.execute("""
+CREATE TEMP TABLE pooled AS
+SELECT b.*,
+  CASE WHEN b.tagged_run_id IS NOT NULL THEN 'try'
+       WHEN len(b.rules) = 1 THEN 'rule'
+       WHEN t.kind IS NOT NULL THEN 'resource'
+       ELSE 'untouched' END AS pool_kind,
+  CASE WHEN b.tagged_run_id IS NOT NULL THEN b.tagged_run_id
+       WHEN len(b.rules) = 1 THEN 'rule:' || b.rules[1]
+       ELSE b.resource_id END AS pool
+FROM billed AS b LEFT JOIN touched AS t ON t.kind = b.kind AND t.name = b.name
+""")
+    rule_sources = " ".join(f"WHEN {_sql_text(rule.pool)} THEN {_sql_text(rule.source)}" for rule in rules)
+    con.execute(f"""
+CREATE TEMP TABLE pools AS
+SELECT row_number() OVER (ORDER BY day, provider, billing_account, currency, pool_kind, pool) AS pool_id,
+  day, provider, billing_account, currency, pool_kind, pool,
+  min(service) AS service, any_value(kind) AS kind, any_value(name) AS name,
+  {f"CASE WHEN pool_kind = 'rule' THEN CASE pool {rule_sources} END END" if rules else "NULL::VARCHAR"} AS rule_source,
+  sum(amount_nanos)::HUGEINT AS billed_nanos,
+  CASE WHEN count(list_nanos) = count(*) THEN sum(list_nanos)::HUGEINT END AS list_nanos,
+  CASE WHEN count(DISTINCT dimension) = 1 THEN any_value(dimension) END AS dimension,
+  sum(base_quantity) FILTER (WHERE base_quantity IS NOT NULL) AS capacity,
+  list(id ORDER BY id) AS billing_cost_ids
+FROM pooled GROUP BY day, provider, billing_account, currency, pool_kind, pool
+""")
+    # ---- lines into pools: tags first, then rules, then resources
+    con.execute("""
+CREATE TEMP TABLE members AS
+WITH by_tags AS (
+  SELECT p.pool_id, u.* FROM pools AS p
+  JOIN used AS u ON p.pool_kind = 'try' AND u.ol_run_id = p.pool AND u.provider = p.provider
+),
+tagged AS (SELECT DISTINCT line_id FROM by_tags),
+by_rule AS (
+  SELECT p.pool_id, u.* FROM pools AS p
+  JOIN used AS u ON p.pool_kind = 'rule' AND p.pool = 'rule:' || u.rule AND u.day = p.day
+  WHERE u.line_id NOT IN (SELECT line_id FROM tagged)
+),
+by_resource AS (
+  SELECT p.pool_id, u.* FROM pools AS p
+  JOIN used AS u ON p.pool_kind = 'resource' AND u.kind = p.kind AND u.name = p.name AND u.day = p.day
+  WHERE u.rule IS NULL AND u.line_id NOT IN (SELECT line_id FROM tagged)
+)
+SELECT * FROM by_tags UNION ALL SELECT * FROM by_rule UNION ALL SELECT * FROM by_resource
+""")
+    wrong = con.execute("""
+SELECT p.pool, p.day, p.currency, m.currency, m.source, count(*) FROM members AS m JOIN pools AS p USING (pool_id)
+WHERE m.currency IS NOT NULL AND m.currency <> p.currency
+GROUP BY ALL ORDER BY p.day, p.pool LIMIT 1
+""").fetchone()
+    if wrong:
+        pool, day, billed_currency, line_currency, source, count = wrong
+        raise ReconcileError(
+            f"the bill of {pool or '(no resource id)'} on {day} is in {billed_currency}, but {count:,} {source} "
+            f"line{'s' if count != 1 else ''} that used it {'are' if count != 1 else 'is'} estimated in "
+            f"{line_currency}: reconciling would mix currencies. Price {source} in {billed_currency} "
+            f"(the price book or worker_rate_currency) or import the bill in {line_currency}"
+        )
+
+    # ---- what each pool's lines used of it, and the split
+    con.execute(f"""
+CREATE TEMP TABLE shares AS
+WITH stats AS (
+  SELECT p.pool_id, count(m.line_id) AS lines, min(m.source) AS line_source,
+    count(m.est) AS priced, sum(m.est)::HUGEINT AS estimated_nanos,
+    bool_and(m.dimension IS NOT DISTINCT FROM p.dimension AND m.base_quantity IS NOT NULL) AS same_unit,
+    sum(m.base_quantity) AS used_quantity
+  FROM pools AS p LEFT JOIN members AS m USING (pool_id) GROUP BY p.pool_id
+),
+decided AS (
+  SELECT p.*, s.lines, s.priced, s.estimated_nanos, s.used_quantity,
+    COALESCE(md.mode, '{default_mode}') AS mode,
+    COALESCE(p.rule_source, s.line_source) AS source,
+    CASE WHEN s.lines = 0 THEN 'none'
+         WHEN p.pool_kind = 'try' THEN 'tags'
+         WHEN s.same_unit AND p.dimension IS NOT NULL AND p.capacity > 0 THEN 'quantity'
+         WHEN s.priced = s.lines AND p.list_nanos > 0 THEN 'list_cost'
+         WHEN s.priced = s.lines AND p.billed_nanos > 0 THEN 'estimate'
+         ELSE 'even' END AS basis
+  FROM pools AS p JOIN stats AS s USING (pool_id)
+  LEFT JOIN modes AS md ON md.source = COALESCE(p.rule_source, s.line_source)
+)
+SELECT *,
+  CASE WHEN basis = 'none' THEN 0.0
+       WHEN mode = 'spread' OR basis IN ('tags', 'even') THEN 1.0
+       WHEN basis = 'quantity' THEN least(1.0, used_quantity / capacity)
+       WHEN basis = 'list_cost' THEN least(1.0, CAST(estimated_nanos AS DOUBLE) / CAST(list_nanos AS DOUBLE))
+       ELSE least(1.0, CAST(estimated_nanos AS DOUBLE) / CAST(billed_nanos AS DOUBLE)) END AS used_share
+FROM decided
+""")
+    con.execute("""
+CREATE TEMP TABLE pool_results AS
+SELECT *,
+  CASE WHEN used_share >= 1.0 THEN billed_nanos
+       ELSE CAST(round(CAST(billed_nanos AS DOUBLE) * used_share) AS HUGEINT) END AS attributed_nanos
+FROM shares
+""")
+    con.execute("""
+CREATE TEMP TABLE line_results AS
+WITH weighted AS (
+  SELECT m.pool_id, m.line_id, r.attributed_nanos,
+    CASE WHEN r.basis = 'quantity' THEN m.base_quantity ELSE CAST(m.est AS DOUBLE) END AS raw_weight
+  FROM members AS m JOIN pool_results AS r USING (pool_id)
+),
+normal AS (
+  SELECT *, CASE WHEN sum(COALESCE(raw_weight, 0)) OVER (PARTITION BY pool_id) > 0
+    THEN greatest(COALESCE(raw_weight, 0), 0) ELSE 1.0 END AS weight
+  FROM weighted
+),
+cumulative AS (
+  SELECT *, sum(weight) OVER (PARTITION BY pool_id ORDER BY line_id ROWS UNBOUNDED PRECEDING) AS upto,
+    sum(weight) OVER (PARTITION BY pool_id) AS total
+  FROM normal
+),
+ends AS (
+  SELECT pool_id, line_id,
+    CASE WHEN upto >= total THEN attributed_nanos
+         ELSE CAST(round(CAST(attributed_nanos AS DOUBLE) * (upto / total)) AS HUGEINT) END AS upto_nanos
+  FROM cumulative
+)
+SELECT pool_id, line_id,
+  upto_nanos - COALESCE(lag(upto_nanos) OVER (PARTITION BY pool_id ORDER BY line_id), 0) AS amount_nanos
+FROM ends
+""")
+    result.pools = con.execute("SELECT count(*) FROM pool_results").fetchone()[0]
+    result.lines = con.execute("SELECT count(DISTINCT line_id) FROM line_results").fetchone()[0]
+    del line_rows
+    return result
+
+
+def to_decimal(nanos: int | None) -> Decimal | None:
+    return None if nanos is None else Decimal(int(nanos)).scaleb(-9)

@@ -1,0 +1,72 @@
+"""Billed rows written straight into cost_billing_costs, as an import writes them, for reconcile tests."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from decimal import Decimal
+
+import sqlalchemy as sa
+
+from airflow_cost_provider.ledger.schema import NANOS_PER_UNIT, billing_costs
+
+
+def nanos(amount: str | Decimal) -> int:
+    return int(Decimal(amount) * NANOS_PER_UNIT)
+
+
+def add_billed(
+    engine: sa.Engine,
+    day: dt.date,
+    resource_id: str,
+    amount: str,
+    *,
+    provider: str = "aws",
+    service: str = "",
+    sku: str = "sku",
+    currency: str = "USD",
+    list_cost: str | None = None,
+    quantity: str | None = None,
+    unit: str | None = None,
+    tags: dict[str, str] | None = None,
+    account: str = "123456789012",
+) -> None:
+    key = [day.isoformat(), provider, account, service, resource_id, sku, "compute", currency]
+    key.append(json.dumps(tags or {}, sort_keys=True))
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(billing_costs),
+            {
+                "row_key": hashlib.sha256("\x1f".join(key).encode()).hexdigest(),
+                "provider": provider,
+                "billing_account": account,
+                "day": day,
+                "service": service,
+                "resource_id": resource_id,
+                "sku": sku,
+                "usage_class": "compute",
+                "currency": currency,
+                "amount_nanos": nanos(amount),
+                "list_nanos": None if list_cost is None else nanos(list_cost),
+                "credit_nanos": 0,
+                "correction_nanos": 0,
+                "quantity": quantity,
+                "unit": unit,
+                "tags": tags,
+                "tagged_run_id": (tags or {}).get("openlineage_run_id"),
+                "source_rows": 1,
+                "source": "focus",
+                "updated_at": dt.datetime.now(dt.timezone.utc),
+            },
+        )
+
+
+def set_billed_amount(engine: sa.Engine, resource_id: str, day: dt.date, amount: str) -> None:
+    """A restated day: the bill of a resource changed after it was first imported."""
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(billing_costs)
+            .where(billing_costs.c.resource_id == resource_id, billing_costs.c.day == day)
+            .values(amount_nanos=nanos(amount), list_nanos=nanos(amount))
+        )
