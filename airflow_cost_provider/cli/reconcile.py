@@ -60,14 +60,6 @@ def run(args: argparse.Namespace) -> int:
     except ReconcileError as error:
         raise CliError(str(error)) from None
     try:
-        if result.billed_rows and result.unused_rules:
-            names = ", ".join(repr(name) for name in result.unused_rules)
-            raise CliError(
-                f"billing_resources rule{'s' if len(result.unused_rules) != 1 else ''} {names} "
-                f"match{'' if len(result.unused_rules) != 1 else 'es'} no billed row of {since} to "
-                f"{until - dt.timedelta(days=1)}: check its resource_id and tags against the imported bill "
-                "(airflow-cost report storage shows resource ids); nothing was written"
-            )
         if result.billed_rows:
             store.write(engine, result)
     finally:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 
 import sqlalchemy as sa
@@ -60,7 +60,6 @@ class Reconciliation:
     billed_rows: int = 0
     pools: int = 0
     lines: int = 0
-    unused_rules: list[str] = field(default_factory=list)
 
 
 def _sql_text(text: str) -> str:
@@ -97,7 +96,7 @@ def _arrow(rows: Sequence[Sequence], names: Sequence[str], types: dict[str, obje
     )
 
 
-def _load(con, engine: sa.Engine, window: Window) -> tuple[int, int]:
+def _load(con, engine: sa.Engine, window: Window) -> int:
     """The window's billed rows and the lines of the tries around it, into DuckDB."""
     import pyarrow as pa
 
@@ -173,7 +172,7 @@ def _load(con, engine: sa.Engine, window: Window) -> tuple[int, int]:
     line_types = dict.fromkeys(line_names, text) | {"line_id": big, "est": big, "started": pa.timestamp("us")}
     used = [(*row[:8], None if row[8] is None else row[8].replace(tzinfo=None)) for row in used]
     con.register("lines_input", _arrow(used, line_names, line_types))
-    return len(billed), len(used)
+    return len(billed)
 
 
 def _unit_table(con) -> None:
@@ -205,7 +204,7 @@ def run(
 
     con = duckdb.connect(config={"memory_limit": "768MB", "preserve_insertion_order": False})
     con.execute("SET TimeZone = 'UTC'")
-    billed_rows, line_rows = _load(con, engine, window)
+    billed_rows = _load(con, engine, window)
     result = Reconciliation(con=con, window=window, billed_rows=billed_rows)
     _unit_table(con)
     _mode_table(con, modes)
@@ -242,7 +241,15 @@ FROM billed_input AS b LEFT JOIN units AS u ON u.unit = b.unit
             row[0]
             for row in con.execute("SELECT DISTINCT rules[1] FROM billed WHERE len(rules) = 1").fetchall()
         }
-        result.unused_rules = [rule.name for rule in rules if rule.name not in used_rules]
+        unused = [rule.name for rule in rules if rule.name not in used_rules]
+        if unused:
+            names = ", ".join(repr(name) for name in unused)
+            raise ReconcileError(
+                f"billing_resources rule{'s' if len(unused) != 1 else ''} {names} "
+                f"match{'' if len(unused) != 1 else 'es'} no billed row of {window.since} to "
+                f"{window.until - dt.timedelta(days=1)}: check its resource_id and tags against the imported "
+                "bill; nothing was written"
+            )
 
     # ---- lines: day, kind, name, the pool they join
     rule_of_line = " ".join(f"WHEN {_rule_uses_sql(rule)} THEN {_sql_text(rule.name)}" for rule in rules)
@@ -390,7 +397,6 @@ FROM ends
 """)
     result.pools = con.execute("SELECT count(*) FROM pool_results").fetchone()[0]
     result.lines = con.execute("SELECT count(DISTINCT line_id) FROM line_results").fetchone()[0]
-    del line_rows
     return result
 
 
