@@ -15,7 +15,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from airflow_cost_provider.ledger.schema import lines, storage_costs, task_run_labels, task_runs, usage
+from airflow_cost_provider.ledger.schema import (
+    lines,
+    reconciliations,
+    storage_costs,
+    task_run_labels,
+    task_runs,
+    usage,
+)
 from airflow_cost_provider.ledger.store import from_nanos
 
 # --by names -> the ledger keys they group on; combinations (`dag,day`) take the union, in order.
@@ -75,6 +82,7 @@ class Total:
     amount: Decimal | None
     lines: int
     unpriced: int
+    reconciled: Decimal | None = None  # the reconciled amount of its lines that `reconcile` reached
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,7 @@ class ReportRow:
     status: str
     lines: int
     unpriced: int
+    reconciled: Decimal | None = None  # None: no line of the group is reconciled
 
 
 @dataclass(frozen=True)
@@ -123,6 +132,7 @@ class CostReport:
     omitted_rows: int = 0  # rows past --top, still in the totals
     data_range: DataRange | None = None  # filled when the period holds no data
     pruned: PrunedDetail | None = None  # filled when the period holds tries whose detail was pruned
+    reconciled_until: dt.date | None = None  # the last billing day `reconcile` reached, if any
 
 
 def _day(column: sa.ColumnElement) -> sa.ColumnElement:
@@ -260,6 +270,7 @@ def cost_report(
             sa.func.count().label("line_count"),
             unpriced.label("unpriced_count"),
             estimated.label("estimated_count"),
+            sa.func.sum(lines.c.reconciled_nanos).label("reconciled_nanos"),
         )
         .select_from(grouped)
         .where(*where)
@@ -274,6 +285,7 @@ def cost_report(
                 sa.func.sum(lines.c.amount_nanos).label("nanos"),
                 sa.func.count().label("line_count"),
                 unpriced.label("unpriced_count"),
+                sa.func.sum(lines.c.reconciled_nanos).label("reconciled_nanos"),
             )
             .select_from(joined)
             .where(*where)
@@ -300,19 +312,22 @@ def cost_report(
             if first is not None:
                 data_range = DataRange(_as_date(first), _as_date(last))
         pruned = _pruned_in(conn, since, until, dags, tasks, visible_dags)
+        reconciled_until = conn.execute(sa.select(sa.func.max(reconciliations.c.day))).scalar()
 
     # Unpriced lines have no currency: fold their count into the group's priced rows when it has any.
     width = len(keys)
     unpriced_by_group = {tuple(r[:width]): int(r.unpriced_count) for r in fetched if r.currency is None}
     priced_groups = {tuple(r[:width]) for r in fetched if r.currency is not None}
     rows = []
-    totals: dict[str | None, list[int]] = {}
+    totals: dict[str | None, list] = {}
     for row in fetched:
         group = tuple(row[:width])
-        total = totals.setdefault(row.currency, [0, 0, 0])
+        total = totals.setdefault(row.currency, [0, 0, 0, None])
         total[0] += int(row.nanos or 0)
         total[1] += int(row.line_count)
         total[2] += int(row.unpriced_count)
+        if row.reconciled_nanos is not None:
+            total[3] = (total[3] or 0) + int(row.reconciled_nanos)
         if row.currency is None and group in priced_groups:
             continue
         group_unpriced = unpriced_by_group.get(group, 0)
@@ -330,11 +345,17 @@ def cost_report(
                 status=status,
                 lines=int(row.line_count) + (group_unpriced if row.currency else 0),
                 unpriced=group_unpriced,
+                reconciled=from_nanos(row.reconciled_nanos),
             )
         )
     if separate_totals is not None:
         totals = {
-            row.currency: [int(row.nanos or 0), int(row.line_count), int(row.unpriced_count)]
+            row.currency: [
+                int(row.nanos or 0),
+                int(row.line_count),
+                int(row.unpriced_count),
+                None if row.reconciled_nanos is None else int(row.reconciled_nanos),
+            ]
             for row in separate_totals
         }
     rows, omitted = _sorted_top(rows, keys, top)
@@ -344,13 +365,22 @@ def cost_report(
         until=until,
         rows=rows,
         totals=[
-            Total(currency, None if currency is None else from_nanos(nanos), count, unpriced_count)
-            for currency, (nanos, count, unpriced_count) in sorted(totals.items(), key=lambda t: t[0] or "~")
+            Total(
+                currency,
+                None if currency is None else from_nanos(nanos),
+                count,
+                unpriced_count,
+                from_nanos(reconciled),
+            )
+            for currency, (nanos, count, unpriced_count, reconciled) in sorted(
+                totals.items(), key=lambda t: t[0] or "~"
+            )
         ],
         unpriced=[UnpricedCause(c.source, c.metric, c.unpriced_reason or "", int(c.n)) for c in causes],
         omitted_rows=omitted,
         data_range=data_range,
         pruned=pruned,
+        reconciled_until=reconciled_until,
     )
 
 

@@ -130,9 +130,10 @@ def measure(url: str, since: str, until: str) -> dict:
     started = time.perf_counter()
     result = run(engine, window, parse_rules(RULES), parse_modes("keep"))
     matched = time.perf_counter()
+    matched_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     store.write(engine, result)
     written = time.perf_counter()
-    result.con.close()
+    result.close()
     return {
         "billed_rows": result.billed_rows,
         "pools": result.pools,
@@ -141,6 +142,7 @@ def measure(url: str, since: str, until: str) -> dict:
         "write_s": round(written - matched, 1),
         "total_s": round(written - started, 1),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "peak_rss_after_match_mib": round(matched_rss / 1024),
     }
 
 

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         if result.billed_rows:
             store.write(engine, result)
     finally:
-        result.con.close()
+        result.close()
     summary = (
         f"reconciled {result.billed_rows:,} billing rows in {result.pools:,} pools with {result.lines:,} "
         f"cost lines, billing days {since} to {until - dt.timedelta(days=1)}"

@@ -258,9 +258,20 @@ def task_report_document(
         top=top,
         visible_dags=visible_dags,
     )
-    columns = [*keys, "amount", "currency", "status", "lines", "unpriced"]
+    # estimated and reconciled side by side, once `reconcile` has reached a line of the period
+    reconciled = any(row.reconciled is not None for row in result.rows)
+    beside = ["reconciled"] if reconciled else []
+    columns = [*keys, "amount", *beside, "currency", "status", "lines", "unpriced"]
     rows = [
-        [*row.keys.values(), row.amount, row.currency, row.status, row.lines, row.unpriced]
+        [
+            *row.keys.values(),
+            row.amount,
+            *([row.reconciled] if reconciled else []),
+            row.currency,
+            row.status,
+            row.lines,
+            row.unpriced,
+        ]
         for row in result.rows
     ]
     blank = [None] * (len(keys) - 1)
@@ -269,6 +280,7 @@ def task_report_document(
             "total",
             *blank,
             t.amount,
+            *([t.reconciled] if reconciled else []),
             t.currency,
             "unpriced" if t.currency is None else None,
             t.lines,
@@ -280,6 +292,8 @@ def task_report_document(
         name: list(values) for name, values in (("dag", dags), ("task", tasks), ("source", sources)) if values
     }
     meta = {"ledger": shown_url, "period": show_period(since, until), "grouped by": ", ".join(keys)}
+    if result.reconciled_until is not None:
+        meta["reconciled up to"] = f"billing day {result.reconciled_until} (airflow-cost reconcile)"
     if filters:
         meta["only"] = "; ".join(f"{name} {', '.join(values)}" for name, values in filters.items())
     notes = []
@@ -315,11 +329,16 @@ def task_report_document(
         columns=columns,
         rows=rows,
         total=total,
-        money={"amount"},
+        money={"amount", "reconciled"},
         numeric={"lines", "unpriced", "map_index", "try_number"},
         notes=notes,
         extra={
             "omitted_rows": result.omitted_rows,
+            **(
+                {"reconciled_until": result.reconciled_until.isoformat()}
+                if result.reconciled_until is not None
+                else {}
+            ),
             "unpriced": [
                 {
                     "source": c.source,

@@ -73,7 +73,7 @@ class ReconcileBillingOperator(BaseOperator):
             if result.billed_rows:
                 store.write(engine, result)
         finally:
-            result.con.close()
+            result.close()
         log.info(
             "reconciled %s billing rows of %s in %s pools with %s cost lines",
             result.billed_rows,

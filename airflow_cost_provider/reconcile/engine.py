@@ -23,6 +23,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -35,6 +37,7 @@ from airflow_cost_provider.reconcile.rules import BillingRule, mode_for
 # Tries that ended this long before the window or after it can still have used its billed days
 # (a job that ran over midnight, a try that ended late).
 LINE_MARGIN = dt.timedelta(days=2)
+MEMORY_LIMIT = "512MB"
 
 
 class ReconcileError(ValueError):
@@ -57,9 +60,14 @@ class Reconciliation:
 
     con: object
     window: Window
+    spill: str  # DuckDB's temporary directory
     billed_rows: int = 0
     pools: int = 0
     lines: int = 0
+
+    def close(self) -> None:
+        self.con.close()
+        shutil.rmtree(self.spill, ignore_errors=True)
 
 
 def _sql_text(text: str) -> str:
@@ -87,13 +95,36 @@ def _rule_uses_sql(rule: BillingRule) -> str:
     return condition
 
 
-def _arrow(rows: Sequence[Sequence], names: Sequence[str], types: dict[str, object]):
+_CHUNK = 100_000  # rows per fetch: the Python side holds one chunk at a time
+
+
+def stream_into(con, conn, query, table: str, types: dict[str, object]) -> int:
+    """Copy a query's rows into a DuckDB table in chunks (Arrow in between); returns the count. A
+    type of None is left to Arrow: dates and times come as each driver gives them, and DuckDB casts."""
     import pyarrow as pa
 
-    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in names]
-    return pa.table(
-        {name: pa.array(list(column), type=types[name]) for name, column in zip(names, columns, strict=True)}
-    )
+    names = list(types)
+    count = 0
+    result = conn.execution_options(stream_results=True, yield_per=_CHUNK).execute(query)
+    first = True
+    for rows in result.partitions(_CHUNK):
+        columns = list(zip(*rows, strict=True))
+        chunk = pa.Table.from_arrays(
+            [pa.array(column, type=types[name]) for name, column in zip(names, columns, strict=True)],
+            names=names,
+        )
+        con.register("chunk", chunk)
+        con.execute(
+            f"{'CREATE TEMP TABLE ' + table + ' AS' if first else 'INSERT INTO ' + table} SELECT * FROM chunk"
+        )
+        con.unregister("chunk")
+        first = False
+        count += len(rows)
+    if first:  # no rows: the empty table, typed
+        con.register("chunk", pa.schema([(name, types[name] or pa.string()) for name in names]).empty_table())
+        con.execute(f"CREATE TEMP TABLE {table} AS SELECT * FROM chunk")
+        con.unregister("chunk")
+    return count
 
 
 def _load(con, engine: sa.Engine, window: Window) -> int:
@@ -102,9 +133,11 @@ def _load(con, engine: sa.Engine, window: Window) -> int:
 
     from airflow_cost_provider.ledger.schema import billing_costs, lines, task_runs, usage
 
-    billed_columns = (
+    text, big = pa.string(), pa.int64()
+    billed_query = sa.select(
         billing_costs.c.id,
-        billing_costs.c.day,
+        # raw: as the driver gives a date (text in SQLite), without a Python conversion per row
+        sa.type_coerce(billing_costs.c.day, sa.String).label("day"),
         billing_costs.c.provider,
         billing_costs.c.billing_account,
         billing_costs.c.service,
@@ -114,9 +147,15 @@ def _load(con, engine: sa.Engine, window: Window) -> int:
         billing_costs.c.list_nanos,
         billing_costs.c.quantity,
         billing_costs.c.unit,
-        billing_costs.c.tags,
+        sa.cast(billing_costs.c.tags, sa.Text).label("tags"),  # JSON text, for DuckDB's json functions
         billing_costs.c.tagged_run_id,
-    )
+    ).where(billing_costs.c.day >= window.since, billing_costs.c.day < window.until)
+    billed_types = dict.fromkeys((c.name for c in billed_query.selected_columns), text) | {
+        "id": big,
+        "day": None,
+        "amount_nanos": big,
+        "list_nanos": big,
+    }
     start = dt.datetime.combine(window.since, dt.time(), dt.timezone.utc) - LINE_MARGIN
     end = dt.datetime.combine(window.until, dt.time(), dt.timezone.utc) + LINE_MARGIN
     lines_query = (
@@ -129,7 +168,7 @@ def _load(con, engine: sa.Engine, window: Window) -> int:
             usage.c.unit,
             lines.c.amount_nanos,
             lines.c.currency,
-            sa.func.coalesce(usage.c.start_time, task_runs.c.start_time),
+            sa.type_coerce(sa.func.coalesce(usage.c.start_time, task_runs.c.start_time), sa.String),
         )
         .select_from(
             task_runs.join(lines, lines.c.task_run_id == task_runs.c.id).join(
@@ -138,41 +177,30 @@ def _load(con, engine: sa.Engine, window: Window) -> int:
         )
         .where(task_runs.c.end_time >= start, task_runs.c.end_time < end)
     )
-    import json
-
-    with engine.connect() as conn:
-        billed = conn.execute(
-            sa.select(*billed_columns).where(
-                billing_costs.c.day >= window.since, billing_costs.c.day < window.until
-            )
-        ).all()
-        used = conn.execute(lines_query).all()
-    text, big, date = pa.string(), pa.int64(), pa.date32()
-    billed_names = [c.name for c in billed_columns]
-    billed_types = dict.fromkeys(billed_names, text) | {
-        "id": big,
-        "day": date,
-        "amount_nanos": big,
-        "list_nanos": big,
+    line_types = {
+        "line_id": big,
+        "ol_run_id": text,
+        "source": text,
+        "resource": text,
+        "quantity": text,
+        "unit": text,
+        "est": big,
+        "currency": text,
+        "started": None,
     }
-    # tags arrive as dicts (JSON columns): back to JSON text for DuckDB's json functions
-    billed = [(*row[:11], None if row[11] is None else json.dumps(row[11]), row[12]) for row in billed]
-    con.register("billed_input", _arrow(billed, billed_names, billed_types))
-    line_names = [
-        "line_id",
-        "ol_run_id",
-        "source",
-        "resource",
-        "quantity",
-        "unit",
-        "est",
-        "currency",
-        "started",
-    ]
-    line_types = dict.fromkeys(line_names, text) | {"line_id": big, "est": big, "started": pa.timestamp("us")}
-    used = [(*row[:8], None if row[8] is None else row[8].replace(tzinfo=None)) for row in used]
-    con.register("lines_input", _arrow(used, line_names, line_types))
-    return len(billed)
+    with engine.connect() as conn:
+        billed = stream_into(con, conn, billed_query, "billed_raw", billed_types)
+        stream_into(con, conn, lines_query, "lines_raw", line_types)
+    # stored as naive UTC by every dialect: DuckDB's TIMESTAMP is the same
+    con.execute(
+        "CREATE TEMP TABLE billed_input AS SELECT * REPLACE (CAST(day AS DATE) AS day) FROM billed_raw"
+    )
+    con.execute(
+        "CREATE TEMP TABLE lines_input AS SELECT * REPLACE (CAST(started AS TIMESTAMP) AS started) FROM lines_raw"
+    )
+    con.execute("DROP TABLE billed_raw")
+    con.execute("DROP TABLE lines_raw")
+    return billed
 
 
 def _unit_table(con) -> None:
@@ -202,10 +230,26 @@ def run(
     written: `store.write` does that, in one transaction."""
     import duckdb
 
-    con = duckdb.connect(config={"memory_limit": "768MB", "preserve_insertion_order": False})
+    # bounded memory: past the limit DuckDB spills to its temporary directory
+    spill = tempfile.mkdtemp(prefix="cost-reconcile-")
+    con = duckdb.connect(
+        config={"memory_limit": MEMORY_LIMIT, "preserve_insertion_order": False, "temp_directory": spill}
+    )
     con.execute("SET TimeZone = 'UTC'")
-    billed_rows = _load(con, engine, window)
-    result = Reconciliation(con=con, window=window, billed_rows=billed_rows)
+    result = Reconciliation(con=con, window=window, spill=spill)
+    try:
+        result.billed_rows = _load(con, engine, window)
+        _match_and_split(con, window, rules, modes)
+    except BaseException:
+        result.close()
+        raise
+    result.pools = con.execute("SELECT count(*) FROM pool_results").fetchone()[0]
+    result.lines = con.execute("SELECT count(DISTINCT line_id) FROM line_results").fetchone()[0]
+    return result
+
+
+def _match_and_split(con, window: Window, rules: Sequence[BillingRule], modes: dict[str, str]) -> None:
+    """The steps of the module's docstring, on the tables `_load` filled."""
     _unit_table(con)
     _mode_table(con, modes)
     default_mode = mode_for(modes, None)
@@ -236,7 +280,7 @@ FROM billed_input AS b LEFT JOIN units AS u ON u.unit = b.unit
             f"billing_resources rules {first!r} and {second!r} both claim the billed resource "
             f"{resource_id or '(no resource id)'} on {day}: narrow one of them so each billed row has one pool"
         )
-    if billed_rows:
+    if con.execute("SELECT count(*) FROM billed").fetchone()[0]:
         used_rules = {
             row[0]
             for row in con.execute("SELECT DISTINCT rules[1] FROM billed WHERE len(rules) = 1").fetchall()
@@ -395,9 +439,6 @@ SELECT pool_id, line_id,
   upto_nanos - COALESCE(lag(upto_nanos) OVER (PARTITION BY pool_id ORDER BY line_id), 0) AS amount_nanos
 FROM ends
 """)
-    result.pools = con.execute("SELECT count(*) FROM pool_results").fetchone()[0]
-    result.lines = con.execute("SELECT count(DISTINCT line_id) FROM line_results").fetchone()[0]
-    return result
 
 
 def to_decimal(nanos: int | None) -> Decimal | None:

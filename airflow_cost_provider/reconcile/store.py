@@ -7,17 +7,17 @@ the result depends only on the bill and the ledger, never on how often it ran.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator
 from decimal import Decimal
 
+import pyarrow as pa
 import sqlalchemy as sa
 
-from airflow_cost_provider.reconcile.engine import Reconciliation
+from airflow_cost_provider.reconcile.engine import LINE_MARGIN, Reconciliation, stream_into
 
-_BATCH = 5000
+_INT, _TEXT = pa.int64(), pa.string()
+_FETCH = 100_000  # rows per round trip from DuckDB: memory stays bounded
 
-_POOL_COLUMNS = (
-    "pool_id",
+_POOL_TABLE_COLUMNS = (
     "day",
     "provider",
     "billing_account",
@@ -30,22 +30,13 @@ _POOL_COLUMNS = (
     "basis",
     "billed_nanos",
     "attributed_nanos",
+    "unattributed_nanos",
     "estimated_nanos",
     "lines",
     "used_share",
     "billing_cost_ids",
+    "reconciled_at",
 )
-
-
-def _batches(items: Iterable, size: int = _BATCH) -> Iterator[list]:
-    batch: list = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def _share_text(share: float | None) -> str | None:
@@ -54,19 +45,26 @@ def _share_text(share: float | None) -> str | None:
     return format(Decimal(repr(share)).quantize(Decimal("1e-9")).normalize(), "f")
 
 
-def _insert_links(conn, rows: list[tuple[int, int, int]]) -> None:
-    """(line_id, reconciliation_id, amount_nanos) rows through the driver's executemany: a million
-    shares go in seconds, where per-row SQLAlchemy processing would take minutes."""
+def _executemany(conn, statement: str, rows: list[tuple]) -> None:
+    """Rows through the driver's executemany, `?` marks in `statement`: a million shares go in
+    seconds, where per-row SQLAlchemy processing would take minutes."""
+    if not rows:
+        return
     cursor = conn.connection.dbapi_connection.cursor()
     try:
-        statement = "INSERT INTO cost_line_reconciliations (line_id, reconciliation_id, amount_nanos) VALUES "
-        if conn.dialect.driver == "psycopg2":
+        if conn.dialect.paramstyle != "qmark":
+            statement = statement.replace("?", "%s")
+        if conn.dialect.driver == "psycopg2" and statement.startswith("INSERT"):
             from psycopg2.extras import execute_values
 
-            execute_values(cursor, statement + "%s", rows, page_size=5000)
+            head, marks = statement.split(" VALUES ")
+            execute_values(cursor, f"{head} VALUES %s", rows, page_size=5000)
+        elif conn.dialect.driver == "psycopg2":
+            from psycopg2.extras import execute_batch
+
+            execute_batch(cursor, statement, rows, page_size=5000)
         else:
-            marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-            cursor.executemany(statement + f"({marker}, {marker}, {marker})", rows)
+            cursor.executemany(statement, rows)
     finally:
         cursor.close()
 
@@ -77,91 +75,128 @@ def write(engine: sa.Engine, result: Reconciliation, now: dt.datetime | None = N
     now = now or dt.datetime.now(dt.timezone.utc)
     con = result.con
     window = result.window
-    pools = con.execute(f"SELECT {', '.join(_POOL_COLUMNS)} FROM pool_results ORDER BY pool_id").fetchall()
     in_window = sa.and_(reconciliations.c.day >= window.since, reconciliations.c.day < window.until)
+    # a try's pools can hold lines of other days: those just outside the window keep their shares
+    near = sa.and_(
+        sa.or_(reconciliations.c.day < window.since, reconciliations.c.day >= window.until),
+        reconciliations.c.day >= window.since - LINE_MARGIN,
+        reconciliations.c.day < window.until + LINE_MARGIN,
+        reconciliations.c.pool_kind == "try",
+    )
     with engine.begin() as conn:
         earlier = sa.select(reconciliations.c.id).where(in_window)
-        touched = {
-            row[0]
-            for row in conn.execute(
-                sa.select(line_reconciliations.c.line_id)
-                .where(line_reconciliations.c.reconciliation_id.in_(earlier))
-                .distinct()
+        conn.execute(
+            sa.update(lines)
+            .where(
+                lines.c.id.in_(
+                    sa.select(line_reconciliations.c.line_id).where(
+                        line_reconciliations.c.reconciliation_id.in_(earlier)
+                    )
+                )
             )
-        }
+            .values(
+                reconciled_nanos=None,
+                reconciled_currency=None,
+                status=sa.case((lines.c.amount_nanos.is_(None), "unpriced"), else_="estimated"),
+            )
+        )
         conn.execute(
             sa.delete(line_reconciliations).where(line_reconciliations.c.reconciliation_id.in_(earlier))
         )
         conn.execute(sa.delete(reconciliations).where(in_window))
-        records = []
-        for row in pools:
-            pool = dict(zip(_POOL_COLUMNS, row, strict=True))
-            billed, attributed = int(pool["billed_nanos"]), int(pool["attributed_nanos"])
-            records.append(
-                {
-                    "day": pool["day"],
-                    "provider": pool["provider"],
-                    "billing_account": pool["billing_account"],
-                    "service": pool["service"] or "",
-                    "currency": pool["currency"],
-                    "pool": pool["pool"] or "",
-                    "pool_kind": pool["pool_kind"],
-                    "source": pool["source"],
-                    "mode": pool["mode"],
-                    "basis": pool["basis"],
-                    "billed_nanos": billed,
-                    "attributed_nanos": attributed,
-                    "unattributed_nanos": billed - attributed,
-                    "estimated_nanos": None
-                    if pool["estimated_nanos"] is None
-                    else int(pool["estimated_nanos"]),
-                    "lines": int(pool["lines"]),
-                    "used_share": _share_text(pool["used_share"]) if pool["lines"] else None,
-                    "billing_cost_ids": [int(i) for i in pool["billing_cost_ids"]],
-                    "reconciled_at": now,
-                }
-            )
-        for batch in _batches(records, 1000):
-            conn.execute(sa.insert(reconciliations), batch)
-        key_columns = ("day", "provider", "billing_account", "currency", "pool_kind", "pool")
-        written = {
-            tuple(row[1:]): row[0]
-            for row in conn.execute(
-                sa.select(reconciliations.c.id, *(reconciliations.c[name] for name in key_columns)).where(
-                    in_window
-                )
-            )
-        }
-        pool_ids = {
-            int(row[0]): written[(row[1], row[2], row[3], row[5], row[7], row[6] or "")] for row in pools
-        }
-        cursor = con.execute("SELECT line_id, pool_id, amount_nanos FROM line_results")
-        while batch := cursor.fetchmany(50_000):
-            links = [
-                (int(line_id), pool_ids[int(pool_id)], int(amount)) for line_id, pool_id, amount in batch
-            ]
-            touched.update(link[0] for link in links)
-            _insert_links(conn, links)
-        linked = sa.select(line_reconciliations.c.line_id).where(line_reconciliations.c.line_id == lines.c.id)
-        currency = (
-            sa.select(sa.func.min(reconciliations.c.currency))
-            .select_from(line_reconciliations.join(reconciliations))
-            .where(line_reconciliations.c.line_id == lines.c.id)
-            .scalar_subquery()
+        _insert_pools(conn, con, now)
+        # the ids the ledger gave the pools, joined back in DuckDB: no per-pool dictionary in Python
+        stream_into(
+            con,
+            conn,
+            sa.select(
+                reconciliations.c.id,
+                sa.type_coerce(reconciliations.c.day, sa.String).label("day"),
+                reconciliations.c.provider,
+                reconciliations.c.billing_account,
+                reconciliations.c.currency,
+                reconciliations.c.pool_kind,
+                reconciliations.c.pool,
+            ).where(in_window),
+            "written",
+            {
+                "id": _INT,
+                "day": None,
+                "provider": _TEXT,
+                "billing_account": _TEXT,
+                "currency": _TEXT,
+                "pool_kind": _TEXT,
+                "pool": _TEXT,
+            },
         )
-        total = (
-            sa.select(sa.func.sum(line_reconciliations.c.amount_nanos))
-            .where(line_reconciliations.c.line_id == lines.c.id)
-            .scalar_subquery()
+        links = con.execute(
+            """
+SELECT l.line_id, w.id, l.amount_nanos::BIGINT
+FROM line_results AS l JOIN pool_results AS p USING (pool_id)
+JOIN written AS w ON CAST(w.day AS DATE) = p.day AND w.provider = p.provider
+  AND w.billing_account = p.billing_account AND w.currency = p.currency AND w.pool_kind = p.pool_kind
+  AND w.pool = COALESCE(p.pool, '')
+"""
         )
-        status = sa.case(
-            (sa.exists(linked), "reconciled"),
-            (lines.c.amount_nanos.is_(None), "unpriced"),
-            else_="estimated",
-        )
-        for ids in _batches(sorted(touched)):
-            conn.execute(
-                sa.update(lines)
-                .where(lines.c.id.in_(ids))
-                .values(reconciled_nanos=total, reconciled_currency=currency, status=status)
+        while batch := links.fetchmany(_FETCH):
+            _executemany(
+                conn,
+                "INSERT INTO cost_line_reconciliations (line_id, reconciliation_id, amount_nanos) VALUES (?, ?, ?)",
+                batch,
             )
+        stream_into(
+            con,
+            conn,
+            sa.select(
+                line_reconciliations.c.line_id,
+                line_reconciliations.c.amount_nanos,
+                reconciliations.c.currency,
+            )
+            .join(reconciliations)
+            .where(near),
+            "outside_shares",
+            {"line_id": _INT, "amount_nanos": _INT, "currency": _TEXT},
+        )
+        totals = con.execute(
+            """
+SELECT sum(amount_nanos)::BIGINT, min(currency), line_id FROM (
+  SELECT l.line_id, l.amount_nanos, p.currency FROM line_results AS l JOIN pool_results AS p USING (pool_id)
+  UNION ALL SELECT line_id, amount_nanos, currency FROM outside_shares
+) GROUP BY line_id
+"""
+        )
+        while batch := totals.fetchmany(_FETCH):
+            _executemany(
+                conn,
+                "UPDATE cost_lines SET reconciled_nanos = ?, reconciled_currency = ?, status = 'reconciled' "
+                "WHERE id = ?",
+                batch,
+            )
+
+
+def _insert_pools(conn, con, now: dt.datetime) -> None:
+    """The pools, a batch at a time, with the values as SQLAlchemy would store them."""
+    stamp: object = now.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    sqlite = conn.dialect.name == "sqlite"
+    if sqlite:  # SQLite keeps dates and times as text
+        stamp = stamp.strftime("%Y-%m-%d %H:%M:%S.%f")  # type: ignore[attr-defined]
+    day = "strftime(day, '%Y-%m-%d')" if sqlite else "day"
+    pools = con.execute(
+        f"""
+SELECT {day}, provider, billing_account, COALESCE(service, ''), currency, COALESCE(pool, ''), pool_kind,
+  source, mode, basis, billed_nanos::BIGINT, attributed_nanos::BIGINT,
+  (billed_nanos - attributed_nanos)::BIGINT, estimated_nanos::BIGINT, lines,
+  CASE WHEN lines > 0 THEN used_share END, to_json(billing_cost_ids)::VARCHAR
+FROM pool_results ORDER BY pool_id
+"""
+    )
+    statement = (
+        f"INSERT INTO cost_reconciliations ({', '.join(_POOL_TABLE_COLUMNS)}) "
+        f"VALUES ({', '.join('?' * len(_POOL_TABLE_COLUMNS))})"
+    )
+    while batch := pools.fetchmany(20_000):
+        _executemany(conn, statement, [(*row[:15], _share_text(row[15]), row[16], stamp) for row in batch])
+
+
+def _day(value) -> dt.date:
+    return dt.date.fromisoformat(value) if isinstance(value, str) else value

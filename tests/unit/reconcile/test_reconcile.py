@@ -303,3 +303,46 @@ def test_a_period_without_a_bill_changes_nothing(ledger):
     assert code == 0, err
     assert "no billing rows imported" in out
     _unchanged(ledger)
+
+
+def test_reports_show_estimated_and_reconciled_side_by_side(ledger):
+    before = json.loads(
+        cli(
+            "report",
+            "--ledger",
+            ledger,
+            "--since",
+            "2026-11-20",
+            "--until",
+            "2026-11-21",
+            "--by",
+            "task",
+            "-o",
+            "json",
+        )[1]
+    )
+    assert "reconciled" not in before["rows"][0] and "reconciled_until" not in before
+    reconcile(ledger)
+    code, out, err = cli(
+        "report",
+        "--ledger",
+        ledger,
+        "--since",
+        "2026-11-20",
+        "--until",
+        "2026-11-21",
+        "--by",
+        "task",
+        "-o",
+        "json",
+    )
+    assert code == 0, err
+    document = json.loads(out)
+    rows = {row["task_id"]: row for row in document["rows"]}
+    assert (Decimal(rows["report"]["amount"]), Decimal(rows["report"]["reconciled"])) == (Decimal("6.25"), 5)
+    assert rows["report"]["status"] == "reconciled"
+    assert document["reconciled_until"] == "2026-11-20"
+    assert Decimal(document["total"][0]["reconciled"]) == Decimal("90") + 60 + 5 + 12 + Decimal("0.88")
+    code, out, _ = cli("report", "--ledger", ledger, "--since", "2026-11-20", "--until", "2026-11-21")
+    header = next(line for line in out.splitlines() if " amount " in line)
+    assert "reconciled up to: billing day 2026-11-20" in out and "amount  reconciled" in " ".join(header.split(" "))
