@@ -190,8 +190,9 @@ SELECT {day}, provider, billing_account, COALESCE(service, ''), currency, COALES
 FROM pool_results ORDER BY pool_id
 """
     )
+    quote = conn.dialect.identifier_preparer.quote  # `lines` is a reserved word in MySQL
     statement = (
-        f"INSERT INTO cost_reconciliations ({', '.join(_POOL_TABLE_COLUMNS)}) "
+        f"INSERT INTO cost_reconciliations ({', '.join(map(quote, _POOL_TABLE_COLUMNS))}) "
         f"VALUES ({', '.join('?' * len(_POOL_TABLE_COLUMNS))})"
     )
     while batch := pools.fetchmany(20_000):

@@ -50,11 +50,8 @@ def task_try(task, lines_, ol_run_id=None):
     )
 
 
-@pytest.fixture
-def ledger(ledger_url, monkeypatch):
-    monkeypatch.setenv("AIRFLOW__COST_PROVIDER__BILLING_RESOURCES", json.dumps(WORKERS))
-    monkeypatch.delenv("AIRFLOW__COST_PROVIDER__RECONCILE_MODE", raising=False)
-    conf.clear_cache()
+def fill(ledger_url: str) -> None:
+    """The tries and the bill every test reconciles (see the README's worked example)."""
     engine = store.get_engine(ledger_url)
     store.ensure_schema(engine)
     for item in [
@@ -94,8 +91,21 @@ def ledger(ledger_url, monkeypatch):
         service="AWS Glue",
     )
     add_billed(engine, DAY, "arn:aws:s3:::raw-landing", "7", service="Amazon S3")
-    yield ledger_url
+
+
+@pytest.fixture
+def rules(monkeypatch):
+    monkeypatch.setenv("AIRFLOW__COST_PROVIDER__BILLING_RESOURCES", json.dumps(WORKERS))
+    monkeypatch.delenv("AIRFLOW__COST_PROVIDER__RECONCILE_MODE", raising=False)
     conf.clear_cache()
+    yield
+    conf.clear_cache()
+
+
+@pytest.fixture
+def ledger(ledger_url, rules):
+    fill(ledger_url)
+    return ledger_url
 
 
 def cli(*args: str) -> tuple[int, str, str]:
@@ -177,6 +187,23 @@ def test_each_basis_splits_the_bill_and_names_the_idle_rest(ledger):
     assert Decimal(rows["snowflake"]["coverage"]) == Decimal("0.5")
     assert {row["source"]: row["ratio"] for row in document["accuracy"]}["bigquery"] == "0.8000"
     assert {"pool": "WH_ETL", "currency": "USD", "idle": "150", "billed": "300"} in document["idle"]
+
+
+def test_a_mariadb_ledger_reconciles_the_same(mariadb_server, rules):
+    admin = sa.create_engine(f"mysql+pymysql://tester:tester@127.0.0.1:{mariadb_server.port}/shop")
+    with admin.begin() as conn:
+        conn.execute(sa.text("DROP DATABASE IF EXISTS ledger_reconcile"))
+        conn.execute(sa.text("CREATE DATABASE ledger_reconcile"))
+    admin.dispose()
+    url = f"mysql+pymysql://tester:tester@127.0.0.1:{mariadb_server.port}/ledger_reconcile"
+    fill(url)
+    reconcile(url)
+    reconcile(url)  # the second run replaces the first
+    found = reconciled_lines(url)
+    assert [found[task][2] for task in ("load", "merge", "report", "extract", "clean", "transform")] == [
+        nanos(amount) for amount in ("90", "60", "5", "9", "3", "0.88")
+    ]
+    assert pools(url)["rule:workers"]["unattributed_nanos"] == nanos("36")
 
 
 def test_every_pools_lines_add_up_to_what_it_attributed(ledger):
@@ -345,4 +372,6 @@ def test_reports_show_estimated_and_reconciled_side_by_side(ledger):
     assert Decimal(document["total"][0]["reconciled"]) == Decimal("90") + 60 + 5 + 12 + Decimal("0.88")
     code, out, _ = cli("report", "--ledger", ledger, "--since", "2026-11-20", "--until", "2026-11-21")
     header = next(line for line in out.splitlines() if " amount " in line)
-    assert "reconciled up to: billing day 2026-11-20" in out and "amount  reconciled" in " ".join(header.split(" "))
+    assert "reconciled up to: billing day 2026-11-20" in out and "amount  reconciled" in " ".join(
+        header.split(" ")
+    )
