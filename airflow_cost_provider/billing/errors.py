@@ -62,6 +62,8 @@ PROVIDER_EXTRAS = {
     "amazon": ("airflow.providers.amazon", "apache-airflow-providers-amazon"),
     "google": ("airflow.providers.google", "apache-airflow-providers-google"),
     "microsoft-azure": ("airflow.providers.microsoft.azure", "apache-airflow-providers-microsoft-azure"),
+    "snowflake": ("airflow.providers.snowflake", "apache-airflow-providers-snowflake"),
+    "databricks": ("airflow.providers.databricks", "apache-airflow-providers-databricks"),
 }
 
 

@@ -78,6 +78,7 @@ class FocusRow:
     ListCost: Decimal | None = None
     x_Provider: str | None = None
     x_UsageType: str | None = None
+    Tags: dict[str, str] | None = None
 
 
 FOCUS_ROW_COLUMNS = tuple(field.name for field in fields(FocusRow))

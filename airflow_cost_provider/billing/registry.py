@@ -23,6 +23,8 @@ SOURCES: dict[str, tuple[str | None, str]] = {
     "gcp-billing-export": ("gcp", "the Cloud Billing export table in BigQuery"),
     "azure-cost-management": ("azure", "the Cost Management Query API"),
     "azure-export": ("azure", "FocusCost exports in a storage account"),
+    "snowflake-metering": ("snowflake", "ACCOUNT_USAGE warehouse metering through a Snowflake connection"),
+    "databricks-usage": ("databricks", "system.billing.usage through a Databricks SQL warehouse"),
     "focus": (None, "FOCUS files (local, s3://, gs:// or abfss://)"),
 }
 

@@ -1,0 +1,209 @@
+"""Databricks billable usage through the SQL Statement Execution API of a fake workspace on 127.0.0.1
+that runs the statement on synthetic `system.billing.usage` and `list_prices` tables: sums per day,
+SKU and resource priced at the list price in effect, custom tags and the job run id kept, the result
+read over polls and chunks, and each failure one message."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal
+
+import pytest
+
+from airflow_cost_provider.billing import databricks_usage, importer, registry
+from airflow_cost_provider.billing.errors import BillingDataError, BillingSourceError
+from airflow_cost_provider.billing.scan import DateWindow
+from airflow_cost_provider.ledger import store
+from tests.support.fake_databricks_statements import SYSTEM_CATALOG, fake_statement_api
+
+TOKEN = "dapi-0123456789abcdef"
+CONN_ID = "databricks_billing"
+WAREHOUSE = "4b9b953939869799"
+ACCOUNT = "a1b2c3d4-0000-4000-8000-000000000001"
+WORKSPACE = "6051921418418893"
+RUN_ID = "01890e3c-1c4e-7a55-9a0e-5a1f0c2d3e4f"
+WINDOW = DateWindow(dt.date(2026, 11, 2), dt.date(2026, 11, 4))
+
+# sku, cloud, unit, price, from, until (None: still in effect)
+PRICES = [
+    ("PREMIUM_JOBS_COMPUTE", "AWS", "DBU", "0.15", "2020-01-01", "2026-11-03"),
+    ("PREMIUM_JOBS_COMPUTE", "AWS", "DBU", "0.20", "2026-11-03", None),
+    ("PREMIUM_JOBS_COMPUTE", "AZURE", "DBU", "0.30", "2020-01-01", None),  # another cloud's price
+    ("PREMIUM_SQL_PRO_COMPUTE", "AWS", "DBU", "0.55", "2020-01-01", None),
+    ("PREMIUM_ALL_PURPOSE_COMPUTE", "AWS", "DBU", "0.55", "2020-01-01", None),
+]
+OURS = {"openlineage_run_id": RUN_ID, "airflow_dag_id": "etl", "airflow_task_id": "transform"}
+# day, hour, sku, quantity, cluster, job, warehouse, job run, custom tags, record type
+USAGE = [
+    ("2026-11-01", 23, "PREMIUM_SQL_PRO_COMPUTE", "9", None, None, WAREHOUSE, None, {}, "ORIGINAL"),
+    ("2026-11-02", 4, "PREMIUM_JOBS_COMPUTE", "1.25", "0412-cl1", "771", None, "9001", OURS, "ORIGINAL"),
+    ("2026-11-02", 5, "PREMIUM_JOBS_COMPUTE", "0.75", "0412-cl1", "771", None, "9001", OURS, "ORIGINAL"),
+    ("2026-11-02", 9, "PREMIUM_SQL_PRO_COMPUTE", "3.5", None, None, WAREHOUSE, None, {}, "ORIGINAL"),
+    (
+        "2026-11-03",
+        2,
+        "PREMIUM_JOBS_COMPUTE",
+        "1.000000000000000001",
+        None,
+        "772",
+        None,
+        "9002",
+        {"team": "bi"},
+        "ORIGINAL",
+    ),
+    ("2026-11-03", 6, "PREMIUM_ALL_PURPOSE_COMPUTE", "0.5", "0101-ap", None, None, None, {}, "ORIGINAL"),
+    ("2026-11-03", 6, "PREMIUM_ALL_PURPOSE_COMPUTE", "-0.5", "0101-ap", None, None, None, {}, "RETRACTION"),
+    ("2026-11-04", 1, "PREMIUM_JOBS_COMPUTE", "7", "0412-cl1", "771", None, "9003", OURS, "ORIGINAL"),
+]
+
+
+def _sql(value) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, dict):
+        return "MAP {" + ", ".join(f"'{k}': '{v}'" for k, v in value.items()) + "}::MAP(VARCHAR, VARCHAR)"
+    return f"'{value}'"
+
+
+def fill(api, usage=USAGE, prices=PRICES) -> None:
+    for sku, cloud, unit, price, since, until in prices:
+        api.execute(
+            f"INSERT INTO {SYSTEM_CATALOG}.billing.list_prices VALUES ('{since} 00:00+00', "
+            f"{_sql(until and until + ' 00:00+00')}, '{ACCOUNT}', '{sku}', '{cloud}', 'USD', '{unit}', "
+            f"{{'default': {price}}})"
+        )
+    for n, (day, hour, sku, quantity, cluster, job, warehouse, run, tags, kind) in enumerate(usage):
+        start = f"{day} {hour:02d}:00+00"
+        api.execute(
+            f"INSERT INTO {SYSTEM_CATALOG}.billing.usage VALUES ('r{n}', '{ACCOUNT}', '{WORKSPACE}', '{sku}', "
+            f"'AWS', '{start}', TIMESTAMPTZ '{start}' + INTERVAL 1 HOUR, '{day}', {_sql(tags)}, 'DBU', "
+            f"{quantity}, {{'cluster_id': {_sql(cluster)}, 'job_id': {_sql(job)}, 'warehouse_id': {_sql(warehouse)}, "
+            f"'job_run_id': {_sql(run)}, 'notebook_id': NULL}}, '{kind}', 'JOBS')"
+        )
+
+
+@pytest.fixture
+def api(monkeypatch):
+    with fake_statement_api(TOKEN, {WAREHOUSE}, rows_per_chunk=2, pending_polls=1) as server:
+        fill(server)
+        monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps(server.connection(WAREHOUSE)))
+        yield server
+
+
+def client(timeout: float = 30) -> databricks_usage.StatementClient:
+    return databricks_usage.StatementClient(CONN_ID, timeout, sleep=lambda seconds: None)
+
+
+def fetch_rows(**kwargs):
+    return databricks_usage.fetch_rows(WINDOW, databricks_conn_id=CONN_ID, client=client(), **kwargs)
+
+
+def test_usage_is_summed_per_day_sku_and_resource_at_the_list_price_in_effect(api):
+    rows = fetch_rows()
+    day = lambda text: dt.datetime.fromisoformat(f"{text}T00:00:00+00:00")  # noqa: E731
+    got = [
+        (
+            r.ChargePeriodStart,
+            r.ChargePeriodEnd - r.ChargePeriodStart,
+            r.ResourceId,
+            r.SkuId,
+            r.ConsumedQuantity,
+        )
+        + (r.BilledCost, r.ListCost, r.BillingCurrency, r.Tags)
+        for r in rows
+    ]
+    one_day = dt.timedelta(days=1)
+    assert got == [
+        (day("2026-11-02"), one_day, "0412-cl1", "PREMIUM_JOBS_COMPUTE", Decimal("2.0"))
+        + (Decimal("2.0") * Decimal("0.15"), Decimal("0.30"), "USD", {**OURS, "job_run_id": "9001"}),
+        (day("2026-11-02"), one_day, WAREHOUSE, "PREMIUM_SQL_PRO_COMPUTE", Decimal("3.5"))
+        + (Decimal("1.925"), Decimal("1.925"), "USD", None),
+        # a serverless job: no cluster, no warehouse; the new price; every decimal kept
+        (day("2026-11-03"), one_day, "772", "PREMIUM_JOBS_COMPUTE", Decimal("1.000000000000000001"))
+        + (
+            Decimal("0.2000000000000000002"),
+            Decimal("0.2000000000000000002"),
+            "USD",
+            {"team": "bi", "job_run_id": "9002"},
+        ),
+    ]  # the retracted all-purpose usage nets to nothing and is left out
+    for row in rows:
+        assert (row.BillingAccountId, row.x_Provider, row.ConsumedUnit) == (ACCOUNT, "databricks", "DBU")
+
+
+def test_the_request_is_one_parameterised_statement_polled_and_read_in_chunks(api):
+    fetch_rows()
+    posted = [r for r in api.requests if r.method == "POST"]
+    assert len(posted) == 1
+    assert posted[0].authorization == f"Bearer {TOKEN}"
+    body = posted[0].body
+    assert body["warehouse_id"] == WAREHOUSE  # from the connection's http_path
+    assert body["parameters"] == [
+        {"name": "since", "value": "2026-11-02", "type": "DATE"},
+        {"name": "until", "value": "2026-11-04", "type": "DATE"},
+    ]
+    assert "2026" not in body["statement"]
+    statement_id = next(iter(api.statements))
+    assert [r.path for r in api.requests if r.method == "GET"] == [
+        f"/api/2.0/sql/statements/{statement_id}",
+        f"/api/2.0/sql/statements/{statement_id}/result/chunks/1",
+    ]
+
+
+def test_a_failed_statement_says_what_the_warehouse_said_and_which_grants_are_needed(api):
+    api.execute(f"DROP TABLE {SYSTEM_CATALOG}.billing.list_prices")
+    with pytest.raises(BillingSourceError) as raised:
+        fetch_rows()
+    message = str(raised.value)
+    assert f"Databricks statement on SQL warehouse {WAREHOUSE} failed: [TABLE_OR_VIEW_NOT_FOUND]" in message
+    assert "SELECT on both tables" in message
+    assert TOKEN not in message
+
+
+def test_an_unknown_warehouse_and_a_bad_token_are_http_errors_with_the_apis_words(api, monkeypatch):
+    with pytest.raises(
+        BillingSourceError, match="HTTP 404 RESOURCE_DOES_NOT_EXIST: SQL warehouse nope does not"
+    ):
+        fetch_rows(warehouse_id="nope")
+    connection = api.connection(WAREHOUSE) | {"password": "dapi-wrong"}
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps(connection))
+    with pytest.raises(BillingSourceError, match="HTTP 403 403: Invalid access token"):
+        fetch_rows()
+
+
+def test_usage_without_a_list_price_is_refused_with_its_sku_and_day(api):
+    fill(
+        api,
+        usage=[("2026-11-02", 3, "ENTERPRISE_DLT_CORE", "2", "c9", None, None, None, {}, "ORIGINAL")],
+        prices=[],
+    )
+    with pytest.raises(BillingDataError) as raised:
+        fetch_rows()
+    assert "no list price for SKU ENTERPRISE_DLT_CORE in DBU on 2026-11-02" in str(raised.value)
+
+
+def test_a_statement_still_running_at_the_timeout_is_cancelled(monkeypatch):
+    with fake_statement_api(TOKEN, {WAREHOUSE}, pending_polls=10**6) as server:
+        fill(server)
+        monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps(server.connection(WAREHOUSE)))
+        with pytest.raises(BillingSourceError, match="did not finish within 1 s and was cancelled"):
+            databricks_usage.fetch_rows(WINDOW, databricks_conn_id=CONN_ID, client=client(timeout=1))
+        (statement,) = server.statements.values()
+        assert statement.cancelled
+
+
+def test_a_connection_without_a_warehouse_needs_one(api, monkeypatch):
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps(api.connection()))
+    with pytest.raises(BillingSourceError, match="names no SQL warehouse: pass warehouse_id"):
+        fetch_rows()
+    assert len(fetch_rows(warehouse_id=WAREHOUSE)) == 3
+
+
+def test_the_rows_import_and_save_into_a_sqlite_ledger(api, tmp_path):
+    assert registry.source_provider("databricks-usage") == "databricks"
+    collected = databricks_usage.fetch(WINDOW, databricks_conn_id=CONN_ID, client=client())
+    assert (collected.source, collected.window, collected.rows_read) == ("databricks-usage", WINDOW, 3)
+    engine = store.get_engine(f"sqlite:///{tmp_path / 'ledger.db'}")
+    summary = importer.save(engine, collected, replace_days=True)
+    assert (summary.source, summary.rows_read) == ("databricks-usage", 3)
