@@ -5,6 +5,7 @@ statistics, priced from the price book, or unpriced with the reason)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from decimal import Decimal
@@ -233,3 +234,44 @@ def test_ledger_holds_what_the_facet_shows(bq_run, bigquery, events):
     assert rows["failing_job"]["attributes"]["failed"] is True
     assert rows["failing_job"]["attributes"]["error_reason"] == "invalidQuery"
     assert rows["edition_query"]["attributes"]["edition"] == "enterprise"
+
+
+def test_job_labels_in_the_bill_reconcile_each_try(bq_run, tmp_path):
+    """Each priced job billed in a FOCUS export under the labels the job carried (its try's
+    OpenLineage run id), at 90 % of list price: each try's BigQuery line is reconciled to its share,
+    found by the label alone, with nothing idle."""
+    from collections import defaultdict
+
+    from tests.support import bills
+
+    ledger = bills.copy_ledger(bq_run.ledger_url, tmp_path)
+    by_try: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for line in bills.ledger_lines(ledger):
+        if line["source"] == "bigquery" and line["amount_nanos"]:
+            by_try[(line["day"], line["ol_run_id"])].append(line)
+    assert len(by_try) >= 2
+    rows = [
+        bills.charge(
+            day,
+            "Google Cloud",
+            "BigQuery",
+            "",
+            bills.estimate(lines) * Decimal("0.9"),
+            tags={"openlineage_run_id": run_id, "airflow_dag_id": "cost_bigquery"},
+        )
+        for (day, run_id), lines in by_try.items()
+    ]
+    bill = bills.write_focus(tmp_path / "focus.csv", rows)
+    days = sorted(day for day, _ in by_try)
+    until = (dt.date.fromisoformat(days[-1]) + dt.timedelta(days=1)).isoformat()
+    document = bills.import_and_reconcile(ledger, bill, days[0], until)
+    found = bills.reconciled(ledger)
+    for lines in by_try.values():
+        for line in lines:
+            estimate, amount, status = found[line["id"]]
+            assert status == "reconciled"
+            assert abs(amount - estimate * Decimal("0.9")) <= 1  # nano-units: rounding alone
+    (gcp,) = [row for row in document["rows"] if row["provider"] == "gcp"]
+    assert Decimal(gcp["unattributed"]) == 0 and gcp["coverage"] == "1.0000"
+    (bigquery,) = [row for row in document["accuracy"] if row["source"] == "bigquery"]
+    assert bigquery["ratio"] == "0.9000"

@@ -14,6 +14,7 @@ are covered by the unit tests; here the Flex price comes from the job definition
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from decimal import Decimal
 from pathlib import Path
@@ -254,3 +255,86 @@ def test_the_ledger_matches_the_facet(glue_run, runs, events):
         row = by_task[task_id]
         assert row["amount_nanos"] is None and row["status"] == "unpriced"
         assert row["external_id"] == runs[task_id]["Id"] and "GetJobRun failed" in row["unpriced_reason"]
+
+
+def test_the_bill_of_the_jobs_and_the_worker_pool_reconciles_to_the_runs(glue_run, tmp_path, monkeypatch):
+    """The run's own ledger lines, billed at list price in a FOCUS export (80 % of each job's DPU-hours
+    and 17 % of the worker instances used), imported and reconciled: each Glue line gets its estimate,
+    the rest of each bill is named idle, and an RDS database no task touched stays apart."""
+    from collections import defaultdict
+
+    from tests.support import bills
+
+    ledger = bills.copy_ledger(glue_run.ledger_url, tmp_path)
+    used = bills.ledger_lines(ledger)
+    rows = []
+    glue_lines: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    worker_lines: dict[str, list[dict]] = defaultdict(list)
+    for line in used:
+        if line["source"] == "glue":
+            glue_lines[(line["day"], line["resource"])].append(line)
+        elif line["source"] == "airflow_worker":
+            worker_lines[line["day"]].append(line)
+    assert glue_lines and worker_lines
+    for (day, job), lines in glue_lines.items():
+        hours = sum(Decimal(line["quantity"]) for line in lines) / 3600
+        rows.append(
+            bills.charge(
+                day,
+                "AWS",
+                "AWS Glue",
+                f"arn:aws:glue:us-east-1:123456789012:job/{job}",
+                bills.estimate(lines) / Decimal("0.8"),
+                quantity=hours / Decimal("0.8"),
+                unit="DPU-Hour",
+            )
+        )
+    for day, lines in worker_lines.items():
+        for instance in ("i-0aa", "i-0bb"):
+            rows.append(
+                bills.charge(
+                    day,
+                    "AWS",
+                    "Amazon Elastic Compute Cloud",
+                    f"arn:aws:ec2:us-east-1:123456789012:instance/{instance}",
+                    bills.estimate(lines) / Decimal("0.17") / 2,
+                    quantity=Decimal(24),
+                    unit="Hrs",
+                    tags={"airflow-component": "worker"},
+                )
+            )
+        rows.append(
+            bills.charge(
+                day, "AWS", "Amazon RDS", "arn:aws:rds:us-east-1:123456789012:db:analytics", Decimal(3)
+            )
+        )
+    bill = bills.write_focus(tmp_path / "focus.csv", rows)
+    days = sorted({line["day"] for line in used})
+    until = (dt.date.fromisoformat(days[-1]) + dt.timedelta(days=1)).isoformat()
+    workers = [
+        {"name": "workers", "source": "airflow_worker", "match": {"tags": {"airflow-component": "worker"}}}
+    ]
+    monkeypatch.setenv("AIRFLOW__COST_PROVIDER__BILLING_RESOURCES", json.dumps(workers))
+    from airflow_cost_provider import conf
+
+    conf.clear_cache()
+    try:
+        document = bills.import_and_reconcile(ledger, bill, days[0], until)
+        again = bills.cli("reconcile", "--ledger", ledger, "--since", days[0], "--until", until, "-o", "json")
+    finally:
+        conf.clear_cache()
+    assert again["rows"] == document["rows"]  # a re-run changes nothing
+    found = bills.reconciled(ledger)
+    for lines in glue_lines.values():
+        for line in lines:
+            estimate, amount, status = found[line["id"]]
+            assert status == "reconciled" and abs(amount - estimate) <= estimate * Decimal("0.005")
+    (aws,) = [row for row in document["rows"] if row["provider"] == "aws"]
+    billed, attributed, unattributed = (Decimal(aws[key]) for key in ("billed", "attributed", "unattributed"))
+    assert attributed + unattributed == billed
+    assert Decimal(aws["untouched"]) == 3 * len(worker_lines)
+    (workers,) = bills.pools(ledger, "rule:workers")
+    assert workers["basis"] == "list_cost"
+    assert abs(Decimal(workers["unattributed_nanos"]) / workers["billed_nanos"] - Decimal("0.83")) < Decimal(
+        "0.001"
+    )
