@@ -500,7 +500,7 @@ def _store(engine: Engine, result: CostResult) -> bool:
                 1,
                 int(nanos is None),
             )
-        _write_daily(conn, daily)
+        write_daily_changes(conn, daily)
         if priced_and_unpriced:
             usage_ids = (
                 conn.execute(
@@ -547,7 +547,7 @@ def _add_daily(
     sums[2] += unpriced
 
 
-def _write_daily(conn, daily: dict[tuple, list[int]]) -> None:
+def write_daily_changes(conn, daily: dict[tuple, list[int]]) -> None:
     """Apply a try's changes to cost_daily_totals: add to the existing rows, insert the new ones, and
     drop the rows a replaced capture left with no line, so the totals always equal the lines' sums."""
     changes = [

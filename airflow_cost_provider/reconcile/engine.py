@@ -105,7 +105,7 @@ def stream_into(con, conn, query, table: str, types: dict[str, object]) -> int:
 
     names = list(types)
     count = 0
-    result = conn.execution_options(stream_results=True, yield_per=_CHUNK).execute(query)
+    result = conn.execute(query, execution_options={"stream_results": True, "yield_per": _CHUNK})
     first = True
     for rows in result.partitions(_CHUNK):
         columns = list(zip(*rows, strict=True))

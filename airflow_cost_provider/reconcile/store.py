@@ -70,7 +70,12 @@ def _executemany(conn, statement: str, rows: list[tuple]) -> None:
 
 
 def write(engine: sa.Engine, result: Reconciliation, now: dt.datetime | None = None) -> None:
-    from airflow_cost_provider.ledger.schema import line_reconciliations, lines, reconciliations
+    from airflow_cost_provider.ledger.schema import (
+        budget_settled,
+        line_reconciliations,
+        lines,
+        reconciliations,
+    )
 
     now = now or dt.datetime.now(dt.timezone.utc)
     con = result.con
@@ -85,6 +90,8 @@ def write(engine: sa.Engine, result: Reconciliation, now: dt.datetime | None = N
     )
     with engine.begin() as conn:
         earlier = sa.select(reconciliations.c.id).where(in_window)
+        # budgets read cost_daily_totals: take out what the lines' earlier reconciled amounts put in
+        _shift_daily_totals(conn, sa.or_(in_window, near), -1)
         conn.execute(
             sa.update(lines)
             .where(
@@ -172,6 +179,37 @@ SELECT sum(amount_nanos)::BIGINT, min(currency), line_id FROM (
                 "WHERE id = ?",
                 batch,
             )
+        _shift_daily_totals(conn, sa.or_(in_window, near), +1)
+        # the spend budgets keep of settled days changed with it: read again at their next evaluation
+        conn.execute(sa.delete(budget_settled))
+
+
+def _shift_daily_totals(conn, pools, sign: int) -> None:
+    """Add (sign +1) or take out (-1) the difference reconciled - estimated of the lines the pools
+    hold, to their tries' daily totals: a budget then counts a reconciled line at its reconciled
+    amount, every other line at its estimate. An unpriced line adds all of its reconciled amount."""
+    from airflow_cost_provider.ledger.schema import line_reconciliations, lines, reconciliations, task_runs
+    from airflow_cost_provider.ledger.store import write_daily_changes
+
+    in_pools = sa.select(line_reconciliations.c.line_id).join(reconciliations).where(pools)
+    difference = sa.func.sum(lines.c.reconciled_nanos - sa.func.coalesce(lines.c.amount_nanos, 0))
+    key = (
+        sa.func.date(task_runs.c.end_time),
+        task_runs.c.dag_id,
+        task_runs.c.task_id,
+        sa.func.coalesce(task_runs.c.owner, ""),
+        sa.func.coalesce(task_runs.c.team, ""),
+        lines.c.source,
+        lines.c.reconciled_currency,
+    )
+    rows = conn.execute(
+        sa.select(*key, difference)
+        .select_from(lines.join(task_runs, task_runs.c.id == lines.c.task_run_id))
+        .where(lines.c.id.in_(in_pools), lines.c.reconciled_nanos.is_not(None))
+        .group_by(*key)
+    ).all()
+    changes = {(_day(row[0]), *row[1:7]): [sign * int(row[7]), 0, 0] for row in rows if row[7]}
+    write_daily_changes(conn, changes)
 
 
 def _insert_pools(conn, con, now: dt.datetime) -> None:

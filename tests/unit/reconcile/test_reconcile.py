@@ -375,3 +375,34 @@ def test_reports_show_estimated_and_reconciled_side_by_side(ledger):
     assert "reconciled up to: billing day 2026-11-20" in out and "amount  reconciled" in " ".join(
         header.split(" ")
     )
+
+
+def test_budgets_count_reconciled_lines_at_their_reconciled_amount(ledger):
+    """cost_daily_totals (what budgets read) holds each reconciled line at its reconciled amount and
+    every other line at its estimate, after a run, a re-run and a restated day alike."""
+    from airflow_cost_provider.ledger.schema import budget_settled, daily_totals
+
+    engine = store.get_engine(ledger)
+
+    def totals() -> tuple[int, int]:
+        with engine.connect() as conn:
+            kept = conn.execute(sa.select(sa.func.sum(daily_totals.c.amount_nanos))).scalar()
+            effective = conn.execute(
+                sa.select(sa.func.sum(sa.func.coalesce(lines.c.reconciled_nanos, lines.c.amount_nanos)))
+            ).scalar()
+        return int(kept), int(effective)
+
+    estimated = totals()[0]
+    with engine.begin() as conn:
+        conn.execute(sa.insert(budget_settled).values(cache_key="k", payload="{}", updated_at=T0))
+    reconcile(ledger)
+    kept, effective = totals()
+    assert kept == effective == estimated - nanos("1.25")  # BigQuery's 6.25 billed at 5.00
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(budget_settled)).scalar() == 0
+    reconcile(ledger)
+    assert totals() == (kept, effective)
+    set_billed_amount(engine, "WH_ETL", DAY, "150")
+    reconcile(ledger)
+    kept, effective = totals()
+    assert kept == effective == estimated - nanos("1.25") - nanos("75")
