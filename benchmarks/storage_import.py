@@ -7,12 +7,15 @@ in alternating order and each in its own process so that peak memory is its own:
 - `import`: what `airflow-cost import-storage --format focus` does: read and validate every row
   with DuckDB, skip other services, sum per bucket, SKU, day and currency, classify into usage
   classes, and write the ledger (SQLite) in one transaction;
+- `billing`: what `airflow-cost import-billing --format focus` does with the same file: every
+  service kept, per service, resource, SKU, day, currency and tag set (tags parsed once per distinct
+  tag text), the storage rows as `import` writes them, both tables in one transaction;
 - `floor`: a bare DuckDB aggregate of the same file: the sum of BilledCost per billing account,
   resource, SKU, day and currency (the ledger's grain), the least any import of this file can do.
 
 Reports rows per second, wall time and peak RSS (ru_maxrss of the child) of each, the median over
-`--repeat` runs, and the ratio import / floor. Targets: >= 1,000,000 rows/s, peak RSS <= 1 GB,
-ratio <= 3. Writes benchmarks/results/storage_import.json.
+`--repeat` runs, and the ratios import / floor and billing / floor. Targets (import and billing):
+>= 1,000,000 rows/s, peak RSS <= 1 GB, ratio <= 3. Writes benchmarks/results/storage_import.json.
 
     uv run python benchmarks/storage_import.py
     uv run python benchmarks/storage_import.py --rows 2000000 --repeat 5
@@ -44,13 +47,16 @@ from airflow_cost_provider.billing.formats import FocusFormat
 from airflow_cost_provider.billing.importer import read_files, save
 from airflow_cost_provider.ledger.store import get_engine
 from pathlib import Path
-path, ledger = Path(sys.argv[1]), sys.argv[2]
+path, ledger, all_services = Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "billing"
 engine = get_engine(ledger)  # schema created before the clock starts, as on a running system
 started = time.perf_counter()
-collected = read_files(FocusFormat(), [BillingFile(str(path), path, path.stat().st_size)])
+collected = read_files(
+    FocusFormat(), [BillingFile(str(path), path, path.stat().st_size)], all_services=all_services
+)
 summary = save(engine, collected)
 elapsed = time.perf_counter() - started
-print(elapsed, summary.rows_read, summary.rows_imported, summary.costs_written, sum(summary.skipped.values()))
+written = summary.costs_written + (summary.billing_costs_written or 0)
+print(elapsed, summary.rows_read, summary.rows_imported, written, sum(summary.skipped.values()))
 """
 
 GENERATE = """
@@ -125,13 +131,13 @@ def main() -> int:
             f"in {generated:.1f} s"
         )
 
-        runs: dict[str, list[dict]] = {"import": [], "floor": []}
+        runs: dict[str, list[dict]] = {"import": [], "billing": [], "floor": []}
         for index in range(args.repeat):
-            order = ("import", "floor") if index % 2 == 0 else ("floor", "import")
+            order = ("import", "billing", "floor") if index % 2 == 0 else ("floor", "billing", "import")
             for kind in order:
-                if kind == "import":
-                    ledger = f"sqlite:///{scratch / f'ledger-{index}.db'}"
-                    fields, wall, peak = run_measured(IMPORT, str(export), ledger)
+                if kind in ("import", "billing"):
+                    ledger = f"sqlite:///{scratch / f'ledger-{kind}-{index}.db'}"
+                    fields, wall, peak = run_measured(IMPORT, str(export), ledger, kind)
                     elapsed, read, imported, written, skipped = fields
                     if int(read) != args.rows:
                         raise SystemExit(f"the import read {read} rows of {args.rows}")
@@ -153,7 +159,7 @@ def main() -> int:
                 runs[kind].append(record)
                 print(
                     f"  run {index + 1} {kind:6s}: {record['seconds']:.2f} s"
-                    + (f" ({record['costs_written']:,} ledger rows)" if kind == "import" else "")
+                    + (f" ({record['costs_written']:,} ledger rows)" if kind != "floor" else "")
                     + ", "
                     f"{record['rows_per_second'] / 1e6:.2f} M rows/s, peak RSS {peak / 2**20:.0f} MiB"
                 )
@@ -172,36 +178,41 @@ def main() -> int:
             "rows": args.rows,
             "buckets": args.buckets,
             "file_bytes": size,
-            "import": {
-                "median_seconds": median("import", "seconds"),
-                "median_rows_per_second": median("import", "rows_per_second"),
-                "max_peak_rss_bytes": max(r["peak_rss_bytes"] for r in runs["import"]),
-                "runs": runs["import"],
-            },
-            "floor": {
-                "median_seconds": median("floor", "seconds"),
-                "median_rows_per_second": median("floor", "rows_per_second"),
-                "max_peak_rss_bytes": max(r["peak_rss_bytes"] for r in runs["floor"]),
-                "runs": runs["floor"],
+            **{
+                kind: {
+                    "median_seconds": median(kind, "seconds"),
+                    "median_rows_per_second": median(kind, "rows_per_second"),
+                    "max_peak_rss_bytes": max(r["peak_rss_bytes"] for r in runs[kind]),
+                    "runs": runs[kind],
+                }
+                for kind in ("import", "billing", "floor")
             },
         }
-        result["ratio_import_to_floor"] = (
-            result["import"]["median_seconds"] / result["floor"]["median_seconds"]
-        )
+        for kind in ("import", "billing"):
+            result[f"ratio_{kind}_to_floor"] = (
+                result[kind]["median_seconds"] / result["floor"]["median_seconds"]
+            )
         result["targets"] = {
-            "rows_per_second_at_least_1m": result["import"]["median_rows_per_second"] >= 1_000_000,
-            "peak_rss_at_most_1gb": result["import"]["max_peak_rss_bytes"] <= 10**9,
-            "within_3x_of_floor": result["ratio_import_to_floor"] <= 3,
+            f"{kind}_{name}": met
+            for kind in ("import", "billing")
+            for name, met in (
+                ("rows_per_second_at_least_1m", result[kind]["median_rows_per_second"] >= 1_000_000),
+                ("peak_rss_at_most_1gb", result[kind]["max_peak_rss_bytes"] <= 10**9),
+                ("within_3x_of_floor", result[f"ratio_{kind}_to_floor"] <= 3),
+            )
         }
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(result, indent=2))
-        imp, flo = result["import"], result["floor"]
+        imp, bil, flo = result["import"], result["billing"], result["floor"]
         print(
             f"import: median {imp['median_seconds']:.2f} s = {imp['median_rows_per_second'] / 1e6:.2f} M rows/s, "
             f"peak RSS {imp['max_peak_rss_bytes'] / 2**20:.0f} MiB\n"
+            f"billing: median {bil['median_seconds']:.2f} s = {bil['median_rows_per_second'] / 1e6:.2f} M rows/s, "
+            f"peak RSS {bil['max_peak_rss_bytes'] / 2**20:.0f} MiB\n"
             f"floor:  median {flo['median_seconds']:.2f} s = {flo['median_rows_per_second'] / 1e6:.2f} M rows/s, "
             f"peak RSS {flo['max_peak_rss_bytes'] / 2**20:.0f} MiB\n"
-            f"ratio import / floor: {result['ratio_import_to_floor']:.2f}\n"
+            f"ratio import / floor: {result['ratio_import_to_floor']:.2f}, "
+            f"billing / floor: {result['ratio_billing_to_floor']:.2f}\n"
             f"targets met: {result['targets']}\n"
             f"written to {RESULTS.relative_to(REPO)}"
         )

@@ -3,9 +3,11 @@
 Reads the export's Parquet or gzip CSV files from S3 through the `aws_default` connection: the
 latest delivery of each month the run needs, under
 `s3://<bucket>/<prefix>/<export-name>/data/BILLING_PERIOD=YYYY-MM/`. Set the Airflow Variable
-`cost_aws_data_export_path` to `s3://<bucket>/<prefix>/<export-name>/`. Only S3 and S3 Glacier line
-items are imported (storage, requests, retrieval, data transfer out, across regions and to other
-services), per bucket, usage type and day, credits and refunds included; other services are skipped.
+`cost_aws_data_export_path` to `s3://<bucket>/<prefix>/<export-name>/`. Every service is imported
+(`ImportBillingCostsOperator`) per day, resource, SKU and tag set into the whole bill
+(`cost_billing_costs`, with each row's `resource_tags`); S3 and S3 Glacier line items (storage,
+requests, retrieval, data transfer out, across regions and to other services) also become the storage
+costs per bucket, usage type and day, credits and refunds included.
 
 The data interval is the billing day. Each run also re-imports the 5 days before it, and the whole
 previous month until the 10th, because AWS keeps revising them; restated rows replace the earlier
@@ -22,7 +24,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag
 
-from airflow_cost_provider.operators.storage import ImportStorageCostsOperator
+from airflow_cost_provider.operators.storage import ImportBillingCostsOperator
 
 try:
     from airflow.sdk import CronDataIntervalTimetable
@@ -37,7 +39,7 @@ except ImportError:  # Airflow < 3.2
     tags=["cost-provider", "example", "storage", "aws"],
 )
 def example_storage_aws():
-    ImportStorageCostsOperator(
+    ImportBillingCostsOperator(
         task_id="import_s3_costs",
         source="aws-cur",
         path="{{ var.value.get('cost_aws_data_export_path', 's3://my-billing-exports/cur2/storage-costs/') }}",

@@ -1,8 +1,10 @@
 """Cloud Storage costs from the Cloud Billing export to BigQuery, daily.
 
 Runs one query on the detailed (resource-level) export table through the `google_cloud_default`
-connection: Cloud Storage rows of the days to import, summed per day, bucket, SKU and cost type in
-BigQuery, credits included. Set the Airflow Variable `cost_gcp_billing_export_table` to
+connection: every service's rows of the days to import, summed per day, service, resource, SKU, cost
+type and resource labels in BigQuery, credits included (`ImportBillingCostsOperator`: the whole bill,
+in `cost_billing_costs`, with BigQuery jobs' `openlineage_run_id` label); Cloud Storage rows also
+become the storage costs per bucket. Set the Airflow Variable `cost_gcp_billing_export_table` to
 `<project>.<dataset>.gcp_billing_export_resource_v1_<BILLING_ACCOUNT_ID>` (the standard table works
 too, but has no buckets: its costs are per project; a FOCUS export table works as well).
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag
 
-from airflow_cost_provider.operators.storage import ImportStorageCostsOperator
+from airflow_cost_provider.operators.storage import ImportBillingCostsOperator
 
 try:
     from airflow.sdk import CronDataIntervalTimetable
@@ -32,7 +34,7 @@ except ImportError:  # Airflow < 3.2
     tags=["cost-provider", "example", "storage", "gcp"],
 )
 def example_storage_gcp():
-    ImportStorageCostsOperator(
+    ImportBillingCostsOperator(
         task_id="import_gcs_costs",
         source="gcp-billing-export",
         table="{{ var.value.get('cost_gcp_billing_export_table', "

@@ -2,12 +2,14 @@
 
 A first task writes a FOCUS 1.0 export of three made-up clouds' buckets for the run's billing day and
 the days the import reads again (the same sample data `scripts/generate_billing_exports.py` writes);
-`ImportStorageCostsOperator` then imports it like any FOCUS export: S3, Cloud Storage and Azure
-storage account charges become daily costs per bucket, SKU and usage class (storage, requests,
-retrieval, data transfer out, across regions and to other services) in the ledger, credits and
-corrections included, other services skipped. Each bucket gets the `costProvider_storageCost` facet
-on the task's OpenLineage COMPLETE event, and two prefixes and an Azure container get their share of
-storage by bytes (method `allocated`).
+`ImportBillingCostsOperator` then imports it like any FOCUS export: every service, storage included,
+goes into the whole bill (`cost_billing_costs`) per resource, SKU and tag set (EC2 workers tagged
+`airflow-component=worker`, Glue, Athena and EMR, BigQuery with the job's labels), and S3, Cloud
+Storage and Azure storage account charges also become daily costs per bucket, SKU and usage class
+(storage, requests, retrieval, data transfer out, across regions and to other services), credits and
+corrections included. Each bucket gets the `costProvider_storageCost` facet on the task's OpenLineage
+COMPLETE event, and two prefixes and an Azure container get their share of storage by bytes (method
+`allocated`).
 
 See it with `airflow-cost report storage --by usage-class`, or in Marquez on the datasets
 `s3://acme-raw-events`, `gs://acme-lake-us`, ... The data interval is the billing day.
@@ -22,7 +24,7 @@ from pathlib import Path
 import pendulum
 from airflow.sdk import dag, task
 
-from airflow_cost_provider.operators.storage import ImportStorageCostsOperator
+from airflow_cost_provider.operators.storage import ImportBillingCostsOperator
 
 try:
     from airflow.sdk import CronDataIntervalTimetable
@@ -61,7 +63,7 @@ def example_storage_sample():
         return str(directory)
 
     exports = write_sample_exports()
-    import_costs = ImportStorageCostsOperator(
+    import_costs = ImportBillingCostsOperator(
         task_id="import_storage_costs",
         source="focus",
         path="{{ ti.xcom_pull(task_ids='write_sample_exports') }}",

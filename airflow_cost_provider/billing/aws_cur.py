@@ -18,8 +18,8 @@ from collections.abc import Callable
 
 from airflow_cost_provider.billing import focus
 from airflow_cost_provider.billing.files import RemoteObject, store_for
-from airflow_cost_provider.billing.formats import FileFormat, column_or_null
-from airflow_cost_provider.billing.scan import IS_STORAGE, ROW, DateWindow, Normalised, quote
+from airflow_cost_provider.billing.formats import FileFormat, column_or_null, tags_sql
+from airflow_cost_provider.billing.scan import IS_STORAGE, ROW, TAGS, DateWindow, Normalised, quote
 
 STORAGE_PRODUCT_CODES = ("AmazonS3", "AmazonGlacier")
 SERVICE_NAMES = {"AmazonS3": "Amazon Simple Storage Service", "AmazonGlacier": "Amazon S3 Glacier"}
@@ -94,6 +94,7 @@ class AwsCurFormat(FileFormat):
             focus.X_PROVIDER: "'aws'",
             focus.X_USAGE_TYPE: column_or_null(columns, "line_item_usage_type"),
             IS_STORAGE: focus.storage_services_sql(product, STORAGE_PRODUCT_CODES),
+            TAGS: resource_tags_sql(columns),
         }
         origin = {
             focus.BILLED_COST: "line_item_unblended_cost",
@@ -107,7 +108,32 @@ class AwsCurFormat(FileFormat):
             focus.CONSUMED_QUANTITY: "line_item_usage_amount",
         }
         sql = "SELECT " + ", ".join(f"{expr} AS {quote(name)}" for name, expr in select.items())
-        return Normalised(sql + " FROM billing_input", origin)
+        tags = "resource_tags" if "resource_tags" in columns else None
+        if tags is None and legacy_tag_columns(columns):
+            tags = f"{LEGACY_TAG_PREFIX}*"
+        return Normalised(sql + " FROM billing_input", origin, tags_column=tags)
+
+
+LEGACY_TAG_PREFIX = "resourceTags/"  # legacy CUR: one column per tag, `resourceTags/user:team`
+
+
+def legacy_tag_columns(columns: dict[str, str]) -> list[str]:
+    return sorted(name for name in columns if name.startswith(LEGACY_TAG_PREFIX))
+
+
+def resource_tags_sql(columns: dict[str, str]) -> str:
+    """CUR 2.0's `resource_tags` (a MAP in Parquet, JSON text in CSV), or legacy CUR's tag columns
+    as one JSON object (keys as `user:team`; empty values are dropped when the tags are parsed)."""
+    if "resource_tags" in columns:
+        return tags_sql(columns, "resource_tags")
+    legacy = legacy_tag_columns(columns)
+    if not legacy:
+        return "NULL"
+    pairs = ", ".join(
+        f"{focus.sql_text(name.removeprefix(LEGACY_TAG_PREFIX))}, CAST({quote(name)} AS VARCHAR)"
+        for name in legacy
+    )
+    return f"CAST(json_object({pairs}) AS VARCHAR)"
 
 
 def resource_bucket(resource_id: str) -> str | None:

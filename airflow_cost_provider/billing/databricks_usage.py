@@ -89,12 +89,13 @@ def records(manifest: Mapping[str, Any], data_arrays: Iterable[list[list[Any]]])
     return [dict(zip(names, row, strict=True)) for data in data_arrays for row in data]
 
 
-def _tags(custom_tags: str | None, job_run_id: str | None) -> dict[str, str] | None:
+def _tags(custom_tags: str | None, job_run_id: str | None) -> str | None:
+    """The custom tags and the job run id as FocusRow.Tags takes them: a JSON object's text."""
     parsed = json.loads(custom_tags) if custom_tags else None
     tags = {str(k): str(v) for k, v in parsed.items()} if isinstance(parsed, dict) else {}
     if job_run_id:
         tags[JOB_RUN_TAG] = str(job_run_id)
-    return tags or None
+    return json.dumps(tags, sort_keys=True) if tags else None
 
 
 def usage_rows(usage: Iterable[Mapping[str, Any]]) -> list[focus.FocusRow]:

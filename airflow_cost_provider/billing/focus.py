@@ -78,7 +78,7 @@ class FocusRow:
     ListCost: Decimal | None = None
     x_Provider: str | None = None
     x_UsageType: str | None = None
-    Tags: dict[str, str] | None = None
+    Tags: str | None = None  # JSON text: an object, or a list of {key, value} (GCP labels)
 
 
 FOCUS_ROW_COLUMNS = tuple(field.name for field in fields(FocusRow))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from airflow_cost_provider.billing import focus
 from airflow_cost_provider.billing.errors import BillingDataError
-from airflow_cost_provider.billing.scan import IS_STORAGE, ROW, Normalised, quote
+from airflow_cost_provider.billing.scan import IS_STORAGE, ROW, TAGS, Normalised, quote
 
 CSV_SUFFIXES = (".csv", ".csv.gz", ".gz")
 PARQUET_SUFFIXES = (".parquet", ".snappy.parquet", ".gz.parquet", ".zstd.parquet")
@@ -49,6 +49,17 @@ def column_or_null(columns: dict[str, str], *names: str) -> str:
     if not present:
         return "NULL"
     return present[0] if len(present) == 1 else f"COALESCE({', '.join(present)})"
+
+
+def tags_sql(columns: dict[str, str], name: str | None) -> str:
+    """A tags column as JSON text: a MAP, STRUCT or list of {key, value} (Parquet, JSON lines) is
+    written as JSON; text is taken as it is (it is parsed once per distinct value, later)."""
+    if name is None:
+        return "NULL"
+    kind = columns[name].upper()
+    if kind.startswith(("MAP(", "STRUCT(")) or kind.endswith("[]"):
+        return f"CAST(to_json({quote(name)}) AS VARCHAR)"
+    return f"CAST({quote(name)} AS VARCHAR)"
 
 
 class FocusFormat(FileFormat):
@@ -124,6 +135,7 @@ class FocusFormat(FileFormat):
             focus.X_PROVIDER: self.provider_sql(columns),
             focus.X_USAGE_TYPE: self.usage_type_sql(columns),
             IS_STORAGE: self.storage_sql(columns),
+            TAGS: tags_sql(columns, tags := first_present(columns, "Tags", "tags")),
         }
         sql = "SELECT " + ", ".join(f"{expr} AS {quote(name)}" for name, expr in select.items())
-        return Normalised(sql + " FROM billing_input", origin={})
+        return Normalised(sql + " FROM billing_input", origin={}, tags_column=tags)

@@ -1,7 +1,7 @@
 """Google Cloud: the Cloud Billing export to BigQuery (standard, detailed resource and FOCUS tables).
 
 The import runs one query through the Google provider's BigQueryHook, filtered in SQL to Cloud
-Storage and to the window (and to the partitions that can hold it), summed per day, project, bucket,
+Storage (an import of the whole bill: every service, per service and resource labels too) and to the window (and to the partitions that can hold it), summed per day, project, bucket,
 SKU, cost type and currency, with the credits of each row added up. Only these sums leave BigQuery.
 The query itself is billed like any other; on the detailed table it scans the few columns it names.
 
@@ -19,9 +19,9 @@ from typing import Any
 
 from airflow_cost_provider.billing import focus
 from airflow_cost_provider.billing.errors import BillingSourceError, provider_required
-from airflow_cost_provider.billing.formats import JSON_SUFFIXES, PARQUET_SUFFIXES, FileFormat
+from airflow_cost_provider.billing.formats import JSON_SUFFIXES, PARQUET_SUFFIXES, FileFormat, tags_sql
 from airflow_cost_provider.billing.importer import CollectedCosts, read_rows
-from airflow_cost_provider.billing.scan import DECIMAL, IS_STORAGE, ROW, DateWindow, Normalised, quote
+from airflow_cost_provider.billing.scan import DECIMAL, IS_STORAGE, ROW, TAGS, DateWindow, Normalised, quote
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,8 @@ class GcpBillingExportFormat(FileFormat):
             focus.X_PROVIDER: "'gcp'",
             focus.X_USAGE_TYPE: field("sku", "description"),
             IS_STORAGE: f"{field('service', 'description')} = {focus.sql_text(STORAGE_SERVICE)}",
+            # the resource's labels (a list of key and value); project labels are not the job's
+            TAGS: tags_sql(columns, "labels" if "labels" in columns else None),
         }
         usage = {
             **common,
@@ -131,7 +133,7 @@ class GcpBillingExportFormat(FileFormat):
             focus.CHARGE_PERIOD_END: "usage_end_time",
             focus.CONSUMED_QUANTITY: "usage.amount",
         }
-        return Normalised(sql, origin)
+        return Normalised(sql, origin, tags_column="labels" if "labels" in columns else None)
 
 
 # ---------------------------------------------------------------- the BigQuery export itself
@@ -147,17 +149,17 @@ SELECT
   location.region AS region,
   currency,
   cost_type,
-  usage.unit AS usage_unit,
+  usage.unit AS usage_unit,{whole_bill_columns}
   SUM(CAST(cost AS NUMERIC)) AS cost,
   SUM(IFNULL((SELECT SUM(CAST(c.amount AS NUMERIC)) FROM UNNEST(credits) AS c), 0)) AS credits,
   SUM(CAST(usage.amount AS NUMERIC)) AS usage_amount,
   COUNT(*) AS export_rows
 FROM `{table}`
-WHERE service.description = @service
+WHERE {service_filter}
   AND usage_start_time >= @window_start
   AND usage_start_time < @window_end{partition_filter}
 GROUP BY billing_account_id, usage_day, project_id, resource_name, sku_id, sku_description, region,
-  currency, cost_type, usage_unit
+  currency, cost_type, usage_unit{whole_bill_groups}
 """
 
 _FOCUS_QUERY = """
@@ -171,28 +173,44 @@ SELECT
   BillingCurrency AS currency,
   ChargeCategory AS charge_category,
   ChargeClass AS charge_class,
-  ConsumedUnit AS usage_unit,
+  ConsumedUnit AS usage_unit,{whole_bill_columns}
   SUM(CAST(BilledCost AS NUMERIC)) AS cost,
   SUM(CAST(EffectiveCost AS NUMERIC)) AS effective_cost,
   SUM(CAST(ListCost AS NUMERIC)) AS list_cost,
   SUM(CAST(ConsumedQuantity AS NUMERIC)) AS usage_amount,
   COUNT(*) AS export_rows
 FROM `{table}`
-WHERE ServiceName = @service
+WHERE {service_filter}
   AND ChargePeriodStart >= @window_start
   AND ChargePeriodStart < @window_end
 GROUP BY billing_account_id, usage_day, resource_name, sku_id, sku_description, region, currency,
-  charge_category, charge_class, usage_unit
+  charge_category, charge_class, usage_unit{whole_bill_groups}
 """
 
 
-def export_query(table: str, kind: str, partition_filter: bool = True) -> str:
+def export_query(table: str, kind: str, partition_filter: bool = True, all_services: bool = False) -> str:
+    """The import query; `all_services`: every service, per service and (export tables) the
+    resource's labels, as JSON text of their list of key and value."""
     if kind not in TABLE_KINDS:
         raise ValueError(f"table_kind {kind!r} must be one of {', '.join(TABLE_KINDS)}")
+    whole_bill: dict[str, str] = {
+        "service_filter": "ServiceName = @service" if kind == FOCUS else "service.description = @service",
+        "whole_bill_columns": "",
+        "whole_bill_groups": "",
+    }
+    if all_services:
+        service = "ServiceName" if kind == FOCUS else "service.description"
+        labels = "" if kind == FOCUS else "\n  TO_JSON_STRING(labels) AS labels,"
+        whole_bill = {
+            "service_filter": "TRUE",
+            "whole_bill_columns": f"\n  {service} AS service_name,{labels}",
+            "whole_bill_groups": ", service_name" + ("" if kind == FOCUS else ", labels"),
+        }
     if kind == FOCUS:
-        return _FOCUS_QUERY.format(table=table)
+        return _FOCUS_QUERY.format(table=table, **whole_bill)
     return _EXPORT_QUERY.format(
         table=table,
+        **whole_bill,
         resource="resource.name" if kind == DETAILED else "CAST(NULL AS STRING)",
         # the export tables are partitioned by the time rows were written: data for a day is
         # written on that day or later, so older partitions are never read
@@ -212,16 +230,17 @@ def query_configuration(
     window: DateWindow,
     partition_filter: bool = True,
     maximum_bytes_billed: int | None = None,
+    all_services: bool = False,
 ) -> dict[str, Any]:
     """The jobs.insert configuration of the import query."""
     start = f"{window.start.isoformat()} 00:00:00+00:00"
     end = f"{window.end.isoformat()} 00:00:00+00:00"
     query: dict[str, Any] = {
-        "query": export_query(table, kind, partition_filter),
+        "query": export_query(table, kind, partition_filter, all_services),
         "useLegacySql": False,
         "parameterMode": "NAMED",
         "queryParameters": [
-            _parameter("service", "STRING", STORAGE_SERVICE),
+            *([] if all_services else [_parameter("service", "STRING", STORAGE_SERVICE)]),
             _parameter("window_start", "TIMESTAMP", start),
             _parameter("window_end", "TIMESTAMP", end),
         ],
@@ -257,7 +276,8 @@ def rows_to_focus(rows: list[dict[str, Any]], kind: str) -> list[focus.FocusRow]
             "BillingCurrency": row["currency"],
             "ChargePeriodStart": start,
             "ChargePeriodEnd": start + dt.timedelta(days=1),
-            "ServiceName": STORAGE_SERVICE,
+            "ServiceName": row.get("service_name") or STORAGE_SERVICE,
+            "Tags": row.get("labels"),
             "ResourceId": resource,
             "RegionId": row.get("region"),
             "SkuId": row.get("sku_id"),
@@ -298,14 +318,18 @@ def query_export(
     partition_filter: bool = True,
     maximum_bytes_billed: int | None = None,
     timeout: float = QUERY_TIMEOUT_SECONDS,
+    all_services: bool = False,
 ) -> CollectedCosts:
-    """Run the import query on the export table (`project.dataset.table`) and read its sums."""
+    """Run the import query on the export table (`project.dataset.table`) and read its sums;
+    `all_services`: the whole bill, not only Cloud Storage."""
     with provider_required("google", "the Cloud Billing export source"):
         from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
 
     kind = kind or table_kind(table)
     hook = BigQueryHook(gcp_conn_id=gcp_conn_id, location=location, use_legacy_sql=False)
-    configuration = query_configuration(table, kind, window, partition_filter, maximum_bytes_billed)
+    configuration = query_configuration(
+        table, kind, window, partition_filter, maximum_bytes_billed, all_services=all_services
+    )
     try:
         job = hook.insert_job(
             configuration=configuration,
@@ -320,7 +344,13 @@ def query_export(
             f"the Cloud Billing export query on {table} failed: {type(error).__name__}: {error}"
         ) from error
     log.info("Cloud Billing export %s: %d sums for %s (job %s)", table, len(rows), window, job.job_id)
-    collected = read_rows(rows_to_focus(rows, kind), "gcp-billing-export", f"bigquery:{table}", window)
+    collected = read_rows(
+        rows_to_focus(rows, kind),
+        "gcp-billing-export",
+        f"bigquery:{table}",
+        window,
+        all_services=all_services,
+    )
     export_rows = sum(int(row.get("export_rows") or 0) for row in rows)
     collected.rows_read = collected.rows_imported = export_rows
     return collected

@@ -2,7 +2,8 @@
 
 Ledger rows are summed per provider + billing account + day + resource + SKU (or usage type) +
 usage class + currency (see `billing.scan`). Currencies are never added together: the currency is
-part of the key.
+part of the key. An import of the whole bill (`all_services`) also keeps the rows of every service,
+per service and tag set, for `cost_billing_costs`; its storage rows are the same as a storage import's.
 """
 
 from __future__ import annotations
@@ -17,11 +18,18 @@ from airflow_cost_provider.billing import focus
 from airflow_cost_provider.billing.errors import BillingDataError, redact
 from airflow_cost_provider.billing.files import BillingFile, is_parquet, read_error, register_input
 from airflow_cost_provider.billing.formats import FileFormat, FocusFormat
-from airflow_cost_provider.billing.scan import ROW, ChargeTable, DateWindow, ProgressCallback, StorageCost
+from airflow_cost_provider.billing.scan import (
+    ROW,
+    BillingCost,
+    ChargeTable,
+    DateWindow,
+    ProgressCallback,
+    StorageCost,
+)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CollectedCosts", "ImportSummary", "StorageCost", "read_files", "read_rows", "save"]
+__all__ = ["BillingCost", "CollectedCosts", "ImportSummary", "StorageCost", "read_files", "read_rows", "save"]
 
 
 @dataclass
@@ -42,6 +50,10 @@ class CollectedCosts:
     # negative cost (credits, adjustments and refunds have a ChargeCategory of their own)
     empty_files: list[str] = field(default_factory=list)
     negative_usage_rows: int = 0
+    # an import of the whole bill: its rows of every service (None: a storage import), and the files
+    # without a tags column, whose rows only a resource id can match
+    billing_costs: list[BillingCost] | None = None
+    untagged_files: list[str] = field(default_factory=list)
 
 
 class ScanProgress:
@@ -61,6 +73,8 @@ def _collected(
     return CollectedCosts(
         source=source,
         costs=table.costs(source),
+        billing_costs=table.billing_costs(source) if table.all_services else None,
+        untagged_files=list(table.untagged),
         files=files,
         window=window,
         rows_read=rows_read,
@@ -79,11 +93,13 @@ def read_files(
     source: str | None = None,
     window: DateWindow | None = None,
     progress: ScanProgress | None = None,
+    all_services: bool = False,
 ) -> CollectedCosts:
-    """Scan each file with DuckDB and roll the sums up. Raises BillingDataError on a bad file or row."""
+    """Scan each file with DuckDB and roll the sums up. Raises BillingDataError on a bad file or row.
+    `all_services`: the whole bill, not only storage."""
     import duckdb
 
-    table = ChargeTable(window)
+    table = ChargeTable(window, all_services)
     try:
         for file in files:
             failures: list[BillingDataError] = []  # what stopped a CSV stream DuckDB was reading
@@ -108,18 +124,24 @@ def read_files(
 
 
 def read_rows(
-    rows: list[focus.FocusRow], source: str, label: str, window: DateWindow | None = None
+    rows: list[focus.FocusRow],
+    source: str,
+    label: str,
+    window: DateWindow | None = None,
+    all_services: bool = False,
 ) -> CollectedCosts:
-    """The same for rows an API returned (already FOCUS-shaped)."""
-    table = ChargeTable(window)
+    """The same for rows an API returned (already FOCUS-shaped, without tags)."""
+    table = ChargeTable(window, all_services)
+    # a source that has no tags gives no tags column: its rows can only be matched by resource id
+    names = [n for n in focus.FOCUS_ROW_COLUMNS if n != "Tags" or any(row.Tags is not None for row in rows)]
     try:
-        columns = ", ".join(f"{name} {focus.FOCUS_ROW_TYPES[name]}" for name in focus.FOCUS_ROW_COLUMNS)
+        columns = ", ".join(f"{name} {focus.FOCUS_ROW_TYPES[name]}" for name in names)
         table.con.execute(f"CREATE TEMP TABLE billing_input ({columns}, {ROW} BIGINT)")
         if rows:
-            placeholders = ", ".join("?" * (len(focus.FOCUS_ROW_COLUMNS) + 1))
+            placeholders = ", ".join("?" * (len(names) + 1))
             table.con.executemany(
                 f"INSERT INTO billing_input VALUES ({placeholders})",
-                [(*astuple(row), index) for index, row in enumerate(rows)],
+                [(*astuple(row)[: len(names)], index) for index, row in enumerate(rows)],
             )
         described = {r[0]: r[1] for r in table.con.execute("DESCRIBE billing_input").fetchall()}
         table.add(FocusFormat().normalise(described, label), label)
@@ -142,6 +164,10 @@ class ImportSummary:
     window: DateWindow | None = None
     empty_files: list[str] = field(default_factory=list)
     negative_usage_rows: int = 0
+    # an import of the whole bill: its rows written and their totals per currency (None: storage only)
+    billing_costs_written: int | None = None
+    billing_totals: dict[str, Decimal] = field(default_factory=dict)
+    untagged_files: list[str] = field(default_factory=list)
 
     def warnings(self) -> list[str]:
         """What was imported but looks wrong: files without rows, Usage rows with a negative cost."""
@@ -153,6 +179,13 @@ class ImportSummary:
         if self.negative_usage_rows:
             count = self.negative_usage_rows
             found.append(f"{count:,} Usage row{'s' if count != 1 else ''} with negative cost")
+        if self.untagged_files:
+            count = len(self.untagged_files)
+            names = ", ".join(self.untagged_files[:3]) + (f" and {count - 3} more" if count > 3 else "")
+            found.append(
+                f"{count:,} file{'s' if count != 1 else ''} without a tags column (their rows can only be "
+                f"matched by resource id): {redact(names)}"
+            )
         return found
 
     def one_line(self) -> str:
@@ -163,9 +196,19 @@ class ImportSummary:
             ", ".join(f"{amount:,.2f} {currency}" for currency, amount in self.totals.items()) or "nothing"
         )
         files = f"{len(self.files)} file{'s' if len(self.files) != 1 else ''}"
+        written = f"{self.costs_written:,} daily storage costs, {days}, {money}"
+        if self.billing_costs_written is not None:
+            billed = (
+                ", ".join(f"{amount:,.2f} {currency}" for currency, amount in self.billing_totals.items())
+                or "nothing"
+            )
+            written = (
+                f"{self.billing_costs_written:,} daily billing costs, {days}, {billed} (storage: "
+                f"{self.costs_written:,} daily storage costs, {money})"
+            )
         return (
             f"imported {self.rows_imported:,} of {self.rows_read:,} rows from {files} ({self.source}) "
-            f"into {self.costs_written:,} daily storage costs, {days}, {money}; "
+            f"into {written}; "
             f"skipped {skipped:,}"
             + (f" ({reasons})" if reasons else "")
             + "".join(f"; {warning}" for warning in self.warnings())
@@ -185,7 +228,15 @@ class ImportSummary:
             "totals": {currency: str(amount) for currency, amount in self.totals.items()},
             "empty_files": self.empty_files,
             "negative_usage_rows": self.negative_usage_rows,
-        }
+        } | (
+            {}
+            if self.billing_costs_written is None
+            else {
+                "billing_costs_written": self.billing_costs_written,
+                "billing_totals": {currency: str(amount) for currency, amount in self.billing_totals.items()},
+                "untagged_files": self.untagged_files,
+            }
+        )
 
 
 def save(
@@ -209,10 +260,8 @@ def save(
         run=run,
         started_at=started_at,
     )
-    nanos: dict[str, int] = defaultdict(int)
-    for cost in collected.costs:
-        nanos[cost.currency] += cost.amount_nanos
-    totals = {currency: Decimal(total).scaleb(-9) for currency, total in nanos.items()}
+    totals = _totals(collected.costs)
+    billing = collected.billing_costs
     return ImportSummary(
         import_id=import_id,
         source=collected.source,
@@ -221,9 +270,20 @@ def save(
         rows_imported=collected.rows_imported,
         skipped=dict(collected.skipped),
         costs_written=len(collected.costs),
-        days=sorted({c.day for c in collected.costs}),
-        totals=dict(sorted(totals.items())),
+        days=sorted({c.day for c in (collected.costs if billing is None else billing)}),
+        totals=totals,
         window=collected.window,
         empty_files=list(collected.empty_files),
         negative_usage_rows=collected.negative_usage_rows,
+        billing_costs_written=None if billing is None else len(billing),
+        billing_totals=_totals(billing or []),
+        untagged_files=list(collected.untagged_files),
     )
+
+
+def _totals(costs: list[StorageCost] | list[BillingCost]) -> dict[str, Decimal]:
+    """Per currency, exact: summed in nano-units."""
+    nanos: dict[str, int] = defaultdict(int)
+    for cost in costs:
+        nanos[cost.currency] += cost.amount_nanos
+    return {currency: Decimal(total).scaleb(-9) for currency, total in sorted(nanos.items())}

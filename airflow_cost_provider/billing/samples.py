@@ -18,6 +18,7 @@ import gzip
 import hashlib
 import io
 import json
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_EVEN, Context, Decimal
@@ -266,6 +267,7 @@ class Charge:
     expected_class: str | None = None  # None: not object storage, the importer must skip it
     description: str = ""
     credits: tuple[tuple[str, Decimal], ...] = ()  # GCP: credits carried on the usage row
+    tags: tuple[tuple[str, str], ...] = ()  # the resource's tags or labels (besides team=data)
 
     @property
     def day(self) -> dt.date:
@@ -356,8 +358,27 @@ def _storage_charge(bucket: Bucket, kind: UsageKind, day: dt.date, version: int)
     )
 
 
+WORKER_TAGS = (("airflow-component", "worker"),)
+
+
+def sample_run_id(service: str, day: dt.date) -> str:
+    """The OpenLineage run id of the sample job a service ran that day (a job the project tagged)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"https://example.com/sample-runs/{service}/{day}"))
+
+
+def _job_tags(service: str, dag_id: str, day: dt.date) -> tuple[tuple[str, str], ...]:
+    return (("openlineage_run_id", sample_run_id(service, day)), ("airflow_dag_id", dag_id))
+
+
 def _other_service_charges(provider: str, day: dt.date) -> list[Charge]:
-    """Charges that are not object storage: an import must skip and count them."""
+    """Charges that are not object storage: a storage import skips and counts them, an import of the
+    whole bill keeps them (workers tagged `airflow-component=worker`, jobs with their run's tags)."""
+    tags: dict[str, tuple[tuple[str, str], ...]] = {
+        "i-0a1b2c3d4e5f60718": WORKER_TAGS,
+        "arn:aws:glue:us-east-1:123456789012:job/orders_etl": _job_tags("glue", "example_glue", day),
+        f"/subscriptions/{AZURE_SUBSCRIPTION}/resourceGroups/{AZURE_RESOURCE_GROUP}/providers/Microsoft.Compute/virtualMachines/etl-1": WORKER_TAGS,
+        "projects/acme-data": _job_tags("bigquery", "example_bigquery", day),
+    }
     catalogue = {
         "aws": [
             (
@@ -369,6 +390,46 @@ def _other_service_charges(provider: str, day: dt.date) -> list[Charge]:
                 "Hrs",
                 "24",
                 "0.096",
+            ),
+            (
+                "AmazonEC2",
+                "Amazon Elastic Compute Cloud",
+                "Compute",
+                "i-0f9e8d7c6b5a49382",
+                "BoxUsage:m5.large",
+                "Hrs",
+                "24",
+                "0.096",
+            ),
+            (
+                "AWSGlue",
+                "AWS Glue",
+                "Analytics",
+                "arn:aws:glue:us-east-1:123456789012:job/orders_etl",
+                "USE1-ETL-DPU-Hour",
+                "DPU-Hour",
+                "6.5",
+                "0.44",
+            ),
+            (
+                "AmazonAthena",
+                "Amazon Athena",
+                "Analytics",
+                "arn:aws:athena:us-east-1:123456789012:workgroup/analytics",
+                "USE1-DataScannedInTB",
+                "Terabytes",
+                "0.42",
+                "5",
+            ),
+            (
+                "ElasticMapReduce",
+                "Amazon EMR",
+                "Analytics",
+                "arn:aws:elasticmapreduce:us-east-1:123456789012:cluster/j-2AXXXXXXGAPLF",
+                "BoxUsage:m5.xlarge",
+                "Hrs",
+                "72",
+                "0.048",
             ),
             (
                 "AmazonRDS",
@@ -396,7 +457,7 @@ def _other_service_charges(provider: str, day: dt.date) -> list[Charge]:
                 "24E6-581D-38E5",
                 "BigQuery",
                 "Analytics",
-                None,
+                "projects/acme-data",
                 "Analysis",
                 "bytes",
                 "1099511627776",
@@ -444,6 +505,7 @@ def _other_service_charges(provider: str, day: dt.date) -> list[Charge]:
                 list_cost=cost,
                 currency=CURRENCY[provider],
                 description=f"{price} per {unit} for {usage_type}",
+                tags=tags.get(resource or "", ()),
             )
         )
     return charges
@@ -638,7 +700,7 @@ def _focus_rows(charges: list[Charge]) -> list[dict[str, str]]:
             if c.provider == "aws"
             else (GCP_PROJECT if c.provider == "gcp" else AZURE_SUBSCRIPTION),
             "SubAccountName": "data platform",
-            "Tags": json.dumps({"team": "data"}),
+            "Tags": json.dumps({"team": "data", **dict(c.tags)}),
             "x_UsageType": c.usage_type,
         }
         rows.append(
@@ -684,6 +746,8 @@ def _azure_columns(row: dict[str, str], charge: Charge) -> dict[str, str]:
         else charge.meter_category,
         "x_SkuMeterName": charge.usage_type,
         "x_ResourceType": "microsoft.storage/storageaccounts" if charge.is_storage else "",
+        # Azure's cost exports write the tags object without its braces
+        "Tags": json.dumps({"team": "data", **dict(charge.tags)})[1:-1],
     }
 
 
@@ -716,6 +780,7 @@ _FOCUS_TYPES = {
     "BillingPeriodEnd": "timestamp",
     "ChargePeriodStart": "timestamp",
     "ChargePeriodEnd": "timestamp",
+    "Tags": "map",
 }
 
 
@@ -742,6 +807,11 @@ def _write_parquet(path: Path, rows: list[dict[str, str]], columns: list[str], t
                     for v in values
                 ],
                 pa.timestamp("ms", tz="UTC"),
+            )
+        elif kind == "map":  # JSON text -> MAP(string, string), as Parquet exports hold tags
+            arrays[name] = pa.array(
+                [list(json.loads(v).items()) if v else None for v in values],
+                pa.map_(pa.string(), pa.string()),
             )
         elif kind == "double":
             arrays[name] = pa.array([float(v) if v != "" else None for v in values], pa.float64())
@@ -772,7 +842,7 @@ def write_azure_focus(charges: list[Charge], path: Path, file_format: str = "csv
             rows.append(_azure_columns(row, charge))
     columns = [*FOCUS_COLUMNS, *AZURE_EXTRA_COLUMNS]
     if file_format == "parquet":
-        _write_parquet(path, rows, columns, _FOCUS_TYPES)
+        _write_parquet(path, rows, columns, {**_FOCUS_TYPES, "Tags": "text"})
     else:
         _write_csv(path, rows, columns, gzip_it=file_format == "csv.gz", bom=True)
     return path
@@ -805,6 +875,7 @@ CUR_COLUMNS = (
     "product_region_code",
     "product_servicecode",
     "product_product_family",
+    "resource_tags",
 )
 _CUR_TYPES = {
     "line_item_usage_amount": "double",
@@ -815,6 +886,7 @@ _CUR_TYPES = {
     "bill_billing_period_end_date": "timestamp",
     "line_item_usage_start_date": "timestamp",
     "line_item_usage_end_date": "timestamp",
+    "resource_tags": "map",
 }
 _CUR_LINE_TYPES = {focus.USAGE: "Usage", focus.CREDIT: "Credit", focus.TAX: "Tax"}
 
@@ -855,6 +927,8 @@ def cur_rows(charges: list[Charge]) -> list[dict[str, str]]:
                 "product_region_code": c.region,
                 "product_servicecode": c.service_code,
                 "product_product_family": c.meter_category,
+                # CUR 2.0 names user tags user_<key>
+                "resource_tags": json.dumps({f"user_{k}": v for k, v in c.tags}) if c.tags else "",
             }
         )
     return rows
@@ -891,7 +965,7 @@ def gcp_export_records(charges: list[Charge], detailed: bool = True) -> list[dic
             "usage_start_time": c.start.isoformat(),
             "usage_end_time": c.end.isoformat(),
             "project": {"id": GCP_PROJECT, "number": "123456789", "name": GCP_PROJECT},
-            "labels": [{"key": "team", "value": "data"}],
+            "labels": [{"key": "team", "value": "data"}, *({"key": k, "value": v} for k, v in c.tags)],
             "location": {"location": c.region, "country": "US", "region": c.region, "zone": None},
             "export_time": (c.end + dt.timedelta(hours=6)).isoformat(),
             "cost": float(c.cost),
@@ -996,8 +1070,9 @@ def large_focus_parquet(
     path: Path, rows: int, start: dt.date = dt.date(2026, 1, 1), buckets: int = 2000
 ) -> Path:
     """`rows` FOCUS rows of hourly S3 charges of `buckets` buckets x the eight AWS usage kinds (several
-    line items per hour, as per-operation rows are), 25 % other services and 1 % credits, over the
-    month from `start`. Written by DuckDB in row groups, so memory stays flat."""
+    line items per hour, as per-operation rows are), 25 % other services (worker instances tagged with
+    a run id per day) and 1 % credits, over the month from `start`. Written by DuckDB in row groups,
+    so memory stays flat."""
     import duckdb
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -1039,7 +1114,10 @@ COPY (
     CASE WHEN other_service THEN 'Compute' ELSE 'Storage' END AS ServiceCategory,
     CASE WHEN other_service THEN 'Amazon Elastic Compute Cloud' ELSE 'Amazon Simple Storage Service' END AS ServiceName,
     sku AS SkuId,
-    CASE WHEN other_service THEN 'BoxUsage:m5.large' ELSE usage_type END AS x_UsageType
+    CASE WHEN other_service THEN 'BoxUsage:m5.large' ELSE usage_type END AS x_UsageType,
+    CASE WHEN other_service
+      THEN '{{"airflow-component": "worker", "openlineage_run_id": "' || md5(CAST(CAST(hour AS DATE) AS VARCHAR)) || '"}}'
+      ELSE '{{"team": "data"}}' END AS Tags
   FROM base JOIN kinds USING (k)
 ) TO {literal} (FORMAT parquet, ROW_GROUP_SIZE 1000000)
 """

@@ -7,6 +7,10 @@ unit, charge category and class, currency) into a table that collects every file
 The usage class of each distinct usage type and the bytes each storage unit stands for are decided
 in Python, on the few distinct values, and joined back; a last aggregate gives the ledger rows.
 
+An import of the whole bill (`all_services`) skips no service: it keeps each charge's service and
+tags in the key as well, gives the storage charges the same storage rows as before, and gives every
+charge a row of the bill (`BillingCost`). Tags are parsed once per distinct tag text, in DuckDB.
+
 Amounts are DECIMAL(38,12) in DuckDB and Decimal in Python: nothing is summed in floating point.
 """
 
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import re
 import threading
 from collections import Counter
@@ -42,6 +47,9 @@ REQUIRED = (
     focus.CHARGE_PERIOD_START,
     focus.CHARGE_PERIOD_END,
 )
+# the row's tags or labels as JSON text: an object (Azure may leave out its braces), or a list of
+# {key, value} (GCP labels); NULL: none
+TAGS = "x_Tags"
 TEXT_COLUMNS = (
     focus.BILLING_ACCOUNT_ID,
     focus.BILLING_CURRENCY,
@@ -54,6 +62,7 @@ TEXT_COLUMNS = (
     focus.CONSUMED_UNIT,
     focus.X_PROVIDER,
     focus.X_USAGE_TYPE,
+    TAGS,
 )
 AMOUNTS = (focus.BILLED_COST, focus.EFFECTIVE_COST, focus.LIST_COST)
 # The ledger keeps amounts as integer nano-units in a signed 64-bit BIGINT: larger ones cannot be stored
@@ -61,6 +70,9 @@ MAX_AMOUNT = Decimal(2**63 - 1).scaleb(-9)  # 9223372036.854775807
 # DECIMAL(38,12) holds 26 digits before the point
 MAX_QUANTITY = Decimal(10) ** 26
 IS_STORAGE = "x_IsStorage"
+# tag keys that hold the OpenLineage run id this project sets on jobs (CUR 2.0 and legacy CUR prefix
+# user tags)
+RUN_ID_TAG_KEYS = ("openlineage_run_id", "user_openlineage_run_id", "user:openlineage_run_id")
 ROW = "__row"  # 0-based row of the record in its file (data rows, header excluded)
 # the sizes of the ledger's text columns (ledger.schema.storage_costs)
 LEDGER_TEXT_SIZES = {
@@ -72,6 +84,7 @@ LEDGER_TEXT_SIZES = {
     "usage_type": 250,
     "service": 100,
     "region": 64,
+    "tagged_run_id": 36,
 }
 
 # skip reasons, as counted in the import summary
@@ -106,10 +119,12 @@ class DateWindow:
 @dataclass(frozen=True)
 class Normalised:
     """A source's SELECT over the relation `billing_input`, producing ROW, the FOCUS columns (still
-    in the file's own types) and IS_STORAGE; and, for error messages, each FOCUS column's origin."""
+    in the file's own types), IS_STORAGE and TAGS; and, for error messages, each FOCUS column's
+    origin. `tags_column`: the column the tags come from, None when the data has none."""
 
     sql: str
     origin: dict[str, str]
+    tags_column: str | None = None
 
 
 class StorageCost(NamedTuple):
@@ -157,6 +172,59 @@ class StorageCost(NamedTuple):
             self.usage_class,
             self.currency,
         )
+
+
+class BillingCost(NamedTuple):
+    """One row of the whole bill: a resource's cost of one day for one service, SKU, usage class,
+    currency and tag set, in the order of the ledger's `cost_billing_costs` columns. `tags` is the
+    canonical JSON text of the tags (keys sorted), `row_key` the digest of the key (see `row_key`)."""
+
+    row_key: str
+    provider: str
+    billing_account: str
+    day: dt.date
+    service: str
+    resource_id: str
+    sku: str
+    usage_class: str
+    currency: str
+    amount_nanos: int
+    effective_nanos: int | None
+    list_nanos: int | None
+    credit_nanos: int
+    correction_nanos: int
+    quantity: str | None
+    unit: str | None
+    usage_type: str | None
+    region: str | None
+    tags: str | None
+    tagged_run_id: str | None
+    source_rows: int
+    source: str
+
+    @property
+    def amount(self) -> Decimal:
+        return Decimal(self.amount_nanos).scaleb(-9)
+
+
+_KEY_SEPARATOR = "\x1f"  # the unit separator: in no id, SKU or tag text a bill holds
+
+
+def row_key(
+    day: dt.date,
+    provider: str,
+    billing_account: str,
+    service: str,
+    resource_id: str,
+    sku: str,
+    usage_class: str,
+    currency: str,
+    tags: str | None,
+) -> str:
+    """The sha256 hex digest of a bill row's key: its columns joined by U+001F, tags as canonical
+    JSON (keys sorted, no spaces) or '' when none. `BillingCost.row_key` is this, computed in DuckDB."""
+    parts = (day.isoformat(), provider, billing_account, service, resource_id, sku, usage_class, currency)
+    return hashlib.sha256(_KEY_SEPARATOR.join((*parts, tags or "")).encode()).hexdigest()
 
 
 def connect(memory_limit: str = "768MB", threads: int | None = None):
@@ -232,12 +300,47 @@ CREATE TEMP TABLE charges (
   file_index INTEGER, skip VARCHAR, provider VARCHAR, billing_account VARCHAR, day DATE,
   resource_id VARCHAR, usage_type VARCHAR, sku_id VARCHAR, unit VARCHAR, charge_category VARCHAR,
   charge_class VARCHAR, currency VARCHAR, billed {decimal}, effective {decimal}, list_cost {decimal},
-  quantity {decimal}, rows BIGINT, service VARCHAR, region VARCHAR, negative_usage BIGINT
+  quantity {decimal}, rows BIGINT, service VARCHAR, region VARCHAR, negative_usage BIGINT,
+  is_storage BOOLEAN, tags VARCHAR
 )
 """.format(decimal="DECIMAL(38,12)")
 
+# The entries of a tag text whose value is set, or NULL when the text is no JSON object (with or
+# without its braces) or list of {key, value}; run on the few distinct tag texts of an import.
+TAG_ENTRIES_MACRO = """
+CREATE OR REPLACE TEMP MACRO tag_entries(raw) AS (
+  WITH wrapped AS (
+    SELECT CASE WHEN left(trim(raw), 1) IN ('{', '[') THEN trim(raw) ELSE '{' || trim(raw) || '}' END AS text
+  ), typed AS (
+    SELECT CASE WHEN NOT json_valid(text) THEN NULL
+      WHEN json_type(text) = 'OBJECT' THEN map_entries(json_transform(text, '"MAP(VARCHAR, VARCHAR)"'))
+      WHEN json_type(text) = 'ARRAY' THEN json_transform(text, '[{"key": "VARCHAR", "value": "VARCHAR"}]')
+    END AS entries
+    FROM wrapped
+  )
+  SELECT list_filter(entries, lambda e: e.key IS NOT NULL AND e.value IS NOT NULL AND e.value <> '')
+  FROM typed
+)
+"""
 
-def _keyed_cte(normalised_sql: str, window: DateWindow | None, types: dict[str, str] | None) -> str:
+
+def _keys(all_services: bool) -> tuple[tuple[str, str], ...]:
+    """The columns charges are summed per: an import of the whole bill keeps service and tags apart."""
+    keys = (*_KEYS, (focus.BILLING_CURRENCY, "currency"))
+    if all_services:
+        keys += ((focus.SERVICE_NAME, "service"), (IS_STORAGE, "is_storage"), (TAGS, "tags"))
+    return keys
+
+
+def _sums(all_services: bool) -> str:
+    if all_services:
+        return _SUMS
+    return f"{_SUMS},\n  any_value({quote(focus.SERVICE_NAME)}) AS service, true AS is_storage, NULL AS tags"
+
+
+def _keyed_cte(
+    normalised_sql: str, window: DateWindow | None, types: dict[str, str] | None, all_services: bool = False
+) -> str:
     """The rows typed, dated, and marked with why they are skipped (NULL: imported)."""
     in_window = "true"
     if window is not None:
@@ -248,7 +351,7 @@ dated AS (SELECT *, CAST({quote(focus.CHARGE_PERIOD_START)} AS DATE) AS __day FR
 keyed AS (
   SELECT *,
     CASE WHEN __bad THEN '{MALFORMED}'
-         WHEN NOT {quote(IS_STORAGE)} THEN '{NOT_STORAGE}'
+         WHEN NOT {"true" if all_services else quote(IS_STORAGE)} THEN '{NOT_STORAGE}'
          WHEN NOT {in_window} THEN '{OUTSIDE_WINDOW}'
     END AS __skip
   FROM dated
@@ -267,34 +370,41 @@ _SUMS = f"""
   sum({quote(focus.LIST_COST)}) AS list_cost,
   sum({quote(focus.CONSUMED_QUANTITY)}) AS quantity,
   count(*) AS rows,
-  any_value({quote(focus.SERVICE_NAME)}) AS service,
   any_value({quote(focus.REGION_ID)}) AS region,
   count(*) FILTER (WHERE __skip IS NULL AND {NEGATIVE_USAGE}) AS negative_usage"""
 
 
 def aggregate_sql(
-    normalised_sql: str, window: DateWindow | None, file_index: int = 0, types: dict[str, str] | None = None
+    normalised_sql: str,
+    window: DateWindow | None,
+    file_index: int = 0,
+    types: dict[str, str] | None = None,
+    all_services: bool = False,
 ) -> str:
     """One pass over a stream: its charges summed per key, the rows skipped summed per reason."""
     keys = ", ".join(
         f"CASE WHEN __skip IS NULL THEN {quote(column)} END AS {alias}"
-        for column, alias in (*_KEYS, (focus.BILLING_CURRENCY, "currency"))
+        for column, alias in _keys(all_services)
     )
-    return f"""{_keyed_cte(normalised_sql, window, types)}
-SELECT {int(file_index)} AS file_index, __skip AS skip, {keys}, {_SUMS}
+    return f"""{_keyed_cte(normalised_sql, window, types, all_services)}
+SELECT {int(file_index)} AS file_index, __skip AS skip, {keys}, {_sums(all_services)}
 FROM keyed
 GROUP BY ALL
 """
 
 
 def skipped_sql(
-    normalised_sql: str, window: DateWindow | None, file_index: int = 0, types: dict[str, str] | None = None
+    normalised_sql: str,
+    window: DateWindow | None,
+    file_index: int = 0,
+    types: dict[str, str] | None = None,
+    all_services: bool = False,
 ) -> str:
     """The rows not imported, per reason: a pass that reads only the columns that decide it."""
-    nothing = ", ".join(f"NULL AS {alias}" for _, alias in (*_KEYS, (focus.BILLING_CURRENCY, "currency")))
+    nothing = ", ".join(f"NULL AS {alias}" for _, alias in _keys(True))
     sums = "NULL AS billed, NULL AS effective, NULL AS list_cost, NULL AS quantity, count(*) AS rows"
-    return f"""{_keyed_cte(normalised_sql, window, types)}
-SELECT {int(file_index)} AS file_index, __skip AS skip, {nothing}, {sums}, NULL AS service, NULL AS region,
+    return f"""{_keyed_cte(normalised_sql, window, types, all_services)}
+SELECT {int(file_index)} AS file_index, __skip AS skip, {nothing}, {sums}, NULL AS region,
   0 AS negative_usage
 FROM keyed
 WHERE __skip IS NOT NULL
@@ -303,14 +413,16 @@ GROUP BY __skip
 
 
 def charges_sql(
-    normalised_sql: str, window: DateWindow | None, file_index: int = 0, types: dict[str, str] | None = None
+    normalised_sql: str,
+    window: DateWindow | None,
+    file_index: int = 0,
+    types: dict[str, str] | None = None,
+    all_services: bool = False,
 ) -> str:
     """The imported rows summed per key: only they reach the aggregate."""
-    keys = ", ".join(
-        f"{quote(column)} AS {alias}" for column, alias in (*_KEYS, (focus.BILLING_CURRENCY, "currency"))
-    )
-    return f"""{_keyed_cte(normalised_sql, window, types)}
-SELECT {int(file_index)} AS file_index, NULL AS skip, {keys}, {_SUMS}
+    keys = ", ".join(f"{quote(column)} AS {alias}" for column, alias in _keys(all_services))
+    return f"""{_keyed_cte(normalised_sql, window, types, all_services)}
+SELECT {int(file_index)} AS file_index, NULL AS skip, {keys}, {_sums(all_services)}
 FROM keyed
 WHERE __skip IS NULL
 GROUP BY ALL
@@ -348,14 +460,18 @@ def _reporting_progress(con, progress: ProgressCallback | None) -> Iterator[None
 class ChargeTable:
     """The sums of every file (or page of API rows) of one import, in DuckDB until rolled up."""
 
-    def __init__(self, window: DateWindow | None = None) -> None:
+    def __init__(self, window: DateWindow | None = None, all_services: bool = False) -> None:
         self.window = window
+        self.all_services = all_services
         self.con = connect()
         self.con.execute(CHARGES_TABLE)
+        if all_services:
+            self.con.execute(TAG_ENTRIES_MACRO)
         self.files = 0
         self.labels: list[str] = []  # per file_index
         self.origins: list[dict[str, str]] = []
         self.empty: list[str] = []  # files without a single data row
+        self.untagged: list[str] = []  # files (or API pages) without a tags column
 
     def close(self) -> None:
         self.con.close()
@@ -380,19 +496,21 @@ class ChargeTable:
         self.origins.append(normalised.origin)
         con = self.con
         types = {row[0]: row[1] for row in con.execute(f"DESCRIBE {normalised.sql}").fetchall()}
-        query = (normalised.sql, self.window, index, types)
+        query = (normalised.sql, self.window, index, types, self.all_services)
+        if self.all_services and normalised.tags_column is None:
+            self.untagged.append(label)
         with _reporting_progress(con, progress):
-            if rereadable:
+            if rereadable and not self.all_services:
                 # a cheap pass over the few columns that decide what is skipped, then the sums of
-                # the rest: other services never reach the aggregate
-                con.execute(f"INSERT INTO charges {skipped_sql(*query)}")
+                # the rest: other services never reach the aggregate (the whole bill: they all do)
+                con.execute(f"INSERT INTO charges BY NAME {skipped_sql(*query)}")
             else:
-                con.execute(f"INSERT INTO charges {aggregate_sql(*query)}")
+                con.execute(f"INSERT INTO charges BY NAME {aggregate_sql(*query)}")
             malformed = con.execute(
                 "SELECT sum(rows) FROM charges WHERE file_index = ? AND skip = ?", [index, MALFORMED]
             ).fetchone()[0]
-            if rereadable and not malformed:
-                con.execute(f"INSERT INTO charges {charges_sql(*query)}")
+            if rereadable and not self.all_services and not malformed:
+                con.execute(f"INSERT INTO charges BY NAME {charges_sql(*query)}")
         if not con.execute("SELECT count(*) FROM charges WHERE file_index = ?", [index]).fetchone()[0]:
             self.empty.append(label)
         currencies = [
@@ -413,6 +531,32 @@ class ChargeTable:
                     reopen()
                 raise explain_row(con, normalised, label, first)
             raise _currency_error(con, normalised, label, sorted(wrong)[0])
+        if self.all_services and normalised.tags_column is not None:
+            self._check_tags(normalised, label, index, reopen)
+
+    def _check_tags(
+        self, normalised: Normalised, label: str, index: int, reopen: Callable[[], object] | None
+    ) -> None:
+        """Every distinct tag text of the file is a JSON object or a list of {key, value}."""
+        con = self.con
+        bad = con.execute(
+            "SELECT min(tags) FROM (SELECT DISTINCT tags FROM charges WHERE file_index = ? AND tags IS NOT NULL) "
+            "WHERE tag_entries(tags) IS NULL",
+            [index],
+        ).fetchone()[0]
+        if bad is None:
+            return
+        if reopen:
+            reopen()
+        row = con.execute(
+            f"SELECT min({ROW}) FROM ({normalised.sql}) AS normalised WHERE {quote(TAGS)} = ?", [bad]
+        ).fetchone()[0]
+        raise BillingDataError(
+            label,
+            f"{bad[:80]!r} is not a JSON object of tags (nor a list of key and value)",
+            row=None if row is None else row + 1,
+            column=normalised.tags_column,
+        )
 
     # ------------------------------------------------------------------ what was read
 
@@ -475,27 +619,58 @@ class ChargeTable:
     def costs(self, source: str) -> list[StorageCost]:
         """The ledger rows: usage classes joined in, summed per ledger key, rounded to nano-units,
         text cut to the ledger's column sizes. Raises BillingDataError when a sum is too large for
-        the ledger (every row was in range, their sum is not)."""
+        the ledger (every row was in range, their sum is not). An import of the whole bill gives
+        its storage charges only."""
+        return self._fetch(source, StorageCost, billing=False)
+
+    def billing_costs(self, source: str) -> list[BillingCost]:
+        """The rows of the whole bill (storage included), per service and tag set as well."""
+        if not self.all_services:
+            raise ValueError("an import of storage only has no rows of the whole bill")
+        self._tag_sets()
+        return self._fetch(source, BillingCost, billing=True)
+
+    def _fetch(self, source: str, row_type: type, billing: bool) -> list:
         import duckdb
 
         self._lookup_tables()
         try:
-            cursor = self.con.execute(self._costs_sql(), [source])
-            costs: list[StorageCost] = []
+            cursor = self.con.execute(self._costs_sql(billing=billing), [source])
+            costs: list = []
             while batch := cursor.fetchmany(50_000):  # one copy of the rows in memory at a time
-                costs.extend(map(StorageCost._make, batch))
+                costs.extend(map(row_type._make, batch))
         except (duckdb.ConversionException, duckdb.OutOfRangeException) as error:
-            raise self._sum_out_of_range(source) or error from None
+            raise self._sum_out_of_range(source, billing) or error from None
         return costs
 
-    def _sum_out_of_range(self, source: str) -> BillingDataError | None:
+    def _tag_sets(self) -> None:
+        """Each distinct tag text once: its canonical JSON (keys sorted; NULL when no tag has a
+        value) and the OpenLineage run id it holds."""
+        keys = ", ".join(focus.sql_text(key) for key in RUN_ID_TAG_KEYS)
+        self.con.execute(f"""
+CREATE OR REPLACE TEMP TABLE tag_sets AS
+WITH parsed AS (
+  SELECT raw, tag_entries(raw) AS entries
+  FROM (SELECT DISTINCT tags AS raw FROM charges WHERE skip IS NULL AND tags IS NOT NULL)
+)
+SELECT raw,
+  CASE WHEN len(entries) > 0 THEN CAST(to_json(map_from_entries(list_sort(list_distinct(entries)))) AS VARCHAR) END
+    AS tags,
+  left(list_filter(entries, lambda e: lower(e.key) IN ({keys}))[1].value, {LEDGER_TEXT_SIZES["tagged_run_id"]})
+    AS run_id
+FROM parsed
+""")
+
+    def _sum_out_of_range(self, source: str, billing: bool = False) -> BillingDataError | None:
         """The first ledger row whose sums do not fit the ledger's BIGINT columns (the slow path)."""
         limits = " OR ".join(
             f"abs({name}) > {MAX_AMOUNT}"
             for name in ("amount_nanos", "effective_nanos", "list_nanos", "credit_nanos", "correction_nanos")
         )
+        if not billing:
+            limits += f" OR storage_bytes >= {2.0**63}"
         cursor = self.con.execute(
-            f"SELECT * FROM ({self._costs_sql(raw=True)}) WHERE {limits} OR storage_bytes >= {2.0**63} LIMIT 1",
+            f"SELECT * FROM ({self._costs_sql(raw=True, billing=billing)}) WHERE {limits} LIMIT 1",
             [source],
         )
         found = cursor.fetchone()
@@ -530,9 +705,9 @@ class ChargeTable:
             column=column,
         )
 
-    def _costs_sql(self, raw: bool = False) -> str:
-        """The ledger rows' SELECT; `raw`: the sums before they are cast to the ledger's integers, and
-        the files each comes from."""
+    def _costs_sql(self, raw: bool = False, billing: bool = False) -> str:
+        """The ledger rows' SELECT: storage rows, or (`billing`) the rows of the whole bill; `raw`:
+        the sums before they are cast to the ledger's integers, and the files each comes from."""
 
         def nanos(expression: str) -> str:
             if raw:
@@ -571,8 +746,53 @@ class ChargeTable:
   ON k.hint IS NOT DISTINCT FROM COALESCE(c.usage_type, c.sku_id)
   AND k.unit IS NOT DISTINCT FROM c.unit
   AND k.charge_category IS NOT DISTINCT FROM c.charge_category"""
+        key = {
+            "provider": fit("c.provider_name", "provider"),
+            "billing_account": fit("COALESCE(c.billing_account, '')", "billing_account"),
+            "day": "c.day",
+        }
+        if billing:
+            key["service"] = fit("COALESCE(c.service, '')", "service")
+        key |= {
+            "resource_id": fit(resource, "resource_id"),
+            "sku": fit("COALESCE(c.sku_id, c.usage_type, '')", "sku"),
+            "usage_class": "c.usage_class",
+            "currency": "c.currency",
+        }
+        measures = {
+            "amount_nanos": nanos("sum(c.billed)"),
+            "effective_nanos": nanos("sum(c.effective)"),
+            "list_nanos": nanos("sum(c.list_cost)"),
+            "credit_nanos": nanos(
+                f"COALESCE(sum(c.billed) FILTER (WHERE c.charge_category = '{focus.CREDIT}'), 0)"
+            ),
+            "correction_nanos": nanos(
+                f"COALESCE(sum(c.billed) FILTER (WHERE c.charge_class = '{focus.CORRECTION}'), 0)"
+            ),
+            "quantity": f"CASE WHEN {one_unit} THEN CAST(sum(c.quantity) FILTER (WHERE {usage}) AS VARCHAR) END",
+            "unit": f"CASE WHEN {one_unit} THEN "
+            + fit(f"min(c.unit) FILTER (WHERE {usage} AND c.quantity IS NOT NULL)", "unit")
+            + " END",
+        }
+        if not billing:
+            measures["storage_bytes"] = storage_bytes
+        measures |= {
+            "usage_type": fit("any_value(c.usage_type)", "usage_type"),
+        }
+        if not billing:
+            measures["service"] = fit("any_value(c.service)", "service")
+        measures["region"] = fit("any_value(c.region)", "region")
+        if billing:
+            measures |= {"tags": "t.tags", "tagged_run_id": "t.run_id"}
+        measures |= {"source_rows": "CAST(sum(c.rows) AS INTEGER)", "source": "?"}
+        if raw:
+            measures["files"] = "list(DISTINCT c.file_index)"
+        columns = ",\n  ".join(f"{expression} AS {name}" for name, expression in {**key, **measures}.items())
+        joins = "LEFT JOIN storage_units AS u ON u.unit = c.unit"
+        if billing:
+            joins = "LEFT JOIN tag_sets AS t ON t.raw = c.tags"
         # a credit takes the usage class of the usage it credits, where its SKU says which
-        return f"""
+        rows = f"""
 WITH sku_classes AS (
   SELECT c.sku_id, min(k.usage_class) AS usage_class
   FROM charges AS c JOIN usage_classes AS k {classes}
@@ -587,32 +807,20 @@ classified AS (
   JOIN providers AS p ON p.raw IS NOT DISTINCT FROM c.provider
   JOIN usage_classes AS k {classes}
   LEFT JOIN sku_classes AS s ON s.sku_id = c.sku_id
-  WHERE c.skip IS NULL
+  WHERE c.skip IS NULL{"" if billing else " AND c.is_storage"}
 )
-SELECT {fit("c.provider_name", "provider")} AS provider,
-  {fit("COALESCE(c.billing_account, '')", "billing_account")} AS billing_account,
-  c.day AS day,
-  {fit(resource, "resource_id")} AS resource_id,
-  {fit("COALESCE(c.sku_id, c.usage_type, '')", "sku")} AS sku,
-  c.usage_class AS usage_class,
-  c.currency AS currency,
-  {nanos("sum(c.billed)")} AS amount_nanos,
-  {nanos("sum(c.effective)")} AS effective_nanos,
-  {nanos("sum(c.list_cost)")} AS list_nanos,
-  {nanos(f"COALESCE(sum(c.billed) FILTER (WHERE c.charge_category = '{focus.CREDIT}'), 0)")} AS credit_nanos,
-  {nanos(f"COALESCE(sum(c.billed) FILTER (WHERE c.charge_class = '{focus.CORRECTION}'), 0)")} AS correction_nanos,
-  CASE WHEN {one_unit} THEN CAST(sum(c.quantity) FILTER (WHERE {usage}) AS VARCHAR) END AS quantity,
-  CASE WHEN {one_unit} THEN {fit("min(c.unit) FILTER (WHERE " + usage + " AND c.quantity IS NOT NULL)", "unit")} END AS unit,
-  {storage_bytes} AS storage_bytes,
-  {fit("any_value(c.usage_type)", "usage_type")} AS usage_type,
-  {fit("any_value(c.service)", "service")} AS service,
-  {fit("any_value(c.region)", "region")} AS region,
-  CAST(sum(c.rows) AS INTEGER) AS source_rows,
-  ? AS source{", list(DISTINCT c.file_index) AS files" if raw else ""}
+SELECT {columns}
 FROM classified AS c
-LEFT JOIN storage_units AS u ON u.unit = c.unit
+{joins}
 GROUP BY ALL
 """
+        if not billing:
+            return rows
+        digest = ", ".join(
+            ("CAST(day AS VARCHAR)", *(name for name in key if name != "day"), "COALESCE(tags, '')")
+        )
+        # in key order: a database inserts them into its unique index of digests page by page
+        return f"SELECT sha256(concat_ws(chr(31), {digest})) AS row_key, * FROM ({rows}) AS costs ORDER BY row_key"
 
 
 def _provider(value: str | None) -> str:

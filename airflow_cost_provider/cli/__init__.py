@@ -30,7 +30,17 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> Parser:
-    from airflow_cost_provider.cli import budgets, check, export, imports, prune, reconcile, replay, report
+    from airflow_cost_provider.cli import (
+        budgets,
+        check,
+        export,
+        import_billing,
+        imports,
+        prune,
+        reconcile,
+        replay,
+        report,
+    )
 
     parser = Parser(
         prog="airflow-cost",
@@ -42,6 +52,7 @@ def build_parser() -> Parser:
     report.add_parser(commands)
     check.add_parser(commands)
     imports.add_parser(commands)
+    import_billing.add_parser(commands)
     budgets.add_parser(commands)
     replay.add_parser(commands)
     export.add_parser(commands)

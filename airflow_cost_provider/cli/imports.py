@@ -1,4 +1,8 @@
-"""`airflow-cost import-storage`: storage costs from billing export files into the ledger."""
+"""`airflow-cost import-storage`: storage costs from billing export files into the ledger.
+
+Its options and the import itself are shared with `import-billing` (cli.import_billing), which keeps
+every service of the same files.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         description="Import the storage costs (S3, Cloud Storage, Azure storage accounts) of billing export "
         "files. Everything the paths hold is one import: one transaction, nothing written on an error.",
     )
+    add_import_options(imports)
+    imports.set_defaults(handler=import_storage)
+
+
+def add_import_options(imports: argparse.ArgumentParser) -> None:
+    """The options of import-storage and import-billing."""
     imports.add_argument("--format", required=True, choices=FILE_FORMATS, dest="file_format")
     imports.add_argument(
         "--path",
@@ -44,7 +54,6 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     progress = imports.add_mutually_exclusive_group()
     progress.add_argument("--progress", action="store_true", default=None, help="always draw progress bars")
     progress.add_argument("--no-progress", action="store_false", dest="progress", help="never draw them")
-    imports.set_defaults(handler=import_storage)
 
 
 LARGE_FILE_BYTES = 20_000_000  # files at least this big get a progress bar while they are read
@@ -111,6 +120,12 @@ class RichProgress:
 
 
 def import_storage(args: argparse.Namespace) -> int:
+    return run_import(args, all_services=False)
+
+
+def run_import(args: argparse.Namespace, all_services: bool) -> int:
+    """Read the files, write them in one transaction, print the summary line. `all_services`: the
+    whole bill (import-billing), not only storage."""
     import contextlib
 
     from airflow_cost_provider.billing.errors import BillingDataError, BillingSourceError
@@ -137,7 +152,9 @@ def import_storage(args: argparse.Namespace) -> int:
             with fetched(args.paths, fmt.accepts, conn_ids, progress) as files:
                 if not files:
                     raise CliError(f"no {args.file_format} files found in {', '.join(args.paths)}", status=1)
-                collected = read_files(fmt, files, window=window, progress=progress)
+                collected = read_files(
+                    fmt, files, window=window, progress=progress, all_services=all_services
+                )
         summary = save(get_engine(url), collected, replace_days=args.replace_days, started_at=started)
     except BillingDataError as error:
         raise CliError(f"{error} (nothing was imported)", status=1) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 import logging
 import os
 import threading
@@ -688,6 +689,33 @@ _STORAGE_COLUMNS = (
     "updated_at",
 )
 _STORAGE_KEY = ("day", "provider", "billing_account", "resource_id", "sku", "usage_class", "currency")
+_BILLING_COLUMNS = (
+    "row_key",
+    "provider",
+    "billing_account",
+    "day",
+    "service",
+    "resource_id",
+    "sku",
+    "usage_class",
+    "currency",
+    "amount_nanos",
+    "effective_nanos",
+    "list_nanos",
+    "credit_nanos",
+    "correction_nanos",
+    "quantity",
+    "unit",
+    "usage_type",
+    "region",
+    "tags",
+    "tagged_run_id",
+    "source_rows",
+    "source",
+    "import_id",
+    "updated_at",
+)
+_BILLING_KEY = ("row_key",)
 
 
 _BULK_DIALECTS = ("sqlite", "postgresql")  # the ones that share INSERT .. ON CONFLICT
@@ -736,6 +764,58 @@ def _portable_upsert(conn, table: sa.Table, records: list[dict[str, Any]], key: 
     conn.execute(sa.insert(table), records)
 
 
+def _write_costs(
+    conn,
+    table: sa.Table,
+    columns: tuple[str, ...],
+    key: tuple[str, ...],
+    costs: list,
+    import_id: int,
+    now: dt.datetime,
+    replace_days: bool,
+) -> None:
+    """Upsert an import's cost tuples (in `columns` order, without import_id and updated_at); with
+    `replace_days`, first delete the rows of each provider, billing account and day they hold."""
+    width = len(columns) - 2
+    day_at = columns.index("day")
+    if replace_days:
+        days_by_account: dict[tuple[str, str], set[dt.date]] = {}
+        for cost in costs:
+            days_by_account.setdefault((cost.provider, cost.billing_account), set()).add(cost.day)
+        for (provider, account), days in days_by_account.items():
+            conn.execute(
+                sa.delete(table).where(
+                    table.c.provider == provider,
+                    table.c.billing_account == account,
+                    table.c.day.in_(sorted(days)),
+                )
+            )
+    if _bulk_path(conn.dialect):
+        # as SQLAlchemy stores them: updated_at naive UTC, and in SQLite dates and times as text;
+        # tags are JSON text already
+        stamp: Any = now.replace(tzinfo=None)
+        if conn.dialect.name == "sqlite":
+            stamp = stamp.strftime("%Y-%m-%d %H:%M:%S.%f")
+            iso = {day: day.isoformat() for day in {cost.day for cost in costs}}
+            rows = (
+                (*cost[:day_at], iso[cost[day_at]], *cost[day_at + 1 : width], import_id, stamp)
+                for cost in costs
+            )
+        else:
+            rows = ((*cost[:width], import_id, stamp) for cost in costs)  # generated as written
+        _bulk_upsert(conn, table, columns, rows, key)
+        return
+    records = [dict(zip(columns, (*cost[:width], import_id, now), strict=True)) for cost in costs]
+    if "tags" not in columns:
+        _portable_upsert(conn, table, records, key)
+        return
+    # SQLAlchemy would store None as JSON null: rows without tags leave the column out (SQL NULL)
+    tagged = [{**record, "tags": json.loads(record["tags"])} for record in records if record["tags"]]
+    untagged = [{k: v for k, v in record.items() if k != "tags"} for record in records if not record["tags"]]
+    _portable_upsert(conn, table, tagged, key)
+    _portable_upsert(conn, table, untagged, key)
+
+
 def write_storage_import(
     engine: Engine,
     collected,
@@ -745,7 +825,8 @@ def write_storage_import(
     run: dict[str, str] | None = None,
     started_at: dt.datetime | None = None,
 ) -> int:
-    """Write one import of storage costs in one transaction; returns the import's id.
+    """Write one import of storage costs (and, for an import of the whole bill, its rows of every
+    service into `cost_billing_costs`) in one transaction; returns the import's id.
 
     Each cost replaces the row with the same provider + billing account + day + resource + SKU +
     usage class + currency (restated data wins). With `replace_days`, every row of a provider,
@@ -753,7 +834,12 @@ def write_storage_import(
     a restated export vanishes here too. Days the import has no data for are left as they are: a day
     not billed yet is never written as zero.
     """
-    from airflow_cost_provider.ledger.schema import storage_costs, storage_imports, storage_watermarks
+    from airflow_cost_provider.ledger.schema import (
+        billing_costs,
+        storage_costs,
+        storage_imports,
+        storage_watermarks,
+    )
 
     now = dt.datetime.now(dt.timezone.utc)
     window = collected.window
@@ -776,36 +862,20 @@ def write_storage_import(
                 "finished_at": now,
             },
         ).inserted_primary_key[0]
-        costs = collected.costs  # StorageCost tuples, in the table's column order
-        if _bulk_path(engine.dialect):
-            # as SQLAlchemy stores them: updated_at naive UTC, and in SQLite dates and times as text
-            stamp: Any = now.replace(tzinfo=None)
-            if engine.dialect.name == "sqlite":
-                stamp = stamp.strftime("%Y-%m-%d %H:%M:%S.%f")
-                iso = {day: day.isoformat() for day in {cost.day for cost in costs}}
-                rows = ((cost[0], cost[1], iso[cost[2]], *cost[3:20], import_id, stamp) for cost in costs)
-            else:
-                rows = ((*cost[:20], import_id, stamp) for cost in costs)  # generated as written
-        else:
-            records = [
-                dict(zip(_STORAGE_COLUMNS, (*cost[:20], import_id, now), strict=True)) for cost in costs
-            ]
-        if replace_days:
-            days_by_account: dict[tuple[str, str], set[dt.date]] = {}
-            for cost in collected.costs:
-                days_by_account.setdefault((cost.provider, cost.billing_account), set()).add(cost.day)
-            for (provider, account), days in days_by_account.items():
-                conn.execute(
-                    sa.delete(storage_costs).where(
-                        storage_costs.c.provider == provider,
-                        storage_costs.c.billing_account == account,
-                        storage_costs.c.day.in_(sorted(days)),
-                    )
-                )
-        if _bulk_path(engine.dialect):
-            _bulk_upsert(conn, storage_costs, _STORAGE_COLUMNS, rows, _STORAGE_KEY)
-        else:
-            _portable_upsert(conn, storage_costs, records, _STORAGE_KEY)
+        _write_costs(
+            conn, storage_costs, _STORAGE_COLUMNS, _STORAGE_KEY, collected.costs, import_id, now, replace_days
+        )
+        if collected.billing_costs is not None:
+            _write_costs(
+                conn,
+                billing_costs,
+                _BILLING_COLUMNS,
+                _BILLING_KEY,
+                collected.billing_costs,
+                import_id,
+                now,
+                replace_days,
+            )
         if watermark_key and collected.days_with_data:
             last_day = max(collected.days_with_data)
             existing = conn.execute(

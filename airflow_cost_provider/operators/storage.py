@@ -1,4 +1,5 @@
-"""ImportStorageCostsOperator: a scheduled import of storage costs from billing data.
+"""ImportStorageCostsOperator: a scheduled import of storage costs from billing data;
+ImportBillingCostsOperator: the same import keeping the whole bill (every service, with tags).
 
 The run's data interval is the billing day. Each run reads that day and a trailing window of days
 providers still revise (see `billing.window`), replaces them in the ledger in one transaction, and
@@ -21,6 +22,11 @@ from airflow_cost_provider.billing.importer import CollectedCosts, ImportSummary
 from airflow_cost_provider.billing.scan import DateWindow
 
 log = logging.getLogger(__name__)
+
+# sources that can give the whole bill (export files, the BigQuery export table); the others query
+# an API for storage only
+WHOLE_BILL_SOURCES = ("aws-cur", "aws-focus", "azure-export", "focus", "gcp-billing-export")
+STORAGE_ONLY_SOURCES = ("aws-cost-explorer", "azure-cost-management")
 
 DEFAULT_CONN_IDS = {
     "aws-cur": "aws_default",
@@ -52,6 +58,9 @@ class ImportStorageCostsOperator(BaseOperator):
     :param allocation: dataset URL -> bytes (or None to list it): give each dataset its share of its
         bucket's storage cost (default `[cost_provider] storage_allocation`).
     :param ledger_conn: the ledger's URL or connection id (default `[cost_provider] ledger_conn`).
+    :param all_services: keep the whole bill (every service, with its tags) in `cost_billing_costs`
+        as well: aws-cur, aws-focus, azure-export, focus and gcp-billing-export (not the Cost Explorer
+        and Cost Management APIs).
     """
 
     template_fields: Sequence[str] = ("path", "table", "scope", "location", "project_id", "allocation")
@@ -77,9 +86,16 @@ class ImportStorageCostsOperator(BaseOperator):
         ledger_conn: str | None = None,
         cache_ttl: dt.timedelta = dt.timedelta(hours=12),
         maximum_bytes_billed: int | None = None,
+        all_services: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if all_services and source in STORAGE_ONLY_SOURCES:
+            raise ValueError(
+                f"{type(self).__name__}(source={source!r}, all_services=True): the whole bill is imported from "
+                f"{', '.join(WHOLE_BILL_SOURCES)}; {source} imports storage costs only"
+            )
+        self.all_services = all_services
         registry.source_provider(source)  # fails at parse time on an unknown source
         self.source = source
         self.path = path
@@ -123,7 +139,7 @@ class ImportStorageCostsOperator(BaseOperator):
 
     def watermark_key(self) -> str:
         where = self.table or self.scope or ",".join(self._paths())
-        return f"{self.source}:{where}"
+        return f"{'billing:' if self.all_services else ''}{self.source}:{where}"
 
     def _collect(self, import_window: DateWindow, engine) -> CollectedCosts:
         source = self.source
@@ -138,6 +154,7 @@ class ImportStorageCostsOperator(BaseOperator):
                 location=self.location,
                 kind=self.table_kind,
                 maximum_bytes_billed=self.maximum_bytes_billed,
+                all_services=self.all_services,
             )
         if source == "aws-cost-explorer":
             from airflow_cost_provider.billing import aws_cost_explorer
@@ -178,7 +195,7 @@ class ImportStorageCostsOperator(BaseOperator):
             return CollectedCosts(source=self.source, costs=[], window=import_window)
         with fetched(paths, file_format.accepts, conn_ids, remote_objects=listed) as files:
             log.info("reading %d billing files for %s", len(files), import_window)
-            return read_files(file_format, files, self.source, import_window)
+            return read_files(file_format, files, self.source, import_window, all_services=self.all_services)
 
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow_cost_provider import conf
@@ -198,7 +215,11 @@ class ImportStorageCostsOperator(BaseOperator):
             max_catch_up_days=self.max_catch_up_days,
         )
         log.info(
-            "importing %s storage costs for billing day(s) %s, window %s", self.source, period, import_window
+            "importing %s %s costs for billing day(s) %s, window %s",
+            self.source,
+            "billing" if self.all_services else "storage",
+            period,
+            import_window,
         )
         collected = self._collect(import_window, engine)
         ti = context.get("ti") or context.get("task_instance")
@@ -278,3 +299,16 @@ class ImportStorageCostsOperator(BaseOperator):
         from airflow.providers.openlineage.extractors import OperatorLineage
 
         return OperatorLineage(outputs=list(self._output_datasets))
+
+
+class ImportBillingCostsOperator(ImportStorageCostsOperator):
+    """Import the whole bill of a billing export (every service, per resource, SKU and tag set) for
+    the run's billing day and the days before it; its storage costs and facets as
+    ImportStorageCostsOperator gives them. Sources: aws-cur, aws-focus, azure-export, focus and
+    gcp-billing-export (the Cost Explorer and Cost Management APIs give storage costs only).
+    """
+
+    ui_color = "#e6eef8"
+
+    def __init__(self, *, source: str, **kwargs: Any) -> None:
+        super().__init__(source=source, all_services=True, **kwargs)

@@ -147,6 +147,14 @@ def test_sample_dag_imports_the_bundled_exports_twice_without_duplicates(storage
     got, counts = ledger_totals(ledger)
     assert_matches_model(got, counts, model_totals(charges))
     assert ledger_rows(ledger, "SELECT count(*) AS n FROM cost_storage_costs")[0]["n"] > rows_after_one
+    # the whole bill is kept too: the jobs, with the run id of the BigQuery jobs' labels
+    billed = ledger_rows(
+        ledger,
+        "SELECT service, count(*) AS n, count(tagged_run_id) AS tagged FROM cost_billing_costs GROUP BY service",
+    )
+    services = {r["service"]: r for r in billed}
+    assert {"AWS Glue", "Amazon Athena", "Amazon EMR", "BigQuery"} <= set(services)
+    assert services["BigQuery"]["tagged"] == services["BigQuery"]["n"] > 0
 
     # each bucket of the three clouds, and the allocated prefixes and Azure container
     assert {
@@ -384,7 +392,12 @@ def test_gcp_dag_queries_the_billing_export_through_bigquery(storage_env, tmp_pa
     # the import's own query carries the task's labels, so its cost is on the task's own cost facet
     labels = job["configuration"]["labels"]
     assert labels["airflow_task_id"] == "import_gcs_costs"
-    assert job["configuration"]["query"]["queryParameters"][0]["parameterValue"]["value"] == "Cloud Storage"
+    # the DAG imports the whole bill: every service, with the resources' labels
+    query = job["configuration"]["query"]
+    assert "WHERE TRUE" in query["query"] and "TO_JSON_STRING(labels)" in query["query"]
+    assert [p["name"] for p in query["queryParameters"]] == ["window_start", "window_end"]
+    billed = ledger_rows(ledger, "SELECT service, count(*) AS n FROM cost_billing_costs GROUP BY service")
+    assert {r["service"] for r in billed} == {c.service_name for c in charges}
     assert "costProvider_cost" in event["run"]["facets"]
 
 

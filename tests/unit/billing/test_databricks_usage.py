@@ -110,7 +110,7 @@ def test_usage_is_summed_per_day_sku_and_resource_at_the_list_price_in_effect(ap
             r.SkuId,
             r.ConsumedQuantity,
         )
-        + (r.BilledCost, r.ListCost, r.BillingCurrency, r.Tags)
+        + (r.BilledCost, r.ListCost, r.BillingCurrency, None if r.Tags is None else json.loads(r.Tags))
         for r in rows
     ]
     one_day = dt.timedelta(days=1)

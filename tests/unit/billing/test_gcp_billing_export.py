@@ -122,3 +122,23 @@ def test_the_focus_export_table(bigquery):
 def test_a_failing_query_names_the_table(bigquery):
     with pytest.raises(BillingSourceError, match="no_such_table"):
         gcp_billing_export.query_export(f"{PROJECT}.billing_export.no_such_table", WINDOW)
+
+
+def test_the_whole_bill_of_the_export_table_with_labels(bigquery):
+    collected = gcp_billing_export.query_export(DETAILED, WINDOW, all_services=True)
+    (job,) = bigquery.inserted()[-1:]
+    query = job["configuration"]["query"]
+    assert "WHERE TRUE" in query["query"] and "TO_JSON_STRING(labels)" in query["query"]
+    assert {p["name"] for p in query["queryParameters"]} == {"window_start", "window_end"}
+    # every service of the window, credits included, per currency
+    expected = sum(c.billed() for c in CHARGES if c.day in WINDOW)
+    assert abs(sum(c.amount for c in collected.billing_costs) - expected) < Decimal("1e-8")
+    assert {c.service for c in collected.billing_costs} == {c.service_name for c in CHARGES}
+    bigquery_rows = [c for c in collected.billing_costs if c.service == "BigQuery"]
+    assert {c.tagged_run_id for c in bigquery_rows} == {
+        samples.sample_run_id("bigquery", day) for day in WINDOW.days()
+    }
+    assert all(json.loads(c.tags)["team"] == "data" for c in collected.billing_costs)
+    # its storage rows are the storage import's
+    storage = gcp_billing_export.query_export(DETAILED, WINDOW)
+    assert sorted(collected.costs) == sorted(storage.costs)
