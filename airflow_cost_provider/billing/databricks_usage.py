@@ -293,4 +293,4 @@ def fetch(
         timeout=timeout,
         client=client,
     )
-    return read_rows(rows, SOURCE, f"databricks-usage:{databricks_conn_id}", window)
+    return read_rows(rows, SOURCE, f"databricks-usage:{databricks_conn_id}", window, all_services=True)

@@ -451,7 +451,7 @@ def fetch(
 ) -> CollectedCosts:
     """`fetch_rows`, read into an import's costs (see `importer.save`)."""
     rows = fetch_rows(window, snowflake_conn_id=snowflake_conn_id, timeout=timeout, book=book)
-    return read_rows(rows, SOURCE, f"snowflake-metering:{snowflake_conn_id}", window)
+    return read_rows(rows, SOURCE, f"snowflake-metering:{snowflake_conn_id}", window, all_services=True)
 
 
 def fetch_query_attribution(

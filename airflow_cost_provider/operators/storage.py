@@ -25,7 +25,17 @@ log = logging.getLogger(__name__)
 
 # sources that can give the whole bill (export files, the BigQuery export table); the others query
 # an API for storage only
-WHOLE_BILL_SOURCES = ("aws-cur", "aws-focus", "azure-export", "focus", "gcp-billing-export")
+WHOLE_BILL_SOURCES = (
+    "aws-cur",
+    "aws-focus",
+    "azure-export",
+    "focus",
+    "gcp-billing-export",
+    "snowflake-metering",
+    "databricks-usage",
+)
+# warehouse metering: no storage in it, imported with all_services only
+METERING_SOURCES = ("snowflake-metering", "databricks-usage")
 STORAGE_ONLY_SOURCES = ("aws-cost-explorer", "azure-cost-management")
 
 DEFAULT_CONN_IDS = {
@@ -35,6 +45,8 @@ DEFAULT_CONN_IDS = {
     "gcp-billing-export": "google_cloud_default",
     "azure-cost-management": "azure_default",
     "azure-export": "adls_default",
+    "snowflake-metering": "snowflake_default",
+    "databricks-usage": "databricks_default",
 }
 
 
@@ -94,6 +106,11 @@ class ImportStorageCostsOperator(BaseOperator):
             raise ValueError(
                 f"{type(self).__name__}(source={source!r}, all_services=True): the whole bill is imported from "
                 f"{', '.join(WHOLE_BILL_SOURCES)}; {source} imports storage costs only"
+            )
+        if not all_services and source in METERING_SOURCES:
+            raise ValueError(
+                f"{type(self).__name__}(source={source!r}): warehouse metering holds no storage; import it "
+                "with ImportBillingCostsOperator (all_services=True)"
             )
         self.all_services = all_services
         registry.source_provider(source)  # fails at parse time on an unknown source
@@ -166,6 +183,14 @@ class ImportStorageCostsOperator(BaseOperator):
                 engine=engine,
                 cache_ttl=self.cache_ttl,
             )
+        if source == "snowflake-metering":
+            from airflow_cost_provider.billing import snowflake_metering
+
+            return snowflake_metering.fetch(import_window, snowflake_conn_id=self._conn_id())
+        if source == "databricks-usage":
+            from airflow_cost_provider.billing import databricks_usage
+
+            return databricks_usage.fetch(import_window, databricks_conn_id=self._conn_id())
         if source == "azure-cost-management":
             from airflow_cost_provider.billing import azure_cost_management
 

@@ -228,3 +228,72 @@ def test_the_rows_import_and_save_into_a_sqlite_ledger(snowflake, tmp_path):
     summary = importer.save(engine, collected, replace_days=True)
     assert summary.source == "snowflake-metering"
     assert summary.rows_read == 13
+
+
+def test_the_metered_bill_reconciles_to_the_warehouse_queries_of_the_ledger(snowflake, tmp_path):
+    """Metering imported, then reconciled against two tries' queries on WH_ETL on 2026-11-02 (2 of the
+    4.3 credits it metered that day): every billed row of the window is in a pool, attributed +
+    unattributed = billed for each, and the lines get their share of the warehouse's bill."""
+    import hashlib
+
+    import sqlalchemy as sa
+
+    from airflow_cost_provider.capture.identity import TaskTry
+    from airflow_cost_provider.ledger.schema import billing_costs, lines, reconciliations
+    from airflow_cost_provider.pricing import CostLine, Price, Usage
+    from airflow_cost_provider.reconcile import store as reconciled_store
+    from airflow_cost_provider.reconcile.engine import Window, run
+    from airflow_cost_provider.reconcile.rules import parse_modes
+    from airflow_cost_provider.result import CostResult
+
+    engine = store.get_engine(f"sqlite:///{tmp_path / 'ledger.db'}")
+    importer.save(
+        engine, snowflake_metering.fetch(WINDOW, snowflake_conn_id=CONN_ID, timeout=30), replace_days=True
+    )
+    price = edition_price("enterprise")
+    started = at("2026-11-02 04:10:00+00")
+    for task, credits in (("load", "1.5"), ("merge", "0.5")):
+        usage = Usage(
+            "snowflake", "credits", Decimal(credits), "credit", resource="WH_ETL", start_time=started
+        )
+        line = CostLine(
+            usage,
+            Decimal(credits) * price,
+            "USD",
+            "list_price",
+            Price("snowflake", "credits", "credit", price, "USD", "v"),
+        )
+        store.store(
+            engine,
+            CostResult(
+                TaskTry("warehouse", task, "r1", 1, -1, None),
+                hashlib.md5(task.encode()).hexdigest(),
+                "success",
+                started,
+                started + dt.timedelta(minutes=5),
+                "w",
+                (line,),
+                (),
+            ),
+        )
+    result = run(engine, Window(WINDOW.start, WINDOW.end), (), parse_modes("keep"))
+    try:
+        reconciled_store.write(engine, result)
+    finally:
+        result.close()
+    with engine.connect() as conn:
+        billed = conn.execute(sa.select(sa.func.sum(billing_costs.c.amount_nanos))).scalar()
+        pools = [dict(row._mapping) for row in conn.execute(sa.select(reconciliations))]
+        shares = dict(conn.execute(sa.select(lines.c.amount_nanos, lines.c.reconciled_nanos)).all())
+    assert sum(pool["billed_nanos"] for pool in pools) == billed  # every dollar in a pool
+    for pool in pools:
+        assert pool["attributed_nanos"] + pool["unattributed_nanos"] == pool["billed_nanos"]
+    (warehouse,) = [p for p in pools if p["pool"] == "WH_ETL" and p["day"] == dt.date(2026, 11, 2)]
+    assert warehouse["basis"] == "quantity" and Decimal(warehouse["used_share"]) == (
+        Decimal(2) / Decimal("4.3")
+    ).quantize(Decimal("1e-9"))
+    assert sum(shares.values()) == warehouse["attributed_nanos"]
+    assert len(shares) == 2 and None not in shares.values()  # both lines reconciled
+    assert shares[int(Decimal("1.5") * price * 10**9)] == round(
+        warehouse["attributed_nanos"] * Decimal("0.75")
+    )
