@@ -122,18 +122,24 @@ def write_focus(path: Path, rows: list[dict[str, str]]) -> Path:
     return path
 
 
-def cli(*args: str) -> dict[str, Any]:
-    """An `airflow-cost` command in this process, its JSON output parsed; fails on a non-zero exit."""
+def run(*args: str) -> str:
+    """An `airflow-cost` command in this process: its output; fails on a non-zero exit."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(list(args))
     assert code == 0, err.getvalue()
-    return json.loads(out.getvalue())
+    return out.getvalue()
+
+
+def cli(*args: str) -> dict[str, Any]:
+    """The same, for a command given `-o json`: its document."""
+    return json.loads(run(*args))
 
 
 def import_and_reconcile(ledger_url: str, bill: Path, since: str, until: str) -> dict[str, Any]:
     """`import-billing` of the FOCUS file, then `reconcile` of its days: reconcile's JSON document."""
-    cli("import-billing", "--ledger", ledger_url, "--format", "focus", "--path", str(bill), "-o", "json")
+    summary = run("import-billing", "--ledger", ledger_url, "--format", "focus", "--path", str(bill))
+    assert "daily billing costs" in summary, summary
     return cli("reconcile", "--ledger", ledger_url, "--since", since, "--until", until, "-o", "json")
 
 
