@@ -48,6 +48,9 @@ show report --ledger "$ledger" --by source
 echo
 echo "(example_storage_sample imports synthetic billing exports it writes itself: made-up buckets, not a bill)"
 show report storage --ledger "$ledger" --by usage-class
+echo
+echo "(example_reconcile_sample bills today's worker time in a made-up bill, about a quarter of two instances, and reconciles it)"
+show report coverage --ledger "$ledger" --by resource --since "$(date -u +%Y-%m-%d)"
 
 cat <<END
 
@@ -55,6 +58,7 @@ See these reports again, from any folder and in a new shell:
   $cost_cli report --ledger $ledger --by task
   $cost_cli report --ledger $ledger --by dag,day
   $cost_cli report storage --ledger $ledger --by resource
+  $cost_cli report coverage --ledger $ledger --by resource
   $cost_cli report --help
 Export them as a FOCUS 1.2 file for FinOps tools:
   $cost_cli export --format focus --ledger $ledger --output $demo_home/costs-focus.csv

@@ -1,8 +1,10 @@
-"""Print the ids of the example DAGs that run without a cloud account (tagged `local`)."""
+"""Print the ids of the example DAGs that run without a cloud account (tagged `local`); those tagged
+`reconcile` last, since they reconcile what the others ran."""
 
 import ast
 from pathlib import Path
 
+local, last = [], []
 for path in sorted((Path(__file__).resolve().parents[1] / "dags").glob("*.py")):
     tree = ast.parse(path.read_text())
     for node in ast.walk(tree):
@@ -14,5 +16,7 @@ for path in sorted((Path(__file__).resolve().parents[1] / "dags").glob("*.py")):
                 for kw in next(d for d in node.decorator_list if isinstance(d, ast.Call)).keywords
                 if kw.arg == "tags"
             ]
-            if tags and "local" in ast.literal_eval(tags[0]):
-                print(node.name)
+            names = ast.literal_eval(tags[0]) if tags else []
+            if "local" in names:
+                (last if "reconcile" in names else local).append(node.name)
+print("\n".join(local + last))

@@ -76,6 +76,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shown(amount: Decimal) -> str:
+    """Money in a sentence: cents, or every digit down to the nano-unit for less than a cent."""
+    if abs(amount) >= Decimal("0.01") or not amount:
+        return f"{amount:,.2f}"
+    return _exact(amount)
+
+
 def _exact(amount: Decimal) -> str:
     """Money as an exact decimal string without trailing zeros (JSON, YAML)."""
     return format(amount.normalize(), "f")
@@ -119,14 +126,15 @@ def coverage_document(
     idle = idle_pools(engine, since, until)
     for pool, currency, amount, billed in idle:
         notes.append(
-            f"{pool} was idle or unattributed for {amount:,.2f} {currency} of {billed:,.2f} billed ({amount / billed:.0%})"
+            f"{pool} was idle or unattributed for {_shown(amount)} {currency} of {_shown(billed)} billed "
+            f"({amount / billed:.0%})"
         )
     checked = accuracy(engine, since, until)
     for row in checked:
         if row.ratio is not None:
             notes.append(
-                f"{row.source}: reconciled {row.reconciled:,.2f} {row.currency} against {row.estimated:,.2f} "
-                f"estimated over {row.lines:,} lines (x{row.ratio})"
+                f"{row.source}: reconciled {_shown(row.reconciled)} {row.currency} against "
+                f"{_shown(row.estimated)} estimated over {row.lines:,} lines (x{row.ratio})"
             )
     last = until - dt.timedelta(days=1)
     columns = [by, "currency", "billed", "attributed", "unattributed", "coverage", "untouched"]

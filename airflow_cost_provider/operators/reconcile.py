@@ -6,6 +6,7 @@ before it that the import reads again (restated bills), replacing what earlier r
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Sequence
 from decimal import Decimal
@@ -14,6 +15,7 @@ from typing import Any
 from airflow.providers.common.compat.sdk import BaseOperator
 
 from airflow_cost_provider.billing import window
+from airflow_cost_provider.billing.scan import DateWindow
 
 log = logging.getLogger(__name__)
 _FIGURES = ("billed", "attributed", "unattributed", "untouched")
@@ -24,6 +26,11 @@ class ReconcileBillingOperator(BaseOperator):
 
     :param reimport_days: days before the billing day to reconcile again (default `[cost_provider]
         storage_reimport_days`, 5: the days the billing import reads again).
+    :param since: the first billing day to reconcile (YYYY-MM-DD), instead of the run's days; with
+        `until` (excluded).
+    :param until: the billing day to stop before.
+    :param last_days: reconcile the last N billing days up to today (UTC) instead of the run's days:
+        for manual runs, and to catch up.
     :param billing_resources: rules as `[cost_provider] billing_resources` takes them (default: that
         option).
     :param mode: `keep`, `spread` or a source -> mode dict (default `[cost_provider] reconcile_mode`).
@@ -31,13 +38,16 @@ class ReconcileBillingOperator(BaseOperator):
     :return: (XCom) the period and, per currency, billed, attributed, unattributed and untouched.
     """
 
-    template_fields: Sequence[str] = ("billing_resources",)
+    template_fields: Sequence[str] = ("billing_resources", "since", "until")
     ui_color = "#e8f4ea"
 
     def __init__(
         self,
         *,
         reimport_days: int | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        last_days: int | None = None,
         billing_resources: list[dict[str, Any]] | None = None,
         mode: str | dict[str, str] | None = None,
         ledger_conn: str | None = None,
@@ -45,6 +55,9 @@ class ReconcileBillingOperator(BaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.reimport_days = reimport_days
+        self.since = since
+        self.until = until
+        self.last_days = last_days
         self.billing_resources = billing_resources
         self.mode = mode
         self.ledger_conn = ledger_conn
@@ -63,10 +76,18 @@ class ReconcileBillingOperator(BaseOperator):
             else parse_rules(self.billing_resources)
         )
         modes = conf.reconcile_mode() if self.mode is None else parse_modes(self.mode)
-        days = window.import_window(
-            window.billing_period(context),
-            reimport_days=conf.storage_reimport_days() if self.reimport_days is None else self.reimport_days,
-        )
+        if self.since and self.until:
+            days = DateWindow(dt.date.fromisoformat(self.since), dt.date.fromisoformat(self.until))
+        elif self.last_days:
+            tomorrow = dt.datetime.now(dt.timezone.utc).date() + dt.timedelta(days=1)
+            days = DateWindow(tomorrow - dt.timedelta(days=self.last_days), tomorrow)
+        else:
+            days = window.import_window(
+                window.billing_period(context),
+                reimport_days=conf.storage_reimport_days()
+                if self.reimport_days is None
+                else self.reimport_days,
+            )
         engine = get_engine(resolve_url(self.ledger_conn or conf.ledger_conn(), conf.default_ledger_url()))
         result = run(engine, Window(days.start, days.end), rules, modes)
         try:

@@ -53,7 +53,7 @@ def test_demo_runs_the_local_dags_and_prints_what_the_readme_shows(tmp_path):
 
     # the commands it suggests work as printed, in a new shell with nothing of this one
     suggested = [line.strip() for line in printed if re.match(r"^  /\S+/airflow-cost (report|export)", line)]
-    assert len(suggested) == 5  # three reports, --help and the FOCUS export
+    assert len(suggested) == 6  # four reports, --help and the FOCUS export
     for command in suggested:
         again = subprocess.run(
             command,
