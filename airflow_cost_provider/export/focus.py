@@ -2,9 +2,10 @@
 
 One row per priced cost line of the task tries that ended in a period, and one per imported storage
 cost of the billing days that start in it. Every amount is the ledger's exact Decimal: BilledCost,
-EffectiveCost, ListCost and ContractedCost are all the line's amount (FOCUS requires EffectiveCost and
-ContractedCost to match BilledCost for a charge that no discount or commitment relates to), and
-`x_CostStatus` tells an estimate from a cost confirmed by billing data. Unpriced usage has no cost,
+EffectiveCost and ContractedCost are the line's amount (FOCUS requires EffectiveCost and
+ContractedCost to match BilledCost for a charge that no discount or commitment relates to): its
+estimate, or once `airflow-cost reconcile` reached it, its share of the bill; ListCost and
+`x_EstimatedCost` are its estimate at list price or rate, and `x_CostStatus` tells the two apart. Unpriced usage has no cost,
 and FOCUS costs cannot be null: it is left out and counted. Pure: no Airflow.
 """
 
@@ -99,6 +100,7 @@ COLUMNS: dict[str, str] = {
     COMMITMENT_DISCOUNT_STATUS: "text",
     "x_RowKind": "text",  # task | storage
     "x_CostStatus": "text",  # estimated | reconciled
+    "x_EstimatedCost": "cost",  # a task line's estimate (= ListCost); a reconciled line is billed its share
     "x_CostMethod": "text",  # list_price, runtime_rate, metered, allocated; billing for storage
     "x_PriceSource": "text",
     "x_Source": "text",
@@ -106,8 +108,8 @@ COLUMNS: dict[str, str] = {
     "x_DagId": "text",
     "x_TaskId": "text",
     "x_RunId": "text",
-    "x_MapIndex": "number",
-    "x_TryNumber": "number",
+    "x_MapIndex": "integer",
+    "x_TryNumber": "integer",
     "x_Team": "text",
     "x_Owner": "text",
     "x_ExternalId": "text",
@@ -331,6 +333,7 @@ def _task_rows(conn, since: dt.datetime, until: dt.datetime, export: FocusExport
             lines.c.currency,
             lines.c.method,
             lines.c.status,
+            lines.c.reconciled_nanos,
             lines.c.price_ref,
             lines.c.price_amount,
             lines.c.price_unit,
@@ -354,7 +357,9 @@ def _task_rows(conn, since: dt.datetime, until: dt.datetime, export: FocusExport
         if row.amount_nanos is None:
             export.unpriced_lines += 1
             continue
-        amount = from_nanos(row.amount_nanos)
+        amount = from_nanos(row.amount_nanos)  # the estimate: usage at list price or rate
+        # a reconciled line is billed at its share of the bill; its estimate stays the list cost
+        billed = from_nanos(row.reconciled_nanos) if row.reconciled_nanos is not None else amount
         quantity = Decimal(row.quantity)
         consumed, consumed_unit = focus_unit(quantity, row.unit)
         pricing_quantity, pricing_unit, unit_price = _pricing(
@@ -370,10 +375,10 @@ def _task_rows(conn, since: dt.datetime, until: dt.datetime, export: FocusExport
         price_text = f"{row.price_amount} {row.currency}/{row.price_unit}" if row.price_amount else "a rate"
         export.rows.append(
             {
-                focus.BILLED_COST: amount,
-                focus.EFFECTIVE_COST: amount,
+                focus.BILLED_COST: billed,
+                focus.EFFECTIVE_COST: billed,
                 focus.LIST_COST: amount,
-                CONTRACTED_COST: amount,
+                CONTRACTED_COST: billed,
                 focus.BILLING_CURRENCY: row.currency,
                 focus.BILLING_ACCOUNT_ID: TASK_BILLING_ACCOUNT,
                 BILLING_ACCOUNT_NAME: TASK_BILLING_ACCOUNT_NAME,
@@ -407,6 +412,7 @@ def _task_rows(conn, since: dt.datetime, until: dt.datetime, export: FocusExport
                 focus.TAGS: _task_tags(row, labels.get(row.task_run_id, [])),
                 "x_RowKind": "task",
                 "x_CostStatus": status,
+                "x_EstimatedCost": amount,
                 "x_CostMethod": row.method,
                 "x_PriceSource": row.price_source_url,
                 "x_Source": row.source,
@@ -423,7 +429,7 @@ def _task_rows(conn, since: dt.datetime, until: dt.datetime, export: FocusExport
             }
         )
         export.task_rows += 1
-        export.task_totals[row.currency] = export.task_totals.get(row.currency, Decimal(0)) + amount
+        export.task_totals[row.currency] = export.task_totals.get(row.currency, Decimal(0)) + billed
 
 
 def _storage_rows(conn, since: dt.datetime, until: dt.datetime, export: FocusExport) -> None:
@@ -536,7 +542,12 @@ def _csv_value(kind: str, value: Any) -> str:
     if kind == "cost":
         return format(_exact(value, COST_PLACES), "f")
     if kind == "number":
-        return format(_exact(Decimal(value), NUMBER_PLACES), "f")
+        text = format(_exact(Decimal(value), NUMBER_PLACES), "f")
+        # a decimal point even on a whole number: a reader that infers types from a CSV (the FOCUS
+        # validator does) would otherwise take a column of whole quantities for integers
+        return text if "." in text else f"{text}.0"
+    if kind == "integer":
+        return str(value)
     if kind == "time":
         return _iso(value)
     if isinstance(value, dict):
@@ -559,12 +570,14 @@ def _write_parquet(export: FocusExport, path: Path) -> None:
     types = {
         "cost": pa.decimal128(38, 9),
         "number": pa.decimal128(38, 18),
+        "integer": pa.int64(),
         "time": pa.timestamp("s", tz="UTC"),
         "text": pa.string(),
     }
     converters: dict[str, Callable[[Any], Any]] = {
         "cost": lambda v: _exact(v, COST_PLACES).quantize(COST_PLACES),
         "number": lambda v: _exact(Decimal(v), NUMBER_PLACES).quantize(NUMBER_PLACES, context=EXACT),
+        "integer": int,
         "time": _utc,
         "text": lambda v: (
             json.dumps(v, ensure_ascii=False, sort_keys=True) if isinstance(v, dict) else str(v)

@@ -159,8 +159,9 @@ def test_each_priced_line_is_one_row_with_exact_costs_units_and_prices(filled, t
         assert abs(product - Decimal(row["ListCost"])) <= Decimal("0.5e-9"), row
     slot = rows["extract", "slot_time"]
     # milliseconds are not a FOCUS unit: the same usage in seconds
+    # a whole quantity keeps a decimal point: CSV readers that infer types take it for a decimal
     assert (slot["ConsumedQuantity"], slot["ConsumedUnit"], slot["BillingCurrency"]) == (
-        "5",
+        "5.0",
         "slot-Seconds",
         "EUR",
     )

@@ -406,3 +406,32 @@ def test_budgets_count_reconciled_lines_at_their_reconciled_amount(ledger):
     reconcile(ledger)
     kept, effective = totals()
     assert kept == effective == estimated - nanos("1.25") - nanos("75")
+
+
+def test_the_focus_export_bills_a_reconciled_line_its_share_and_keeps_its_estimate(ledger, tmp_path):
+    import csv
+
+    reconcile(ledger)
+    output = tmp_path / "costs.csv"
+    code, _, err = cli(
+        "export",
+        "--format",
+        "focus",
+        "--ledger",
+        ledger,
+        "--since",
+        "2026-11-20",
+        "--until",
+        "2026-11-21",
+        "--output",
+        str(output),
+    )
+    assert code == 0, err
+    rows = {row["x_TaskId"]: row for row in csv.DictReader(output.open())}
+    report = rows["report"]
+    assert (Decimal(report["BilledCost"]), Decimal(report["EffectiveCost"]), Decimal(report["ListCost"])) == (
+        5,
+        5,
+        Decimal("6.25"),
+    )
+    assert (report["x_CostStatus"], Decimal(report["x_EstimatedCost"])) == ("reconciled", Decimal("6.25"))
