@@ -435,3 +435,18 @@ def test_the_focus_export_bills_a_reconciled_line_its_share_and_keeps_its_estima
         Decimal("6.25"),
     )
     assert (report["x_CostStatus"], Decimal(report["x_EstimatedCost"])) == ("reconciled", Decimal("6.25"))
+
+
+def test_the_focus_validator_passes_an_export_of_reconciled_lines(tmp_path, rules):
+    from tests.support import focus_validator
+
+    ledger = f"sqlite:///{tmp_path / 'ledger.db'}"
+    fill(ledger)
+    reconcile(ledger)
+    output = tmp_path / "costs.csv"
+    code, _, err = cli("export", "--format", "focus", "--ledger", ledger, *PERIOD, "--output", str(output))
+    assert code == 0, err
+    verdict = focus_validator.validate(output, tmp_path / "validate")
+    assert verdict.total > 500 and verdict.failed == set(), (
+        f"{sorted(verdict.failed)}\n{verdict.output[-2000:]}"
+    )
