@@ -78,13 +78,21 @@ def _glob_sql(column: str, pattern: str) -> str:
     return f"({column} GLOB {_sql_text(pattern)})"
 
 
+def _json_path(key: str) -> str:
+    return '$."' + key.replace('"', '\\"') + '"'
+
+
 def _rule_claims_sql(rule: BillingRule) -> str:
     conditions = []
     if rule.resource_id is not None:
         conditions.append(_glob_sql("resource_id", rule.resource_id))
     for key, pattern in rule.tags:
-        path = '$."' + key.replace('"', '\\"') + '"'
-        conditions.append(_glob_sql(f"json_extract_string(tags, {_sql_text(path)})", pattern))
+        # AWS CUR keys user tags `user_<key>` (CUR 2.0) or `user:<key>` (legacy): the same tag
+        values = [
+            f"json_extract_string(tags, {_sql_text(_json_path(name))})"
+            for name in (key, f"user_{key}", f"user:{key}")
+        ]
+        conditions.append(_glob_sql(f"COALESCE({', '.join(values)})", pattern))
     return " AND ".join(conditions)
 
 
