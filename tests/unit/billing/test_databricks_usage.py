@@ -207,3 +207,68 @@ def test_the_rows_import_and_save_into_a_sqlite_ledger(api, tmp_path):
     engine = store.get_engine(f"sqlite:///{tmp_path / 'ledger.db'}")
     summary = importer.save(engine, collected, replace_days=True)
     assert (summary.source, summary.rows_read) == ("databricks-usage", 3)
+
+
+def test_the_usage_reconciles_to_the_job_run_by_its_tags_and_to_the_warehouse_queries(api, tmp_path):
+    """The job run billed under its try's run id is all that try's; the SQL warehouse's DBU on
+    2026-11-02 are shared by quantity (a query used 1.75 of its 3.5 DBU); every billed dollar is in a pool."""
+    import hashlib
+    from decimal import Decimal
+
+    import sqlalchemy as sa
+
+    from airflow_cost_provider.capture.identity import TaskTry
+    from airflow_cost_provider.ledger.schema import billing_costs, lines, reconciliations, task_runs
+    from airflow_cost_provider.pricing import CostLine, Price, Usage
+    from airflow_cost_provider.reconcile import store as reconciled_store
+    from airflow_cost_provider.reconcile.engine import Window, run
+    from airflow_cost_provider.reconcile.rules import parse_modes
+    from airflow_cost_provider.result import CostResult
+
+    engine = store.get_engine(f"sqlite:///{tmp_path / 'ledger.db'}")
+    importer.save(
+        engine, databricks_usage.fetch(WINDOW, databricks_conn_id=CONN_ID, client=client()), replace_days=True
+    )
+    at = dt.datetime(2026, 11, 2, 4, 30, tzinfo=dt.timezone.utc)
+    used = {
+        "transform": ("databricks", "2", "DBU", "0.30", "0412-cl1", RUN_ID),
+        "query": ("databricks", "1.75", "DBU", "0.9625", WAREHOUSE, None),
+    }
+    for task, (source, quantity, unit, amount, resource, run_id) in used.items():
+        usage = Usage(source, "dbu", Decimal(quantity), unit, resource=resource, start_time=at)
+        price = Price(source, "dbu", unit, Decimal(amount) / Decimal(quantity), "USD", "v")
+        store.store(
+            engine,
+            CostResult(
+                TaskTry("etl", task, "r1", 1, -1, run_id),
+                hashlib.md5(task.encode()).hexdigest(),
+                "success",
+                at,
+                at + dt.timedelta(minutes=30),
+                "w",
+                (CostLine(usage, Decimal(amount), "USD", "list_price", price),),
+                (),
+            ),
+        )
+    result = run(engine, Window(WINDOW.start, WINDOW.end), (), parse_modes("keep"))
+    try:
+        reconciled_store.write(engine, result)
+    finally:
+        result.close()
+    with engine.connect() as conn:
+        billed = conn.execute(sa.select(sa.func.sum(billing_costs.c.amount_nanos))).scalar()
+        pools = {row.pool: row for row in conn.execute(sa.select(reconciliations))}
+        found = dict(
+            conn.execute(
+                sa.select(task_runs.c.task_id, lines.c.reconciled_nanos).join(
+                    task_runs, task_runs.c.id == lines.c.task_run_id
+                )
+            ).all()
+        )
+    assert sum(pool.billed_nanos for pool in pools.values()) == billed
+    assert all(
+        pool.attributed_nanos + pool.unattributed_nanos == pool.billed_nanos for pool in pools.values()
+    )
+    assert (pools[RUN_ID].basis, pools[WAREHOUSE].basis) == ("tags", "quantity")
+    assert found == {"transform": 300_000_000, "query": 962_500_000}
+    assert pools[WAREHOUSE].unattributed_nanos == 962_500_000
