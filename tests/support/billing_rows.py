@@ -70,3 +70,53 @@ def set_billed_amount(engine: sa.Engine, resource_id: str, day: dt.date, amount:
             .where(billing_costs.c.resource_id == resource_id, billing_costs.c.day == day)
             .values(amount_nanos=nanos(amount), list_nanos=nanos(amount))
         )
+
+
+def priced_line(
+    source: str,
+    quantity: str,
+    unit: str,
+    amount: str | Decimal,
+    resource: str | None,
+    at: dt.datetime,
+    metric: str = "m",
+    currency: str = "USD",
+):
+    """A cost line of a usage started at `at`, priced at list price (amount / quantity per unit)."""
+    from airflow_cost_provider.pricing import CostLine, Price, Usage
+
+    usage = Usage(source, metric, Decimal(quantity), unit, resource=resource, start_time=at)
+    price = Price(source, metric, unit, Decimal(amount) / Decimal(quantity), currency, "v")
+    return CostLine(usage, Decimal(amount), currency, "list_price", price)
+
+
+def store_try(
+    engine: sa.Engine,
+    dag_id: str,
+    task_id: str,
+    cost_lines: list,
+    *,
+    ol_run_id: str | None = None,
+    run_id: str = "r1",
+    start: dt.datetime,
+    minutes: int = 10,
+) -> None:
+    """A finished task try with those lines, written as the listener writes it."""
+    from airflow_cost_provider.capture.identity import TaskTry
+    from airflow_cost_provider.ledger import store
+    from airflow_cost_provider.result import CostResult
+
+    capture_id = hashlib.md5(f"{dag_id}.{task_id}.{run_id}".encode()).hexdigest()
+    store.store(
+        engine,
+        CostResult(
+            TaskTry(dag_id, task_id, run_id, 1, -1, ol_run_id),
+            capture_id,
+            "success",
+            start,
+            start + dt.timedelta(minutes=minutes),
+            "w",
+            tuple(cost_lines),
+            (),
+        ),
+    )

@@ -212,18 +212,14 @@ def test_the_rows_import_and_save_into_a_sqlite_ledger(api, tmp_path):
 def test_the_usage_reconciles_to_the_job_run_by_its_tags_and_to_the_warehouse_queries(api, tmp_path):
     """The job run billed under its try's run id is all that try's; the SQL warehouse's DBU on
     2026-11-02 are shared by quantity (a query used 1.75 of its 3.5 DBU); every billed dollar is in a pool."""
-    import hashlib
-    from decimal import Decimal
 
     import sqlalchemy as sa
 
-    from airflow_cost_provider.capture.identity import TaskTry
     from airflow_cost_provider.ledger.schema import billing_costs, lines, reconciliations, task_runs
-    from airflow_cost_provider.pricing import CostLine, Price, Usage
     from airflow_cost_provider.reconcile import store as reconciled_store
     from airflow_cost_provider.reconcile.engine import Window, run
     from airflow_cost_provider.reconcile.rules import parse_modes
-    from airflow_cost_provider.result import CostResult
+    from tests.support.billing_rows import priced_line, store_try
 
     engine = store.get_engine(f"sqlite:///{tmp_path / 'ledger.db'}")
     importer.save(
@@ -235,21 +231,8 @@ def test_the_usage_reconciles_to_the_job_run_by_its_tags_and_to_the_warehouse_qu
         "query": ("databricks", "1.75", "DBU", "0.9625", WAREHOUSE, None),
     }
     for task, (source, quantity, unit, amount, resource, run_id) in used.items():
-        usage = Usage(source, "dbu", Decimal(quantity), unit, resource=resource, start_time=at)
-        price = Price(source, "dbu", unit, Decimal(amount) / Decimal(quantity), "USD", "v")
-        store.store(
-            engine,
-            CostResult(
-                TaskTry("etl", task, "r1", 1, -1, run_id),
-                hashlib.md5(task.encode()).hexdigest(),
-                "success",
-                at,
-                at + dt.timedelta(minutes=30),
-                "w",
-                (CostLine(usage, Decimal(amount), "USD", "list_price", price),),
-                (),
-            ),
-        )
+        line = priced_line(source, quantity, unit, amount, resource, at, "dbu")
+        store_try(engine, "etl", task, [line], ol_run_id=run_id, start=at, minutes=30)
     result = run(engine, Window(WINDOW.start, WINDOW.end), (), parse_modes("keep"))
     try:
         reconciled_store.write(engine, result)

@@ -234,17 +234,13 @@ def test_the_metered_bill_reconciles_to_the_warehouse_queries_of_the_ledger(snow
     """Metering imported, then reconciled against two tries' queries on WH_ETL on 2026-11-02 (2 of the
     4.3 credits it metered that day): every billed row of the window is in a pool, attributed +
     unattributed = billed for each, and the lines get their share of the warehouse's bill."""
-    import hashlib
-
     import sqlalchemy as sa
 
-    from airflow_cost_provider.capture.identity import TaskTry
     from airflow_cost_provider.ledger.schema import billing_costs, lines, reconciliations
-    from airflow_cost_provider.pricing import CostLine, Price, Usage
     from airflow_cost_provider.reconcile import store as reconciled_store
     from airflow_cost_provider.reconcile.engine import Window, run
     from airflow_cost_provider.reconcile.rules import parse_modes
-    from airflow_cost_provider.result import CostResult
+    from tests.support.billing_rows import priced_line, store_try
 
     engine = store.get_engine(f"sqlite:///{tmp_path / 'ledger.db'}")
     importer.save(
@@ -253,29 +249,10 @@ def test_the_metered_bill_reconciles_to_the_warehouse_queries_of_the_ledger(snow
     price = edition_price("enterprise")
     started = at("2026-11-02 04:10:00+00")
     for task, credits in (("load", "1.5"), ("merge", "0.5")):
-        usage = Usage(
-            "snowflake", "credits", Decimal(credits), "credit", resource="WH_ETL", start_time=started
+        line = priced_line(
+            "snowflake", credits, "credit", Decimal(credits) * price, "WH_ETL", started, "credits"
         )
-        line = CostLine(
-            usage,
-            Decimal(credits) * price,
-            "USD",
-            "list_price",
-            Price("snowflake", "credits", "credit", price, "USD", "v"),
-        )
-        store.store(
-            engine,
-            CostResult(
-                TaskTry("warehouse", task, "r1", 1, -1, None),
-                hashlib.md5(task.encode()).hexdigest(),
-                "success",
-                started,
-                started + dt.timedelta(minutes=5),
-                "w",
-                (line,),
-                (),
-            ),
-        )
+        store_try(engine, "warehouse", task, [line], start=started, minutes=5)
     result = run(engine, Window(WINDOW.start, WINDOW.end), (), parse_modes("keep"))
     try:
         reconciled_store.write(engine, result)

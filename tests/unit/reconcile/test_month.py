@@ -8,7 +8,6 @@ attributed + unattributed = billed to the nano-unit; a re-run and a restated del
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 from decimal import Decimal
 
@@ -17,11 +16,9 @@ import sqlalchemy as sa
 
 from airflow_cost_provider import conf
 from airflow_cost_provider.billing import samples
-from airflow_cost_provider.capture.identity import TaskTry
 from airflow_cost_provider.ledger import store
 from airflow_cost_provider.ledger.schema import billing_costs, lines, reconciliations
-from airflow_cost_provider.pricing import CostLine, Price, Usage
-from airflow_cost_provider.result import CostResult
+from tests.support.billing_rows import priced_line, store_try
 from tests.unit.reconcile.test_reconcile import cli
 
 START = dt.date(2026, 10, 1)
@@ -36,48 +33,39 @@ RULES = [
 ]
 
 
-def line(
-    source: str, quantity: str, unit: str, amount: Decimal, resource: str | None, at: dt.datetime
-) -> CostLine:
-    usage = Usage(source, "m", Decimal(quantity), unit, resource=resource, start_time=at)
-    price = Price(source, "m", unit, amount / Decimal(quantity), "USD", "v")
-    return CostLine(usage, amount, "USD", "list_price", price)
-
-
-def tries_of(day: dt.date) -> list[CostResult]:
+def store_day(engine, day: dt.date) -> None:
     """What the day's tasks used of the sample bill's resources, estimated at its list prices."""
     at = dt.datetime.combine(day, dt.time(6), dt.timezone.utc)
     used = {
         # tagged jobs: all of the job's bill is its try's
         "glue_job": (
-            [line("glue", "23400", "DPU-second", Decimal("2.86"), "orders_etl", at)],
+            ("glue", "23400", "DPU-second", "2.86", "orders_etl"),
             samples.sample_run_id("glue", day),
         ),
         "bq_job": (
-            [line("bigquery", "1099511627776", "byte", Decimal("6.249953946"), "acme-data/US", at)],
+            ("bigquery", "1099511627776", "byte", "6.249953946", "acme-data/US"),
             samples.sample_run_id("bigquery", day),
         ),
         # half of the workgroup's scanned terabytes
-        "athena_query": ([line("athena", "210000000000", "byte", Decimal("1.05"), "analytics", at)], None),
+        "athena_query": (("athena", "210000000000", "byte", "1.05", "analytics"), None),
         # three quarters of the cluster's instance-hours, at list price
-        "emr_step": ([line("emr", "54", "instance-hour", Decimal("2.592"), "j-2AXXXXXXGAPLF", at)], None),
+        "emr_step": (("emr", "54", "instance-hour", "2.592", "j-2AXXXXXXGAPLF"), None),
         # a fifth of the worker instance
-        "extract": ([line("airflow_worker", "40000", "vCPU-second", Decimal("0.3456"), None, at)], None),
-        "load": ([line("airflow_worker", "10000", "vCPU-second", Decimal("0.1152"), None, at)], None),
+        "extract": (("airflow_worker", "40000", "vCPU-second", "0.3456", None), None),
+        "load": (("airflow_worker", "10000", "vCPU-second", "0.1152", None), None),
     }
-    return [
-        CostResult(
-            TaskTry("monthly", task, f"scheduled__{day}", 1, -1, run_id),
-            hashlib.md5(f"{task}{day}".encode()).hexdigest(),
-            "success",
-            at,
-            at + dt.timedelta(minutes=20),
-            "w",
-            tuple(found),
-            (),
+    for task, (spec, run_id) in used.items():
+        line = priced_line(*spec, at)
+        store_try(
+            engine,
+            "monthly",
+            task,
+            [line],
+            ol_run_id=run_id,
+            run_id=f"scheduled__{day}",
+            start=at,
+            minutes=20,
         )
-        for task, (found, run_id) in used.items()
-    ]
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +75,7 @@ def month(tmp_path_factory):
     engine = store.get_engine(url)
     store.ensure_schema(engine)
     for offset in range(DAYS):
-        for item in tries_of(START + dt.timedelta(days=offset)):
-            store.store(engine, item)
+        store_day(engine, START + dt.timedelta(days=offset))
     charges = samples.sample_charges(START, DAYS)
     exports = {
         "aws-cur": samples.write_cur([c for c in charges if c.provider == "aws"], folder / "cur.parquet"),

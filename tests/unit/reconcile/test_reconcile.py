@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import io
 import json
 from decimal import Decimal
@@ -15,13 +14,10 @@ import pytest
 import sqlalchemy as sa
 
 from airflow_cost_provider import conf
-from airflow_cost_provider.capture.identity import TaskTry
 from airflow_cost_provider.cli import main
 from airflow_cost_provider.ledger import store
 from airflow_cost_provider.ledger.schema import line_reconciliations, lines, reconciliations
-from airflow_cost_provider.pricing import CostLine, Price, Usage
-from airflow_cost_provider.result import CostResult
-from tests.support.billing_rows import add_billed, nanos, set_billed_amount
+from tests.support.billing_rows import add_billed, nanos, priced_line, set_billed_amount, store_try
 
 DAY = dt.date(2026, 11, 20)
 T0 = dt.datetime(2026, 11, 20, 6, 0, tzinfo=dt.timezone.utc)
@@ -31,42 +27,24 @@ WORKERS = [
 ]
 
 
-def priced(source, quantity, unit, amount, resource=None, currency="USD"):
-    usage = Usage(source, "m", Decimal(quantity), unit, resource=resource, start_time=T0)
-    price = Price(source, "m", unit, Decimal(amount) / Decimal(quantity), currency, "v")
-    return CostLine(usage, Decimal(amount), currency, "list_price", price)
-
-
-def task_try(task, lines_, ol_run_id=None):
-    return CostResult(
-        TaskTry("sales", task, "r1", 1, -1, ol_run_id),
-        hashlib.md5(task.encode()).hexdigest(),
-        "success",
-        T0,
-        T0 + dt.timedelta(minutes=10),
-        "w",
-        tuple(lines_),
-        (),
-    )
-
-
 def fill(ledger_url: str) -> None:
     """The tries and the bill every test reconciles (see the README's worked example)."""
     engine = store.get_engine(ledger_url)
     store.ensure_schema(engine)
-    for item in [
+    for task, (source, quantity, unit, amount, resource), run_id in [
         # two queries on one warehouse: 50 of the 100 credits it billed that day
-        task_try("load", [priced("snowflake", "30", "credit", "90", "WH_ETL")]),
-        task_try("merge", [priced("snowflake", "20", "credit", "60", "WH_ETL")]),
+        ("load", ("snowflake", "30", "credit", "90", "WH_ETL"), None),
+        ("merge", ("snowflake", "20", "credit", "60", "WH_ETL"), None),
         # a BigQuery job whose labels carry the try's run id: billed at a discount
-        task_try("report", [priced("bigquery", "1099511627776", "byte", "6.25", "p/US")], BQ_RUN),
+        ("report", ("bigquery", "1099511627776", "byte", "6.25", "p/US"), BQ_RUN),
         # worker time: $12 at list price against $48 of worker instances
-        task_try("extract", [priced("airflow_worker", "28800", "vCPU-second", "9", None)]),
-        task_try("clean", [priced("airflow_worker", "9600", "vCPU-second", "3", None)]),
+        ("extract", ("airflow_worker", "28800", "vCPU-second", "9", None), None),
+        ("clean", ("airflow_worker", "9600", "vCPU-second", "3", None), None),
         # a Glue job: 2 of the 4 DPU-hours billed for the job that day
-        task_try("transform", [priced("glue", "7200", "DPU-second", "0.88", "nightly_etl")]),
+        ("transform", ("glue", "7200", "DPU-second", "0.88", "nightly_etl"), None),
     ]:
-        store.store(engine, item)
+        line = priced_line(source, quantity, unit, amount, resource, T0)
+        store_try(engine, "sales", task, [line], ol_run_id=run_id, start=T0)
     add_billed(engine, DAY, "WH_ETL", "300", provider="snowflake", quantity="100", unit="Credits")
     add_billed(
         engine, DAY, "proj-1", "5", provider="gcp", service="BigQuery", tags={"openlineage_run_id": BQ_RUN}
