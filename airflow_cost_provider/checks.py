@@ -110,11 +110,12 @@ def budget_currency_warnings(ledger_url: str | None) -> list[str]:
 
 
 def known_sources(prices: Iterable[Price]) -> frozenset[str]:
-    """The sources the provider names itself: every source the price book prices, and the task
-    process's own (priced by the worker_* options instead)."""
-    from airflow_cost_provider.capture import worker
+    """The sources the provider names itself: every source the price book prices, the task
+    process's own (priced by the worker_* options instead), and dbt's artifacts (capture/dbt.py;
+    disabling it stops reading them)."""
+    from airflow_cost_provider.capture import dbt, worker
 
-    return frozenset({price.source for price in prices} | {worker.SOURCE})
+    return frozenset({price.source for price in prices} | {worker.SOURCE, dbt.SOURCE})
 
 
 def connection_types() -> frozenset[str]:

@@ -37,6 +37,9 @@ GROUPINGS: dict[str, tuple[str, ...]] = {
     "owner": ("owner",),
     "team": ("team",),
     "tag": ("tag",),
+    # a dbt node's unique id (model.project.name, seed..., snapshot..., test...), from its usage's
+    # `dbt_unique_id` attribute; other lines show as (none)
+    "model": ("model",),
 }
 LABEL_PREFIX = "label:"
 # What a try without an owner, team, tag or the label shows (tries recorded before attribution too).
@@ -169,7 +172,10 @@ def _grouped_from(keys: tuple[str, ...], dialect: str) -> tuple[sa.FromClause, d
     columns = _task_columns()
     joined = _lines_of_tries(dialect)
     for index, key in enumerate(keys):
-        if key == "tag":
+        if key == "model":
+            joined = joined.join(usage, usage.c.id == lines.c.usage_id)
+            columns[key] = sa.func.coalesce(dbt_node_id(), NONE)
+        elif key == "tag":
             tags = task_run_labels.alias("tags")
             joined = joined.outerjoin(
                 tags, sa.and_(tags.c.task_run_id == task_runs.c.id, tags.c.kind == "tag")
@@ -187,6 +193,11 @@ def _grouped_from(keys: tuple[str, ...], dialect: str) -> tuple[sa.FromClause, d
             )
             columns[key] = sa.func.coalesce(label.c.value, NONE)
     return joined, columns
+
+
+def dbt_node_id() -> sa.ColumnElement:
+    """The dbt node a usage measured (capture/dbt.py), NULL for every other usage."""
+    return usage.c.attributes["dbt_unique_id"].as_string()
 
 
 def _as_date(value: Any) -> Any:

@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 from airflow_cost_provider import conf
-from airflow_cost_provider.capture import hook_lineage, worker
+from airflow_cost_provider.capture import dbt, hook_lineage, worker
 from airflow_cost_provider.capture.identity import task_try_from_ti, try_key
 from airflow_cost_provider.capture.safety import failures, guarded, report_failure, suppress
 from airflow_cost_provider.capture.session import (
@@ -207,6 +207,8 @@ def _compute(session: CaptureSession, state: str, deadline: float) -> CostResult
     # it is aggregated too
     for usage in _resolve_pending(session, deadline):
         session.record(usage)
+    for usage in _guarded_dbt_usage(session, deadline) or []:
+        session.record(usage)
     if end is not None and conf.source_enabled(worker.SOURCE):
         for usage in _guarded_worker_usage(session.start, end) or []:
             session.record(usage)
@@ -274,6 +276,16 @@ def _guarded_sample(pid: int) -> worker.ProcessSample:
 @guarded("measuring the worker process")
 def _guarded_worker_usage(start: worker.ProcessSample, end: worker.ProcessSample) -> list[Usage]:
     return worker.usage_between(start, end)
+
+
+@guarded("reading dbt's artifacts")
+def _guarded_dbt_usage(session: CaptureSession, deadline: float) -> list[Usage]:
+    if not conf.source_enabled(dbt.SOURCE):
+        return []
+    invocation = dbt.dbt_invocation(getattr(session.ti, "task", None))
+    if invocation is None:
+        return []
+    return dbt.usages_of_run(*invocation, session.start.at, deadline)
 
 
 @guarded("reading hook lineage")

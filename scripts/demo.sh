@@ -5,6 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# example_dbt_local runs dbt from its own environment, .tools/dbt (its pins fight Airflow's)
+if [ ! -x .tools/dbt/bin/dbt ]; then
+  source scripts/lib.sh
+  echo "demo: installing dbt into .tools/dbt"
+  UV="$UV_BIN" .venv/bin/python -m tests.support.dbt_tool >/dev/null
+fi
 
 demo_home="${DEMO_HOME:-$PWD/.demo}"
 rm -rf "$demo_home"

@@ -37,6 +37,13 @@ if [ "$with_test_servers" = 1 ]; then
     UV="$UV_BIN" .venv/bin/python -c 'from tests.support.focus_validator import validator_binary; validator_binary()' \
       || echo "setup: focus-validator not installed (it needs a python3.12 or python3.13); its test will fail" >&2
   fi
+  # dbt (dbt-core, dbt-duckdb, dbt-postgres) for the dbt tests: its own environment (.tools/dbt), as
+  # its pins fight Airflow's; the provider only reads the artifacts dbt writes
+  if [ ! -x .tools/dbt/bin/dbt ]; then
+    echo "setup: installing dbt into .tools/dbt"
+    UV="$UV_BIN" .venv/bin/python -m tests.support.dbt_tool >/dev/null \
+      || echo "setup: dbt not installed; the dbt tests will fail" >&2
+  fi
 else
   uv sync --frozen --quiet --inexact
 fi

@@ -1,4 +1,5 @@
-"""`airflow-cost report` (task-try costs) and `airflow-cost report storage` (imported storage costs)."""
+"""`airflow-cost report` (task-try costs), `airflow-cost report storage` (imported storage costs) and
+`airflow-cost report savings` (what dbt's reuse of unchanged nodes saved)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from airflow_cost_provider.cli.output import Document, escape
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-TASK_GROUPINGS = ("dag", "task", "run", "try", "source", "day", "owner", "team", "tag", "label:KEY")
+TASK_GROUPINGS = ("dag", "task", "run", "try", "source", "day", "owner", "team", "tag", "model", "label:KEY")
 STORAGE_GROUPINGS = ("resource", "service", "usage-class", "day", "provider")
 NOTE_WIDTH = 100
 
@@ -37,6 +38,12 @@ TASK_EXAMPLES = """examples:
   airflow-cost report --by try -o json                 every task try, as JSON
   airflow-cost report --by team,source                 each team's cost per source
   airflow-cost report --by label:product --dag daily_sales
+  airflow-cost report --by model --source bigquery     each dbt model's BigQuery cost
+"""
+SAVINGS_EXAMPLES = """examples:
+  airflow-cost report savings                          per dbt model and day, last 30 days
+  airflow-cost report savings --by model --since 2026-11-01
+  airflow-cost report savings --builds 10 -o csv
 """
 STORAGE_EXAMPLES = """examples:
   airflow-cost report storage                          cost per bucket, last 30 days
@@ -82,6 +89,37 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     _period_options(storage, "first billing day (YYYY-MM-DD)", "the last 30 days, today included", days=True)
     _shared_options(storage, STORAGE_GROUPINGS, "resource", "resource,day")
     storage.set_defaults(handler=storage_report)
+    savings = kinds.add_parser(
+        "savings",
+        help="what dbt's reuse of unchanged models saved, per model and day",
+        description="dbt nodes that were reused or skipped instead of built, per model and day (UTC "
+        "day the task try ended): the reuses, the builds, the reuse rate, the amount saved (each reuse "
+        "at the average of the node's last N priced builds before it) and the average per reuse. A "
+        "reuse with no priced build to go by is counted as unestimated, never as zero.",
+        epilog=SAVINGS_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    savings.add_argument(
+        "--dag", action="append", default=[], metavar="DAG_ID", help="only this DAG (repeatable)"
+    )
+    _period_options(savings, "task tries that ended from this moment", "the last 30 days up to now")
+    savings.add_argument(
+        "--by",
+        default="model,day",
+        choices=("model,day", "model", "day"),
+        metavar="GROUPING",
+        help="model,day, model (a summary over the period) or day (default: model,day)",
+    )
+    savings.add_argument(
+        "--builds",
+        type=positive_int,
+        default=5,
+        metavar="N",
+        help="a reuse saves the average of the node's last N priced builds (default: 5)",
+    )
+    add_output_options(savings)
+    add_ledger_option(savings)
+    savings.set_defaults(handler=savings_report)
     coverage = kinds.add_parser(
         "coverage",
         help="how much of the bill airflow-cost reconcile attributed to task tries, and what stayed idle",
@@ -444,3 +482,71 @@ def storage_report_document(
         empty="(no storage costs imported for these billing days)",
     )
     return doc, hint
+
+
+def savings_report(args: argparse.Namespace) -> int:
+    since, until = period(args)
+    engine, shown_url = open_ledger(args.ledger)
+    doc = savings_report_document(
+        engine, shown_url, since, until, by=args.by, builds=args.builds, dags=args.dag
+    )
+    emit(doc, args)
+    return 0
+
+
+def savings_report_document(
+    engine: Engine,
+    shown_url: str,
+    since: dt.datetime,
+    until: dt.datetime,
+    *,
+    by: str = "model,day",
+    builds: int = 5,
+    dags: Sequence[str] = (),
+) -> Document:
+    from airflow_cost_provider.savings import savings_report as query
+
+    result = query(engine, since, until, by=by, builds=builds, dags=dags)
+    keys = list(result.keys)
+    columns = [*keys, "reuses", "builds", "reuse_rate", "saved", "currency", "per_reuse"]
+    rows = [
+        [
+            *(escape(str(value)) if key == "model" else value for key, value in row.keys.items()),
+            row.reuses,
+            row.builds,
+            str(row.reuse_rate),  # exact text, as money is
+            row.saved,
+            row.currency,
+            row.per_reuse,
+        ]
+        for row in result.rows
+    ]
+    blank = [None] * (len(keys) - 1)
+    total = [
+        ["total", *blank, reuses, None, None, saved, currency, None]
+        for currency, saved, reuses in result.totals
+    ]
+    notes = []
+    if result.unestimated:
+        notes.append(
+            f"{result.unestimated} reuse{'s' if result.unestimated != 1 else ''} had no priced build before "
+            "to estimate from (an unpriced adapter such as duckdb, or a node never built in the last 90 days)."
+        )
+    return Document(
+        meta={"ledger": shown_url, "period": show_period(since, until), "grouped by": ", ".join(keys)},
+        head={
+            "ledger": shown_url,
+            "since": since.isoformat(),
+            "until": until.isoformat(),
+            "by": keys,
+            "builds_averaged": builds,
+        },
+        columns=columns,
+        rows=rows,
+        total=total,
+        money={"saved", "per_reuse"},
+        numeric={"reuses", "builds", "reuse_rate"},
+        notes=notes,
+        extra={"unestimated_reuses": result.unestimated},
+        empty="(no dbt runs in this period)",
+    )

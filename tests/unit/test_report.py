@@ -554,7 +554,7 @@ def test_attribution_columns_in_csv_and_table(attributed_ledger):
         ("label:", "--by: grouping 'label:' names no label: use label:KEY, e.g. label:product"),
         (
             "label",
-            "--by: unknown grouping 'label': choose from dag, task, run, try, source, day, owner, team, tag, label:KEY",
+            "--by: unknown grouping 'label': choose from dag, task, run, try, source, day, owner, team, tag, model, label:KEY",
         ),
     ],
     ids=["empty", "bare"],

@@ -1,0 +1,2 @@
+select distinct customer_id
+from {{ ref('stg_orders') }}
