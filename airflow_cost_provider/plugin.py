@@ -1,7 +1,7 @@
 """The Airflow plugin: the cost listener, a hook-lineage reader (which makes Airflow's collector
-record the query and job ids hooks report), and the Costs JSON API and page in the api-server under
-/cost, linked from the UI's navigation (Airflow 3.1+). With [cost_provider] enabled = False it
-registers nothing."""
+record the query and job ids hooks report), and the Costs JSON API and pages in the api-server under
+/cost, linked from the UI's navigation and from a Cost tab on task instances (Airflow 3.1+). With
+[cost_provider] enabled = False it registers nothing."""
 
 from __future__ import annotations
 
@@ -65,7 +65,9 @@ def _fastapi_apps() -> list[dict]:
 def _external_views() -> list[dict]:
     from airflow_cost_provider.api import URL_PREFIX
 
-    # the page, in the UI's main navigation (shown in a frame at /plugin/costs)
+    # the page, in the UI's main navigation (shown in a frame at /plugin/costs), and a "Cost" tab on
+    # each task instance: the UI fills in the {DAG_ID}, {RUN_ID}, {TASK_ID} and {MAP_INDEX} of the tab's
+    # task instance (a task that is not mapped leaves {MAP_INDEX} as it is: the page reads it as -1)
     return [
         {
             "name": "Costs",
@@ -73,7 +75,14 @@ def _external_views() -> list[dict]:
             "destination": "nav",
             "url_route": "costs",
             "nav_top_level": True,
-        }
+        },
+        {
+            "name": "Cost",
+            "href": f"{URL_PREFIX}/task-instance?dag_id={{DAG_ID}}&run_id={{RUN_ID}}&task_id={{TASK_ID}}"
+            "&map_index={MAP_INDEX}",
+            "destination": "task_instance",
+            "url_route": "cost",
+        },
     ]
 
 

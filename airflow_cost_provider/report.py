@@ -10,7 +10,8 @@ import datetime as dt
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from operator import itemgetter
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -245,6 +246,210 @@ def _sorted_top(rows: list, keys: tuple[str, ...], top: int | None) -> tuple[lis
     return rows[:top], len(rows) - top
 
 
+class _Group(NamedTuple):
+    """One group's sums in one currency (None: its unpriced lines), before rows are built."""
+
+    keys: tuple
+    currency: str | None
+    nanos: int | None
+    line_count: int
+    unpriced_count: int
+    estimated_count: int
+    reconciled_nanos: int | None  # None: none of its lines is reconciled
+
+
+def _sums_query(
+    keys: tuple[str, ...], dialect: str, where: list[sa.ColumnElement]
+) -> tuple[sa.Select, sa.Select | None]:
+    """The grouped sums, and the totals' own query when the groups can count a line twice (tags)."""
+    grouped, columns = _grouped_from(keys, dialect)
+    unpriced = sa.func.sum(sa.case((lines.c.amount_nanos.is_(None), 1), else_=0))
+    estimated = sa.func.sum(sa.case((lines.c.status == "estimated", 1), else_=0))
+    query = (
+        sa.select(
+            *(columns[key].label(key) for key in keys),
+            lines.c.currency,
+            sa.func.sum(lines.c.amount_nanos).label("nanos"),
+            sa.func.count().label("line_count"),
+            unpriced.label("unpriced_count"),
+            estimated.label("estimated_count"),
+            sa.func.sum(lines.c.reconciled_nanos).label("reconciled_nanos"),
+        )
+        .select_from(grouped)
+        .where(*where)
+        .group_by(*(columns[key] for key in keys), lines.c.currency)
+    )
+    # the rows count a try once per tag: the totals then need their own query
+    return query, _totals_query(dialect, where) if "tag" in keys else None
+
+
+def _totals_query(dialect: str, where: list[sa.ColumnElement]) -> sa.Select:
+    unpriced = sa.func.sum(sa.case((lines.c.amount_nanos.is_(None), 1), else_=0))
+    return (
+        sa.select(
+            lines.c.currency,
+            sa.func.sum(lines.c.amount_nanos).label("nanos"),
+            sa.func.count().label("line_count"),
+            unpriced.label("unpriced_count"),
+            sa.func.sum(lines.c.reconciled_nanos).label("reconciled_nanos"),
+        )
+        .select_from(_lines_of_tries(dialect))
+        .where(*where)
+        .group_by(lines.c.currency)
+    )
+
+
+def _totals(sums: dict[str | None, list]) -> list[Total]:
+    """Per currency, unpriced usage (currency None) last."""
+    return [
+        Total(
+            currency,
+            None if currency is None else from_nanos(nanos),
+            count,
+            unpriced_count,
+            from_nanos(reconciled),
+        )
+        for currency, (nanos, count, unpriced_count, reconciled) in sorted(
+            sums.items(), key=lambda t: t[0] or "~"
+        )
+    ]
+
+
+def _total_sums(row: Any) -> list:
+    """A totals query row as _totals takes it."""
+    reconciled = None if row.reconciled_nanos is None else int(row.reconciled_nanos)
+    return [int(row.nanos or 0), int(row.line_count), int(row.unpriced_count), reconciled]
+
+
+def _where(
+    since: dt.datetime,
+    until: dt.datetime,
+    dags: Sequence[str],
+    tasks: Sequence[str],
+    sources: Sequence[str],
+    visible_dags: Collection[str] | None,
+) -> list[sa.ColumnElement]:
+    return [
+        task_runs.c.end_time >= since,
+        task_runs.c.end_time < until,
+        *_filters(dags, tasks, sources, visible_dags),
+    ]
+
+
+def period_totals(
+    engine: Engine,
+    since: dt.datetime,
+    until: dt.datetime,
+    *,
+    dags: Sequence[str] = (),
+    tasks: Sequence[str] = (),
+    sources: Sequence[str] = (),
+    visible_dags: Collection[str] | None = None,
+) -> list[Total]:
+    """The totals cost_report() gives for [since, until), without its rows: what a period is
+    compared against."""
+    query = _totals_query(engine.dialect.name, _where(since, until, dags, tasks, sources, visible_dags))
+    with engine.connect() as conn:
+        fetched = conn.execute(query).all()
+    return _totals({row.currency: _total_sums(row) for row in fetched})
+
+
+def _groups_of(fetched: Sequence[Any], width: int) -> list[_Group]:
+    return [
+        _Group(
+            tuple(row[:width]),
+            row[width],
+            None if row[width + 1] is None else int(row[width + 1]),
+            *(int(count) for count in row[width + 2 : width + 5]),
+            None if row[width + 5] is None else int(row[width + 5]),
+        )
+        for row in fetched
+    ]
+
+
+def _rolled_up(groups: list[_Group], keys: tuple[str, ...], fine_keys: tuple[str, ...]) -> list[_Group]:
+    """The sums of `fine_keys` groups summed again per `keys` (a subset of them): what grouping the
+    query by `keys` alone returns, amount for amount (sums of integer nano-units)."""
+    pick = itemgetter(*(fine_keys.index(key) for key in keys))
+    single = len(keys) == 1
+    summed: dict[tuple, list] = {}
+    for fine, currency, nanos, line_count, unpriced_count, estimated_count, reconciled in groups:
+        coarse = (pick(fine),) if single else pick(fine)
+        sums = summed.get((coarse, currency))
+        if sums is None:
+            summed[(coarse, currency)] = [nanos, line_count, unpriced_count, estimated_count, reconciled]
+            continue
+        if nanos is not None:
+            sums[0] = nanos if sums[0] is None else sums[0] + nanos
+        sums[1] += line_count
+        sums[2] += unpriced_count
+        sums[3] += estimated_count
+        if reconciled is not None:
+            sums[4] = reconciled if sums[4] is None else sums[4] + reconciled
+    return [_Group(coarse, currency, *sums) for (coarse, currency), sums in summed.items()]
+
+
+def _report_of(
+    keys: tuple[str, ...],
+    groups: list[_Group],
+    separate_totals: Sequence[Any] | None,
+    since: dt.datetime,
+    until: dt.datetime,
+    top: int | None,
+    unpriced: list[UnpricedCause],
+    data_range: DataRange | None,
+    pruned: PrunedDetail | None,
+    reconciled_until: dt.date | None = None,
+) -> CostReport:
+    # Unpriced lines have no currency: fold their count into the group's priced rows when it has any.
+    unpriced_by_group = {g.keys: g.unpriced_count for g in groups if g.currency is None}
+    priced_groups = {g.keys for g in groups if g.currency is not None}
+    rows = []
+    totals: dict[str | None, list] = {}
+    for group in groups:
+        total = totals.setdefault(group.currency, [0, 0, 0, None])
+        total[0] += group.nanos or 0
+        total[1] += group.line_count
+        total[2] += group.unpriced_count
+        if group.reconciled_nanos is not None:
+            total[3] = (total[3] or 0) + group.reconciled_nanos
+        if group.currency is None and group.keys in priced_groups:
+            continue
+        group_unpriced = unpriced_by_group.get(group.keys, 0)
+        if group.currency is None:
+            status = "unpriced"
+        elif group_unpriced:
+            status = "partial"
+        else:
+            status = "estimated" if group.estimated_count else "reconciled"
+        rows.append(
+            ReportRow(
+                keys={k: _as_date(v) if k == "day" else v for k, v in zip(keys, group.keys, strict=True)},
+                amount=from_nanos(group.nanos),
+                currency=group.currency,
+                status=status,
+                lines=group.line_count + (group_unpriced if group.currency else 0),
+                unpriced=group_unpriced,
+                reconciled=from_nanos(group.reconciled_nanos),
+            )
+        )
+    if separate_totals is not None:
+        totals = {row.currency: _total_sums(row) for row in separate_totals}
+    rows, omitted = _sorted_top(rows, keys, top)
+    return CostReport(
+        keys=keys,
+        since=since,
+        until=until,
+        rows=rows,
+        totals=_totals(totals),
+        unpriced=unpriced,
+        omitted_rows=omitted,
+        data_range=data_range,
+        pruned=pruned,
+        reconciled_until=reconciled_until,
+    )
+
+
 def cost_report(
     engine: Engine,
     by: str | Sequence[str],
@@ -262,46 +467,43 @@ def cost_report(
 
     Grouped by tag, a try counts once under each of its DAG's tags: the rows then add up to more than
     the totals, which count every line once."""
-    keys = group_keys(by)
-    grouped, columns = _grouped_from(keys, engine.dialect.name)
-    group_columns = [columns[key].label(key) for key in keys]
-    where = [
-        task_runs.c.end_time >= since,
-        task_runs.c.end_time < until,
-        *_filters(dags, tasks, sources, visible_dags),
-    ]
-    unpriced = sa.func.sum(sa.case((lines.c.amount_nanos.is_(None), 1), else_=0))
-    estimated = sa.func.sum(sa.case((lines.c.status == "estimated", 1), else_=0))
-    joined = _lines_of_tries(engine.dialect.name)
-    query = (
-        sa.select(
-            *group_columns,
-            lines.c.currency,
-            sa.func.sum(lines.c.amount_nanos).label("nanos"),
-            sa.func.count().label("line_count"),
-            unpriced.label("unpriced_count"),
-            estimated.label("estimated_count"),
-            sa.func.sum(lines.c.reconciled_nanos).label("reconciled_nanos"),
-        )
-        .select_from(grouped)
-        .where(*where)
-        .group_by(*(columns[key] for key in keys), lines.c.currency)
+    (report,) = cost_reports(
+        engine,
+        [by],
+        since,
+        until,
+        dags=dags,
+        tasks=tasks,
+        sources=sources,
+        tops=[top],
+        visible_dags=visible_dags,
     )
-    # the rows count a try once per tag: the totals then need their own query
-    totals_query = None
-    if "tag" in keys:
-        totals_query = (
-            sa.select(
-                lines.c.currency,
-                sa.func.sum(lines.c.amount_nanos).label("nanos"),
-                sa.func.count().label("line_count"),
-                unpriced.label("unpriced_count"),
-                sa.func.sum(lines.c.reconciled_nanos).label("reconciled_nanos"),
-            )
-            .select_from(joined)
-            .where(*where)
-            .group_by(lines.c.currency)
-        )
+    return report
+
+
+def cost_reports(
+    engine: Engine,
+    groupings: Sequence[str | Sequence[str]],
+    since: dt.datetime,
+    until: dt.datetime,
+    *,
+    dags: Sequence[str] = (),
+    tasks: Sequence[str] = (),
+    sources: Sequence[str] = (),
+    tops: Sequence[int | None] | None = None,
+    visible_dags: Collection[str] | None = None,
+) -> list[CostReport]:
+    """cost_report() for each grouping (with its `top`), from one pass over the period's lines: the
+    sums grouped by every key the groupings name, summed again per grouping. Tags and labels, which
+    count a try once per tag, need a grouping of their own (one grouping alone)."""
+    all_keys = [group_keys(by) for by in groupings]
+    union: tuple[str, ...] = tuple(dict.fromkeys(key for keys in all_keys for key in keys))
+    if len(all_keys) > 1 and any(key == "tag" or key.startswith(LABEL_PREFIX) for key in union):
+        raise ReportError("tag and label groupings are reported one at a time")
+    tops = list(tops) if tops is not None else [None] * len(all_keys)
+    where = _where(since, until, dags, tasks, sources, visible_dags)
+    query, totals_query = _sums_query(union, engine.dialect.name, where)
+    joined = _lines_of_tries(engine.dialect.name)
     causes_query = (
         sa.select(lines.c.source, lines.c.metric, lines.c.unpriced_reason, sa.func.count().label("n"))
         .select_from(joined)
@@ -325,74 +527,36 @@ def cost_report(
         pruned = _pruned_in(conn, since, until, dags, tasks, visible_dags)
         reconciled_until = conn.execute(sa.select(sa.func.max(reconciliations.c.day))).scalar()
 
-    # Unpriced lines have no currency: fold their count into the group's priced rows when it has any.
-    width = len(keys)
-    unpriced_by_group = {tuple(r[:width]): int(r.unpriced_count) for r in fetched if r.currency is None}
-    priced_groups = {tuple(r[:width]) for r in fetched if r.currency is not None}
-    rows = []
-    totals: dict[str | None, list] = {}
-    for row in fetched:
-        group = tuple(row[:width])
-        total = totals.setdefault(row.currency, [0, 0, 0, None])
-        total[0] += int(row.nanos or 0)
-        total[1] += int(row.line_count)
-        total[2] += int(row.unpriced_count)
-        if row.reconciled_nanos is not None:
-            total[3] = (total[3] or 0) + int(row.reconciled_nanos)
-        if row.currency is None and group in priced_groups:
-            continue
-        group_unpriced = unpriced_by_group.get(group, 0)
-        if row.currency is None:
-            status = "unpriced"
-        elif group_unpriced:
-            status = "partial"
-        else:
-            status = "estimated" if row.estimated_count else "reconciled"
-        rows.append(
-            ReportRow(
-                keys={k: _as_date(v) if k == "day" else v for k, v in zip(keys, group, strict=True)},
-                amount=from_nanos(row.nanos),
-                currency=row.currency,
-                status=status,
-                lines=int(row.line_count) + (group_unpriced if row.currency else 0),
-                unpriced=group_unpriced,
-                reconciled=from_nanos(row.reconciled_nanos),
-            )
+    groups = _groups_of(fetched, len(union))
+    # the groupings without days sum the days up once, then from those far fewer groups
+    undated = tuple(key for key in union if key != "day")
+    undated_groups = None
+    if "day" in union and sum("day" not in keys for keys in all_keys) > 1:
+        undated_groups = _rolled_up(groups, undated, union)
+
+    def groups_for(keys: tuple[str, ...]) -> list[_Group]:
+        if keys == union:
+            return groups
+        if undated_groups is not None and "day" not in keys:
+            return _rolled_up(undated_groups, keys, undated)
+        return _rolled_up(groups, keys, union)
+
+    unpriced = [UnpricedCause(c.source, c.metric, c.unpriced_reason or "", int(c.n)) for c in causes]
+    return [
+        _report_of(
+            keys,
+            groups_for(keys),
+            separate_totals,
+            since,
+            until,
+            top,
+            unpriced,
+            data_range,
+            pruned,
+            reconciled_until,
         )
-    if separate_totals is not None:
-        totals = {
-            row.currency: [
-                int(row.nanos or 0),
-                int(row.line_count),
-                int(row.unpriced_count),
-                None if row.reconciled_nanos is None else int(row.reconciled_nanos),
-            ]
-            for row in separate_totals
-        }
-    rows, omitted = _sorted_top(rows, keys, top)
-    return CostReport(
-        keys=keys,
-        since=since,
-        until=until,
-        rows=rows,
-        totals=[
-            Total(
-                currency,
-                None if currency is None else from_nanos(nanos),
-                count,
-                unpriced_count,
-                from_nanos(reconciled),
-            )
-            for currency, (nanos, count, unpriced_count, reconciled) in sorted(
-                totals.items(), key=lambda t: t[0] or "~"
-            )
-        ],
-        unpriced=[UnpricedCause(c.source, c.metric, c.unpriced_reason or "", int(c.n)) for c in causes],
-        omitted_rows=omitted,
-        data_range=data_range,
-        pruned=pruned,
-        reconciled_until=reconciled_until,
-    )
+        for keys, top in zip(all_keys, tops, strict=True)
+    ]
 
 
 def _pruned_in(

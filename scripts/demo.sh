@@ -73,3 +73,25 @@ Or put airflow-cost on your PATH first: source $PWD/.venv/bin/activate
 OpenLineage events, each task run's with the costProvider_cost facet: $events
 Logs: $demo_home/<dag_id>.log for each DAG run; Airflow's own in $AIRFLOW_HOME/logs
 END
+
+# The Costs page lives in an Airflow API server: name it with AIRFLOW_API_URL, or one answering on
+# localhost:${AIRFLOW_PORT:-8080} (docker compose's) is found. The demo never starts one.
+api_url="${AIRFLOW_API_URL:-http://localhost:${AIRFLOW_PORT:-8080}}"
+api_url="${api_url%/}"
+if "$PWD/.venv/bin/python" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + "/api/v2/monitor/health", timeout=3)' "$api_url" 2>/dev/null; then
+  cat <<END
+
+The Costs page of the Airflow API server at $api_url (it shows that server's ledger,
+its [cost_provider] ledger_conn): $api_url/plugin/costs in Airflow's UI, or $api_url/cost/ alone
+END
+else
+  cat <<END
+
+The Costs page needs an Airflow API server (none answers at $api_url; AIRFLOW_API_URL names
+another). To see this demo's ledger there, start one in a new shell, then open
+http://localhost:8080/plugin/costs (Airflow's UI, "Costs" in its navigation) or http://localhost:8080/cost/:
+  AIRFLOW_HOME=$AIRFLOW_HOME AIRFLOW__CORE__DAGS_FOLDER=$AIRFLOW__CORE__DAGS_FOLDER \\
+  AIRFLOW__COST_PROVIDER__LEDGER_CONN=$ledger \\
+  AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True $PWD/.venv/bin/airflow api-server --port 8080
+END
+fi

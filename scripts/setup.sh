@@ -19,6 +19,9 @@ if [ "$with_test_servers" = 1 ]; then
   dpkg -s libmariadb-dev >/dev/null 2>&1 || missing+=(libmariadb-dev)
   command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
   command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+  # the Costs page test drives a headless Chromium through Selenium and Debian's chromedriver
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
   if ! python3 -c 'import os, sysconfig; raise SystemExit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null; then
     # only Debian's own interpreter lacks its headers; they are in python3-dev
     missing+=(python3-dev)

@@ -1,5 +1,6 @@
 """The Costs JSON API, mounted by the plugin at /cost in Airflow's api-server: the endpoints under
-/cost/api/, their OpenAPI page at /cost/api/docs, and the page at /cost/ the navigation links to.
+/cost/api/, their OpenAPI page at /cost/api/docs, and the pages that read them (pages.py): /cost/, which
+the navigation links to, and a task try's lines at /cost/task-instance.
 
 Every document is built by the code that builds the CLI's `-o json` output (cli/report.py,
 cli/budgets.py) and parsed by the same functions (cli/common.py), so the page, the CLI and the API
@@ -8,15 +9,14 @@ agree to the nano-unit and name bad input alike."""
 from __future__ import annotations
 
 import datetime as dt
-import html
 from typing import Annotated, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi import Depends, FastAPI, HTTPException, Query, status
+from fastapi.responses import JSONResponse
 from sqlalchemy.engine import Engine
 
-from airflow_cost_provider.api import models
-from airflow_cost_provider.api.access import ReadableDags, SignedIn, read_every_dag, read_task_instances
+from airflow_cost_provider.api import models, pages
+from airflow_cost_provider.api.access import ReadableDags, read_every_dag, read_task_instances
 from airflow_cost_provider.cli import CliError
 from airflow_cost_provider.cli.common import day_period_of, open_ledger, period_of
 from airflow_cost_provider.cli.output import Document, as_document, as_records
@@ -34,25 +34,6 @@ REFUSED = {
 }
 NO_LEDGER = {503: {"description": "the ledger (or the budgets file) cannot be read"}}
 
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Costs</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:60em}}code{{background:#f4f4f4;padding:0 .2em}}</style>
-</head><body>
-<h1>Costs</h1>
-<p>What task runs cost, from the cost ledger ({version}). The same reports as
-<code>airflow-cost report</code> and <code>airflow-cost budgets</code>, as JSON:</p>
-<ul>
-<li><a href="{base}/api/report?by=dag">{base}/api/report?by=dag</a>: cost per DAG, last 30 days</li>
-<li><a href="{base}/api/report?by=dag,day">{base}/api/report?by=dag,day</a>: each DAG, day by day</li>
-<li><a href="{base}/api/report?by=team,source">{base}/api/report?by=team,source</a>: each team, per source</li>
-<li><a href="{base}/api/report/storage">{base}/api/report/storage</a>: imported storage costs</li>
-<li><a href="{base}/api/budgets">{base}/api/budgets</a>: where each budget stands</li>
-<li><code>{base}/api/task-instance?dag_id=&amp;task_id=&amp;run_id=</code>: one task try's cost lines</li>
-</ul>
-<p>Every endpoint, its parameters and fields: <a href="{base}/api/docs">{base}/api/docs</a>.</p>
-</body></html>
-"""
-
 
 def create_app() -> FastAPI:
     app = FastAPI(
@@ -67,7 +48,13 @@ def create_app() -> FastAPI:
         openapi_url="/api/openapi.json",
         redoc_url=None,
     )
-    app.add_api_route("/", page, methods=["GET"], response_class=HTMLResponse, include_in_schema=False)
+    for path, endpoint in [
+        ("/", pages.costs_page),
+        ("/task-instance", pages.task_instance_page),
+        ("/static/vendor/plotly.min.js", pages.plotly_js),
+        ("/static/{name}", pages.static_file),
+    ]:
+        app.add_api_route(path, endpoint, methods=["GET"], include_in_schema=False)
     app.add_api_route(
         "/api/report",
         report,
@@ -75,6 +62,14 @@ def create_app() -> FastAPI:
         response_model=None,
         responses={200: {"model": models.CostReport}, **BAD_INPUT, **REFUSED, **NO_LEDGER},
         summary="Task-try costs per group (airflow-cost report)",
+    )
+    app.add_api_route(
+        "/api/overview",
+        overview,
+        methods=["GET"],
+        response_model=None,
+        responses={200: {"model": models.Overview}, **BAD_INPUT, **REFUSED, **NO_LEDGER},
+        summary="The Costs page's reports of a period, read together",
     )
     app.add_api_route(
         "/api/report/storage",
@@ -140,12 +135,6 @@ def _json(doc: Document) -> JSONResponse:
     return JSONResponse(as_document(doc))
 
 
-def page(request: Request, _: SignedIn) -> HTMLResponse:
-    # links under the prefix the app is mounted at (/cost, after Airflow's own base path if any)
-    base = html.escape(request.scope.get("root_path", "").rstrip("/"))
-    return HTMLResponse(PAGE.format(base=base, version=html.escape(f"airflow-cost-provider {__version__}")))
-
-
 def report(
     visible: ReadableDags,
     by: Annotated[
@@ -191,6 +180,70 @@ def report(
         visible_dags=visible,
     )
     return _json(doc)
+
+
+def overview(
+    visible: ReadableDags,
+    since: Annotated[str | None, Query(description=SINCE)] = None,
+    until: Annotated[str | None, Query(description=UNTIL)] = None,
+    dag_id: Annotated[list[str] | None, Query(description="only this DAG (repeatable)")] = None,
+    task_id: Annotated[list[str] | None, Query(description="only this task (repeatable)")] = None,
+    source: Annotated[
+        list[str] | None, Query(description="only this source, e.g. bigquery (repeatable)")
+    ] = None,
+    stack: Annotated[Literal["source", "team"], Query(description="the daily series' second key")] = "source",
+    top: Annotated[int, Query(ge=1, le=100, description="how many DAGs and tasks to list")] = 10,
+) -> JSONResponse:
+    """The reports the Costs page shows, each the document `/api/report?by=...` gives (same rows,
+    same amounts), read in one pass over the period's lines instead of one per report; and the
+    totals of the period of the same length before it (what `/api/report` totals for it)."""
+    from airflow_cost_provider.cli.report import report_document
+    from airflow_cost_provider.report import cost_reports, period_totals
+
+    try:
+        first, last = period_of(since, until, names=("since", "until"))
+    except CliError as error:
+        raise _bad_input(error) from None
+    length = last - first
+    _check_length(length / dt.timedelta(days=1), first.isoformat(), last.isoformat())
+    engine, shown_url = _ledger()
+    filters = {"dags": dag_id or (), "tasks": task_id or (), "sources": source or ()}
+    wanted = {
+        "source": None,
+        f"day,{stack}": None,
+        "dag": top,
+        "dag,day": None,
+        "task": top,
+        "team": None,
+        "owner": None,
+    }
+    found = cost_reports(
+        engine, list(wanted), first, last, tops=list(wanted.values()), visible_dags=visible, **filters
+    )
+    before = period_totals(engine, first - length, first, visible_dags=visible, **filters)
+    before_doc = Document(
+        meta={},
+        head={},
+        columns=["currency", "amount", "lines", "unpriced"],
+        rows=[],
+        total=[[total.currency, total.amount, total.lines, total.unpriced] for total in before],
+        money={"amount"},
+    )
+
+    def document(result, top: int | None) -> dict:
+        doc, _ = report_document(result, shown_url, top=top, for_a_user=visible is not None, **filters)
+        return as_document(doc)
+
+    return JSONResponse(
+        {
+            "reports": {by: document(result, wanted[by]) for by, result in zip(wanted, found, strict=True)},
+            "previous": {
+                "since": (first - length).isoformat(),
+                "until": first.isoformat(),
+                "total": as_records(before_doc, before_doc.total),
+            },
+        }
+    )
 
 
 def storage_report(

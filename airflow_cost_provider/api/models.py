@@ -44,6 +44,20 @@ class CostReport(BaseModel):
     )
 
 
+class Overview(BaseModel):
+    """What the Costs page shows of a period, read in one pass over its lines: each report is the
+    document `/api/report` (and `airflow-cost report -o json`) gives for its grouping."""
+
+    reports: dict[str, CostReport] = Field(
+        description="by `source`, `day,source` or `day,team` (as `stack`), `dag` and `task` (the `top` "
+        "costliest), `dag,day`, `team`, `owner`"
+    )
+    previous: dict[str, Any] = Field(
+        description="the period of the same length just before `since`: its `since`, `until` and "
+        "`total` (currency, amount (" + MONEY + "), lines, unpriced), as `/api/report` totals it"
+    )
+
+
 class StorageReport(BaseModel):
     """`airflow-cost report storage -o json`: imported storage costs per group and currency."""
 

@@ -26,6 +26,8 @@ from airflow_cost_provider.cli.output import Document, escape
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
+    from airflow_cost_provider.report import CostReport
+
 TASK_GROUPINGS = ("dag", "task", "run", "try", "source", "day", "owner", "team", "tag", "model", "label:KEY")
 STORAGE_GROUPINGS = ("resource", "service", "usage-class", "day", "provider")
 NOTE_WIDTH = 100
@@ -284,7 +286,6 @@ def task_report_document(
     `visible_dags`: only these DAGs' costs, rows and totals alike (what a user may read)."""
     from airflow_cost_provider import report as queries
 
-    keys = queries.group_keys(by)
     result = queries.cost_report(
         engine,
         by,
@@ -296,6 +297,30 @@ def task_report_document(
         top=top,
         visible_dags=visible_dags,
     )
+    return report_document(
+        result,
+        shown_url,
+        dags=dags,
+        tasks=tasks,
+        sources=sources,
+        top=top,
+        for_a_user=visible_dags is not None,
+    )
+
+
+def report_document(
+    result: CostReport,
+    shown_url: str,
+    *,
+    dags: Sequence[str] = (),
+    tasks: Sequence[str] = (),
+    sources: Sequence[str] = (),
+    top: int | None = None,
+    for_a_user: bool = False,
+) -> tuple[Document, str | None]:
+    """task_report_document() of a report already read (report.cost_reports reads several at once).
+    `for_a_user`: the report holds only the DAGs a user may read."""
+    keys, since, until = result.keys, result.since, result.until
     # estimated and reconciled side by side, once `reconcile` has reached a line of the period
     reconciled = any(row.reconciled is not None for row in result.rows)
     beside = ["reconciled"] if reconciled else []
@@ -352,7 +377,7 @@ def task_report_document(
             result.data_range,
             "task costs",
             show_period(since, until),
-            filtered=bool(filters) or visible_dags is not None,
+            filtered=bool(filters) or for_a_user,
         )
         notes.append(hint)
     doc = Document(

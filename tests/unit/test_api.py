@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 from decimal import Decimal
@@ -132,6 +133,69 @@ def test_report_is_the_document_the_cli_prints(ledger, by, filters):
     document = get(client_for(), "/api/report", by=by, **PERIOD, **filters)
     assert document == cli_json(*cli_args)
     assert document["rows"]
+
+
+@pytest.mark.parametrize(
+    "readable, filters",
+    [
+        (None, {}),
+        (None, {"stack": "team", "top": "1"}),
+        (None, {"source": ["airflow_worker", "snowflake"]}),
+        (frozenset({"sales"}), {"dag_id": "sales"}),
+        (frozenset({"ops", "finance"}), {}),
+    ],
+)
+def test_the_overview_is_the_reports_of_its_groupings(ledger, readable, filters):
+    """The page's reports, read in one pass, are the documents /api/report gives one by one (and the
+    CLI prints), rows, totals and unpriced causes alike; `previous` is the period before."""
+    client = client_for(readable)
+    overview = get(client, "/api/overview", **PERIOD, **filters)
+    stack = filters.get("stack", "source")
+    top = filters.get("top", "10")
+    wanted = {
+        "source": None,
+        f"day,{stack}": None,
+        "dag": top,
+        "dag,day": None,
+        "task": top,
+        "team": None,
+        "owner": None,
+    }
+    assert list(overview["reports"]) == list(wanted)
+    narrowing = {key: value for key, value in filters.items() if key in ("dag_id", "source")}
+    for by, top_of in wanted.items():
+        one = get(client, "/api/report", by=by, **PERIOD, **narrowing, **({"top": top_of} if top_of else {}))
+        assert overview["reports"][by] == one, by
+    assert (
+        overview["reports"]["dag"]["rows"]
+        and overview["reports"]["day,source" if stack == "source" else "day,team"]["rows"]
+    )
+    before = get(client, "/api/report", by="source", since="2026-10-02", until="2026-11-01", **narrowing)
+    previous = overview["previous"]
+    assert (previous["since"], previous["until"]) == (
+        "2026-10-02T00:00:00+00:00",
+        "2026-11-01T00:00:00+00:00",
+    )
+    assert [(t["currency"], Decimal(t["amount"]) if t["amount"] else None, t["lines"], t["unpriced"]) for t in previous["total"]] == [
+        (t["currency"], Decimal(t["amount"]) if t["amount"] else None, t["lines"], t["unpriced"]) for t in before["total"]
+    ]  # fmt: skip
+    current = get(client, "/api/overview", since="2026-11-21", until="2026-12-01", **filters)["previous"]
+    half = get(client, "/api/report", by="dag", since="2026-11-11", until="2026-11-21", **narrowing)["total"]
+    assert [Decimal(t["amount"]) for t in current["total"] if t["currency"]] == [
+        Decimal(t["amount"]) for t in half if t["currency"]
+    ]
+    assert any(t["currency"] for t in half)
+    if readable is None and not filters:
+        assert overview["reports"]["dag"] == cli_json("report", "--by", "dag", "--since", PERIOD["since"], "--until", PERIOD["until"], "--top", "10")  # fmt: skip
+
+
+def test_the_overview_refuses_bad_input(ledger):
+    client = client_for()
+    inverted = client.get("/api/overview", params={"since": "2026-12-01", "until": "2026-11-01"})
+    assert inverted.status_code == 400 and "since 2026-12-01 is not before until 2026-11-01" in inverted.text
+    huge = client.get("/api/overview", params={"since": "2020-01-01", "until": "2026-12-01"})
+    assert huge.status_code == 400 and f"at most {MAX_PERIOD_DAYS} per request" in huge.text
+    assert client.get("/api/overview", params={"stack": "colour"}).status_code == 422
 
 
 def test_report_amounts_are_exact_and_unpriced_usage_is_counted_apart(ledger):
@@ -270,7 +334,7 @@ def test_a_missing_ledger_is_a_503_naming_it(tmp_path, monkeypatch):
 
 def test_every_endpoint_refuses_a_request_without_an_airflow_user(ledger):
     client = TestClient(create_app())  # Airflow's own authentication: no token, no cookie
-    for path in ("/", "/api/report", "/api/report/storage", "/api/budgets", "/api/task-instance?dag_id=sales&task_id=load&run_id=r1"):  # fmt: skip
+    for path in ("/", "/task-instance", "/static/costs.js", "/static/vendor/plotly.min.js", "/api/report", "/api/report/storage", "/api/budgets", "/api/task-instance?dag_id=sales&task_id=load&run_id=r1"):  # fmt: skip
         response = client.get(path)
         assert response.status_code == 401, path
         assert response.json() == {"detail": "Not authenticated"}
@@ -289,8 +353,22 @@ def test_mounted_under_cost_with_its_openapi_page(ledger):
     try:
         client = TestClient(server)
         page = client.get("/cost/")
-        assert page.status_code == 200 and 'href="/cost/api/report?by=dag"' in page.text
+        assert page.status_code == 200 and 'data-base="/cost"' in page.text
         assert 'href="/cost/api/docs"' in page.text
+        # its scripts come from this app (plotly.js from the plotly package), never from another site
+        scripts = re.findall(r'<script[^>]* src="([^"]+)"', page.text)
+        assert [src.split("?")[0] for src in scripts] == [
+            "/cost/static/vendor/plotly.min.js",
+            "/cost/static/costs.js",
+        ]
+        for src in scripts:
+            served = client.get(src)
+            assert served.status_code == 200 and served.headers["content-type"].startswith("text/javascript")
+        assert "plotly.js" in client.get(scripts[0]).text[:400]
+        assert client.get("/cost/static/costs.css").headers["content-type"].startswith("text/css")
+        assert client.get("/cost/static/page.py").status_code == 404
+        tab = client.get("/cost/task-instance", params={"dag_id": "sales", "task_id": "load", "run_id": "r1"})
+        assert tab.status_code == 200 and "/cost/static/task_instance.js" in tab.text
         report = client.get("/cost/api/report", params={"by": "dag", **PERIOD})
         assert report.status_code == 200 and report.json()["by"] == ["dag_id"]
         docs = client.get("/cost/api/docs")
@@ -298,7 +376,13 @@ def test_mounted_under_cost_with_its_openapi_page(ledger):
         spec = client.get("/cost/api/openapi.json").json()
     finally:
         inner.dependency_overrides.clear()
-    assert set(spec["paths"]) == {"/api/report", "/api/report/storage", "/api/budgets", "/api/task-instance"}
+    assert set(spec["paths"]) == {
+        "/api/report",
+        "/api/overview",
+        "/api/report/storage",
+        "/api/budgets",
+        "/api/task-instance",
+    }
     parameters = {p["name"] for p in spec["paths"]["/api/report"]["get"]["parameters"]}
     assert {"by", "since", "until", "dag_id", "task_id", "source", "top"} <= parameters
     fields = spec["components"]["schemas"]["CostReport"]["properties"]
@@ -322,5 +406,10 @@ def test_the_plugin_mounts_the_api_under_cost_and_links_the_page_without_importi
         text=True,
         timeout=120,
     ).stdout.splitlines()
-    assert loaded[-3:] == ["[('/cost', 'Costs API')]", "[('Costs', '/cost/', 'nav')]", "[]"]
+    assert loaded[-3:] == [
+        "[('/cost', 'Costs API')]",
+        "[('Costs', '/cost/', 'nav'), ('Cost', '/cost/task-instance?dag_id={DAG_ID}&run_id={RUN_ID}"
+        "&task_id={TASK_ID}&map_index={MAP_INDEX}', 'task_instance')]",
+        "[]",
+    ]
     # FastAPI and the app are imported by the api-server's first request, never by a worker's plugin load
