@@ -81,6 +81,15 @@ def create_app() -> FastAPI:
         summary="Imported storage costs per group (airflow-cost report storage)",
     )
     app.add_api_route(
+        "/api/coverage",
+        coverage,
+        methods=["GET"],
+        response_model=None,
+        dependencies=[Depends(read_every_dag)],
+        responses={200: {"model": models.Coverage}, **BAD_INPUT, **REFUSED, **NO_LEDGER},
+        summary="How much of the bill reconcile attributed to task tries (airflow-cost report coverage)",
+    )
+    app.add_api_route(
         "/api/budgets",
         budgets,
         methods=["GET"],
@@ -276,6 +285,32 @@ def storage_report(
     engine, shown_url = _ledger()
     doc, _ = storage_report_document(engine, shown_url, by, first, last, top=top)
     return _json(doc)
+
+
+def coverage(
+    by: Annotated[str, Query(description="provider, service, resource, day or source")] = "provider",
+    since: Annotated[
+        str | None, Query(description="first billing day, YYYY-MM-DD; default: 30 days before until")
+    ] = None,
+    until: Annotated[
+        str | None, Query(description="billing day after the last one; default: tomorrow (UTC)")
+    ] = None,
+) -> JSONResponse:
+    """The document `airflow-cost report coverage --by BY -o json` prints: the bill of the resources
+    Airflow uses, what went to task tries, what stayed idle or unattributed, the resources no task
+    touched, the idlest pools and each source's accuracy."""
+    from airflow_cost_provider.cli.reconcile import coverage_document
+    from airflow_cost_provider.reconcile.coverage import GROUPINGS
+
+    if by not in GROUPINGS:
+        raise _bad_input(f"by: unknown grouping {by!r}: choose from {', '.join(GROUPINGS)}")
+    try:
+        first, last = day_period_of(since, until, names=("since", "until"))
+    except CliError as error:
+        raise _bad_input(error) from None
+    _check_length((last - first).days, first, last)
+    engine, shown_url = _ledger()
+    return _json(coverage_document(engine, shown_url, by, first, last))
 
 
 def budgets(

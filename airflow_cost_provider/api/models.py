@@ -71,6 +71,25 @@ class StorageReport(BaseModel):
     data_range: DataRange | None = None
 
 
+class Coverage(BaseModel):
+    """`airflow-cost report coverage -o json`: the reconciled bill per group and currency."""
+
+    ledger: str
+    since: str = Field(description="first billing day, included (YYYY-MM-DD)")
+    until: str = Field(description="billing day after the last one")
+    by: str
+    rows: list[dict[str, Any]] = Field(
+        description="per group and currency: billed (resources Airflow uses), attributed (to task tries), "
+        "unattributed (idle included; attributed + unattributed = billed), coverage (attributed / billed), "
+        "untouched (resources no task used, not in billed); " + MONEY
+    )
+    total: list[dict[str, Any]]
+    accuracy: list[dict[str, Any]] = Field(
+        description="per source and currency: lines, estimated, reconciled, ratio (reconciled / estimated)"
+    )
+    idle: list[dict[str, Any]] = Field(description="the pools with the most idle or unattributed money")
+
+
 class BudgetStatuses(BaseModel):
     """`airflow-cost budgets -o json`: where each budget stands."""
 

@@ -137,6 +137,8 @@ def test_the_page_shows_the_dags_and_totals_the_cli_reports(api_server, browser,
     # budgets come after the rest (evaluating them takes longest): here the API's 404, no budgets file
     _budgets_shown(browser)
     assert "no budgets file" in browser.find_element(By.ID, "budgets-note").text
+    # no bill imported for this ledger: the reconciled bill's section says what to run
+    assert "nothing reconciled" in browser.find_element(By.ID, "coverage-note").text
     _keep(browser, tmp_path, "costs-page.png")
 
 

@@ -303,6 +303,32 @@ function showStorage(doc) {
   note("storage-note", doc.rows.length ? "" : "no storage costs imported for this period");
 }
 
+function showCoverage(doc) {
+  const body = document.querySelector("#coverage tbody");
+  body.replaceChildren();
+  for (const row of doc.rows) {
+    const tr = document.createElement("tr");
+    const share = row.coverage === null ? "" : `${(Number(row.coverage) * 100).toFixed(1)}%`;
+    tr.append(
+      textCell(row.provider),
+      amountCell(row.billed, row.currency),
+      amountCell(row.attributed, row.currency),
+      amountCell(row.unattributed, row.currency),
+      Object.assign(textCell(share), { className: "num" }),
+      amountCell(row.untouched, row.currency),
+    );
+    body.append(tr);
+  }
+  const idle = doc.idle.map((pool) => `${pool.pool}: ${money(pool.idle)} ${pool.currency} of ${money(pool.billed)}`);
+  note(
+    "coverage-note",
+    doc.rows.length
+      ? `Billing days ${doc.since} to ${doc.until} (excluded), as airflow-cost reconcile split them.` +
+          (idle.length ? ` Idle or unattributed most: ${idle.join("; ")}.` : "")
+      : "nothing reconciled for these days: import the bill (airflow-cost import-billing) and run airflow-cost reconcile",
+  );
+}
+
 function showBudgets(doc) {
   const body = document.querySelector("#budgets tbody");
   body.replaceChildren();
@@ -342,9 +368,10 @@ async function load() {
   const optional = (promise) => promise.catch((error) => error);
   // budgets evaluate every budget's forecast and anomalies: the rest of the page does not wait for them
   const budgets = optional(api("/api/budgets", {}));
-  const [overview, storage] = await Promise.all([
+  const [overview, storage, coverage] = await Promise.all([
     api("/api/overview", { since, until, ...filters, stack, top: TOP }),
     optional(api("/api/report/storage", { by: "resource", since, until, top: TOP })),
+    optional(api("/api/coverage", { by: "provider", since, until })),
   ]);
   const reports = overview.reports;
   const current = reports.source;
@@ -358,6 +385,8 @@ async function load() {
   showBreakdown("source-chart", current, "source", currency);
   if (storage instanceof Error) note("storage-note", storage.message);
   else showStorage(storage);
+  if (coverage instanceof Error) note("coverage-note", coverage.message);
+  else showCoverage(coverage);
   const dagId = query.get("dag") || reports.dag.rows[0]?.dag_id;
   let runs = null;
   if (dagId) {

@@ -428,3 +428,23 @@ def test_the_focus_validator_passes_an_export_of_reconciled_lines(tmp_path, rule
     assert verdict.total > 500 and verdict.failed == set(), (
         f"{sorted(verdict.failed)}\n{verdict.output[-2000:]}"
     )
+
+
+def test_the_api_gives_the_coverage_report_coverage_prints(ledger, monkeypatch):
+    from tests.unit.test_api import client_for, get
+
+    reconcile(ledger)
+    monkeypatch.setenv("AIRFLOW__COST_PROVIDER__LEDGER_CONN", ledger)
+    conf.clear_cache()
+    client = client_for()
+    period = {"since": "2026-11-20", "until": "2026-11-21"}
+    found = get(client, "/api/coverage", by="resource", **period)
+    code, out, err = cli("report", "coverage", "--ledger", ledger, *PERIOD, "--by", "resource", "-o", "json")
+    assert code == 0, err
+    assert found["rows"] == json.loads(out)["rows"] and found["accuracy"] == json.loads(out)["accuracy"]
+    assert client.get("/api/coverage", params={"by": "team"}).status_code == 400
+    assert (
+        client.get("/api/coverage", params={"since": "2026-11-21", "until": "2026-11-20"}).status_code == 400
+    )
+    refused = client_for(every_dag=False).get("/api/coverage", params=period)
+    assert refused.status_code == 403
