@@ -49,7 +49,7 @@ show() {
   echo "\$ airflow-cost $*"
   "$cost_cli" "$@"
 }
-show report --ledger "$ledger" --by task
+show report --ledger "$ledger" --by task --wide
 show report --ledger "$ledger" --by source
 echo
 echo "(example_storage_sample imports synthetic billing exports it writes itself: made-up buckets, not a bill)"
