@@ -16,6 +16,7 @@ if [ "$with_test_servers" = 1 ]; then
   missing=()
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
   command -v mariadb-install-db >/dev/null 2>&1 || missing+=(mariadb-server)
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   dpkg -s libmariadb-dev >/dev/null 2>&1 || missing+=(libmariadb-dev)
   command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
   command -v gcc >/dev/null 2>&1 || missing+=(gcc)

@@ -43,14 +43,21 @@ _SOURCE_BY_CONN_TYPE = {
 
 
 def _collector():
+    """The process's collector, or None while nothing has created it: then no hook has reported
+    anything, and creating it just to read it empty would import every provider's asset handlers
+    (over a second in a fresh task process). The OpenLineage provider checks the same way."""
     from airflow.sdk.lineage import get_hook_lineage_collector
 
+    cache_info = getattr(get_hook_lineage_collector, "cache_info", None)
+    if cache_info is not None and cache_info().currsize == 0:
+        return None
     return get_hook_lineage_collector()
 
 
 def mark() -> list[int]:
     """How many times each extra the collector holds had been reported when the task started."""
-    return [info.count for info in _collector().collected_assets.extra]
+    collector = _collector()
+    return [] if collector is None else [info.count for info in collector.collected_assets.extra]
 
 
 def source_of(context: Any) -> str:
@@ -63,9 +70,12 @@ def source_of(context: Any) -> str:
 
 def usage_since(start_mark: list[int] | None, at: dt.datetime) -> list[Usage]:
     """One `query` usage per statement or job reported since the mark, with its id when it has one."""
-    usages = []
+    usages: list[Usage] = []
+    collector = _collector()
+    if collector is None:
+        return usages
     start_mark = start_mark or []
-    for position, info in enumerate(_collector().collected_assets.extra):
+    for position, info in enumerate(collector.collected_assets.extra):
         before = start_mark[position] if position < len(start_mark) else 0
         new_reports = info.count - before
         if info.key != SQL_JOB_KEY or new_reports <= 0 or not isinstance(info.value, dict):

@@ -1,0 +1,161 @@
+"""Per-task overhead under a real scheduler: the LocalExecutor, each task try its own process.
+
+A temporary AIRFLOW_HOME gets a PostgreSQL metadata database (a throwaway server on 127.0.0.1), a
+dags folder with one generated DAG `bench_noop_chain` (tasks that do nothing, in a chain, so one
+runs at a time), and the api-server, dag-processor and scheduler (parallelism 8). Then the DAG runs
+with the provider enabled and with `[cost_provider] enabled = False`, alternating which mode goes
+first in each pair; switching modes restarts the scheduler, whose workers start the task processes.
+OpenLineage is configured the same way in both modes (file transport, the cost facet function in
+custom_run_facets).
+
+A try's wall time is its task instance's end_date - start_date in the metadata database: from the
+supervisor starting the task process to the task reporting its final state, so the process start,
+the DAG parse, the listeners and the task itself. Every run is checked: all tries succeeded, an
+enabled run wrote one ledger row per try (the default SQLite ledger), a disabled run none.
+
+    uv run python benchmarks/scheduler_overhead.py [--pairs 3] [--tasks 8] [--no-bytecode-cache]
+
+Prints a summary and writes benchmarks/results/scheduler_overhead.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import textwrap
+from importlib import metadata
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from tests.support.airflow_scheduler import SchedulerDeployment  # noqa: E402
+from tests.support.postgres import PostgresServer  # noqa: E402
+
+DEFAULT_OUTPUT = HERE / "results" / "scheduler_overhead.json"
+DAG_ID = "bench_noop_chain"
+RUN_TIMEOUT = 600
+ENABLED = "AIRFLOW__COST_PROVIDER__ENABLED"
+
+
+def dag_source(tasks: int) -> str:
+    return textwrap.dedent(
+        f'''
+        """Benchmark DAG: {tasks} tasks that do nothing, in a chain."""
+
+        import pendulum
+        from airflow.sdk import chain, dag, task
+
+
+        @dag(schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False)
+        def {DAG_ID}():
+            @task
+            def noop() -> None:
+                return None
+
+            chain(*[noop.override(task_id=f"noop_{{n:02d}}")() for n in range({tasks})])
+
+
+        {DAG_ID}()
+        '''
+    )
+
+
+def ledger_tries(home: Path, run_id: str) -> int:
+    path = home / "cost_ledger.db"
+    if not path.exists():
+        return 0
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT count(*) FROM cost_task_runs WHERE run_id = ?", (run_id,)).fetchone()[0]
+
+
+def run_once(deployment: SchedulerDeployment, mode: str, run_id: str, tasks: int) -> list[float]:
+    deployment.restart_executor({ENABLED: str(mode == "enabled")})
+    deployment.trigger(DAG_ID, run_id)
+    state = deployment.wait(DAG_ID, [run_id], RUN_TIMEOUT)[run_id]
+    tries = deployment.task_tries(DAG_ID, [run_id]).values()
+    if state != "success" or len(tries) != tasks or any(t["state"] != "success" for t in tries):
+        raise SystemExit(f"{run_id}: the run did not succeed with {tasks} tries: {state}, {list(tries)}")
+    rows = ledger_tries(deployment.home, run_id)
+    if rows != (tasks if mode == "enabled" else 0):
+        raise SystemExit(f"{run_id} ({mode}): {rows} ledger rows for {tasks} tries")
+    return [(t["end_date"] - t["start_date"]).total_seconds() for t in tries]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--tasks", type=int, default=8)
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument("--keep-temp", action="store_true")
+    parser.add_argument(
+        "--no-bytecode-cache",
+        action="store_true",
+        help="keep PYTHONDONTWRITEBYTECODE of the calling shell: every task process compiles its imports",
+    )
+    args = parser.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="cost-bench-scheduler-"))
+    dag_file = home / "src" / f"{DAG_ID}.py"
+    dag_file.parent.mkdir()
+    dag_file.write_text(dag_source(args.tasks))
+    server = PostgresServer(log_statements=False).start()
+    deployment = SchedulerDeployment(home / "airflow", server.create_database("airflow"), [dag_file])
+    if not args.no_bytecode_cache:
+        # as in production, task processes read cached bytecode (the warm-up run writes it) rather
+        # than compiling every module they import
+        deployment.env.pop("PYTHONDONTWRITEBYTECODE", None)
+    walls: dict[str, list[float]] = {"enabled": [], "disabled": []}
+    pairs = []
+    try:
+        deployment.start()
+        deployment.wait_for_dag(DAG_ID)
+        run_once(deployment, "enabled", "warmup", args.tasks)  # first parse and ledger creation
+        for pair in range(args.pairs):
+            order = ("enabled", "disabled") if pair % 2 == 0 else ("disabled", "enabled")
+            medians = {}
+            for mode in order:
+                seconds = run_once(deployment, mode, f"{mode}-{pair}", args.tasks)
+                walls[mode] += seconds
+                medians[mode] = statistics.median(seconds)
+                print(f"pair {pair} {mode:8s} median try {medians[mode] * 1000:7.0f} ms", flush=True)
+            pairs.append(medians)
+    finally:
+        deployment.stop()
+        server.stop()
+        if not args.keep_temp:
+            shutil.rmtree(home, ignore_errors=True)
+
+    enabled, disabled = statistics.median(walls["enabled"]), statistics.median(walls["disabled"])
+    pair_ratios = [p["enabled"] / p["disabled"] for p in pairs]
+    summary = {
+        "tries_per_mode": len(walls["enabled"]),
+        "median_try_ms": {"enabled": enabled * 1000, "disabled": disabled * 1000},
+        "overhead_ms": (enabled - disabled) * 1000,
+        "ratio": enabled / disabled,
+        "median_pair_ratio": statistics.median(pair_ratios),
+        "pair_ratios": pair_ratios,
+        "target": "under 3 % of a no-op task or 50 ms, whichever is larger",
+        "target_ms": max(0.03 * disabled * 1000, 50.0),
+        "bytecode_cache": not args.no_bytecode_cache,
+        "walls_s": walls,
+        "machine": {"python": platform.python_version(), "airflow": metadata.version("apache-airflow")},
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(summary, indent=2))
+    print(
+        f"median try: enabled {enabled * 1000:.0f} ms, disabled {disabled * 1000:.0f} ms; "
+        f"overhead {summary['overhead_ms']:.0f} ms, ratio {summary['ratio']:.3f} "
+        f"(median of pair ratios {summary['median_pair_ratio']:.3f}); target under "
+        f"{summary['target_ms']:.0f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""Many writers at once under a real scheduler: the api-server, dag-processor and scheduler with the
+LocalExecutor (parallelism 8, each task try its own process), several runs of a DAG of mapped tasks
+triggered together, written into the default SQLite ledger and into a PostgreSQL one. The ledger
+holds exactly the tries the metadata database holds, retries included, each equal to its facet, and
+no task log shows a locked database, a deadlock or a lost capture."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from decimal import Decimal
+
+import pytest
+
+from tests.support.airflow_env import ledger_rows
+from tests.support.airflow_scheduler import SchedulerDeployment
+from tests.support.openlineage import read_events
+from tests.support.postgres import PostgresServer
+from tests.support.redis import RedisServer
+
+pytestmark = pytest.mark.integration
+
+DAG_ID = "cost_many_writers"
+RUNS = 4
+MAPPED = 9  # the DAG's default
+RUN_TIMEOUT = 240
+FACET = "costProvider_cost"
+LEDGER_CONN = "AIRFLOW__COST_PROVIDER__LEDGER_CONN"
+TROUBLE = ("database is locked", "deadlock", "(no impact on the task)")
+
+
+@pytest.fixture(scope="module")
+def server():
+    """The metadata database and the PostgreSQL ledger (no statement log: the scheduler is busy)."""
+    server = PostgresServer(log_statements=False).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def deployment(server, tmp_path_factory):
+    home = tmp_path_factory.mktemp("scheduler-home")
+    deployment = SchedulerDeployment(
+        home,
+        server.create_database("airflow"),
+        [f"{DAG_ID}.py"],
+        # eight task processes starting at once on a shared 2-core machine take seconds to reach their
+        # first write; what is tested here is concurrency, not the time budget (the outage tests are)
+        env={"AIRFLOW__COST_PROVIDER__FINALIZE_TIMEOUT": "30"},
+    )
+    try:
+        deployment.start()
+        deployment.wait_for_dag(DAG_ID)
+        yield deployment
+    finally:
+        deployment.stop()
+
+
+def expected_tries(run_ids: list[str]) -> set[tuple]:
+    tries = {(run_id, "work", index, 1) for run_id in run_ids for index in range(MAPPED)}
+    tries |= {(run_id, "fails_once", -1, number) for run_id in run_ids for number in (1, 2)}
+    return tries
+
+
+def ledger_state(tries: dict[tuple, dict], key: tuple) -> str:
+    """The state the ledger gives a try: the listener sees a retried try as up_for_retry, which the
+    metadata database's history keeps as failed."""
+    run_id, task_id, map_index, try_number = key
+    if (run_id, task_id, map_index, try_number + 1) in tries:
+        assert tries[key]["state"] == "failed"
+        return "up_for_retry"
+    return tries[key]["state"]
+
+
+def ledger_tries(url: str, run_ids: list[str]) -> list[dict]:
+    rows = ledger_rows(url, f"SELECT * FROM cost_task_runs WHERE dag_id = '{DAG_ID}'")
+    return [row for row in rows if row["run_id"] in run_ids]
+
+
+def ledger_lines(url: str) -> dict[str, list[tuple]]:
+    rows = ledger_rows(
+        url,
+        "SELECT r.ol_run_id, l.source, l.metric, l.amount_nanos, l.unpriced_reason "
+        "FROM cost_lines l JOIN cost_task_runs r ON l.task_run_id = r.id",
+    )
+    by_run: dict[str, list[tuple]] = defaultdict(list)
+    for row in rows:
+        amount = None if row["amount_nanos"] is None else Decimal(row["amount_nanos"]).scaleb(-9)
+        by_run[row["ol_run_id"]].append((row["source"], row["metric"], amount))
+    return by_run
+
+
+def facet_lines(facet: dict) -> list[tuple]:
+    lines = [(x["source"], x["metric"], Decimal(str(x["amount"]))) for x in facet["lines"]]
+    for unpriced in facet["unpriced"]:
+        lines += [(unpriced["source"], unpriced["metric"], None)] * unpriced["count"]
+    return lines
+
+
+@pytest.fixture(scope="module")
+def redis_server():
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize(
+    ("executor", "ledger"),
+    [("local", "sqlite"), ("local", "postgresql"), ("celery", "postgresql")],
+    ids=["local-sqlite", "local-postgresql", "celery-postgresql"],
+)
+def test_every_try_of_concurrent_runs_is_one_ledger_row_equal_to_its_facet(
+    deployment, server, executor, ledger, request
+):
+    if ledger == "sqlite":
+        url = f"sqlite:///{deployment.home / 'cost_ledger.db'}"  # the default: nothing configured
+        settings = {LEDGER_CONN: ""}
+    else:
+        url = server.create_database(f"cost_ledger_{executor}")
+        settings = {LEDGER_CONN: url}
+    if executor == "celery":
+        # two workers of 4 slots each, fed through a real Redis broker
+        settings |= deployment.celery_env(request.getfixturevalue("redis_server").url())
+        deployment.restart_executor(settings, celery_workers=2, concurrency=4)
+    else:
+        settings["AIRFLOW__CORE__EXECUTOR"] = "LocalExecutor"
+        if any(deployment.env.get(name, "") != value for name, value in settings.items()):
+            deployment.restart_executor(settings)
+
+    run_ids = [f"{executor}-{ledger}-{n}" for n in range(RUNS)]
+    for run_id in run_ids:
+        deployment.trigger(DAG_ID, run_id)
+    states = deployment.wait(DAG_ID, run_ids, RUN_TIMEOUT)
+    assert states == dict.fromkeys(run_ids, "success")
+
+    # the metadata database: every try Airflow ran, the first try of fails_once included
+    tries = deployment.task_tries(DAG_ID, run_ids)
+    assert set(tries) == expected_tries(run_ids)
+
+    # the ledger: exactly those tries, once each, in the state Airflow gave them
+    rows = ledger_tries(url, run_ids)
+    keyed = {(r["run_id"], r["task_id"], r["map_index"], r["try_number"]): r for r in rows}
+    assert len(keyed) == len(rows) == len(tries)
+    assert set(keyed) == set(tries)
+    assert {key: row["state"] for key, row in keyed.items()} == {
+        key: ledger_state(tries, key) for key in tries
+    }
+    assert len({row["capture_id"] for row in rows}) == len(rows)
+
+    # every try's own log: no lock, no deadlock, no capture lost or spooled
+    logs = deployment.task_logs(DAG_ID, run_ids)
+    assert len(logs) == len(tries)
+    for path, text in logs.items():
+        found = [line for line in text.splitlines() if any(trouble in line.lower() for trouble in TROUBLE)]
+        assert not found, (path, found)
+    spool = deployment.home / "cost_spool"
+    assert not spool.exists() or list(spool.iterdir()) == []
+
+    # the OpenLineage facet of each try equals its ledger row, line for line
+    ol_run_ids = {row["ol_run_id"] for row in rows}
+    terminal = [
+        event
+        for event in read_events(deployment.events_path)
+        if event["eventType"] in ("COMPLETE", "FAIL") and event["run"]["runId"] in ol_run_ids
+    ]
+    assert len(terminal) == len(rows)
+    by_run = ledger_lines(url)
+    for event in terminal:
+        lines, name = facet_lines(event["run"]["facets"][FACET]), event["job"]["name"]
+        assert {source for source, _, _ in lines} >= {"airflow_worker"}, name
+        assert sorted(lines, key=repr) == sorted(by_run[event["run"]["runId"]], key=repr), name
+    work_sources = {
+        source
+        for event in terminal
+        if event["job"]["name"].endswith(".work")
+        for source, _, _ in facet_lines(event["run"]["facets"][FACET])
+    }
+    assert work_sources == {"airflow_worker", "sqlite"}
+    if executor == "celery":  # both workers took tries
+        for number in (1, 2):
+            worker_log = deployment.components[f"celery-worker-{number}"].output()
+            assert "execute_workload" in worker_log and "received" in worker_log, worker_log[-3000:]
