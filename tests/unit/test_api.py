@@ -380,6 +380,7 @@ def test_mounted_under_cost_with_its_openapi_page(ledger):
         "/api/report",
         "/api/overview",
         "/api/report/storage",
+        "/api/coverage",
         "/api/budgets",
         "/api/task-instance",
     }
