@@ -433,8 +433,8 @@ def max_lines_per_task() -> int:
 
 def _json_value(option: str):
     value = _raw(option)
-    if not value or value in ("keep", "spread"):
-        return value
+    if not value or value[0] not in "[{":
+        return value  # a plain word: the parser says what is allowed (keep or spread, a JSON list)
     try:
         return json.loads(value)
     except ValueError as error:
