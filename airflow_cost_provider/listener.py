@@ -44,6 +44,14 @@ def _listener_class(name: str, **order: bool) -> type:
             _finalize(task_instance, "skipped")
 
         @hookimpl(**order)
+        def on_dag_run_success(self, dag_run: Any, msg: str) -> None:
+            tracker.dag_run_ended(dag_run)
+
+        @hookimpl(**order)
+        def on_dag_run_failed(self, dag_run: Any, msg: str) -> None:
+            tracker.dag_run_ended(dag_run)
+
+        @hookimpl(**order)
         def before_stopping(self, component: Any) -> None:
             # a deferring task gets no other call: keep its capture for the process that resumes it
             tracker.suspend_if_deferred()

@@ -13,6 +13,7 @@ import functools
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -68,6 +69,32 @@ def worker_prices() -> list[Price]:
 def price_book() -> PriceBook:
     """The shipped book, the user's overrides, and the worker rates. Raises PriceBookError."""
     return load_price_book(conf.price_book_path()).with_prices(worker_prices())
+
+
+_lost_try_sweeper = None
+_lost_try_lock = threading.Lock()
+
+
+@guarded("checking an ended DAG run for tries without a cost")
+def dag_run_ended(dag_run: Any) -> None:
+    """Queue the run for the check of tries that never reported their cost (see capture.lost_tries)."""
+    global _lost_try_sweeper
+    from airflow_cost_provider.capture import lost_tries
+
+    logical_date = getattr(dag_run, "logical_date", None) or getattr(dag_run, "run_after", None)
+    with _lost_try_lock:
+        if _lost_try_sweeper is None:
+            _lost_try_sweeper = lost_tries.LostTrySweeper(_record_lost_tries, conf.finalize_timeout() + 5)
+    _lost_try_sweeper.submit(dag_run.dag_id, dag_run.run_id, logical_date)
+
+
+def _record_lost_tries(dag_id: str, run_id: str, logical_date: Any) -> None:
+    from airflow_cost_provider.capture import lost_tries
+    from airflow_cost_provider.ledger.store import get_engine
+
+    tries = lost_tries.airflow_tries(dag_id, run_id)
+    engine = get_engine(ledger_url(), timeout=conf.finalize_timeout())
+    lost_tries.record_lost_tries(engine, dag_id, run_id, logical_date, tries)
 
 
 def ledger_url() -> str:

@@ -346,14 +346,15 @@ def _jsonable(attributes: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def store(engine: Engine, result: CostResult) -> bool:
+def store(engine: Engine, result: CostResult, only_if_absent: bool = False) -> bool:
     """Write one task try in one transaction. A capture already stored is left alone (the facet
-    already carries its numbers); another capture of the same try replaces it. True when written."""
+    already carries its numbers); another capture of the same try replaces it, unless
+    `only_if_absent` (a try recorded without its capture never replaces one). True when written."""
     try:
-        return _store(engine, result)
+        return _store(engine, result, only_if_absent)
     except IntegrityError:
         # two processes inserted the same try at once: the second attempt sees the first one's row
-        return _store(engine, result)
+        return _store(engine, result, only_if_absent)
 
 
 # Statements built once: building them per call costs more than SQLite takes to run them.
@@ -431,7 +432,7 @@ def load_deferred(engine: Engine, task_try) -> dict[str, Any] | None:
         return conn.execute(_FIND_DEFERRED, _try_values(task_try)).scalar()
 
 
-def _store(engine: Engine, result: CostResult) -> bool:
+def _store(engine: Engine, result: CostResult, only_if_absent: bool = False) -> bool:
     tt = result.task_try
     row = {
         "dag_id": tt.dag_id,
@@ -454,7 +455,7 @@ def _store(engine: Engine, result: CostResult) -> bool:
         # the try is final now: what it kept across a deferral is in this result
         conn.execute(_DELETE_DEFERRED, {name: row[name] for name in _TRY_COLUMNS})
         existing = conn.execute(_FIND_TRY, {name: row[name] for name in _TRY_COLUMNS}).first()
-        if existing is not None and existing.capture_id == result.capture_id:
+        if existing is not None and (only_if_absent or existing.capture_id == result.capture_id):
             return False
         daily: dict[tuple, list[int]] = {}
         if existing is None:

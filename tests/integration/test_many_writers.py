@@ -6,8 +6,13 @@ no task log shows a locked database, a deadlock or a lost capture."""
 
 from __future__ import annotations
 
+import datetime as dt
+import os
+import signal
+import time
 from collections import defaultdict
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +25,8 @@ from tests.support.redis import RedisServer
 pytestmark = pytest.mark.integration
 
 DAG_ID = "cost_many_writers"
+KILLED_DAG_ID = "cost_killed_task"
+HEARTBEAT_TIMEOUT = 30
 RUNS = 4
 MAPPED = 9  # the DAG's default
 RUN_TIMEOUT = 240
@@ -42,7 +49,7 @@ def deployment(server, tmp_path_factory):
     deployment = SchedulerDeployment(
         home,
         server.create_database("airflow"),
-        [f"{DAG_ID}.py"],
+        [f"{DAG_ID}.py", f"{KILLED_DAG_ID}.py"],
         # eight task processes starting at once on a shared 2-core machine take seconds to reach their
         # first write; what is tested here is concurrency, not the time budget (the outage tests are)
         env={"AIRFLOW__COST_PROVIDER__FINALIZE_TIMEOUT": "30"},
@@ -50,6 +57,7 @@ def deployment(server, tmp_path_factory):
     try:
         deployment.start()
         deployment.wait_for_dag(DAG_ID)
+        deployment.wait_for_dag(KILLED_DAG_ID)
         yield deployment
     finally:
         deployment.stop()
@@ -96,6 +104,70 @@ def facet_lines(facet: dict) -> list[tuple]:
     return lines
 
 
+def killed_run_is_one_ledger_row_per_try(deployment, url: str, run_id: str, kill) -> None:
+    """Trigger the killed-task DAG, `kill(pid)` its first try mid-task, and check the ledger: every try
+    Airflow ran is one row, the killed one written from Airflow's own record when its run ended (its
+    run time, unpriced, with the reason) and the others as they reported themselves."""
+    deployment.trigger(KILLED_DAG_ID, run_id)
+    pid_file = deployment.home / f"killed-{run_id}.pid"
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    kill(int(pid_file.read_text()))
+    assert deployment.wait(KILLED_DAG_ID, [run_id], RUN_TIMEOUT) == {run_id: "success"}
+    tries = deployment.task_tries(KILLED_DAG_ID, [run_id])
+    assert set(tries) == {
+        (run_id, "killed_once", -1, 1),
+        (run_id, "killed_once", -1, 2),
+        (run_id, "finishes", -1, 1),
+    }
+
+    # the check runs finalize_timeout + 5 s after the run ended, on the scheduler
+    query = f"SELECT * FROM cost_task_runs WHERE dag_id = '{KILLED_DAG_ID}' AND run_id = '{run_id}'"
+    deadline = time.monotonic() + 120
+    while len(rows := ledger_rows(url, query)) < len(tries) and time.monotonic() < deadline:
+        time.sleep(1)
+    keyed = {(r["run_id"], r["task_id"], r["map_index"], r["try_number"]): r for r in rows}
+    assert set(keyed) == set(tries) and len(rows) == len(tries)
+    killed = keyed[(run_id, "killed_once", -1, 1)]
+    assert (killed["state"], killed["status"]) == ("up_for_retry", "partial")
+    airflow_try = tries[(run_id, "killed_once", -1, 1)]
+    started = killed["start_time"]
+    started = dt.datetime.fromisoformat(started) if isinstance(started, str) else started  # SQLite: text
+    assert started.replace(tzinfo=None) == airflow_try["start_date"].astimezone(dt.timezone.utc).replace(
+        tzinfo=None
+    )
+    lines = ledger_rows(
+        url,
+        "SELECT l.source, l.metric, l.amount_nanos, l.unpriced_reason, u.quantity, u.unit "
+        f"FROM cost_lines l JOIN cost_usage u ON l.usage_id = u.id WHERE l.task_run_id = {killed['id']}",
+    )
+    assert len(lines) == 1
+    (line,) = lines
+    assert (line["source"], line["metric"], line["amount_nanos"], line["unit"]) == (
+        "airflow_worker",
+        "run_time",
+        None,
+        "second",
+    )
+    run_time = airflow_try["end_date"] - airflow_try["start_date"]
+    assert Decimal(line["quantity"]) == Decimal(str(run_time.total_seconds()))
+    assert "killed" in line["unpriced_reason"]
+    # the tries that reported their own cost are as they wrote them
+    for key in ((run_id, "killed_once", -1, 2), (run_id, "finishes", -1, 1)):
+        assert keyed[key]["status"] == "estimated" and keyed[key]["state"] == "success"
+    assert "ended without reporting its cost" in deployment.components["scheduler"].output()
+
+
+def test_a_task_process_killed_mid_task_is_still_one_ledger_row(deployment):
+    """SIGKILL of the task's own process: its supervisor tells Airflow, no listener runs in it."""
+    assert deployment.env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"  # the deployment as started
+    url = f"sqlite:///{deployment.home / 'cost_ledger.db'}"
+    killed_run_is_one_ledger_row_per_try(
+        deployment, url, "killed-local", lambda pid: os.kill(pid, signal.SIGKILL)
+    )
+
+
 @pytest.fixture(scope="module")
 def redis_server():
     server = RedisServer().start()
@@ -120,6 +192,8 @@ def test_every_try_of_concurrent_runs_is_one_ledger_row_equal_to_its_facet(
     if executor == "celery":
         # two workers of 4 slots each, fed through a real Redis broker
         settings |= deployment.celery_env(request.getfixturevalue("redis_server").url())
+        # a worker lost mid-task (the test after this one) is found by its tries' missing heartbeats
+        settings["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"] = str(HEARTBEAT_TIMEOUT)
         deployment.restart_executor(settings, celery_workers=2, concurrency=4)
     else:
         settings["AIRFLOW__CORE__EXECUTOR"] = "LocalExecutor"
@@ -179,3 +253,28 @@ def test_every_try_of_concurrent_runs_is_one_ledger_row_equal_to_its_facet(
         for number in (1, 2):
             worker_log = deployment.components[f"celery-worker-{number}"].output()
             assert "execute_workload" in worker_log and "received" in worker_log, worker_log[-3000:]
+
+
+def test_a_celery_worker_killed_mid_task_leaves_one_ledger_row_per_try(deployment):
+    """The whole worker killed (its pool, the task's supervisor and the task): the scheduler fails the
+    try once its heartbeats stop, the other worker runs the retry, and the ledger still holds both."""
+    assert deployment.env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"  # left by the test above
+    url = deployment.env[LEDGER_CONN]  # the PostgreSQL ledger of the Celery setup
+
+    def parent(pid: int) -> int:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+    def kill_its_worker(pid: int) -> None:
+        """Everything from the task up to its worker dies at once, as when the worker's machine does:
+        the task and its supervisor (each may lead a process group of its own) and the worker's group."""
+        workers = {component.process.pid: name for name, component in deployment.components.items()}
+        chain = [pid]
+        while chain[-1] not in workers and chain[-1] > 1:
+            chain.append(parent(chain[-1]))
+        name = workers[chain[-1]]
+        assert name.startswith("celery-worker-"), chain
+        for group in {os.getpgid(member) for member in chain}:
+            os.killpg(group, signal.SIGKILL)
+        deployment.components.pop(name).process.wait(timeout=30)
+
+    killed_run_is_one_ledger_row_per_try(deployment, url, "killed-celery", kill_its_worker)
