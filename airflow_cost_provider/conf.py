@@ -228,7 +228,18 @@ def untagged_sources() -> frozenset[str]:
     return _source_names("untagged_sources")
 
 
-SOURCE_LISTS = ("disabled_sources", "untagged_sources")
+@functools.cache
+def correct_estimates() -> frozenset[str]:
+    """The sources whose new estimates take the factor reconciling their bill showed; "*" for all."""
+    return _source_names("correct_estimates")
+
+
+def corrects_estimates_of(source: str) -> bool:
+    chosen = correct_estimates()
+    return "*" in chosen or source in chosen
+
+
+SOURCE_LISTS = ("disabled_sources", "untagged_sources", "correct_estimates")
 
 
 def _source_names(option: str) -> frozenset[str]:
@@ -241,7 +252,7 @@ def check_source_names(option: str, sources: Collection[str], connection_types: 
 
     Not done by the getters: the names come from the price book and Airflow's providers, and at run
     time an unknown name only stays unused, where an error would lose every capture."""
-    unknown = sorted(_source_names(option) - set(sources) - set(connection_types))
+    unknown = sorted(_source_names(option) - set(sources) - set(connection_types) - {"*"})
     if unknown:
         types = ", or the connection type of a DB-API hook" if connection_types else ""
         raise ConfigError(
@@ -488,6 +499,7 @@ GETTERS: dict[str, Callable[[], object]] = {
     "max_lines_per_task": max_lines_per_task,
     "billing_resources": billing_resources,
     "reconcile_mode": reconcile_mode,
+    "correct_estimates": correct_estimates,
 }
 
 

@@ -208,6 +208,15 @@ CONFIG_OPTIONS: dict[str, dict] = {
         "keep",
         example='{"snowflake": "spread", "*": "keep"}',
     ),
+    "correct_estimates": _option(
+        "Comma-separated sources (or * for all) whose new estimates are multiplied by the factor "
+        "reconciled / estimated that airflow-cost reconcile found for their resource (else for the "
+        "source) over the last 30 days, so discounts and commitments show before the bill arrives. The "
+        "line stays estimated and records the factor and its amount before it. Off when empty.",
+        "string",
+        "",
+        example="snowflake,bigquery",
+    ),
 }
 
 

@@ -247,6 +247,7 @@ def _compute(session: CaptureSession, state: str, deadline: float) -> CostResult
     aggregated_lines, aggregated_unpriced = session.aggregates.results()
     lines += [line for line in aggregated_lines if conf.source_enabled(line.usage.source)]
     unpriced += [item for item in aggregated_unpriced if conf.source_enabled(item.usage.source)]
+    lines = _corrected(lines)
     end_time = end.at if end is not None else dt.datetime.now(dt.timezone.utc)
     return CostResult(
         task_try=session.task_try,
@@ -258,6 +259,41 @@ def _compute(session: CaptureSession, state: str, deadline: float) -> CostResult
         lines=tuple(lines),
         unpriced=tuple(unpriced),
     )
+
+
+# The factors reconcile learnt, read once per process and again after an hour (reconcile runs daily).
+_FACTORS_TTL_SECONDS = 3600.0
+_factors: tuple[float, dict] | None = None
+
+
+def _corrected(lines: list[CostLine]) -> list[CostLine]:
+    """Estimates of the sources opted into `correct_estimates`, multiplied by their factor."""
+    if not conf.correct_estimates() or not any(
+        conf.corrects_estimates_of(line.usage.source) for line in lines
+    ):
+        return lines
+    factors = _guarded_factors()
+    if not factors:
+        return lines
+    from airflow_cost_provider.reconcile.corrections import corrected
+
+    return [
+        corrected(line, factors) if conf.corrects_estimates_of(line.usage.source) else line for line in lines
+    ]
+
+
+@guarded("reading the estimate correction factors", default={})
+def _guarded_factors() -> dict:
+    global _factors
+    if _factors is not None and time.monotonic() - _factors[0] < _FACTORS_TTL_SECONDS:
+        return _factors[1]
+    from airflow_cost_provider.ledger.store import get_engine
+    from airflow_cost_provider.reconcile.corrections import load
+
+    chosen = conf.correct_estimates()
+    found = load(get_engine(ledger_url(), timeout=conf.finalize_timeout()), None if "*" in chosen else chosen)
+    _factors = (time.monotonic(), found)
+    return found
 
 
 def _resolve_pending(session: CaptureSession, deadline: float) -> list[Usage]:

@@ -121,11 +121,26 @@ def result_to_json(result: CostResult) -> dict[str, Any]:
                 "method": line.method,
                 "price": _price_to_json(line.price),
                 "status": line.status,
+                **_correction_to_json(line),
             }
             for line in result.lines
         ],
         "unpriced": [{"usage": usage_to_json(item.usage), "reason": item.reason} for item in result.unpriced],
     }
+
+
+def _correction_to_json(line: CostLine) -> dict[str, str]:
+    """An estimate's correction, on the lines that have one (older spool files have none)."""
+    if line.correction_factor is None:
+        return {}
+    return {
+        "correction_factor": str(line.correction_factor),
+        "uncorrected_amount": str(line.uncorrected_amount),
+    }
+
+
+def _decimal_or_none(value: str | None) -> Decimal | None:
+    return None if value is None else Decimal(value)
 
 
 def result_from_json(data: dict[str, Any]) -> CostResult:
@@ -144,6 +159,8 @@ def result_from_json(data: dict[str, Any]) -> CostResult:
                 method=line["method"],
                 price=_price_from_json(line["price"]),
                 status=line["status"],
+                correction_factor=_decimal_or_none(line.get("correction_factor")),
+                uncorrected_amount=_decimal_or_none(line.get("uncorrected_amount")),
             )
             for line in data["lines"]
         ),

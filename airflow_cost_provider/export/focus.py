@@ -334,6 +334,7 @@ def _task_rows(conn, since: dt.datetime, until: dt.datetime, export: FocusExport
             lines.c.method,
             lines.c.status,
             lines.c.reconciled_nanos,
+            lines.c.uncorrected_nanos,
             lines.c.price_ref,
             lines.c.price_amount,
             lines.c.price_unit,
@@ -362,8 +363,10 @@ def _task_rows(conn, since: dt.datetime, until: dt.datetime, export: FocusExport
         billed = from_nanos(row.reconciled_nanos) if row.reconciled_nanos is not None else amount
         quantity = Decimal(row.quantity)
         consumed, consumed_unit = focus_unit(quantity, row.unit)
+        # a corrected estimate's list cost is its amount before the correction
+        list_amount = from_nanos(row.uncorrected_nanos) if row.uncorrected_nanos is not None else amount
         pricing_quantity, pricing_unit, unit_price = _pricing(
-            quantity, row.unit, row.price_amount, row.price_unit, amount
+            quantity, row.unit, row.price_amount, row.price_unit, list_amount
         )
         start, end = _whole_seconds(row.usage_start or row.try_start, row.usage_end or row.try_end)
         billing_start, billing_end = _month(_utc(row.try_end))
@@ -377,7 +380,10 @@ def _task_rows(conn, since: dt.datetime, until: dt.datetime, export: FocusExport
             {
                 focus.BILLED_COST: billed,
                 focus.EFFECTIVE_COST: billed,
-                focus.LIST_COST: amount,
+                # a corrected estimate's list cost is its amount before the correction
+                focus.LIST_COST: from_nanos(row.uncorrected_nanos)
+                if row.uncorrected_nanos is not None
+                else amount,
                 CONTRACTED_COST: billed,
                 focus.BILLING_CURRENCY: row.currency,
                 focus.BILLING_ACCOUNT_ID: TASK_BILLING_ACCOUNT,

@@ -7,7 +7,7 @@ import datetime as dt
 import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 
-SCHEMA_REVISION = "0007"  # the head migration; checked cheaply before Alembic is ever imported
+SCHEMA_REVISION = "0008"  # the head migration; checked cheaply before Alembic is ever imported
 VERSION_TABLE = "cost_provider_alembic_version"
 NANOS_PER_UNIT = 10**9
 
@@ -121,6 +121,10 @@ lines = sa.Table(
     # set by `airflow-cost reconcile` (0007): the line's share of the bill, beside its estimate
     sa.Column("reconciled_nanos", sa.BigInteger),
     sa.Column("reconciled_currency", sa.String(3)),
+    # an estimate corrected by what reconciling its source's bill showed (0008): the factor applied
+    # and the amount before it; NULL on every other line
+    sa.Column("correction_factor", sa.String(32)),
+    sa.Column("uncorrected_nanos", sa.BigInteger),
     sa.Index("ix_cost_lines_task_run_id", "task_run_id"),
     sa.Index("ix_cost_lines_usage_id", "usage_id"),
     sa.Index("ix_cost_lines_source", "source"),
@@ -329,6 +333,24 @@ line_reconciliations = sa.Table(
     ),
     sa.Column("amount_nanos", sa.BigInteger, nullable=False),
     sa.Index("ix_cost_line_reconciliations_reconciliation_id", "reconciliation_id"),
+)
+
+
+# The factors reconciled / estimated that `airflow-cost reconcile` learnt (0008), per source, resource
+# ('' = the source across its resources) and currency; replaced whole by each reconcile.
+estimate_factors = sa.Table(
+    "cost_estimate_factors",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("source", sa.String(64), nullable=False),
+    sa.Column("resource", sa.String(500), nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("factor", sa.String(32), nullable=False),  # exact decimal text
+    sa.Column("lines", sa.Integer, nullable=False),
+    sa.Column("since", sa.Date, nullable=False),
+    sa.Column("until", sa.Date, nullable=False),
+    sa.Column("computed_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("source", "resource", "currency", name="uq_cost_estimate_factors_key"),
 )
 
 

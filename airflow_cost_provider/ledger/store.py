@@ -611,6 +611,8 @@ _EMPTY_LINE = dict.fromkeys(
         "price_unit",
         "price_source_url",
         "unpriced_reason",
+        "correction_factor",
+        "uncorrected_nanos",
     )
 )
 
@@ -626,6 +628,8 @@ def _line_values(line) -> dict[str, Any]:
         "price_amount": str(price.amount) if price else None,
         "price_unit": price.unit if price else None,
         "price_source_url": price.source_url if price else None,
+        "correction_factor": None if line.correction_factor is None else str(line.correction_factor),
+        "uncorrected_nanos": None if line.uncorrected_amount is None else to_nanos(line.uncorrected_amount),
     }
 
 

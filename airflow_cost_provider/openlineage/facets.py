@@ -21,7 +21,11 @@ from airflow_cost_provider.version import __version__
 COST_FACET_KEY = "costProvider_cost"
 SCHEMA_FILE = "CostProviderCostRunFacet.json"
 # Earlier versions stay shipped: an event keeps the `_schemaURL` it was written with.
-PREVIOUS_SCHEMA_FILES = ("CostProviderCostRunFacet-1-0-0.json", "CostProviderCostRunFacet-1-1-0.json")
+PREVIOUS_SCHEMA_FILES = (
+    "CostProviderCostRunFacet-1-0-0.json",
+    "CostProviderCostRunFacet-1-1-0.json",
+    "CostProviderCostRunFacet-1-2-0.json",
+)
 COST_FACET_PRODUCER = f"https://github.com/airflow-cost-provider/airflow-cost-provider/tree/{__version__}"
 
 # float repr switches to exponent form from here up; such values have no fraction a float could hold.
@@ -100,6 +104,10 @@ def _line_entry(line: CostLine) -> dict[str, Any]:
             # a line past max_lines_per_task: the usages it sums, and the first of their ids
             count=count if count > 1 else None,
             externalIds=(sample_external_ids(line.usage)[:MAX_EXTERNAL_IDS] or None) if count > 1 else None,
+            correctionFactor=_number(line.correction_factor) if line.correction_factor is not None else None,
+            uncorrectedAmount=_number(line.uncorrected_amount)
+            if line.uncorrected_amount is not None
+            else None,
         ),
     }
 

@@ -56,6 +56,9 @@ class CostLine:
     method: Method
     price: Price | None
     status: LineStatus = "estimated"
+    # set when the estimate was corrected by its source's reconciled bill (reconcile.corrections)
+    correction_factor: Decimal | None = None
+    uncorrected_amount: Decimal | None = None
 
 
 @dataclass(frozen=True)

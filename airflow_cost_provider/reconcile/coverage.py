@@ -108,7 +108,8 @@ def accuracy(engine: sa.Engine, since: dt.date, until: dt.date) -> list[Accuracy
             lines.c.source,
             lines.c.currency,
             sa.func.count().label("n"),
-            sa.func.sum(lines.c.amount_nanos).label("estimated"),
+            # the list-price estimate, before any correction: how far list prices were off
+            sa.func.sum(sa.func.coalesce(lines.c.uncorrected_nanos, lines.c.amount_nanos)).label("estimated"),
             sa.func.sum(lines.c.reconciled_nanos).label("reconciled"),
         )
         .where(lines.c.id.in_(reconciled_lines), lines.c.amount_nanos.is_not(None))

@@ -12,6 +12,7 @@ from decimal import Decimal
 import pyarrow as pa
 import sqlalchemy as sa
 
+from airflow_cost_provider.reconcile import corrections
 from airflow_cost_provider.reconcile.engine import LINE_MARGIN, Reconciliation, stream_into
 
 _INT, _TEXT = pa.int64(), pa.string()
@@ -182,6 +183,11 @@ SELECT sum(amount_nanos)::BIGINT, min(currency), line_id FROM (
         _shift_daily_totals(conn, sa.or_(in_window, near), +1)
         # the spend budgets keep of settled days changed with it: read again at their next evaluation
         conn.execute(sa.delete(budget_settled))
+        # what the estimates were off by, from the latest reconciled days, for correct_estimates
+        latest = conn.execute(sa.select(sa.func.max(reconciliations.c.day))).scalar()
+        if latest is not None:
+            factors = corrections.compute(conn, _day(latest) + dt.timedelta(days=1))
+            corrections.replace_all(conn, factors, now)
 
 
 def _shift_daily_totals(conn, pools, sign: int) -> None:

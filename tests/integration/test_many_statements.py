@@ -40,7 +40,7 @@ def test_statements_past_the_limit_are_one_line_with_their_count(airflow_env, po
         e for e in events if e["eventType"] == "COMPLETE" and e["job"]["name"].endswith(".loop_of_queries")
     ]
     facet = complete["run"]["facets"][FACET]
-    assert "/1-2-0/" in facet["_schemaURL"]
+    assert "/1-3-0/" in facet["_schemaURL"]
     postgres = [line for line in facet["lines"] if line["source"] == "postgres"]
     assert len(postgres) == MAX_LINES + 1
     (aggregated,) = [line for line in postgres if "count" in line]

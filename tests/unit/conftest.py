@@ -16,6 +16,7 @@ def fresh_provider_state(monkeypatch, tmp_path):
     tracker.price_book.cache_clear()
     session.clear_sessions()
     safety.failures.clear()
+    monkeypatch.setattr(tracker, "_factors", None)
     yield
     conf.clear_cache()
     tracker.price_book.cache_clear()

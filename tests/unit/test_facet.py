@@ -37,6 +37,7 @@ T1 = dt.datetime(2026, 11, 20, 0, 2, 5, 250000, tzinfo=dt.timezone.utc)
 SCHEMA_1_0_0 = "https://airflow-cost-provider.github.io/spec/facets/1-0-0/CostProviderCostRunFacet.json"
 SCHEMA_1_1_0 = "https://airflow-cost-provider.github.io/spec/facets/1-1-0/CostProviderCostRunFacet.json"
 SCHEMA_1_2_0 = "https://airflow-cost-provider.github.io/spec/facets/1-2-0/CostProviderCostRunFacet.json"
+SCHEMA_1_3_0 = "https://airflow-cost-provider.github.io/spec/facets/1-3-0/CostProviderCostRunFacet.json"
 
 
 def bigquery_line(currency="USD") -> CostLine:
@@ -103,7 +104,7 @@ def test_facet_follows_the_custom_facet_naming_and_schema_url():
     facet = facet_dict(sample_result())
     schema = schema_document()
     assert facet["_schemaURL"] == schema["$id"] + "#/$defs/CostProviderCostRunFacet"
-    assert schema["$id"] == SCHEMA_1_2_0
+    assert schema["$id"] == SCHEMA_1_3_0
     assert (
         facet["_producer"]
         == f"https://github.com/airflow-cost-provider/airflow-cost-provider/tree/{__version__}"
@@ -380,8 +381,12 @@ def facet_1_0_0() -> dict:
 
 
 def test_the_1_0_0_schema_stays_shipped_for_old_events():
-    assert [schema_document(name)["$id"] for name in PREVIOUS_SCHEMA_FILES] == [SCHEMA_1_0_0, SCHEMA_1_1_0]
-    assert schema_document()["$id"] == SCHEMA_1_2_0
+    assert [schema_document(name)["$id"] for name in PREVIOUS_SCHEMA_FILES] == [
+        SCHEMA_1_0_0,
+        SCHEMA_1_1_0,
+        SCHEMA_1_2_0,
+    ]
+    assert schema_document()["$id"] == SCHEMA_1_3_0
     validate_event(event_with(facet_1_0_0()))
     validate_event(event_with(facet_dict(sample_result())))
 
