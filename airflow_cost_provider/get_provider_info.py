@@ -77,7 +77,7 @@ CONFIG_OPTIONS: dict[str, dict] = {
         "PostgreSQL, MySQL and Azure SQL statements are priced as the instance rate x their execution "
         'time, so they need the instance: {"analytics_db": {"instance_type": "db.r6g.large"}}. '
         "Other keys: edition and warehouse_size (Snowflake; warehouse_size only when neither QUERY_HISTORY nor SHOW WAREHOUSES gives the size), node_type and nodes (Redshift provisioned), tier and vcores "
-        "(Azure SQL). A connection with nothing here is reported as unpriced, never as zero.",
+        "(Azure SQL), engine_size or dcu_per_hour (Dremio). A connection with nothing here is reported as unpriced, never as zero.",
         "string",
         "",
         example='{"analytics_db": {"instance_type": "db.r6g.large"}, "snowflake_default": {"edition": "enterprise"}}',

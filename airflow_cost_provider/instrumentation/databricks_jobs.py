@@ -13,6 +13,12 @@ A classic cluster's DBUs per hour come from the price book's `databricks_dbu_per
 type (driver + workers; an autoscaled cluster counts the middle of its bounds), priced at the
 `databricks/dbu` list price of its compute type, plus the cloud VMs as `instance_time` by node type.
 All estimates: Databricks bills exact DBUs in `system.billing.usage`, hours after the run.
+
+A pipeline task (`pipeline_task`: an update of a Lakeflow Declarative Pipeline, formerly Delta Live
+Tables) runs on the pipeline's own compute: `GET /api/2.0/pipelines/{id}` gives its update cluster,
+edition and serverless flag and the update the task started. Classic compute is priced as above at the
+edition's DBU price (`dlt_core`, `dlt_pro`, `dlt_advanced`); a serverless pipeline is kept unpriced with
+the pipeline and update ids that find its DBUs in `system.billing.usage`.
 """
 
 from __future__ import annotations
@@ -280,6 +286,22 @@ def compute_windows(run: Mapping[str, Any]) -> list[ComputeWindow]:
                     [task_key],
                 )
             )
+        elif isinstance(task.get("pipeline_task"), Mapping) and task["pipeline_task"].get("pipeline_id"):
+            pipeline = str(task["pipeline_task"]["pipeline_id"])
+            windows.append(
+                ComputeWindow(
+                    f"pipeline:{pipeline}",
+                    "pipeline",
+                    {
+                        "pipeline_id": pipeline,
+                        "full_refresh": bool(task["pipeline_task"].get("full_refresh")),
+                    },
+                    start,
+                    end,
+                    duration,
+                    [task_key],
+                )
+            )
         else:
             windows.append(
                 ComputeWindow(f"serverless:{task_key}", "serverless", {}, start, end, duration, [task_key])
@@ -309,6 +331,7 @@ def window_usage(
     window: ComputeWindow,
     conn_id: str | None,
     cluster: Mapping[str, Any] | None = None,
+    compute_type: str = "jobs_compute",
 ) -> list[Usage]:
     """DBUs and cloud VM time of one compute window (unpriced, with the reason, where not derivable)."""
     run_id = str(run.get("run_id"))
@@ -344,7 +367,7 @@ def window_usage(
         attributes.update(compute_type="all_purpose", allocation_share="1", allocation_basis="task_duration")
         attributes[METHOD_ATTRIBUTE] = "allocated"
     else:
-        attributes["compute_type"] = "jobs_compute"
+        attributes["compute_type"] = compute_type
         attributes[METHOD_ATTRIBUTE] = "list_price"
     node_type = spec.get("node_type_id")
     driver_type = spec.get("driver_node_type_id") or node_type
@@ -434,6 +457,107 @@ def window_usage(
             )
         )
     return usages
+
+
+# ------------------------------------------------------------------------------------- pipelines
+
+
+def _iso_ms(value: Any) -> int | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return int(moment.timestamp() * 1000)
+
+
+def pipeline_update(pipeline: Mapping[str, Any], window: ComputeWindow) -> dict[str, Any] | None:
+    """The update the pipeline task started: of the pipeline's `latest_updates`, the first created
+    within the task's time (a minute of clock skew allowed)."""
+    if window.start_ms is None:
+        return None
+    end = window.end_ms or window.start_ms + window.duration_ms
+    candidates = []
+    for update in pipeline.get("latest_updates") or []:
+        if not isinstance(update, Mapping) or not update.get("update_id"):
+            continue
+        created = _iso_ms(update.get("creation_time"))
+        if created is not None and window.start_ms - 60_000 <= created <= end:
+            candidates.append((created, dict(update)))
+    return min(candidates, key=lambda c: c[0])[1] if candidates else None
+
+
+def pipeline_usage(
+    run: Mapping[str, Any], window: ComputeWindow, conn_id: str | None, pipeline: Mapping[str, Any]
+) -> list[Usage]:
+    """A pipeline task's update (Lakeflow Declarative Pipelines, formerly Delta Live Tables). On classic
+    compute: the update cluster's DBUs for the task's time, priced at the pipeline edition's DBU price
+    (`dlt_core`, `dlt_pro`, `dlt_advanced`), and its VMs. Serverless: kept, unpriced, with the ids that
+    find its DBUs in system.billing.usage."""
+    spec = pipeline.get("spec") or {}
+    pipeline_id = str(window.spec["pipeline_id"])
+    edition = str(spec.get("edition") or "ADVANCED").lower()  # the API's default edition
+    update = pipeline_update(pipeline, window)
+    extra: dict[str, Any] = {"pipeline_id": pipeline_id, "edition": edition}
+    if spec.get("name") or pipeline.get("name"):
+        extra["pipeline_name"] = str(spec.get("name") or pipeline.get("name"))
+    if window.spec.get("full_refresh"):
+        extra["full_refresh"] = True
+    if update is not None:
+        extra["update_id"] = str(update["update_id"])
+        if update.get("state"):
+            extra["update_state"] = str(update["state"])
+    if spec.get("photon"):
+        extra["photon"] = True
+    where = f"usage_metadata.dlt_pipeline_id = {pipeline_id}"
+    if update is not None:
+        where += f" AND usage_metadata.dlt_update_id = {update['update_id']}"
+    if spec.get("serverless"):
+        attributes = {
+            **_common_attributes(run, window, conn_id),
+            **extra,
+            "compute_type": "dlt_serverless",
+            UNPRICED_HINT_ATTRIBUTE: "a serverless pipeline reports its DBUs only in system.billing.usage "
+            f"({where}), hours after the update",
+        }
+        return [
+            Usage(
+                SOURCE,
+                "run_time",
+                Decimal(window.duration_ms),
+                "ms",
+                pipeline_id,
+                str(run.get("run_id")),
+                _when(window.start_ms),
+                _when(window.end_ms),
+                attributes,
+            )
+        ]
+    clusters = [c for c in spec.get("clusters") or [] if isinstance(c, Mapping)]
+    cluster = next((c for c in clusters if c.get("label") in (None, "default")), None) or {}
+    usages = window_usage(
+        run, dataclasses.replace(window, spec=dict(cluster)), conn_id, compute_type=f"dlt_{edition}"
+    )
+    return [
+        dataclasses.replace(
+            u,
+            resource=pipeline_id,
+            attributes={**u.attributes, **extra, "billing_lookup": where},
+        )
+        for u in usages
+    ]
+
+
+def _pipeline(conn_id: str, pipeline_id: str, budget: _Budget) -> dict[str, Any]:
+    """GET /api/2.0/pipelines/{id}: the pipeline's spec (clusters, edition, serverless) and its latest updates."""
+    from urllib.parse import quote
+
+    return _hook(conn_id, budget.timeout())._do_api_call(
+        ("GET", f"2.0/pipelines/{quote(pipeline_id, safe='')}"), {}
+    )
 
 
 @dataclasses.dataclass
@@ -531,6 +655,25 @@ def run_usage(item: DatabricksRun, run: Mapping[str, Any], budget: _Budget) -> l
         return [item.unresolved("the run reports no task that held compute")]
     for window in windows:
         cluster = None
+        if window.kind == "pipeline":
+            pipeline_id = str(window.spec["pipeline_id"])
+            try:
+                pipeline = _pipeline(item.conn_id, pipeline_id, budget)
+                found = pipeline_usage(run, window, item.conn_id, pipeline)
+            except Exception as error:
+                found = [
+                    dataclasses.replace(
+                        item.unresolved(
+                            f"pipelines/get {pipeline_id} failed: {type(error).__name__}: {error}"
+                        ),
+                        resource=pipeline_id,
+                    )
+                ]
+            usages += [
+                dataclasses.replace(u, attributes={**u.attributes, "started_by": item.started_by})
+                for u in found
+            ]
+            continue
         if window.kind == "existing_cluster":
             try:
                 cluster = _cluster(item.conn_id, item.api_base, str(window.cluster_id), budget)

@@ -31,6 +31,7 @@ INSTRUMENTATIONS: dict[str, tuple[str, str]] = {
         "airflow.providers.databricks",
     ),
     "trino": ("airflow_cost_provider.instrumentation.trino:TrinoQueries", "airflow.providers.trino"),
+    "dremio": ("airflow_cost_provider.instrumentation.dremio:DremioJobs", "airflow.providers.http"),
     # job services
     "glue": ("airflow_cost_provider.instrumentation.glue:GlueJobs", "airflow.providers.amazon"),
     "emr": ("airflow_cost_provider.instrumentation.emr:EmrJobs", "airflow.providers.amazon"),

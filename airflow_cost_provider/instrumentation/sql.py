@@ -38,6 +38,7 @@ ENGINE_MODULES = {
     "athena": "airflow_cost_provider.instrumentation.athena",
     "redshift": "airflow_cost_provider.instrumentation.redshift",
     "azure_sql": "airflow_cost_provider.instrumentation.azure_sql",
+    "dremio": "airflow_cost_provider.instrumentation.dremio",
 }
 
 # Hook modules whose classes define their own `_run_command`; each is patched when it is imported.

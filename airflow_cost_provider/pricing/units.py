@@ -65,6 +65,8 @@ _UNITS: dict[str, Unit] = {
     # platform currencies of compute, base: one of them
     "credit": Unit("snowflake_credits", Decimal(1)),
     "DBU": Unit("dbus", Decimal(1)),
+    # Dremio Consumption Units: engine uptime x the size's DCUs per hour (not the DCU-hour of time)
+    "DCU": Unit("dremio_dcus", Decimal(1)),
 }
 for _dimension, _prefix in (
     ("cpu_time", "vCPU"),

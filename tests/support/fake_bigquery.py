@@ -45,6 +45,9 @@ class JobPlan:
     never_finishes: bool = False
     error_reason: str | None = None  # e.g. "invalidQuery": the job ends DONE with this errorResult
     reservation_id: str | None = None
+    # more of JobStatistics2 as BigQuery reports it for this job (e.g. a BigLake table's
+    # referencedTables, metadataCacheStatistics, externalServiceCosts), added to statistics.query
+    query_statistics: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -186,6 +189,7 @@ def _finish(job: _Job) -> None:
         }
         if slot_ms:
             query["totalSlotMs"] = str(slot_ms)
+        query.update(json.loads(json.dumps(plan.query_statistics)))
         statistics["query"] = query
     resource["status"] = {"state": "DONE"}
     if job.cancelled:

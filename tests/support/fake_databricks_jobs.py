@@ -1,17 +1,20 @@
 """A Databricks workspace's Jobs and Clusters REST API on 127.0.0.1, for tests.
 
 It answers what `DatabricksHook` sends (POST jobs/runs/submit and jobs/run-now, GET jobs/runs/get,
-GET clusters/get, under api/2.1 or api/2.2) with the API's own shapes, records every request, and runs
-each run to a planned outcome: how many runs/get reads it stays RUNNING for, how long each task held
+GET clusters/get, under api/2.1 or api/2.2, and GET api/2.0/pipelines/{id}, whose `latest_updates`
+gain an update each time a run's pipeline task starts) with the API's own shapes, records every
+request, and runs each run to a planned outcome: how many runs/get reads it stays RUNNING for, how long each task held
 its compute (reported as start_time, end_time and the three phase durations), or a fault (runs/get
 answering 500, or answering slowly) for the look-ups made after the task itself stopped reading.
 
 https://docs.databricks.com/api/workspace/jobs/getrun
+https://docs.databricks.com/api/workspace/pipelines/get
 """
 
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import itertools
 import json
 import re
@@ -24,7 +27,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-_PATH = re.compile(r"^/api/2\.[12]/(?P<endpoint>.+)$")
+_PATH = re.compile(r"^/api/2\.[012]/(?P<endpoint>.+)$")
+_PIPELINE = re.compile(r"^pipelines/(?P<pipeline_id>[^/]+)$")
 # A fixed clock: every run starts here, so durations (and so costs) do not depend on the machine.
 EPOCH_MS = 1_767_312_000_000  # 2026-01-02T00:00:00Z
 
@@ -90,10 +94,14 @@ class FakeDatabricksJobs(ThreadingHTTPServer):
         token: str,
         jobs: dict[int, dict[str, Any]] | None = None,
         clusters: dict[str, dict[str, Any]] | None = None,
+        pipelines: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self.token = token
         self.jobs = jobs or {}
         self.clusters = clusters or {}
+        # pipeline id -> its `spec` (GET /api/2.0/pipelines/{id}); a pipeline task starts an update
+        self.pipelines = pipelines or {}
+        self.updates: dict[str, list[dict[str, Any]]] = {}
         self.requests: list[Request] = []
         self.plans: list[tuple[str, RunPlan]] = []
         self.runs: dict[int, _Run] = {}
@@ -171,6 +179,9 @@ class FakeDatabricksJobs(ThreadingHTTPServer):
                 }
             elif task.get("existing_cluster_id"):
                 task["cluster_instance"] = {"cluster_id": task["existing_cluster_id"]}
+            pipeline_id = (task.get("pipeline_task") or {}).get("pipeline_id")
+            if pipeline_id in self.pipelines:
+                self.start_update(pipeline_id, clock, "JOB_TASK")
             clock = task["end_time"]
         with self._lock:
             run_id = next(self._run_ids)
@@ -192,6 +203,45 @@ class FakeDatabricksJobs(ThreadingHTTPServer):
             }
             self.runs[run_id] = _Run(resource, plan)
         return {"run_id": run_id, "number_in_job": run_id}
+
+    def start_update(self, pipeline_id: str, at_ms: int, cause: str) -> str:
+        """An update of the pipeline, created at `at_ms` (a minute after the previous one stands in for
+        an earlier scheduled update: only the one at the task's start is the task's)."""
+        with self._lock:
+            updates = self.updates.setdefault(pipeline_id, [])
+            update_id = f"{pipeline_id[:8]}-0000-4000-8000-{len(updates) + 1:012d}"
+            created = dt.datetime.fromtimestamp(at_ms / 1000, tz=dt.timezone.utc)
+            updates.insert(
+                0,
+                {
+                    "update_id": update_id,
+                    "state": "COMPLETED",
+                    "creation_time": created.strftime("%Y-%m-%dT%H:%M:%S.")
+                    + f"{created.microsecond // 1000:03d}Z",
+                    "cause": cause,
+                },
+            )
+        return update_id
+
+    def read_pipeline(self, pipeline_id: str) -> tuple[int, dict[str, Any]]:
+        spec = self.pipelines.get(pipeline_id)
+        if spec is None:
+            return 404, {
+                "error_code": "RESOURCE_DOES_NOT_EXIST",
+                "message": f"The specified pipeline {pipeline_id} was not found.",
+            }
+        return 200, {
+            "pipeline_id": pipeline_id,
+            "spec": {"id": pipeline_id, **copy.deepcopy(spec)},
+            "state": "IDLE",
+            "cluster_id": "0102-000000-dlt00001",
+            "name": spec.get("name", pipeline_id),
+            "health": "HEALTHY",
+            "creator_user_name": "airflow@example.com",
+            "run_as_user_name": "airflow@example.com",
+            "last_modified": EPOCH_MS - 86_400_000,
+            "latest_updates": copy.deepcopy(self.updates.get(pipeline_id, [])),
+        }
 
     def read_run(self, run_id: int) -> tuple[int, dict[str, Any]]:
         with self._lock:
@@ -285,6 +335,8 @@ class _Handler(BaseHTTPRequestHandler):
         endpoint, request = recorded
         if endpoint == "jobs/runs/get":
             return self._json(*self.server.read_run(int(_param(request, "run_id") or 0)))
+        if (pipeline := _PIPELINE.match(endpoint)) is not None:
+            return self._json(*self.server.read_pipeline(pipeline.group("pipeline_id")))
         if endpoint == "clusters/get":
             cluster_id = _param(request, "cluster_id") or ""
             if cluster_id in self.server.clusters:
@@ -312,8 +364,9 @@ def fake_databricks_jobs(
     token: str,
     jobs: dict[int, dict[str, Any]] | None = None,
     clusters: dict[str, dict[str, Any]] | None = None,
+    pipelines: dict[str, dict[str, Any]] | None = None,
 ) -> Iterator[FakeDatabricksJobs]:
-    server = FakeDatabricksJobs(token, jobs, clusters)
+    server = FakeDatabricksJobs(token, jobs, clusters, pipelines)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

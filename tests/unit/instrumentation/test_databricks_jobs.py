@@ -25,6 +25,7 @@ from airflow_cost_provider.instrumentation.databricks_jobs import (
     window_usage,
 )
 from airflow_cost_provider.pricing import estimate_all
+from airflow_cost_provider.pricing.estimate import UNPRICED_HINT_ATTRIBUTE
 from airflow_cost_provider.tracker import price_book
 
 TAGS = {
@@ -248,3 +249,96 @@ def test_instrument_and_uninstrument_are_symmetric_and_idempotent():
     instrumentation.uninstrument()
     assert DatabricksHook.__dict__["submit_run"] is original
     assert DatabricksHook.__dict__["get_run"].__class__.__name__ == "function"
+
+
+# ------------------------------------------------------------------------------------- pipelines
+
+PIPELINE_ID = "a3b1c2d4-1111-4000-8000-000000000001"
+START_MS = 1_767_312_000_000  # 2026-01-02T00:00:00Z
+
+
+def pipeline_run(duration_ms=1_800_000, **pipeline_task) -> dict:
+    return terminal_run(
+        tasks=[
+            {
+                "task_key": "refresh",
+                "pipeline_task": {"pipeline_id": PIPELINE_ID, **pipeline_task},
+                "start_time": START_MS,
+                "end_time": START_MS + duration_ms,
+            }
+        ]
+    )
+
+
+def pipeline(spec: dict, *updates: tuple[str, str]) -> dict:
+    return {
+        "pipeline_id": PIPELINE_ID,
+        "spec": {"id": PIPELINE_ID, **spec},
+        "latest_updates": [{"update_id": u, "state": "COMPLETED", "creation_time": t} for u, t in updates],
+    }
+
+
+def test_a_pipeline_task_is_its_own_compute_window():
+    (window,) = compute_windows(pipeline_run(full_refresh=True))
+    assert (window.kind, window.key, window.duration_ms) == ("pipeline", f"pipeline:{PIPELINE_ID}", 1_800_000)
+    assert window.spec == {"pipeline_id": PIPELINE_ID, "full_refresh": True}
+
+
+def test_the_update_is_the_first_created_within_the_task():
+    (window,) = compute_windows(pipeline_run())
+    found = databricks_jobs.pipeline_update(
+        pipeline(
+            {},
+            ("later", "2026-01-02T00:10:00.000Z"),
+            ("ours", "2026-01-02T00:00:01.250Z"),
+            ("scheduled", "2026-01-01T23:00:00.000Z"),
+            ("after", "2026-01-02T00:31:00.000Z"),
+        ),
+        window,
+    )
+    assert found["update_id"] == "ours"
+    assert databricks_jobs.pipeline_update(pipeline({}, ("old", "2026-01-01T00:00:00Z")), window) is None
+
+
+def test_a_classic_pipeline_is_priced_at_its_editions_dbu_price():
+    run = pipeline_run()
+    (window,) = compute_windows(run)
+    spec = {
+        "edition": "CORE",
+        "clusters": [
+            {"label": "maintenance", "node_type_id": "m5.4xlarge", "num_workers": 8},
+            {
+                "label": "default",
+                "node_type_id": "m5.xlarge",
+                "autoscale": {"min_workers": 1, "max_workers": 5},
+            },
+        ],
+    }
+    usages = databricks_jobs.pipeline_usage(
+        run, window, "databricks_default", pipeline(spec, ("u1", "2026-01-02T00:00:02Z"))
+    )
+    dbu, *vms = usages
+    # m5.xlarge driver 0.69 + 3 workers (autoscale midpoint) x 0.69 = 2.76 DBU/h for half an hour
+    assert (dbu.metric, dbu.quantity) == ("dbu", Decimal("1.38"))
+    assert dbu.attributes["compute_type"] == "dlt_core" and dbu.attributes["update_id"] == "u1"
+    assert dbu.resource == PIPELINE_ID and [v.metric for v in vms] == ["instance_time"]
+    lines, unpriced = estimate_all([dbu], price_book())
+    assert lines[0].amount == Decimal("1.38") * Decimal("0.20") and not unpriced
+    # no edition: the API's default, Advanced
+    (default_dbu, _) = databricks_jobs.pipeline_usage(
+        run, window, "d", pipeline({"clusters": [{"node_type_id": "i3.xlarge", "num_workers": 1}]})
+    )
+    assert (
+        default_dbu.attributes["compute_type"] == "dlt_advanced" and "update_id" not in default_dbu.attributes
+    )
+
+
+def test_a_serverless_pipeline_is_kept_with_its_billing_ids():
+    run = pipeline_run(duration_ms=600_000)
+    (window,) = compute_windows(run)
+    (usage,) = databricks_jobs.pipeline_usage(
+        run, window, "d", pipeline({"serverless": True}, ("u9", "2026-01-02T00:00:00Z"))
+    )
+    assert (usage.metric, usage.quantity, usage.unit) == ("run_time", Decimal(600_000), "ms")
+    reason = usage.attributes[UNPRICED_HINT_ATTRIBUTE]
+    assert f"usage_metadata.dlt_pipeline_id = {PIPELINE_ID} AND usage_metadata.dlt_update_id = u9" in reason
