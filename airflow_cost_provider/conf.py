@@ -313,6 +313,36 @@ def bigquery_model(project: str | None) -> str:
     return pricing.get(project or "", pricing.get("*", "on_demand"))
 
 
+SPARK_ENDPOINT_KEYS = ("history_server", "resource_manager")
+_URL = re.compile(r"^https?://[^/@\s]+(/\S*)?$")
+
+
+@functools.cache
+def spark_endpoints() -> dict[str, dict[str, str]]:
+    """Connection id (or "*") -> {history_server, resource_manager}: URLs without a trailing slash."""
+    endpoints = _json_object("spark_endpoints")
+    checked: dict[str, dict[str, str]] = {}
+    for conn_id, urls in endpoints.items():
+        if not isinstance(urls, dict) or not urls or set(urls) - set(SPARK_ENDPOINT_KEYS):
+            raise ConfigError(
+                f"[{SECTION}] spark_endpoints[{conn_id!r}] must be an object with history_server and/or "
+                'resource_manager, like {"history_server": "http://spark-history:18080"}'
+            )
+        for key, url in urls.items():
+            if not isinstance(url, str) or not _URL.match(url.strip()):
+                raise ConfigError(
+                    f"[{SECTION}] spark_endpoints[{conn_id!r}].{key} must be an http:// or https:// URL "
+                    "without credentials in it"
+                )
+        checked[conn_id] = {key: url.strip().rstrip("/") for key, url in urls.items()}
+    return checked
+
+
+def spark_endpoints_for(conn_id: str | None) -> dict[str, str]:
+    endpoints = spark_endpoints()
+    return dict(endpoints.get(conn_id or "", endpoints.get("*", {})))
+
+
 @functools.cache
 def finalize_timeout() -> float:
     low, high = FINALIZE_TIMEOUT_SECONDS
@@ -478,6 +508,7 @@ def reconcile_mode() -> dict[str, str]:
 GETTERS: dict[str, Callable[[], object]] = {
     "enabled": enabled,
     "ledger_conn": ledger_conn,
+    "spark_endpoints": spark_endpoints,
     "price_book_path": price_book_path,
     "tagging_enabled": tagging_enabled,
     "untagged_sources": untagged_sources,

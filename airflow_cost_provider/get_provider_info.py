@@ -77,7 +77,7 @@ CONFIG_OPTIONS: dict[str, dict] = {
         "PostgreSQL, MySQL and Azure SQL statements are priced as the instance rate x their execution "
         'time, so they need the instance: {"analytics_db": {"instance_type": "db.r6g.large"}}. '
         "Other keys: edition and warehouse_size (Snowflake; warehouse_size only when neither QUERY_HISTORY nor SHOW WAREHOUSES gives the size), node_type and nodes (Redshift provisioned), tier and vcores "
-        "(Azure SQL), engine_size or dcu_per_hour (Dremio). A connection with nothing here is reported as unpriced, never as zero.",
+        "(Azure SQL), engine_size or dcu_per_hour (Dremio), cluster, cluster_vcores and cluster_memory_gib (Spark: see docs/sources/spark.md). A connection with nothing here is reported as unpriced, never as zero.",
         "string",
         "",
         example='{"analytics_db": {"instance_type": "db.r6g.large"}, "snowflake_default": {"edition": "enterprise"}}',
@@ -88,6 +88,18 @@ CONFIG_OPTIONS: dict[str, dict] = {
         "string",
         "",
         example='{"*": "on_demand", "reserved-project": "enterprise"}',
+    ),
+    "spark_endpoints": _option(
+        "JSON object: Airflow connection id of a Spark or Livy connection (or * for every other one) -> the "
+        "REST endpoints its applications are measured from at task end: history_server (Spark history "
+        "server, http://host:18080) and resource_manager (YARN ResourceManager webapp, http://host:8088). "
+        "A Spark connection's yarn_resourcemanager_webapp_address extra is used when no resource_manager is "
+        "set. Plain http or https URLs, no credentials in them. Empty: Spark applications are kept "
+        "unpriced with the reason.",
+        "string",
+        "",
+        example='{"spark_default": {"history_server": "http://spark-history:18080"}, '
+        '"livy_default": {"resource_manager": "http://rm:8088"}}',
     ),
     "disabled_sources": _option(
         "Comma-separated sources not to capture, e.g. airflow_worker,bigquery: names of the price book's "

@@ -40,6 +40,11 @@ INSTRUMENTATIONS: dict[str, tuple[str, str]] = {
         "airflow_cost_provider.instrumentation.databricks_jobs:DatabricksJobs",
         "airflow.providers.databricks",
     ),
+    "spark_submit": (
+        "airflow_cost_provider.instrumentation.spark:SparkSubmitApplications",
+        "airflow.providers.apache.spark",
+    ),
+    "livy": ("airflow_cost_provider.instrumentation.spark:LivyBatches", "airflow.providers.apache.livy"),
     "azure_data_factory": (
         "airflow_cost_provider.instrumentation.azure_data_factory:DataFactoryPipelines",
         "airflow.providers.microsoft.azure",

@@ -53,6 +53,8 @@ _UNITS: dict[str, Unit] = {
     "hour": Unit("time", Decimal(3600)),
     # memory held or data stored over time, base: GiB-second ("GB-month" in cloud price lists is
     # GiB x 730 hours)
+    # YARN reports memory-seconds in MB-seconds, its MB being MiB (1/1024 GiB, an exact decimal)
+    "MiB-second": Unit("gib_time", Decimal("0.0009765625")),
     "GiB-ms": Unit("gib_time", Decimal("0.001")),
     "GiB-second": Unit("gib_time", Decimal(1)),
     "GiB-minute": Unit("gib_time", Decimal(60)),
