@@ -2,6 +2,9 @@
 `get_first` and `SQLExecuteQueryOperator` all go through): tagged with a sqlcommenter comment, timed,
 and measured by the engine's own handler.
 
+Statements that bypass `_run_command` (dataframes, `insert_rows`, SQLAlchemy engines, hook classes
+with their own `_run_command` or `run`) are captured by sql_paths.py through the same engines.
+
 Engines with their own statistics (Snowflake, Trino, Databricks SQL, Athena, Redshift, Azure SQL)
 provide a `SqlEngine` in their module; every other engine (PostgreSQL, MySQL, ...) is priced as the
 instance rate of its connection x the statement's execution time.
@@ -62,6 +65,28 @@ _in_statement: ContextVar[bool] = ContextVar("cost_provider_in_statement", defau
 
 
 @dataclass
+class Scope:
+    """The outermost hook method running whose statements may bypass `_run_command` (sql_paths.py):
+    its name, its hook and how many statements it captured."""
+
+    path: str
+    hook: Any
+    captured: int = 0
+
+
+_scope: ContextVar[Scope | None] = ContextVar("cost_provider_sql_scope", default=None)
+
+
+def count_captured() -> str | None:
+    """Count a captured statement in the running scope; the scope's method name, or None."""
+    scope = _scope.get()
+    if scope is None:
+        return None
+    scope.captured += 1
+    return scope.path
+
+
+@dataclass
 class Statement:
     """One statement as the wrapper saw it."""
 
@@ -108,6 +133,7 @@ def runtime_usage(source: str, statement: Statement, **attributes: Any) -> Usage
         UNPRICED_HINT_ATTRIBUTE: f"connection {statement.conn_id!r} has no instance in [cost_provider] "
         'connection_pricing; set e.g. {"' + str(statement.conn_id) + '": {"instance_type": "db.r6g.large"}}',
         **pricing,
+        **statement.attributes,
         **attributes,
     }
     if (rows := statement.row_count()) is not None:
@@ -198,7 +224,8 @@ def _driver_paramstyle(cursor_type: type) -> str | None:
 
 
 def _percent_placeholders(cursor: Any) -> bool:
-    cursor = getattr(cursor, "__wrapped__", cursor)
+    while hasattr(cursor, "__wrapped__"):  # our own proxies, possibly nested
+        cursor = cursor.__wrapped__
     return _driver_paramstyle(type(cursor)) in ("format", "pyformat")
 
 
@@ -258,12 +285,19 @@ def _measure(engine, session, hook, cursor, start_time, elapsed, failed) -> None
     if isinstance(cursor, TimedCursor) and cursor._self_start_time is not None:
         start_time, elapsed = cursor._self_start_time, cursor._self_elapsed_ns
         cursor = cursor.__wrapped__
-    engine.measure(session, Statement(hook, cursor, conn_id_of(hook), start_time, seconds(elapsed), failed))
+    statement = Statement(hook, cursor, conn_id_of(hook), start_time, seconds(elapsed), failed)
+    if (path := count_captured()) is not None:
+        statement.attributes["sql_path"] = path
+    engine.measure(session, statement)
 
 
 class SqlStatements(Instrumentation):
     name = "sql"
     modules = HOOK_MODULES
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._classes: set[type] = set()  # hook classes whose own methods are instrumented
 
     def patch(self, module: Any) -> None:
         from airflow.providers.common.sql.hooks.sql import DbApiHook
@@ -276,3 +310,35 @@ class SqlStatements(Instrumentation):
                 and "_run_command" in value.__dict__
             ):
                 self.wrap(value, "_run_command", _run_command_wrapper)
+        if module.__name__ == HOOK_MODULES[0]:
+            # the statements that bypass _run_command (sql_paths.py): each hook class is instrumented
+            # when its first instance is created
+            self.wrap(DbApiHook, "__init__", self._hook_created)
+
+    def _hook_created(self, wrapped, instance, args, kwargs):
+        result = wrapped(*args, **kwargs)
+        if type(instance) not in self._classes:
+            guarded_step("instrumenting a DB-API hook class", self.instrument_class, type(instance))
+        return result
+
+    def instrument_class(self, cls: type) -> None:
+        """Wrap the methods of `cls` and its hook bases through which statements bypass _run_command."""
+        from airflow.providers.common.sql.hooks.sql import DbApiHook
+
+        from airflow_cost_provider.instrumentation import sql_paths
+
+        with self._lock:
+            if not self.active or cls in self._classes:
+                return
+            for klass in cls.__mro__:
+                if isinstance(klass, type) and issubclass(klass, DbApiHook) and klass not in self._classes:
+                    for attribute, wrapper in sql_paths.wrappers_for(klass):
+                        self.wrap(klass, attribute, wrapper)  # once: what this wrapped is skipped
+                    self._classes.add(klass)
+
+    def uninstrument(self) -> None:
+        with self._lock:
+            super().uninstrument()
+            self._classes.clear()
+            if "airflow_cost_provider.instrumentation.sql_paths" in sys.modules:
+                sys.modules["airflow_cost_provider.instrumentation.sql_paths"].stop_listening()

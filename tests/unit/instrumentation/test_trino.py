@@ -302,3 +302,16 @@ def test_instrument_and_uninstrument_are_symmetric_and_idempotent():
         instrumentation.uninstrument()
     assert hooks.TrinoHook.__dict__["get_conn"] is original_get_conn
     assert trino.dbapi.__dict__["connect"] is original_connect
+
+
+def test_get_df_statements_are_tagged_and_resolved_like_run(coordinator, instrumented, session):
+    # TrinoHook's own _get_pandas_df executes on a cursor of get_conn(), not through _run_command
+    frame = TrinoHook(trino_conn_id="trino_unit").get_df("SELECT 5")
+    assert frame.values.tolist() == [[5]]
+    (query,) = coordinator.statements()
+    assert our_tags(query) == HOSTILE.tags()
+    assert "/*airflow_dag_id='sales%2Cdaily'" in query.statement
+    (pending,) = session.pending[resolve_queries]
+    assert pending.query_id == query.query_id
+    (usage,) = resolve_queries(session.pending[resolve_queries], 5.0)
+    assert usage.quantity == query.cpu_time_ms and usage.external_id == query.query_id
