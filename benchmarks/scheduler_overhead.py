@@ -1,4 +1,5 @@
-"""Per-task overhead under a real scheduler: the LocalExecutor, each task try its own process.
+"""Per-task overhead under a real scheduler: the LocalExecutor (or the CeleryExecutor), each task try
+its own process.
 
 A temporary AIRFLOW_HOME gets a PostgreSQL metadata database (a throwaway server on 127.0.0.1), a
 dags folder with one generated DAG `bench_noop_chain` (tasks that do nothing, in a chain, so one
@@ -14,8 +15,13 @@ the DAG parse, the listeners and the task itself. Every run is checked: all trie
 enabled run wrote one ledger row per try (the default SQLite ledger), a disabled run none.
 
     uv run python benchmarks/scheduler_overhead.py [--pairs 3] [--tasks 8] [--no-bytecode-cache]
+    uv run python benchmarks/scheduler_overhead.py --executor celery   # one worker, a Redis broker
 
-Prints a summary and writes benchmarks/results/scheduler_overhead.json.
+With `--executor celery` a throwaway `redis-server` on 127.0.0.1 is the broker and one
+`airflow celery worker` (4 slots) runs the tasks; switching modes restarts the scheduler and the
+worker.
+
+Prints a summary and writes benchmarks/results/scheduler_overhead.json (scheduler_overhead_celery.json).
 """
 
 from __future__ import annotations
@@ -37,8 +43,9 @@ sys.path.insert(0, str(HERE.parent))
 
 from tests.support.airflow_scheduler import SchedulerDeployment  # noqa: E402
 from tests.support.postgres import PostgresServer  # noqa: E402
+from tests.support.redis import RedisServer  # noqa: E402
 
-DEFAULT_OUTPUT = HERE / "results" / "scheduler_overhead.json"
+RESULTS = HERE / "results"
 DAG_ID = "bench_noop_chain"
 RUN_TIMEOUT = 600
 ENABLED = "AIRFLOW__COST_PROVIDER__ENABLED"
@@ -75,8 +82,14 @@ def ledger_tries(home: Path, run_id: str) -> int:
         return conn.execute("SELECT count(*) FROM cost_task_runs WHERE run_id = ?", (run_id,)).fetchone()[0]
 
 
-def run_once(deployment: SchedulerDeployment, mode: str, run_id: str, tasks: int) -> list[float]:
-    deployment.restart_executor({ENABLED: str(mode == "enabled")})
+def run_once(
+    deployment: SchedulerDeployment, mode: str, run_id: str, tasks: int, broker_url: str | None = None
+) -> list[float]:
+    settings = {ENABLED: str(mode == "enabled")}
+    if broker_url is None:
+        deployment.restart_executor(settings)
+    else:
+        deployment.restart_executor(settings | deployment.celery_env(broker_url), celery_workers=1)
     deployment.trigger(DAG_ID, run_id)
     state = deployment.wait(DAG_ID, [run_id], RUN_TIMEOUT)[run_id]
     tries = deployment.task_tries(DAG_ID, [run_id]).values()
@@ -92,20 +105,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--tasks", type=int, default=8)
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument("--output", type=Path, help="default: results/scheduler_overhead[_celery].json")
     parser.add_argument("--keep-temp", action="store_true")
+    parser.add_argument("--executor", choices=("local", "celery"), default="local")
     parser.add_argument(
         "--no-bytecode-cache",
         action="store_true",
         help="keep PYTHONDONTWRITEBYTECODE of the calling shell: every task process compiles its imports",
     )
     args = parser.parse_args()
+    suffix = "" if args.executor == "local" else f"_{args.executor}"
+    args.output = args.output or RESULTS / f"scheduler_overhead{suffix}.json"
 
     home = Path(tempfile.mkdtemp(prefix="cost-bench-scheduler-"))
     dag_file = home / "src" / f"{DAG_ID}.py"
     dag_file.parent.mkdir()
     dag_file.write_text(dag_source(args.tasks))
     server = PostgresServer(log_statements=False).start()
+    redis = RedisServer().start() if args.executor == "celery" else None
+    broker_url = redis.url() if redis is not None else None
     deployment = SchedulerDeployment(home / "airflow", server.create_database("airflow"), [dag_file])
     if not args.no_bytecode_cache:
         # as in production, task processes read cached bytecode (the warm-up run writes it) rather
@@ -116,12 +134,12 @@ def main() -> None:
     try:
         deployment.start()
         deployment.wait_for_dag(DAG_ID)
-        run_once(deployment, "enabled", "warmup", args.tasks)  # first parse and ledger creation
+        run_once(deployment, "enabled", "warmup", args.tasks, broker_url)  # first parse, ledger creation
         for pair in range(args.pairs):
             order = ("enabled", "disabled") if pair % 2 == 0 else ("disabled", "enabled")
             medians = {}
             for mode in order:
-                seconds = run_once(deployment, mode, f"{mode}-{pair}", args.tasks)
+                seconds = run_once(deployment, mode, f"{mode}-{pair}", args.tasks, broker_url)
                 walls[mode] += seconds
                 medians[mode] = statistics.median(seconds)
                 print(f"pair {pair} {mode:8s} median try {medians[mode] * 1000:7.0f} ms", flush=True)
@@ -129,12 +147,15 @@ def main() -> None:
     finally:
         deployment.stop()
         server.stop()
+        if redis is not None:
+            redis.stop()
         if not args.keep_temp:
             shutil.rmtree(home, ignore_errors=True)
 
     enabled, disabled = statistics.median(walls["enabled"]), statistics.median(walls["disabled"])
     pair_ratios = [p["enabled"] / p["disabled"] for p in pairs]
     summary = {
+        "executor": args.executor,
         "tries_per_mode": len(walls["enabled"]),
         "median_try_ms": {"enabled": enabled * 1000, "disabled": disabled * 1000},
         "overhead_ms": (enabled - disabled) * 1000,
