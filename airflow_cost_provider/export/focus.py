@@ -152,6 +152,7 @@ SERVICES: dict[str, tuple[str, str, str, str]] = {
     "snowflake": ("Snowflake", *_WAREHOUSE, "Snowflake"),
     "databricks": ("Databricks", *_PROCESSING, "Databricks"),
     "trino": ("Trino", *_PROCESSING, "Trino"),
+    "kubernetes": ("Kubernetes", "Compute", "Containers", "Kubernetes"),
     "postgres": ("PostgreSQL", *_RELATIONAL, "postgres"),
     "mysql": ("MySQL", *_RELATIONAL, "mysql"),
     "sqlite": ("SQLite", *_RELATIONAL, "sqlite"),
