@@ -504,6 +504,28 @@ def reconcile_mode() -> dict[str, str]:
         raise ConfigError(f"[{SECTION}] {error}") from None
 
 
+@functools.cache
+def opencost_url() -> str | None:
+    value = _raw("opencost_url").rstrip("/")
+    if not value:
+        return None
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ConfigError(
+            f"[{SECTION}] opencost_url = {value!r} is not an http(s) URL: use e.g. http://opencost.opencost:9003"
+        )
+    return value
+
+
+@functools.cache
+def opencost_currency() -> str:
+    value = _raw("opencost_currency")
+    if not is_currency(value):
+        raise ConfigError(
+            f"[{SECTION}] opencost_currency = {value!r} is not an ISO 4217 code: use three capitals like USD"
+        )
+    return value
+
+
 # Every option's getter: `airflow-cost check` validates each (tests hold it to CONFIG_OPTIONS).
 GETTERS: dict[str, Callable[[], object]] = {
     "enabled": enabled,
@@ -531,6 +553,8 @@ GETTERS: dict[str, Callable[[], object]] = {
     "billing_resources": billing_resources,
     "reconcile_mode": reconcile_mode,
     "correct_estimates": correct_estimates,
+    "opencost_url": opencost_url,
+    "opencost_currency": opencost_currency,
 }
 
 

@@ -229,6 +229,21 @@ CONFIG_OPTIONS: dict[str, dict] = {
         "",
         example="snowflake,bigquery",
     ),
+    "opencost_url": _option(
+        "The base URL of an OpenCost (or Kubecost) API. Set: when a task that ran Kubernetes pods ends, its "
+        "pods' allocation over the task's window is read from /allocation (aggregated by pod, one call "
+        "per task, within finalize_timeout) and used as their lines, method allocated, in place of the "
+        "requests x running time estimate; a pod it does not know keeps the estimate. Empty: not asked.",
+        "string",
+        "",
+        example="http://opencost.opencost.svc:9003",
+    ),
+    "opencost_currency": _option(
+        "The currency OpenCost reports its costs in (its own configuration names it, the API does not): "
+        "an ISO 4217 code in capitals.",
+        "string",
+        "USD",
+    ),
 }
 
 

@@ -153,6 +153,7 @@ SERVICES: dict[str, tuple[str, str, str, str]] = {
     "databricks": ("Databricks", *_PROCESSING, "Databricks"),
     "trino": ("Trino", *_PROCESSING, "Trino"),
     "spark": ("Apache Spark", *_PROCESSING, "Apache Spark cluster"),
+    "kubernetes": ("Kubernetes", "Compute", "Containers", "Kubernetes"),
     "postgres": ("PostgreSQL", *_RELATIONAL, "postgres"),
     "mysql": ("MySQL", *_RELATIONAL, "mysql"),
     "sqlite": ("SQLite", *_RELATIONAL, "sqlite"),

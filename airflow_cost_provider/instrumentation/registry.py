@@ -53,6 +53,10 @@ INSTRUMENTATIONS: dict[str, tuple[str, str]] = {
         "airflow_cost_provider.instrumentation.synapse:SynapseJobs",
         "airflow.providers.microsoft.azure",
     ),
+    "kubernetes": (
+        "airflow_cost_provider.instrumentation.kubernetes:KubernetesPods",
+        "airflow.providers.cncf.kubernetes",
+    ),
 }
 
 _instances: dict[str, Instrumentation] = {}

@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from airflow_cost_provider.pricing.model import CostLine, Method, Price, Unpriced, Usage
-from airflow_cost_provider.pricing.money import EXACT, quantize_amount
+from airflow_cost_provider.pricing.money import EXACT, is_currency, quantize_amount, to_decimal
 from airflow_cost_provider.pricing.price_book import PriceBook
 from airflow_cost_provider.pricing.units import IncompatibleUnitsError, UnknownUnitError, conversion
 
@@ -16,9 +16,18 @@ from airflow_cost_provider.pricing.units import IncompatibleUnitsError, UnknownU
 METHOD_ATTRIBUTE = "cost_method"
 # Why a usage has no price, when its capture knows better than "no price in the book".
 UNPRICED_HINT_ATTRIBUTE = "why_unpriced"
+# A cost another system computed for this usage (OpenCost's allocation of a pod): its amount (decimal
+# text), currency and the name of the source, kept as they are instead of a price from the book.
+REPORTED_COST_ATTRIBUTE = "reported_cost"
+REPORTED_CURRENCY_ATTRIBUTE = "reported_currency"
+REPORTED_BY_ATTRIBUTE = "reported_by"
+REPORTED_URL_ATTRIBUTE = "reported_by_url"
+_RATE_QUANTUM = Decimal("1e-12")
 
 
 def estimate(usage: Usage, book: PriceBook, method: Method = "list_price") -> CostLine | Unpriced:
+    if REPORTED_COST_ATTRIBUTE in usage.attributes:
+        return _reported(usage, method)
     price = book.find(usage)
     if price is None:
         hint = usage.attributes.get(UNPRICED_HINT_ATTRIBUTE)
@@ -33,6 +42,42 @@ def estimate(usage: Usage, book: PriceBook, method: Method = "list_price") -> Co
         amount=_amount(usage.quantity, multiplier, divisor, price),
         currency=price.currency,
         method=usage.attributes.get(METHOD_ATTRIBUTE, method),
+        price=price,
+    )
+
+
+def _reported(usage: Usage, method: Method) -> CostLine | Unpriced:
+    """The cost another system reported, with a price record naming it and its effective rate."""
+    attributes = usage.attributes
+    by = str(attributes.get(REPORTED_BY_ATTRIBUTE) or "reported")
+    try:
+        amount = quantize_amount(to_decimal(attributes[REPORTED_COST_ATTRIBUTE]))
+    except ValueError as error:
+        return Unpriced(usage, f"{by} reported a cost that is not a number: {error}")
+    currency = attributes.get(REPORTED_CURRENCY_ATTRIBUTE)
+    if not is_currency(currency):
+        return Unpriced(usage, f"{by} reported a cost in {currency!r}, not an ISO 4217 currency")
+    rate = (
+        EXACT.divide(amount, usage.quantity).quantize(_RATE_QUANTUM, context=EXACT)
+        if usage.quantity
+        else amount
+    )
+    url = attributes.get(REPORTED_URL_ATTRIBUTE)
+    price = Price(
+        source=usage.source,
+        metric=usage.metric,
+        unit=usage.unit,
+        amount=rate,
+        currency=str(currency),
+        book_version=by,
+        source_url=str(url) if url else None,
+        origin=by,
+    )
+    return CostLine(
+        usage=usage,
+        amount=amount,
+        currency=str(currency),
+        method=attributes.get(METHOD_ATTRIBUTE, method),
         price=price,
     )
 
@@ -57,6 +102,8 @@ class Estimator:
         self._kinds: dict[tuple, tuple[CostLine | Unpriced, Any, Any]] = {}
 
     def __call__(self, usage: Usage) -> CostLine | Unpriced:
+        if REPORTED_COST_ATTRIBUTE in usage.attributes:  # its own amount: nothing to reuse
+            return estimate(usage, self.book, self.method)
         try:
             kind = self._kind(usage)
             known = self._kinds.get(kind)

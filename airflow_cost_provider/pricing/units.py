@@ -80,6 +80,7 @@ for _dimension, _prefix in (
     ("vcore_time", "vCore"),
     ("diu_time", "DIU"),
     ("instance_time", "instance"),
+    ("gpu_time", "GPU"),
 ):
     _UNITS.update(_time_family(_dimension, _prefix))
 _UNITS["milli-DCU-second"] = Unit("dcu_time", Decimal("0.001"))

@@ -48,6 +48,7 @@ PROVIDER_DAGS = {
     "example_mysql": ("mysql", {"mysql_default"}),
     "example_trino": ("trino", {"trino_default"}),
     "example_dremio": ("http", {"dremio_default"}),
+    "example_kubernetes": ("cncf-kubernetes", {"kubernetes_default"}),
 }
 # Providers a DAG the demo runs may use: nothing that needs an account anywhere.
 LOCAL_PROVIDERS = {

@@ -1,0 +1,419 @@
+"""Pods started by `KubernetesPodOperator` (normal and deferrable) and `@task.kubernetes`.
+
+Tagging: `build_pod_request_obj` returns the pod the operator will create; the task's identity labels
+Airflow does not put itself (the OpenLineage run id, the team, the cost labels) are added to it,
+sanitised as Airflow sanitises its own labels (tagging/kubernetes.py).
+
+Capture: `get_or_create_pod` names each pod the task runs; `cleanup` (reached from the synchronous
+path's `finally` and from the deferrable path's `trigger_reentry`) receives the pod as the operator last
+read it, with its containers' requests, limits and start and finish times. That pod, reduced to what
+pricing needs (never its environment, command or labels), is kept on the pending item: no call of our
+own is made inside the task. At finalize, within its budget, the node each pod ran on is read once per
+process for its instance type and pool labels, and a pod the task created but never cleaned up (the task
+failed before, or the pod was already deleted when a deferred task resumed) is read from the API; one
+that cannot be read is kept unpriced with the reason.
+Pricing is pricing/kubernetes.py: per container, max(request, usage) x running time x node rate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import functools
+import threading
+import time
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from airflow_cost_provider import conf
+from airflow_cost_provider.capture.safety import suppress
+from airflow_cost_provider.capture.session import CaptureSession
+from airflow_cost_provider.instrumentation.base import Instrumentation, guarded_step, task_session
+from airflow_cost_provider.pricing.estimate import UNPRICED_HINT_ATTRIBUTE
+from airflow_cost_provider.pricing.kubernetes import (
+    SOURCE,
+    allocation_usages,
+    allocations_by_pod,
+    parse_time,
+    pod_usages,
+    slim_pod,
+)
+from airflow_cost_provider.pricing.model import Usage
+from airflow_cost_provider.tagging.kubernetes import pod_labels
+
+OPERATOR_MODULE = "airflow.providers.cncf.kubernetes.operators.pod"
+# Seconds one API call may take at most, whatever is left of the finalize budget.
+REQUEST_TIMEOUT = 5.0
+LOOKUP_SHARE = 0.7
+
+# (connection, in_cluster, config file, context, node name) -> its labels, or why they are not known
+_nodes: dict[tuple[Any, ...], tuple[dict[str, str] | None, str | None]] = {}
+_nodes_lock = threading.Lock()
+
+
+@dataclasses.dataclass
+class KubernetesPod:
+    """A pod the task ran; plain values only, so it survives a deferral."""
+
+    namespace: str
+    name: str
+    conn_id: str | None = None
+    in_cluster: bool | None = None
+    config_file: str | None = None
+    cluster_context: str | None = None
+    operator: str = "KubernetesPodOperator"
+    pod: dict[str, Any] | None = None  # slim_pod() of the pod as the task last read it
+    observed_at: str | None = None
+    node_labels: dict[str, str] | None = None
+    node_error: str | None = None
+    source: str = SOURCE
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+    def unresolved(self, reason: str) -> Usage:
+        return Usage(
+            SOURCE,
+            "pod_time",
+            Decimal(0),
+            "second",
+            f"{self.namespace}/{self.name}",
+            end_time=dt.datetime.now(dt.timezone.utc),
+            attributes={
+                "namespace": self.namespace,
+                "pod": self.name,
+                "operator": self.operator,
+                UNPRICED_HINT_ATTRIBUTE: reason,
+            },
+        )
+
+
+@functools.cache
+def _serializer() -> Any:
+    from kubernetes.client import ApiClient
+
+    return ApiClient()
+
+
+def _to_json(pod: Any) -> dict[str, Any]:
+    """A V1Pod (or the dict the API returned) as the API's JSON shape (camelCase, times as text)."""
+    if isinstance(pod, Mapping):
+        return dict(pod)
+    return _serializer().sanitize_for_serialization(pod)
+
+
+def _api_error(error: BaseException) -> str:
+    status = getattr(error, "status", None)
+    if status is not None:
+        return f"HTTP {status} {getattr(error, 'reason', '') or ''}".strip()
+    return f"{type(error).__name__}: {error}"
+
+
+def _node_labels(
+    client: Any, cluster: tuple[Any, ...], node: str | None, timeout: float
+) -> tuple[dict[str, str] | None, str | None]:
+    """The labels of the node a pod ran on (instance type, pool), or why they could not be read (a
+    service account without `get nodes` is common: the default rate applies then). Kept per cluster
+    and node for the process, except a failure that may pass (a timeout, a refused connection)."""
+    if not node:
+        return None, None
+    key = (*cluster, node)
+    with _nodes_lock:
+        if key in _nodes:
+            return _nodes[key]
+    try:
+        with suppress():
+            answer = client.read_node(node, _request_timeout=timeout)
+        labels = dict(getattr(getattr(answer, "metadata", None), "labels", None) or {})
+        found: tuple[dict[str, str] | None, str | None] = (labels, None)
+    except Exception as error:
+        found = (None, f"node {node} not readable: {_api_error(error)}")
+        if getattr(error, "status", None) not in (401, 403, 404):
+            return found
+    with _nodes_lock:
+        _nodes[key] = found
+    return found
+
+
+def clear_caches() -> None:
+    with _nodes_lock:
+        _nodes.clear()
+
+
+def item_usages(item: KubernetesPod) -> list[Usage]:
+    """The pod's usage from what the task read of it; unpriced with the reason where nothing was read."""
+    if item.pod is None:
+        return [item.unresolved("the pod's status was never read")]
+    observed = parse_time(item.observed_at) or dt.datetime.now(dt.timezone.utc)
+    extra: dict[str, Any] = {"operator": item.operator, "usage_source": "none (requests only)"}
+    if item.node_error:
+        extra["node_labels_error"] = item.node_error
+    return pod_usages(item.pod, observed, node_labels=item.node_labels, extra_attributes=extra)
+
+
+class _Budget:
+    def __init__(self, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds * LOOKUP_SHARE
+
+    def timeout(self) -> float:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("no time left within the finalize budget")
+        return min(remaining, REQUEST_TIMEOUT)
+
+
+def _client(item: KubernetesPod) -> Any:
+    from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+
+    hook = KubernetesHook(
+        conn_id=item.conn_id,
+        in_cluster=item.in_cluster,
+        config_file=item.config_file,
+        cluster_context=item.cluster_context,
+    )
+    client = hook.core_v1_client
+    # one attempt per call: urllib3 would otherwise retry a timed-out read three times, four timeouts
+    # in all, past the finalize budget
+    pool_manager = getattr(getattr(client.api_client, "rest_client", None), "pool_manager", None)
+    if pool_manager is not None:
+        pool_manager.connection_pool_kw["retries"] = False
+    return client
+
+
+def _cluster(item: KubernetesPod) -> tuple[Any, ...]:
+    return (item.conn_id, item.in_cluster, item.config_file, item.cluster_context)
+
+
+def _read(item: KubernetesPod, client: Any, budget: _Budget) -> None:
+    """Read a pod the task never saw finish, within the budget."""
+    pod = client.read_namespaced_pod(item.name, item.namespace, _request_timeout=budget.timeout())
+    item.pod = slim_pod(_to_json(pod))
+    item.observed_at = dt.datetime.now(dt.timezone.utc).isoformat()
+
+
+def resolve_pods(items: list[KubernetesPod], timeout_seconds: float) -> list[Usage]:
+    """One usage set per pod (the same pod named twice, e.g. before and after a deferral, counts once,
+    the copy that read its status winning); a pod not read by the task is read now, and the node of
+    each pod once, for its instance type and pool."""
+    budget = _Budget(timeout_seconds)
+    unique: dict[tuple[str, str], KubernetesPod] = {}
+    for item in items:
+        known = unique.get(item.key)
+        if known is None or (known.pod is None and item.pod is not None):
+            unique[item.key] = item
+    clients: dict[tuple[Any, ...], Any] = {}
+
+    def client_of(item: KubernetesPod) -> Any:
+        key = _cluster(item)
+        if key not in clients:
+            clients[key] = _client(item)
+        return clients[key]
+
+    usages: list[Usage] = []
+    estimated: dict[tuple[str, str], list[Usage]] = {}
+    for item in unique.values():
+        if item.pod is None:
+            try:
+                _read(item, client_of(item), budget)
+            except Exception as error:
+                if getattr(error, "status", None) == 404:
+                    reason = "the pod was already deleted before its status could be read"
+                else:
+                    reason = f"reading the pod failed: {_api_error(error)}"
+                usages.append(item.unresolved(reason))
+                continue
+        node = (item.pod.get("spec") or {}).get("nodeName")
+        if node and item.node_labels is None and item.node_error is None:
+            try:
+                item.node_labels, item.node_error = _node_labels(
+                    client_of(item), _cluster(item), node, budget.timeout()
+                )
+            except Exception as error:  # no time left, or no client: the default rate applies
+                item.node_error = f"node {node} not read: {_api_error(error)}"
+        try:
+            estimated[item.key] = item_usages(item)
+        except Exception as error:  # a pod shape we cannot read: keep it, unpriced
+            usages.append(item.unresolved(f"cannot price the pod: {type(error).__name__}: {error}"))
+    if estimated and conf.opencost_url():
+        estimated = _allocated(estimated, budget)
+    return usages + [usage for found in estimated.values() for usage in found]
+
+
+def _window(estimated: dict[tuple[str, str], list[Usage]]) -> tuple[dt.datetime, dt.datetime]:
+    """The task's pods' window, widened to whole minutes (OpenCost's resolution)."""
+    now = dt.datetime.now(dt.timezone.utc)
+    starts = [u.start_time for found in estimated.values() for u in found if u.start_time]
+    ends = [u.end_time for found in estimated.values() for u in found if u.end_time]
+    start = min(starts, default=now - dt.timedelta(hours=1)).replace(second=0, microsecond=0)
+    end = max(ends, default=now)
+    if end.second or end.microsecond:
+        end = end.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
+    return start, max(end, start + dt.timedelta(minutes=1))
+
+
+def _allocated(
+    estimated: dict[tuple[str, str], list[Usage]], budget: _Budget
+) -> dict[tuple[str, str], list[Usage]]:
+    """One /allocation call for all the task's pods: each pod OpenCost knows takes its allocation as
+    its lines (method allocated); the others keep the estimate, with why."""
+    import requests
+
+    url, currency = conf.opencost_url(), conf.opencost_currency()
+    start, end = _window(estimated)
+    pods = sorted({pod for _, pod in estimated})
+    params = {
+        "window": f"{start:%Y-%m-%dT%H:%M:%SZ},{end:%Y-%m-%dT%H:%M:%SZ}",
+        "aggregate": "namespace,pod",
+        "accumulate": "true",
+        "filter": "pod:" + ",".join(f'"{pod}"' for pod in pods),
+    }
+    try:
+        with suppress():
+            answer = requests.get(f"{url}/allocation", params=params, timeout=budget.timeout())
+        answer.raise_for_status()
+        found = allocations_by_pod(answer.json())
+    except Exception as error:
+        why = f"OpenCost /allocation failed ({_api_error(error)}): requests x running time kept"
+        return {key: _noted(usages, why) for key, usages in estimated.items()}
+    result: dict[tuple[str, str], list[Usage]] = {}
+    for key, usages in estimated.items():
+        allocation = found.get(key)
+        allocated = allocation_usages(allocation, currency, f"{url}/allocation") if allocation else []
+        if allocated:
+            operator = next(
+                (u.attributes.get("operator") for u in usages if u.attributes.get("operator")), None
+            )
+            result[key] = [
+                dataclasses.replace(
+                    u,
+                    external_id=next((e.external_id for e in usages if e.external_id), None),
+                    attributes={**u.attributes, "operator": operator, "estimate": _estimate_note(usages)},
+                )
+                for u in allocated
+            ]
+        else:
+            result[key] = _noted(usages, "OpenCost has no allocation for the pod in the task's window (yet)")
+    return result
+
+
+def _noted(usages: list[Usage], why: str) -> list[Usage]:
+    return [dataclasses.replace(u, attributes={**u.attributes, "opencost": why}) for u in usages]
+
+
+def _estimate_note(usages: list[Usage]) -> str:
+    """What the estimate was, kept beside the allocation: metric=quantity unit, ..."""
+    return ", ".join(f"{u.resource}:{u.metric}={u.quantity} {u.unit}" for u in usages)
+
+
+# -------------------------------------------------------------------------------------- wrapping
+
+
+def _register(session: CaptureSession, operator: Any, namespace: str, name: str) -> KubernetesPod:
+    """The session's pending item of this pod (one per pod, also after a deferral), created once."""
+    with session.lock:
+        for item in session.pending.get(resolve_pods, []):
+            if isinstance(item, KubernetesPod) and item.key == (namespace, name):
+                return item
+        item = KubernetesPod(
+            namespace=namespace,
+            name=name,
+            conn_id=getattr(operator, "kubernetes_conn_id", None),
+            in_cluster=getattr(operator, "in_cluster", None),
+            config_file=getattr(operator, "config_file", None),
+            cluster_context=getattr(operator, "cluster_context", None),
+            operator=type(operator).__name__,
+        )
+        session.defer(resolve_pods, item)
+        return item
+
+
+def _pod_key(pod: Any) -> tuple[str, str] | None:
+    metadata = getattr(pod, "metadata", None)
+    name, namespace = getattr(metadata, "name", None), getattr(metadata, "namespace", None)
+    return (str(namespace or "default"), str(name)) if name else None
+
+
+def _capture_created(session: CaptureSession, operator: Any, pod: Any) -> None:
+    key = _pod_key(pod)
+    if key is not None:
+        _register(session, operator, *key)
+
+
+def _capture_final(session: CaptureSession, operator: Any, pod: Any, remote_pod: Any) -> None:
+    """Keep the pod as the operator last read it (no call of our own inside the task: a container still
+    running then is counted up to that moment, marked `still_running`); without one, finalize reads it."""
+    key = _pod_key(remote_pod) or _pod_key(pod)
+    if key is None:
+        return
+    item = _register(session, operator, *key)
+    if remote_pod is not None:
+        item.pod = slim_pod(_to_json(remote_pod))
+        item.observed_at = dt.datetime.now(dt.timezone.utc).isoformat()
+
+
+def _tag_pod(session: CaptureSession, pod: Any) -> None:
+    metadata = getattr(pod, "metadata", None)
+    if metadata is None:
+        return
+    existing = dict(metadata.labels or {})
+    added = pod_labels(session.tags, existing)
+    if added:
+        metadata.labels = {**existing, **added}
+
+
+def _build_wrapper(wrapped, instance, args, kwargs):
+    pod = wrapped(*args, **kwargs)
+    session = task_session()
+    if session is not None and conf.source_enabled(SOURCE) and conf.tagging_on(SOURCE):
+        guarded_step("labelling a Kubernetes pod", _tag_pod, session, pod)
+    return pod
+
+
+def _create_wrapper(wrapped, instance, args, kwargs):
+    pod = wrapped(*args, **kwargs)
+    session = task_session()
+    if session is not None and conf.source_enabled(SOURCE):
+        guarded_step("capturing a Kubernetes pod", _capture_created, session, instance, pod)
+    return pod
+
+
+def _cleanup_wrapper(wrapped, instance, args, kwargs):
+    session = task_session()
+    if session is not None and conf.source_enabled(SOURCE):
+        pod = kwargs.get("pod", args[0] if args else None)
+        remote_pod = kwargs.get("remote_pod", args[1] if len(args) > 1 else None)
+        guarded_step("capturing a Kubernetes pod", _capture_final, session, instance, pod, remote_pod)
+    return wrapped(*args, **kwargs)
+
+
+def _reentry_wrapper(wrapped, instance, args, kwargs):
+    """A resumed deferrable task: name the pod from the trigger's event, so a pod deleted before the
+    operator could read it again is still kept (unpriced, with the reason)."""
+    session = task_session()
+    if session is not None and conf.source_enabled(SOURCE):
+        event = kwargs.get("event", args[1] if len(args) > 1 else None)
+        if isinstance(event, Mapping) and event.get("name"):
+            guarded_step(
+                "capturing a Kubernetes pod",
+                _register,
+                session,
+                instance,
+                str(event.get("namespace") or "default"),
+                str(event["name"]),
+            )
+    return wrapped(*args, **kwargs)
+
+
+class KubernetesPods(Instrumentation):
+    name = "kubernetes"
+    sources = (SOURCE,)
+    modules = (OPERATOR_MODULE,)
+
+    def patch(self, module: Any) -> None:
+        operator = module.KubernetesPodOperator
+        self.wrap(operator, "build_pod_request_obj", _build_wrapper)
+        self.wrap(operator, "get_or_create_pod", _create_wrapper)
+        self.wrap(operator, "cleanup", _cleanup_wrapper)
+        self.wrap(operator, "trigger_reentry", _reentry_wrapper)
