@@ -236,7 +236,11 @@ def _compute(session: CaptureSession, state: str, deadline: float) -> CostResult
         session.record(usage)
     for usage in _guarded_dbt_usage(session, deadline) or []:
         session.record(usage)
-    if end is not None and conf.source_enabled(worker.SOURCE):
+    own_pod, pod_read = _guarded_executor_pod(deadline) or ([], False)
+    for usage in own_pod:
+        session.record(usage)
+    # under the KubernetesExecutor the try's pod is what it cost; its process ran inside the pod
+    if end is not None and conf.source_enabled(worker.SOURCE) and not pod_read:
         for usage in _guarded_worker_usage(session.start, end) or []:
             session.record(usage)
     if session.hook_lineage_mark is not None:
@@ -332,6 +336,15 @@ def _not_captured_otherwise(
 
 
 @guarded("measuring the worker process")
+@guarded("reading the task's own pod")
+def _guarded_executor_pod(deadline: float) -> tuple[list[Usage], bool] | None:
+    from airflow_cost_provider.capture import executor_pod
+
+    if not executor_pod.in_executor_pod() or not conf.source_enabled("kubernetes"):
+        return None
+    return executor_pod.own_pod_usages(max(0.1, (deadline - time.monotonic()) * 0.5))
+
+
 def _guarded_sample(pid: int) -> worker.ProcessSample:
     return worker.sample(pid)
 
