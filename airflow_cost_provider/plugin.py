@@ -1,6 +1,7 @@
 """The Airflow plugin: the cost listener, a hook-lineage reader (which makes Airflow's collector
 record the query and job ids hooks report), and the Costs JSON API and pages in the api-server under
-/cost, linked from the UI's navigation and from a Cost tab on task instances (Airflow 3.1+). With
+/cost, linked from the UI's navigation and from a Cost tab on task instances and DAG runs
+(Airflow 3.1+). With
 [cost_provider] enabled = False it registers nothing."""
 
 from __future__ import annotations
@@ -66,8 +67,9 @@ def _external_views() -> list[dict]:
     from airflow_cost_provider.api import URL_PREFIX
 
     # the page, in the UI's main navigation (shown in a frame at /plugin/costs), and a "Cost" tab on
-    # each task instance: the UI fills in the {DAG_ID}, {RUN_ID}, {TASK_ID} and {MAP_INDEX} of the tab's
-    # task instance (a task that is not mapped leaves {MAP_INDEX} as it is: the page reads it as -1)
+    # each task instance and each DAG run: the UI fills in the {DAG_ID}, {RUN_ID}, {TASK_ID} and
+    # {MAP_INDEX} of the tab's task instance or run (a task that is not mapped leaves {MAP_INDEX} as
+    # it is: the page reads it as -1)
     return [
         {
             "name": "Costs",
@@ -82,6 +84,12 @@ def _external_views() -> list[dict]:
             "&map_index={MAP_INDEX}",
             "destination": "task_instance",
             "url_route": "cost",
+        },
+        {
+            "name": "Cost",
+            "href": f"{URL_PREFIX}/dag-run?dag_id={{DAG_ID}}&run_id={{RUN_ID}}",
+            "destination": "dag_run",
+            "url_route": "run_cost",
         },
     ]
 

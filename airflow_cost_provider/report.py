@@ -6,6 +6,7 @@ Pure SQL over the ledger's indexed columns; money stays exact (integer nano-unit
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from sqlalchemy.engine import Engine
 from airflow_cost_provider.ledger.schema import (
     lines,
     reconciliations,
+    storage_allocations,
     storage_costs,
     task_run_labels,
     task_runs,
@@ -51,7 +53,10 @@ STORAGE_GROUPINGS: dict[str, tuple[str, ...]] = {
     "usage-class": ("usage_class",),
     "day": ("day",),
     "provider": ("provider",),
+    # the share of a bucket's cost allocated to a dataset inside it (import-storage's allocation)
+    "dataset": ("dataset_namespace", "dataset_name"),
 }
+DATASET_KEYS = ("dataset_namespace", "dataset_name")
 
 
 class ReportError(ValueError):
@@ -214,6 +219,7 @@ def _filters(
     tasks: Sequence[str],
     sources: Sequence[str],
     visible_dags: Collection[str] | None = None,
+    runs: Sequence[str] = (),
 ) -> list[sa.ColumnElement]:
     where = []
     if visible_dags is not None:  # an empty set hides everything
@@ -222,6 +228,8 @@ def _filters(
         where.append(task_runs.c.dag_id.in_(list(dags)))
     if tasks:
         where.append(task_runs.c.task_id.in_(list(tasks)))
+    if runs:
+        where.append(task_runs.c.run_id.in_(list(runs)))
     if sources:
         where.append(lines.c.source.in_(list(sources)))
     return where
@@ -328,11 +336,12 @@ def _where(
     tasks: Sequence[str],
     sources: Sequence[str],
     visible_dags: Collection[str] | None,
+    runs: Sequence[str] = (),
 ) -> list[sa.ColumnElement]:
     return [
         task_runs.c.end_time >= since,
         task_runs.c.end_time < until,
-        *_filters(dags, tasks, sources, visible_dags),
+        *_filters(dags, tasks, sources, visible_dags, runs),
     ]
 
 
@@ -345,10 +354,11 @@ def period_totals(
     tasks: Sequence[str] = (),
     sources: Sequence[str] = (),
     visible_dags: Collection[str] | None = None,
+    runs: Sequence[str] = (),
 ) -> list[Total]:
     """The totals cost_report() gives for [since, until), without its rows: what a period is
     compared against."""
-    query = _totals_query(engine.dialect.name, _where(since, until, dags, tasks, sources, visible_dags))
+    query = _totals_query(engine.dialect.name, _where(since, until, dags, tasks, sources, visible_dags, runs))
     with engine.connect() as conn:
         fetched = conn.execute(query).all()
     return _totals({row.currency: _total_sums(row) for row in fetched})
@@ -461,6 +471,7 @@ def cost_report(
     sources: Sequence[str] = (),
     top: int | None = None,
     visible_dags: Collection[str] | None = None,
+    runs: Sequence[str] = (),
 ) -> CostReport:
     """Task-try costs per group and currency, for the tries that ended in [since, until), of the
     DAGs in `visible_dags` only when given (what a user may read).
@@ -477,6 +488,7 @@ def cost_report(
         sources=sources,
         tops=[top],
         visible_dags=visible_dags,
+        runs=runs,
     )
     return report
 
@@ -492,16 +504,22 @@ def cost_reports(
     sources: Sequence[str] = (),
     tops: Sequence[int | None] | None = None,
     visible_dags: Collection[str] | None = None,
+    runs: Sequence[str] = (),
+    listed_only: tuple[str, str] | None = None,
 ) -> list[CostReport]:
     """cost_report() for each grouping (with its `top`), from one pass over the period's lines: the
     sums grouped by every key the groupings name, summed again per grouping. Tags and labels, which
-    count a try once per tag, need a grouping of their own (one grouping alone)."""
+    count a try once per tag, need a grouping of their own (one grouping alone).
+
+    listed_only: (grouping, another): the first's report holds only the rows of the groups the
+    other's rows list (e.g. `task,day` for the `top` tasks of `task`: their trends), the rest counted
+    in its omitted_rows and still in its totals; summed from those groups' sums alone."""
     all_keys = [group_keys(by) for by in groupings]
     union: tuple[str, ...] = tuple(dict.fromkeys(key for keys in all_keys for key in keys))
     if len(all_keys) > 1 and any(key == "tag" or key.startswith(LABEL_PREFIX) for key in union):
         raise ReportError("tag and label groupings are reported one at a time")
     tops = list(tops) if tops is not None else [None] * len(all_keys)
-    where = _where(since, until, dags, tasks, sources, visible_dags)
+    where = _where(since, until, dags, tasks, sources, visible_dags, runs)
     query, totals_query = _sums_query(union, engine.dialect.name, where)
     joined = _lines_of_tries(engine.dialect.name)
     causes_query = (
@@ -520,11 +538,11 @@ def cost_reports(
             first, last = conn.execute(
                 sa.select(sa.func.min(task_runs.c.end_time), sa.func.max(task_runs.c.end_time))
                 .select_from(joined)
-                .where(*_filters(dags, tasks, sources, visible_dags))
+                .where(*_filters(dags, tasks, sources, visible_dags, runs))
             ).one()
             if first is not None:
                 data_range = DataRange(_as_date(first), _as_date(last))
-        pruned = _pruned_in(conn, since, until, dags, tasks, visible_dags)
+        pruned = _pruned_in(conn, since, until, dags, tasks, visible_dags, runs)
         reconciled_until = conn.execute(sa.select(sa.func.max(reconciliations.c.day))).scalar()
 
     groups = _groups_of(fetched, len(union))
@@ -542,10 +560,12 @@ def cost_reports(
         return _rolled_up(groups, keys, union)
 
     unpriced = [UnpricedCause(c.source, c.metric, c.unpriced_reason or "", int(c.n)) for c in causes]
-    return [
-        _report_of(
+    narrowed = None if listed_only is None else [str(by) for by in groupings].index(listed_only[0])
+
+    def report(keys: tuple[str, ...], top: int | None, of_groups: list[_Group]) -> CostReport:
+        return _report_of(
             keys,
-            groups_for(keys),
+            of_groups,
             separate_totals,
             since,
             until,
@@ -555,8 +575,47 @@ def cost_reports(
             pruned,
             reconciled_until,
         )
-        for keys, top in zip(all_keys, tops, strict=True)
+
+    reports = [
+        None if index == narrowed else report(keys, top, groups_for(keys))
+        for index, (keys, top) in enumerate(zip(all_keys, tops, strict=True))
     ]
+    if listed_only is not None and narrowed is not None:
+        listing = reports[[str(by) for by in groupings].index(listed_only[1])]
+        assert listing is not None
+        reports[narrowed] = _listed_only(
+            all_keys[narrowed], groups, union, listing, report(all_keys[narrowed], None, [])
+        )
+    return [found for found in reports if found is not None]
+
+
+def _listed_only(
+    keys: tuple[str, ...],
+    groups: list[_Group],
+    union: tuple[str, ...],
+    listing: CostReport,
+    empty: CostReport,
+) -> CostReport:
+    """The report of `keys` with only the rows of the groups `listing`'s rows name (its keys are a
+    subset of `keys`), summed from their fine groups alone; the rows of the others counted in
+    omitted_rows, the totals those of every group (as `listing`'s)."""
+    named = listing.keys
+    listed = {tuple(row.keys[key] for key in named) for row in listing.rows}
+    at = [union.index(key) for key in named]
+    chosen = [group for group in groups if tuple(group.keys[i] for i in at) in listed]
+    shown = _report_of(keys, _rolled_up(chosen, keys, union), None, empty.since, empty.until, None,
+                       empty.unpriced, empty.data_range, empty.pruned, empty.reconciled_until)  # fmt: skip
+    # every row the full report would have: a group's priced currencies, or one unpriced row
+    position = [union.index(key) for key in keys]
+    priced: set[tuple] = set()
+    unpriced_only: set[tuple] = set()
+    for group in groups:
+        coarse = tuple(group.keys[i] for i in position)
+        (unpriced_only if group.currency is None else priced).add(
+            coarse if group.currency is None else (coarse, group.currency)
+        )
+    every = len(priced) + len(unpriced_only - {coarse for coarse, _ in priced})
+    return dataclasses.replace(shown, totals=listing.totals, omitted_rows=every - len(shown.rows))
 
 
 def _pruned_in(
@@ -566,6 +625,7 @@ def _pruned_in(
     dags: Sequence[str],
     tasks: Sequence[str],
     visible_dags: Collection[str] | None = None,
+    runs: Sequence[str] = (),
 ) -> PrunedDetail | None:
     """The tries of [since, until) that ended before the latest prune's date and have no usage left."""
     from airflow_cost_provider.ledger.prune import pruned_before
@@ -584,7 +644,7 @@ def _pruned_in(
             task_runs.c.end_time >= since,
             task_runs.c.end_time < min(until, cutoff),
             without_detail,
-            *_filters(dags, tasks, (), visible_dags),
+            *_filters(dags, tasks, (), visible_dags, runs),
         )
     ).scalar_one()
     return PrunedDetail(before, int(count)) if count else None
@@ -610,6 +670,7 @@ class TryLine:
     price_ref: str | None
     price_source_url: str | None
     unpriced_reason: str | None
+    console_url: str | None = None  # the platform console's page of external_id, when it has one
 
 
 @dataclass
@@ -648,6 +709,29 @@ def try_cost(
         ).first()
         if found is None:
             return None
+        return _tries_with_lines(conn, [found])[0]
+
+
+def run_tries(engine: Engine, dag_id: str, run_id: str) -> list[TryCost]:
+    """Every recorded try of one DAG run, each with its lines, in the order the tries ended (the
+    tries by their unique key's index, then their lines by task_run_id)."""
+    with engine.connect() as conn:
+        found = conn.execute(
+            sa.select(task_runs)
+            .where(task_runs.c.dag_id == dag_id, task_runs.c.run_id == run_id)
+            .order_by(
+                task_runs.c.end_time, task_runs.c.task_id, task_runs.c.map_index, task_runs.c.try_number
+            )
+        ).all()
+        return _tries_with_lines(conn, found) if found else []
+
+
+def _tries_with_lines(conn, tries: Sequence[Any]) -> list[TryCost]:
+    from airflow_cost_provider.console_links import console_url
+
+    by_try: dict[int, list[TryLine]] = {row.id: [] for row in tries}
+    ids = list(by_try)
+    for start in range(0, len(ids), 500):
         fetched = conn.execute(
             sa.select(
                 lines,
@@ -655,44 +739,50 @@ def try_cost(
                 usage.c.unit,
                 usage.c.resource,
                 usage.c.external_id,
+                usage.c.attributes,
             )
             .select_from(lines.join(usage, lines.c.usage_id == usage.c.id))
-            .where(lines.c.task_run_id == found.id)
+            .where(lines.c.task_run_id.in_(ids[start : start + 500]))
             .order_by(lines.c.id)
         ).all()
-    return TryCost(
-        dag_id=found.dag_id,
-        task_id=found.task_id,
-        run_id=found.run_id,
-        map_index=found.map_index,
-        try_number=found.try_number,
-        state=found.state,
-        status=found.status,
-        start_time=found.start_time,
-        end_time=found.end_time,
-        owner=found.owner,
-        team=found.team,
-        lines=[
-            TryLine(
-                source=row.source,
-                metric=row.metric,
-                quantity=row.quantity,
-                unit=row.unit,
-                resource=row.resource,
-                external_id=row.external_id,
-                amount=from_nanos(row.amount_nanos),
-                currency=row.currency,
-                method=row.method,
-                status=row.status,
-                price_amount=row.price_amount,
-                price_unit=row.price_unit,
-                price_ref=row.price_ref,
-                price_source_url=row.price_source_url,
-                unpriced_reason=row.unpriced_reason,
+        for row in fetched:
+            by_try[row.task_run_id].append(
+                TryLine(
+                    source=row.source,
+                    metric=row.metric,
+                    quantity=row.quantity,
+                    unit=row.unit,
+                    resource=row.resource,
+                    external_id=row.external_id,
+                    amount=from_nanos(row.amount_nanos),
+                    currency=row.currency,
+                    method=row.method,
+                    status=row.status,
+                    price_amount=row.price_amount,
+                    price_unit=row.price_unit,
+                    price_ref=row.price_ref,
+                    price_source_url=row.price_source_url,
+                    unpriced_reason=row.unpriced_reason,
+                    console_url=console_url(row.source, row.external_id, row.resource, row.attributes),
+                )
             )
-            for row in fetched
-        ],
-    )
+    return [
+        TryCost(
+            dag_id=found.dag_id,
+            task_id=found.task_id,
+            run_id=found.run_id,
+            map_index=found.map_index,
+            try_number=found.try_number,
+            state=found.state,
+            status=found.status,
+            start_time=found.start_time,
+            end_time=found.end_time,
+            owner=found.owner,
+            team=found.team,
+            lines=by_try[found.id],
+        )
+        for found in tries
+    ]
 
 
 # ---------------------------------------------------------------- storage costs
@@ -703,7 +793,7 @@ class StorageReportRow:
     keys: dict[str, Any]
     amount: Decimal
     currency: str
-    credits: Decimal
+    credits: Decimal | None  # None: by dataset, where credits are within the allocated amounts
     rows: int
 
 
@@ -718,6 +808,17 @@ class StorageReport:
     data_range: DataRange | None = None
 
 
+def storage_group_keys(by: str | Sequence[str]) -> tuple[str, ...]:
+    """group_keys() of a storage report: `dataset` combines with resource, usage-class, day and
+    provider (what an allocation keeps), not with service."""
+    keys = group_keys(by, STORAGE_GROUPINGS)
+    if "service" in keys and any(key in DATASET_KEYS for key in keys):
+        raise ReportError(
+            "grouping 'dataset' combines with resource, usage-class, day or provider, not with service"
+        )
+    return keys
+
+
 def storage_report(
     engine: Engine,
     by: str | Sequence[str],
@@ -726,27 +827,30 @@ def storage_report(
     *,
     top: int | None = None,
 ) -> StorageReport:
-    """Imported storage costs per group and currency, for billing days in [since, until)."""
-    keys = group_keys(by, STORAGE_GROUPINGS)
-    columns = [storage_costs.c[key].label(key) for key in keys]
+    """Imported storage costs per group and currency, for billing days in [since, until). Grouped by
+    dataset, the shares of their buckets' costs allocated to datasets (the part of a bucket no
+    dataset was given is not in them); their credits are within the amounts, not known apart."""
+    keys = storage_group_keys(by)
+    by_dataset = any(key in DATASET_KEYS for key in keys)
+    table = storage_allocations if by_dataset else storage_costs
+    columns = [table.c[key].label(key) for key in keys]
+    credits = sa.literal(None) if by_dataset else sa.func.sum(storage_costs.c.credit_nanos)
     query = (
         sa.select(
             *columns,
-            storage_costs.c.currency,
-            sa.func.sum(storage_costs.c.amount_nanos).label("nanos"),
-            sa.func.sum(storage_costs.c.credit_nanos).label("credit_nanos"),
+            table.c.currency,
+            sa.func.sum(table.c.amount_nanos).label("nanos"),
+            credits.label("credit_nanos"),
             sa.func.count().label("row_count"),
         )
-        .where(storage_costs.c.day >= since, storage_costs.c.day < until)
-        .group_by(*(storage_costs.c[key] for key in keys), storage_costs.c.currency)
+        .where(table.c.day >= since, table.c.day < until)
+        .group_by(*(table.c[key] for key in keys), table.c.currency)
     )
     with engine.connect() as conn:
         fetched = conn.execute(query).all()
         data_range = None
         if not fetched:
-            first, last = conn.execute(
-                sa.select(sa.func.min(storage_costs.c.day), sa.func.max(storage_costs.c.day))
-            ).one()
+            first, last = conn.execute(sa.select(sa.func.min(table.c.day), sa.func.max(table.c.day))).one()
             if first is not None:
                 data_range = DataRange(_as_date(first), _as_date(last))
     rows = [
@@ -754,16 +858,17 @@ def storage_report(
             keys={k: _as_date(v) for k, v in zip(keys, row[: len(keys)], strict=True)},
             amount=from_nanos(row.nanos),
             currency=row.currency,
-            credits=from_nanos(row.credit_nanos or 0),
+            credits=None if by_dataset else from_nanos(row.credit_nanos or 0),
             rows=int(row.row_count),
         )
         for row in fetched
     ]
     totals: dict[str, list] = {}
     for row in rows:
-        total = totals.setdefault(row.currency, [Decimal(0), Decimal(0), 0])
+        total = totals.setdefault(row.currency, [Decimal(0), None if by_dataset else Decimal(0), 0])
         total[0] += row.amount
-        total[1] += row.credits
+        if row.credits is not None:
+            total[1] += row.credits
         total[2] += row.rows
     rows, omitted = _sorted_top(rows, keys, top)
     return StorageReport(

@@ -10,7 +10,8 @@ from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessE
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
 from fastapi import Depends, HTTPException, status
 
-# one try's lines: Airflow's check of its DAG's task instances (dag_id is a required parameter there)
+# one try's lines, or a DAG run's tries and lines: Airflow's check of its DAG's task instances
+# (dag_id is a required parameter there)
 read_task_instances = requires_access_dag("GET", DagAccessEntity.TASK_INSTANCE)
 
 

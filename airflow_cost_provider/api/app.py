@@ -51,6 +51,7 @@ def create_app() -> FastAPI:
     for path, endpoint in [
         ("/", pages.costs_page),
         ("/task-instance", pages.task_instance_page),
+        ("/dag-run", pages.dag_run_page),
         ("/static/vendor/plotly.min.js", pages.plotly_js),
         ("/static/{name}", pages.static_file),
     ]:
@@ -117,6 +118,20 @@ def create_app() -> FastAPI:
         },
         summary="One task try's cost lines",
     )
+    app.add_api_route(
+        "/api/dag-run",
+        dag_run,
+        methods=["GET"],
+        response_model=None,
+        dependencies=[Depends(read_task_instances)],
+        responses={
+            200: {"model": models.DagRunCost},
+            404: {"description": "the ledger has no try of that run"},
+            **REFUSED,
+            **NO_LEDGER,
+        },
+        summary="A DAG run's cost: its tries' lines and its cost per task",
+    )
     return app
 
 
@@ -157,6 +172,7 @@ def report(
     until: Annotated[str | None, Query(description=UNTIL)] = None,
     dag_id: Annotated[list[str] | None, Query(description="only this DAG (repeatable)")] = None,
     task_id: Annotated[list[str] | None, Query(description="only this task (repeatable)")] = None,
+    run_id: Annotated[list[str] | None, Query(description="only this DAG run (repeatable)")] = None,
     source: Annotated[
         list[str] | None, Query(description="only this source, e.g. bigquery (repeatable)")
     ] = None,
@@ -185,6 +201,7 @@ def report(
         dags=dag_id or (),
         tasks=task_id or (),
         sources=source or (),
+        runs=run_id or (),
         top=top,
         visible_dags=visible,
     )
@@ -223,11 +240,19 @@ def overview(
         "dag": top,
         "dag,day": None,
         "task": top,
+        "task,day": None,
         "team": None,
         "owner": None,
     }
     found = cost_reports(
-        engine, list(wanted), first, last, tops=list(wanted.values()), visible_dags=visible, **filters
+        engine,
+        list(wanted),
+        first,
+        last,
+        tops=list(wanted.values()),
+        visible_dags=visible,
+        listed_only=("task,day", "task"),
+        **filters,
     )
     before = period_totals(engine, first - length, first, visible_dags=visible, **filters)
     before_doc = Document(
@@ -259,7 +284,8 @@ def storage_report(
     by: Annotated[
         str,
         Query(
-            description="resource, service, usage-class, day or provider, or a comma list such as resource,day"
+            description="resource, service, usage-class, day, provider or dataset (the share of a bucket's cost "
+            "allocated to each dataset), or a comma list such as resource,day"
         ),
     ] = "resource",
     since: Annotated[
@@ -274,10 +300,10 @@ def storage_report(
 ) -> JSONResponse:
     """The document `airflow-cost report storage --by BY -o json` prints."""
     from airflow_cost_provider.cli.report import storage_report_document
-    from airflow_cost_provider.report import STORAGE_GROUPINGS, ReportError, group_keys
+    from airflow_cost_provider.report import ReportError, storage_group_keys
 
     try:
-        group_keys(by, STORAGE_GROUPINGS)
+        storage_group_keys(by)
         first, last = day_period_of(since, until, names=("since", "until"))
     except (ReportError, CliError) as error:
         raise _bad_input(f"by: {error}" if isinstance(error, ReportError) else error) from None
@@ -363,23 +389,31 @@ def task_instance(
             detail=f"the ledger has no cost for {which} of {dag_id}.{task_id} (run {run_id!r}, "
             f"map_index {map_index})",
         )
-    columns = [
-        "source",
-        "metric",
-        "quantity",
-        "unit",
-        "resource",
-        "external_id",
-        "amount",
-        "currency",
-        "method",
-        "status",
-        "price_amount",
-        "price_unit",
-        "price_ref",
-        "price_source_url",
-        "unpriced_reason",
-    ]
+    return JSONResponse({"ledger": shown_url, "dag_id": found.dag_id, **_try_document(found)})
+
+
+LINE_COLUMNS = [
+    "source",
+    "metric",
+    "quantity",
+    "unit",
+    "resource",
+    "external_id",
+    "console_url",
+    "amount",
+    "currency",
+    "method",
+    "status",
+    "price_amount",
+    "price_unit",
+    "price_ref",
+    "price_source_url",
+    "unpriced_reason",
+]
+
+
+def _try_document(found) -> dict:
+    """One try and its lines, with its total per currency."""
     totals: dict[str, list] = {}
     for line in found.lines:
         if line.amount is not None:
@@ -389,8 +423,8 @@ def task_instance(
     lines_doc = Document(
         meta={},
         head={},
-        columns=columns,
-        rows=[[getattr(line, name) for name in columns] for line in found.lines],
+        columns=LINE_COLUMNS,
+        rows=[[getattr(line, name) for name in LINE_COLUMNS] for line in found.lines],
         money={"amount"},
     )
     total_doc = Document(
@@ -400,21 +434,54 @@ def task_instance(
         rows=[[currency, amount, count] for currency, (amount, count) in sorted(totals.items())],
         money={"amount"},
     )
+    return {
+        "task_id": found.task_id,
+        "run_id": found.run_id,
+        "map_index": found.map_index,
+        "try_number": found.try_number,
+        "state": found.state,
+        "status": found.status,
+        "start_time": found.start_time.isoformat(),
+        "end_time": found.end_time.isoformat(),
+        "owner": found.owner,
+        "team": found.team,
+        "lines": as_records(lines_doc, lines_doc.rows),
+        "total": as_records(total_doc, total_doc.rows),
+    }
+
+
+def dag_run(dag_id: str, run_id: str) -> JSONResponse:
+    """A DAG run's cost: every recorded try with its lines, and `by_task`, the document `airflow-cost
+    report --by task --dag DAG_ID --run RUN_ID --since SINCE --until UNTIL -o json` prints for the
+    period from the run's first try's end to just after its last (its `total` is the run's total)."""
+    from airflow_cost_provider.cli.report import task_report_document
+    from airflow_cost_provider.report import run_tries
+
+    engine, shown_url = _ledger()
+    tries = run_tries(engine, dag_id, run_id)
+    if not tries:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, detail=f"the ledger has no cost for run {run_id!r} of {dag_id}"
+        )
+    since, until = run_period(tries)
+    doc, _ = task_report_document(engine, shown_url, "task", since, until, dags=[dag_id], runs=[run_id])
+    by_task = as_document(doc)
     return JSONResponse(
         {
             "ledger": shown_url,
-            "dag_id": found.dag_id,
-            "task_id": found.task_id,
-            "run_id": found.run_id,
-            "map_index": found.map_index,
-            "try_number": found.try_number,
-            "state": found.state,
-            "status": found.status,
-            "start_time": found.start_time.isoformat(),
-            "end_time": found.end_time.isoformat(),
-            "owner": found.owner,
-            "team": found.team,
-            "lines": as_records(lines_doc, lines_doc.rows),
-            "total": as_records(total_doc, total_doc.rows),
+            "dag_id": dag_id,
+            "run_id": run_id,
+            "since": since.isoformat(),
+            "until": until.isoformat(),
+            "tries": [_try_document(found) for found in tries],
+            "by_task": by_task,
+            "total": by_task["total"],
         }
     )
+
+
+def run_period(tries) -> tuple[dt.datetime, dt.datetime]:
+    """The shortest period holding every try of a run: from its first end, to just after its last."""
+    ends = [found.end_time for found in tries]
+    ends = [end if end.tzinfo else end.replace(tzinfo=dt.timezone.utc) for end in ends]
+    return min(ends), max(ends) + dt.timedelta(microseconds=1)

@@ -50,7 +50,8 @@ class Overview(BaseModel):
 
     reports: dict[str, CostReport] = Field(
         description="by `source`, `day,source` or `day,team` (as `stack`), `dag` and `task` (the `top` "
-        "costliest), `dag,day`, `team`, `owner`"
+        "costliest), `dag,day`, `task,day` (the rows of the tasks `task` lists only; the others' rows "
+        "in `omitted_rows`), `team`, `owner`"
     )
     previous: dict[str, Any] = Field(
         description="the period of the same length just before `since`: its `since`, `until` and "
@@ -114,6 +115,10 @@ class TryLine(BaseModel):
     unit: str
     resource: str | None
     external_id: str | None = Field(description="the query, job or statement id at the source")
+    console_url: str | None = Field(
+        description="the platform console's page of external_id (null: no console page, or a part of "
+        "its address unknown)"
+    )
     amount: str | None = Field(description=MONEY)
     currency: str | None
     method: str | None = Field(
@@ -125,6 +130,39 @@ class TryLine(BaseModel):
     price_ref: str | None = Field(description="the price book entry")
     price_source_url: str | None
     unpriced_reason: str | None
+
+
+class TryCost(BaseModel):
+    """One task try of a DAG run, with its lines."""
+
+    task_id: str
+    run_id: str
+    map_index: int
+    try_number: int
+    state: str
+    status: str
+    start_time: str
+    end_time: str
+    owner: str | None
+    team: str | None
+    lines: list[TryLine]
+    total: list[dict[str, Any]] = Field(description="currency, amount (" + MONEY + "), lines")
+
+
+class DagRunCost(BaseModel):
+    """A DAG run's cost: its tries' lines, and its cost per task as `/api/report` gives it."""
+
+    ledger: str
+    dag_id: str
+    run_id: str
+    since: str = Field(description="the end of the run's first recorded try")
+    until: str = Field(description="just after the end of its last")
+    tries: list[TryCost] = Field(description="every recorded try of the run, in the order they ended")
+    by_task: CostReport = Field(
+        description="`airflow-cost report --by task --dag DAG_ID --run RUN_ID --since SINCE --until UNTIL "
+        "-o json`"
+    )
+    total: list[dict[str, Any]] = Field(description="the run's total per currency: by_task's total")
 
 
 class TaskInstanceCost(BaseModel):

@@ -52,6 +52,10 @@ def task_instance_page(request: Request, _: SignedIn) -> HTMLResponse:
     return _render("task_instance.html", request)
 
 
+def dag_run_page(request: Request, _: SignedIn) -> HTMLResponse:
+    return _render("dag_run.html", request)
+
+
 def plotly_js(_: SignedIn) -> FileResponse:
     return FileResponse(_plotly_js(), media_type="text/javascript", headers=LIBRARY_CACHE)
 

@@ -881,19 +881,140 @@ def top_contributors(
     start: dt.datetime,
     end: dt.datetime,
     limit: int = TOP_CONTRIBUTORS,
+    now: dt.datetime | None = None,
 ) -> list[tuple[str, Decimal]]:
     """The costliest DAGs of the period in the budget's currency, or tasks when the scope is one DAG;
-    with imported storage costs, the costliest buckets and storage accounts among them."""
+    with imported storage costs, the costliest buckets and storage accounts among them.
+
+    now: the moment of the evaluation; given, the settled whole UTC days of the period come from the
+    settled-spend cache (per day and DAG or task) and only the rest is read from the ledger, with
+    the same sums."""
     if isinstance(conn_or_engine, Engine):
         with conn_or_engine.connect() as conn:
-            return top_contributors(conn, budget, start, end, limit)
+            return top_contributors(conn, budget, start, end, limit, now)
     conn = conn_or_engine
     glob = budget.scope.storage_glob
     resources = storage.top_resources(conn, glob, start, end, budget.currency, limit) if glob else []
     if not budget.scope.counts_tasks:
         return resources
-    found = _top_tasks(conn, budget, start, end, limit) + resources
+    tasks = (
+        _top_tasks(conn, budget, start, end, limit)
+        if now is None
+        else _top_tasks_settled(conn, budget, start, end, limit, now)
+    )
+    found = tasks + resources
     return sorted(found, key=lambda item: (-item[1], item[0]))[:limit]
+
+
+def _contributor_name(budget: Budget, on_totals: bool) -> sa.ColumnElement:
+    by_task = budget.scope.dag_id is not None
+    if on_totals:
+        return daily_totals.c.task_id if by_task else daily_totals.c.dag_id
+    return task_runs.c.task_id if by_task else task_runs.c.dag_id
+
+
+def _lines_of_tries(dialect: str) -> sa.Join:
+    """The lines joined to their tries; on SQLite, which has no statistics, comparing with `id + 0`
+    makes it read the tries of the period through an index and then their lines, instead of every
+    line of the ledger (as report._lines_of_tries)."""
+    try_id = task_runs.c.id + 0 if dialect == "sqlite" else task_runs.c.id
+    return lines.join(task_runs, lines.c.task_run_id == try_id)
+
+
+def _contributor_days_query(budget: Budget, lo: dt.date, hi: dt.date, dialect: str) -> sa.Select:
+    """Per whole UTC day of [lo, hi) and DAG (or task): the scope's spend in the budget's currency,
+    from the daily totals (from the lines for a tag or label scope)."""
+    scope = budget.scope
+    if _uses_labels(scope):
+        name = _contributor_name(budget, on_totals=False)
+        day = sa.func.date(task_runs.c.end_time)  # stored as naive UTC: its date is the UTC day
+        return (
+            sa.select(
+                sa.cast(day, sa.String).label("day"),
+                name.label("name"),
+                sa.func.sum(lines.c.amount_nanos).label("nanos"),
+            )
+            .select_from(_lines_of_tries(dialect))
+            .where(
+                task_runs.c.end_time >= utc_midnight(lo),
+                task_runs.c.end_time < utc_midnight(hi),
+                lines.c.currency == budget.currency,
+                *_tries_filters(scope),
+            )
+            .group_by(day, name)
+        )
+    name = _contributor_name(budget, on_totals=True)
+    return (
+        sa.select(
+            sa.cast(daily_totals.c.day, sa.String).label("day"),
+            name.label("name"),
+            sa.func.sum(daily_totals.c.amount_nanos).label("nanos"),
+        )
+        .where(
+            daily_totals.c.day >= lo,
+            daily_totals.c.day < hi,
+            daily_totals.c.currency == budget.currency,
+            *_totals_filters(scope),
+        )
+        .group_by(daily_totals.c.day, name)
+    )
+
+
+def _top_tasks_settled(
+    conn: Connection, budget: Budget, start: dt.datetime, end: dt.datetime, limit: int, now: dt.datetime
+) -> list[tuple[str, Decimal]]:
+    """_top_tasks() with the period's settled whole UTC days from the settled-spend cache (kept per
+    day and name, read from the ledger only when missing or too old), the days after them and the
+    edges of a period in another time zone read now: the same integer sums, far fewer lines read."""
+    scope = budget.scope
+    dialect = conn.engine.dialect.name
+    split = utc_split(start, end)
+    horizon = max(split.first_day, min(settled.settled_until(now).date(), split.end_day))
+    totals: dict[str, int] = {}
+    if split.first_day < horizon:
+        key = settled.cache_key(
+            conn.engine.url.render_as_string(hide_password=True),
+            f"v1 contributors {scope.dag_id is not None} {budget.currency} {scope!r}",
+        )
+
+        def fetch(ranges: list[tuple[dt.date, dt.date]], pieces: list[str]) -> settled.Sums:
+            found: settled.Sums = {}
+            for lo, hi in ranges:
+                for day, name, nanos in conn.execute(_contributor_days_query(budget, lo, hi, dialect)):
+                    entry = found.setdefault(_as_date(day).isoformat(), {}).setdefault(str(name), [0, 0])
+                    entry[0] += int(nanos or 0)
+            return found
+
+        kept = settled.lookup(conn, key, split.first_day, horizon, [], fetch)
+        first, after = split.first_day.isoformat(), horizon.isoformat()
+        for day, by_name in kept.items():
+            if day[4:5] == "-" and first <= day < after:
+                for name, (nanos, _) in by_name.items():
+                    totals[name] = totals.get(name, 0) + nanos
+    parts = []
+    if horizon < split.end_day:
+        days = _contributor_days_query(budget, horizon, split.end_day, dialect).subquery()
+        parts.append(sa.select(days.c.name, days.c.nanos))
+    tries_name = _contributor_name(budget, on_totals=False)
+    for edge_start, edge_end, _ in split.edges:
+        parts.append(
+            sa.select(tries_name.label("name"), sa.func.sum(lines.c.amount_nanos).label("nanos"))
+            .select_from(_lines_of_tries(dialect))
+            .where(
+                task_runs.c.end_time >= edge_start,
+                task_runs.c.end_time < edge_end,
+                lines.c.currency == budget.currency,
+                *_tries_filters(scope),
+            )
+            .group_by(tries_name)
+        )
+    if parts:
+        for name, nanos in conn.execute(sa.union_all(*parts) if len(parts) > 1 else parts[0]):
+            totals[str(name)] = totals.get(str(name), 0) + int(nanos or 0)
+    ranked = sorted(
+        ((name, nanos) for name, nanos in totals.items() if nanos > 0), key=lambda t: (-t[1], t[0])
+    )
+    return [(name, from_nanos(nanos) or Decimal(0)) for name, nanos in ranked[:limit]]
 
 
 def _top_tasks(
@@ -1118,7 +1239,7 @@ def _status(
         forecast=outlook.amount,
         percent=percent,
         crossed=crossed,
-        top_contributors=top_contributors(conn, budget, start, end) if contributors else [],
+        top_contributors=top_contributors(conn, budget, start, end, now=now) if contributors else [],
         storage_spent=from_nanos(stored.spent.get(budget.currency, 0)) if stored else None,
         storage_through=stored.through if stored else None,
         anomalies=list(anomalies.values()),

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from airflow_cost_provider.report import CostReport
 
 TASK_GROUPINGS = ("dag", "task", "run", "try", "source", "day", "owner", "team", "tag", "model", "label:KEY")
-STORAGE_GROUPINGS = ("resource", "service", "usage-class", "day", "provider")
+STORAGE_GROUPINGS = ("resource", "service", "usage-class", "day", "provider", "dataset")
 NOTE_WIDTH = 100
 
 TASK_EXAMPLES = """examples:
@@ -51,6 +51,7 @@ STORAGE_EXAMPLES = """examples:
   airflow-cost report storage                          cost per bucket, last 30 days
   airflow-cost report storage --by usage-class         storage, requests, egress... in total
   airflow-cost report storage --by resource,day -o csv
+  airflow-cost report storage --by dataset             the share allocated to each dataset
 """
 
 
@@ -71,6 +72,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     report.add_argument(
         "--task", action="append", default=[], metavar="TASK_ID", help="only this task (repeatable)"
+    )
+    report.add_argument(
+        "--run", action="append", default=[], metavar="RUN_ID", help="only this DAG run (repeatable)"
     )
     report.add_argument(
         "--source", action="append", default=[], help="only this source, e.g. bigquery (repeatable)"
@@ -263,6 +267,7 @@ def task_report(args: argparse.Namespace) -> int:
         dags=args.dag,
         tasks=args.task,
         sources=args.source,
+        runs=args.run,
         top=args.top,
     )
     emit(doc, args, hint)
@@ -281,6 +286,7 @@ def task_report_document(
     sources: Sequence[str] = (),
     top: int | None = None,
     visible_dags: Collection[str] | None = None,
+    runs: Sequence[str] = (),
 ) -> tuple[Document, str | None]:
     """The task cost report every face shows (the CLI, the JSON API), and the hint an empty one gives.
     `visible_dags`: only these DAGs' costs, rows and totals alike (what a user may read)."""
@@ -296,6 +302,7 @@ def task_report_document(
         sources=sources,
         top=top,
         visible_dags=visible_dags,
+        runs=runs,
     )
     return report_document(
         result,
@@ -303,6 +310,7 @@ def task_report_document(
         dags=dags,
         tasks=tasks,
         sources=sources,
+        runs=runs,
         top=top,
         for_a_user=visible_dags is not None,
     )
@@ -317,6 +325,7 @@ def report_document(
     sources: Sequence[str] = (),
     top: int | None = None,
     for_a_user: bool = False,
+    runs: Sequence[str] = (),
 ) -> tuple[Document, str | None]:
     """task_report_document() of a report already read (report.cost_reports reads several at once).
     `for_a_user`: the report holds only the DAGs a user may read."""
@@ -352,7 +361,9 @@ def report_document(
         for t in result.totals
     ]
     filters = {
-        name: list(values) for name, values in (("dag", dags), ("task", tasks), ("source", sources)) if values
+        name: list(values)
+        for name, values in (("dag", dags), ("task", tasks), ("run", runs), ("source", sources))
+        if values
     }
     meta = {"ledger": shown_url, "period": show_period(since, until), "grouped by": ", ".join(keys)}
     if result.reconciled_until is not None:
@@ -452,7 +463,10 @@ def _range(data_range) -> dict | None:
 def storage_report(args: argparse.Namespace) -> int:
     from airflow_cost_provider import report as queries
 
-    _keys(args.by, queries.STORAGE_GROUPINGS)
+    try:
+        queries.storage_group_keys(args.by)
+    except queries.ReportError as error:
+        raise CliError(f"--by: {error}") from None
     since, until = day_period(args)
     engine, shown_url = open_ledger(args.ledger)
     doc, hint = storage_report_document(engine, shown_url, args.by, since, until, top=args.top)
@@ -466,7 +480,7 @@ def storage_report_document(
     """The storage cost report every face shows, and the hint an empty one gives."""
     from airflow_cost_provider import report as queries
 
-    keys = queries.group_keys(by, queries.STORAGE_GROUPINGS)
+    keys = queries.storage_group_keys(by)
     result = queries.storage_report(engine, by, since, until, top=top)
     columns = [*keys, "amount", "currency", "credits", "rows"]
     rows = [[*row.keys.values(), row.amount, row.currency, row.credits, row.rows] for row in result.rows]
@@ -476,6 +490,12 @@ def storage_report_document(
         for currency, amount, credits, count in result.totals
     ]
     notes = []
+    by_dataset = any(key in queries.DATASET_KEYS for key in keys)
+    if by_dataset and result.rows:
+        notes.append(
+            "Per dataset: the share of its bucket's cost allocated to it by bytes (storage_allocation); "
+            "credits are within the amounts, and the part of a bucket no dataset was given is not shown."
+        )
     if result.omitted_rows:
         notes.append(
             f"{result.omitted_rows} more row{'s' if result.omitted_rows != 1 else ''} not shown (--top {top}); the total includes them."
@@ -483,7 +503,9 @@ def storage_report_document(
     hint = None
     if not result.rows:
         hint = _empty_hint(
-            result.data_range, "storage costs", f"billing days {since} to {until - dt.timedelta(days=1)}"
+            result.data_range,
+            "storage costs allocated to datasets" if by_dataset else "storage costs",
+            f"billing days {since} to {until - dt.timedelta(days=1)}",
         )
         notes.append(hint)
     last_day = until - dt.timedelta(days=1)

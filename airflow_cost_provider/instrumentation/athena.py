@@ -25,7 +25,13 @@ from typing import Any
 
 from airflow_cost_provider import conf
 from airflow_cost_provider.capture.session import CaptureSession
-from airflow_cost_provider.instrumentation.aws import AwsCalls, as_utc, describe_error, error_code
+from airflow_cost_provider.instrumentation.aws import (
+    AwsCalls,
+    as_utc,
+    describe_error,
+    error_code,
+    with_region,
+)
 from airflow_cost_provider.instrumentation.base import (
     Instrumentation,
     guarded_step,
@@ -266,7 +272,8 @@ def resolve_queries(items: list[PendingQuery], timeout_seconds: float) -> list[U
     for key, pending in groups.items():
         first = next(iter(pending.values()))
         create = _live_clients.get(key) or connection_client(first.aws_conn_id, first.region_name)
-        usages += _resolve_group(AwsCalls(create, deadline), pending)
+        calls = AwsCalls(create, deadline)
+        usages += with_region(_resolve_group(calls, pending), calls)
     return usages
 
 

@@ -51,6 +51,28 @@ class AwsCalls:
             )
         return getattr(self._client, operation)(**parameters)
 
+    @property
+    def region(self) -> str | None:
+        """The region the calls went to (their client's), once a call was made."""
+        region = getattr(getattr(self._client, "meta", None), "region_name", None)
+        return region if isinstance(region, str) and region else None
+
+
+def with_region(usages: list[Any], calls: AwsCalls) -> list[Any]:
+    """The usages with the region their service answered from in their attributes (what the
+    console's address of a query or run needs), when known and not already there."""
+    import dataclasses
+
+    region = calls.region
+    if region is None:
+        return usages
+    return [
+        usage
+        if "region" in usage.attributes
+        else dataclasses.replace(usage, attributes={**usage.attributes, "region": region})
+        for usage in usages
+    ]
+
 
 def error_code(error: BaseException) -> str:
     response = getattr(error, "response", None)

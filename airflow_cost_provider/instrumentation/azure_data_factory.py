@@ -203,10 +203,15 @@ class FactoryRun:
     pipeline: str
     final_run: dict[str, Any] | None = None
     source: str = SOURCE
+    subscription_id: str | None = None  # the factory's subscription: its console page's address
 
     @property
     def resource(self) -> str:
         return f"{self.resource_group}/{self.factory}"
+
+    @property
+    def link_attributes(self) -> dict[str, str]:
+        return {"subscription_id": self.subscription_id} if self.subscription_id else {}
 
     def unresolved(self, reason: str) -> Usage:
         usage = unresolved_usage(SOURCE, self.run_id, reason, pipeline=self.pipeline)
@@ -285,7 +290,7 @@ def resolve_pipeline_runs(
                 item.resource,
                 _when(_get(run, "runStart", "run_start")),
                 _when(_get(run, "runEnd", "run_end")),
-                run_attributes(run, item.pipeline),
+                {**run_attributes(run, item.pipeline), **getattr(item, "link_attributes", {})},
             )
         except Exception as error:  # a shape we cannot read: keep the run, unpriced
             usages.append(item.unresolved(f"cannot read its activity runs: {failure(error)}"))
@@ -347,6 +352,16 @@ def _targeted_factory(hook: Any, bound: Mapping[str, Any]) -> tuple[str, str]:
     return values[0], values[1]
 
 
+def _subscription(hook: Any) -> str | None:
+    """The connection's subscription id (not a secret: part of the factory's resource id), if set."""
+    try:
+        extras = hook.get_connection(hook.conn_id).extra_dejson
+    except Exception:
+        return None
+    value = extras.get("subscriptionId") or extras.get("extra__azure_data_factory__subscriptionId")
+    return str(value) if value else None
+
+
 def _capture(
     session: CaptureSession, hook: Any, wrapped: Any, args: tuple, kwargs: dict, response: Any
 ) -> None:
@@ -358,6 +373,7 @@ def _capture(
         resource_group=resource_group,
         factory=factory,
         pipeline=str(bound.get("pipeline_name")),
+        subscription_id=_subscription(hook),
     )
     remember(_hooks, hook.conn_id, hook)
     remember(_remembered, item.run_id, item)

@@ -691,10 +691,23 @@ def run_usage(item: DatabricksRun, run: Mapping[str, Any], budget: _Budget) -> l
             found = window_usage(run, window, item.conn_id, cluster)
         except Exception as error:  # a run shape or price book we cannot read: keep the run, unpriced
             found = [item.unresolved(f"cannot compute its DBUs: {type(error).__name__}: {error}")]
+        workspace = _workspace_host(item.api_base)
         usages += [
-            dataclasses.replace(u, attributes={**u.attributes, "started_by": item.started_by}) for u in found
+            dataclasses.replace(u, attributes={**u.attributes, "started_by": item.started_by, **workspace})
+            for u in found
         ]
     return usages
+
+
+def _workspace_host(api_base: str) -> dict[str, str]:
+    """{"host": the workspace's host name} (where its console is) when it is served on https's own
+    port, else nothing."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(api_base)
+    if parts.scheme != "https" or parts.port is not None or not parts.hostname:
+        return {}
+    return {"host": parts.hostname}
 
 
 # -------------------------------------------------------------------------------------- wrapping

@@ -41,7 +41,7 @@ from typing import Any
 import wrapt
 
 from airflow_cost_provider import conf
-from airflow_cost_provider.instrumentation.aws import AwsCalls, describe_error
+from airflow_cost_provider.instrumentation.aws import AwsCalls, describe_error, with_region
 from airflow_cost_provider.instrumentation.base import (
     Instrumentation,
     guarded_step,
@@ -243,7 +243,7 @@ def resolve_emr_steps(items: list[PendingEmrStep], timeout_seconds: float) -> li
     for (aws_conn_id, region_name), clusters in groups.items():
         calls = AwsCalls(aws_client("emr", aws_conn_id, region_name), deadline)
         for cluster_id, pending in clusters.items():
-            usages += _resolve_cluster(calls, cluster_id, pending, deadline)
+            usages += with_region(_resolve_cluster(calls, cluster_id, pending, deadline), calls)
     return usages
 
 

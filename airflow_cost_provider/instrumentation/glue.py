@@ -26,7 +26,7 @@ from typing import Any
 
 from airflow_cost_provider import conf
 from airflow_cost_provider.capture.session import CaptureSession
-from airflow_cost_provider.instrumentation.aws import AwsCalls, describe_error
+from airflow_cost_provider.instrumentation.aws import AwsCalls, describe_error, with_region
 from airflow_cost_provider.instrumentation.base import (
     Instrumentation,
     guarded_step,
@@ -277,7 +277,7 @@ def resolve_glue_runs(items: list[PendingGlueRun], timeout_seconds: float) -> li
     usages: list[Usage] = []
     for (aws_conn_id, region_name), pending in groups.items():
         calls = AwsCalls(aws_client("glue", aws_conn_id, region_name), deadline)
-        usages += _resolve_group(calls, list(pending.values()), factors, deadline)
+        usages += with_region(_resolve_group(calls, list(pending.values()), factors, deadline), calls)
     return usages
 
 

@@ -564,6 +564,8 @@ def _credits_usage(
     """Warehouse credits of one query: the size's credits per hour x its execution time."""
     pricing = conf.pricing_for_connection(item.conn_id)
     attributes: dict[str, Any] = {"conn_id": item.conn_id, **pricing}
+    if item.account:  # the account identifier: the console's address of the query
+        attributes["account"] = item.account
     credits = Decimal(0)
     if warehouse is not None:
         key = warehouse_credits_key(warehouse.size, warehouse.type)

@@ -97,6 +97,7 @@ def test_a_try_its_page_docs_and_bad_input_through_the_server(server):
     assert [(view["name"], view["destination"]) for view in ours["external_views"]] == [
         ("Costs", "nav"),
         ("Cost", "task_instance"),
+        ("Cost", "dag_run"),
     ]
     assert ours["external_views"][0]["href"] == "/cost/"
     assert [app["url_prefix"] for app in ours["fastapi_apps"]] == ["/cost"]

@@ -223,3 +223,88 @@ def test_the_cost_tab_of_a_task_instance_lists_its_lines(api_server, browser, tm
     usage = [cells[1].text for cells in _cells(browser, "#lines tbody tr")]
     assert usage == [f"{line['quantity']} {line['unit']} ({line['metric']})" for line in lines]
     _keep(browser, tmp_path, "cost-tab.png")
+
+
+def _ledger_total_of_run(env: dict[str, str], dag_id: str, run_id: str) -> dict[str, Decimal]:
+    """The run's money per currency read straight from the ledger's tables (nano-units summed)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(env["AIRFLOW__COST_PROVIDER__LEDGER_CONN"])
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT l.currency, SUM(l.amount_nanos) FROM cost_lines l JOIN cost_task_runs t "
+                    "ON t.id = l.task_run_id WHERE t.dag_id = :dag AND t.run_id = :run "
+                    "AND l.amount_nanos IS NOT NULL GROUP BY l.currency"
+                ),
+                {"dag": dag_id, "run": run_id},
+            ).all()
+    finally:
+        engine.dispose()
+    return {currency: Decimal(nanos) / 10**9 for currency, nanos in rows}
+
+
+def test_the_cost_tab_of_a_dag_run_shows_its_tasks_lines_and_total(api_server, browser, tmp_path):
+    since, until = _period()
+    (run,) = _cli(
+        api_server.env,
+        "report",
+        "--by",
+        "run",
+        "--dag",
+        "cost_attribution",
+        "--since",
+        since,
+        "--until",
+        until,
+    )["rows"]
+    run_id = run["run_id"]
+    # the tab's URL as Airflow's UI fills it in (ids URL-encoded)
+    browser.get(f"{api_server.base}/cost/dag-run?dag_id=cost_attribution&run_id={quote(run_id, safe='')}")
+    _loaded(browser)
+    (total,) = browser.find_elements(By.CSS_SELECTOR, "#total .amount")
+    shown_total = (Decimal(total.get_attribute("data-amount")), total.get_attribute("data-currency"))
+    # the ledger's own sum of the run's lines, and the CLI's report of the run
+    assert shown_total == (_ledger_total_of_run(api_server.env, "cost_attribution", run_id)["USD"], "USD")
+    by_task = _cli(
+        api_server.env,
+        "report", "--by", "task", "--dag", "cost_attribution", "--run", run_id, "--since", since, "--until", until,
+    )  # fmt: skip
+    assert [(row["currency"], Decimal(row["amount"])) for row in by_task["total"] if row["currency"]] == [
+        ("USD", shown_total[0])
+    ]
+    tasks = [
+        (
+            row.get_attribute("data-task"),
+            row.find_element(By.CSS_SELECTOR, "td.amount").get_attribute("data-amount"),
+        )
+        for row in browser.find_elements(By.CSS_SELECTOR, "#tasks tbody tr")
+    ]
+    assert tasks == [(row["task_id"], row["amount"]) for row in by_task["rows"]]
+    assert {task for task, _ in tasks} >= {"extract"}
+    # every try's lines, each with its usage in its unit, as the API lists them
+    tries = api_server.get(
+        "/cost/api/dag-run", token=api_server.token("admin"), dag_id="cost_attribution", run_id=run_id
+    ).json()["tries"]
+    expected = [
+        (found["task_id"], f"{line['quantity']} {line['unit']} ({line['metric']})")
+        for found in tries
+        for line in found["lines"]
+    ]
+    shown = [(cells[0].text, cells[3].text) for cells in _cells(browser, "#lines tbody tr")]
+    assert shown == expected and len(shown) >= 2
+    _keep(browser, tmp_path, "run-cost-tab.png")
+
+    # and inside Airflow's UI: the run's "Cost" tab, in its frame
+    browser.get(f"{api_server.base}/dags/cost_attribution/runs/{quote(run_id, safe='')}/plugin/run_cost")
+    frame = WebDriverWait(browser, LOAD_TIMEOUT).until(
+        expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "iframe[title='Cost']"))
+    )
+    browser.switch_to.frame(frame)
+    try:
+        _loaded(browser)
+        (framed,) = browser.find_elements(By.CSS_SELECTOR, "#total .amount")
+        assert Decimal(framed.get_attribute("data-amount")) == shown_total[0]
+    finally:
+        browser.switch_to.default_content()

@@ -158,6 +158,7 @@ def test_the_overview_is_the_reports_of_its_groupings(ledger, readable, filters)
         "dag": top,
         "dag,day": None,
         "task": top,
+        "task,day": None,
         "team": None,
         "owner": None,
     }
@@ -165,6 +166,11 @@ def test_the_overview_is_the_reports_of_its_groupings(ledger, readable, filters)
     narrowing = {key: value for key, value in filters.items() if key in ("dag_id", "source")}
     for by, top_of in wanted.items():
         one = get(client, "/api/report", by=by, **PERIOD, **narrowing, **({"top": top_of} if top_of else {}))
+        if by == "task,day":  # the daily rows of the tasks listed only (their sparklines)
+            listed = {(row["dag_id"], row["task_id"]) for row in overview["reports"]["task"]["rows"]}
+            kept = [row for row in one["rows"] if (row["dag_id"], row["task_id"]) in listed]
+            one = {**one, "rows": kept, "omitted_rows": len(one["rows"]) - len(kept)}
+            assert kept
         assert overview["reports"][by] == one, by
     assert (
         overview["reports"]["dag"]["rows"]
@@ -255,6 +261,39 @@ def test_storage_report_and_budgets_are_the_documents_the_cli_prints(ledger):
     assert one == cli_json("budgets", "status", "--budget", "ops-weekly", "--period", "previous")
 
 
+def test_storage_per_dataset_is_the_document_the_cli_prints(ledger):
+    """The shares of the buckets' costs import-storage allocated to datasets, summed per dataset."""
+    allocations = [
+        {
+            "provider": "aws", "billing_account": "123456789012", "day": dt.date(2026, 11, day),
+            "resource_id": "raw", "usage_class": "standard", "currency": "USD",
+            "dataset_namespace": "s3://raw", "dataset_name": name, "bytes": size,
+            "share": Decimal(share), "amount": Decimal(amount), "method": "allocated",
+        }
+        for day in (3, 4)
+        for name, size, share, amount in (("orders", 750, "0.75", "1.50"), ("events", 250, "0.25", "0.50"))
+    ]  # fmt: skip
+    scope = {("aws", "123456789012", dt.date(2026, 11, day), "raw") for day in (3, 4)}
+    store.replace_storage_allocations(store.get_engine(ledger), allocations, scope)
+    client = client_for()
+    by_dataset = get(client, "/api/report/storage", by="dataset", **PERIOD)
+    assert by_dataset == cli_json("report", "storage", "--by", "dataset", "--since", "2026-11-01", "--until", "2026-12-01")  # fmt: skip
+    # by hand: orders 1.50 x 2 days, events 0.50 x 2 days
+    assert [
+        (r["dataset_namespace"], r["dataset_name"], r["amount"], r["rows"]) for r in by_dataset["rows"]
+    ] == [
+        ("s3://raw", "orders", "3.00", 2),
+        ("s3://raw", "events", "1.00", 2),
+    ]
+    assert [(r["amount"], r["credits"]) for r in by_dataset["total"]] == [("4.00", None)]
+    per_day = get(client, "/api/report/storage", by="dataset,day", **PERIOD)
+    assert [r["amount"] for r in per_day["rows"]] == ["1.50", "0.50", "1.50", "0.50"]
+    refused = client.get("/api/report/storage", params={"by": "dataset,service"})
+    assert refused.status_code == 400 and "not with service" in refused.json()["detail"]
+    code, _, err = run("report", "storage", "--by", "service,dataset")
+    assert code != 0 and "not with service" in err
+
+
 def test_budgets_and_storage_need_read_access_to_every_dag(ledger):
     client = client_for(frozenset({"ops"}), every_dag=False)
     for path in ("/api/budgets", "/api/report/storage"):
@@ -288,6 +327,104 @@ def test_one_task_try_lines(ledger):
         missing.json()["detail"]
         == "the ledger has no cost for any try of sales.load (run 'r9', map_index -1)"
     )
+
+
+def test_a_dag_runs_tries_lines_and_total_are_the_clis_report_of_the_run(ledger):
+    client = client_for()
+    found = get(client, "/api/dag-run", dag_id="sales", run_id="r1")
+    assert (found["dag_id"], found["run_id"]) == ("sales", "r1")
+    # every recorded try, load's two included, each with its lines
+    assert [(t["task_id"], t["try_number"]) for t in found["tries"]] == [
+        ("extract", 1),
+        ("load", 1),
+        ("load", 2),
+    ]
+    assert [line["amount"] for line in found["tries"][0]["lines"]] == ["0.10", "1.25"]
+    assert sorted(line["amount"] for line in found["tries"][1]["lines"]) == ["2.00", "3.00"]
+    # per task and in total: what `airflow-cost report --by task --dag sales --run r1` prints for the run's period
+    cli = cli_json("report", "--by", "task", "--dag", "sales", "--run", "r1", "--since", found["since"], "--until", found["until"])  # fmt: skip
+    assert found["by_task"] == cli
+    assert found["total"] == cli["total"]
+    # by hand: extract 0.10 + 1.25, load 3.00 + 0.05 (try 2) in USD; load's 2.00 EUR apart
+    assert [(row["amount"], row["currency"]) for row in found["total"]] == [("2.00", "EUR"), ("4.40", "USD")]
+    assert cli["filters"] == {"dag": ["sales"], "run": ["r1"]}
+    # r2 of the same DAG is another run, outside this one's total even over a wide period
+    wide = get(client, "/api/report", by="task", dag_id="sales", run_id="r1", **PERIOD)
+    assert wide["total"] == found["total"]
+
+    missing = client.get("/api/dag-run", params={"dag_id": "sales", "run_id": "r9"})
+    assert (
+        missing.status_code == 404
+        and missing.json()["detail"] == "the ledger has no cost for run 'r9' of sales"
+    )
+    assert client.get("/api/dag-run", params={"dag_id": "sales"}).status_code == 422
+
+
+def test_each_lines_external_id_links_to_its_platforms_console(ledger):
+    """From the usage the ledger keeps: a BigQuery job (project and location in its resource) and an
+    Athena query (its region in the attributes) get their console page; a line whose usage lacks a
+    part of the address gets none."""
+    import dataclasses
+
+    from airflow_cost_provider.pricing.model import CostLine, Usage
+
+    def with_usage(source: str, **usage) -> CostLine:
+        base = line(source, "1.00")
+        return dataclasses.replace(base, usage=Usage(source, "m", Decimal(1), "query", **usage))
+
+    store.store(
+        store.get_engine(ledger),
+        result(
+            "linked",
+            "query",
+            "r1",
+            [
+                with_usage("bigquery", resource="my-project:US", external_id="job_1"),
+                with_usage(
+                    "athena", resource="primary", external_id="q-1", attributes={"region": "eu-west-1"}
+                ),
+                with_usage("athena", resource="primary", external_id="q-2"),
+            ],
+        ),
+    )
+    client = client_for()
+    lines = get(client, "/api/task-instance", dag_id="linked", task_id="query", run_id="r1")["lines"]
+    assert [(line["external_id"], line["console_url"]) for line in lines] == [
+        ("job_1", "https://console.cloud.google.com/bigquery?project=my-project&j=bq%3AUS%3Ajob_1&page=queryresults"),
+        ("q-1", "https://console.aws.amazon.com/athena/home?region=eu-west-1#/query-editor/history/q-1"),
+        ("q-2", None),
+    ]  # fmt: skip
+    run_lines = get(client, "/api/dag-run", dag_id="linked", run_id="r1")["tries"][0]["lines"]
+    assert run_lines == lines
+
+
+def test_a_dag_run_and_a_try_are_refused_to_a_user_who_may_not_read_the_dag(ledger, monkeypatch):
+    """Airflow's own check (requires_access_dag on the DAG's task instances), here with an auth
+    manager that lets the user read `ops` only."""
+    from airflow.api_fastapi.core_api import security
+
+    asked = []
+
+    class OnlyOps:
+        def is_authorized_dag(self, *, method, access_entity=None, details=None, user=None):
+            asked.append((method, access_entity.name, details.id))
+            return details is not None and details.id == "ops"
+
+    monkeypatch.setattr(security, "get_auth_manager", lambda: OnlyOps())
+    monkeypatch.setattr(security.DagModel, "get_team_name", staticmethod(lambda dag_id: None))
+    app = create_app()
+    app.dependency_overrides[get_user] = lambda: SimpleAuthManagerUser(username="ana", role="viewer")
+    client = TestClient(app)
+    for path, params in [
+        ("/api/dag-run", {"dag_id": "sales", "run_id": "r1"}),
+        ("/api/task-instance", {"dag_id": "sales", "task_id": "load", "run_id": "r1"}),
+    ]:
+        refused = client.get(path, params=params)
+        assert refused.status_code == 403 and "rows" not in refused.text and "tries" not in refused.text
+    allowed = client.get("/api/dag-run", params={"dag_id": "ops", "run_id": "r1"})
+    assert allowed.status_code == 200, allowed.text
+    assert [t["task_id"] for t in allowed.json()["tries"]] == ["vacuum"]
+    assert asked[0] == ("GET", "TASK_INSTANCE", "sales")
 
 
 @pytest.mark.parametrize(
@@ -334,7 +471,7 @@ def test_a_missing_ledger_is_a_503_naming_it(tmp_path, monkeypatch):
 
 def test_every_endpoint_refuses_a_request_without_an_airflow_user(ledger):
     client = TestClient(create_app())  # Airflow's own authentication: no token, no cookie
-    for path in ("/", "/task-instance", "/static/costs.js", "/static/vendor/plotly.min.js", "/api/report", "/api/report/storage", "/api/budgets", "/api/task-instance?dag_id=sales&task_id=load&run_id=r1"):  # fmt: skip
+    for path in ("/", "/task-instance", "/dag-run", "/static/costs.js", "/static/lines.js", "/static/vendor/plotly.min.js", "/api/report", "/api/report/storage", "/api/budgets", "/api/task-instance?dag_id=sales&task_id=load&run_id=r1", "/api/dag-run?dag_id=sales&run_id=r1"):  # fmt: skip
         response = client.get(path)
         assert response.status_code == 401, path
         assert response.json() == {"detail": "Not authenticated"}
@@ -369,6 +506,10 @@ def test_mounted_under_cost_with_its_openapi_page(ledger):
         assert client.get("/cost/static/page.py").status_code == 404
         tab = client.get("/cost/task-instance", params={"dag_id": "sales", "task_id": "load", "run_id": "r1"})
         assert tab.status_code == 200 and "/cost/static/task_instance.js" in tab.text
+        run_tab = client.get("/cost/dag-run", params={"dag_id": "sales", "run_id": "r1"})
+        assert run_tab.status_code == 200 and "/cost/static/dag_run.js" in run_tab.text
+        shared = client.get("/cost/static/lines.js")
+        assert shared.status_code == 200 and "export function lineCells" in shared.text
         report = client.get("/cost/api/report", params={"by": "dag", **PERIOD})
         assert report.status_code == 200 and report.json()["by"] == ["dag_id"]
         docs = client.get("/cost/api/docs")
@@ -383,6 +524,7 @@ def test_mounted_under_cost_with_its_openapi_page(ledger):
         "/api/coverage",
         "/api/budgets",
         "/api/task-instance",
+        "/api/dag-run",
     }
     parameters = {p["name"] for p in spec["paths"]["/api/report"]["get"]["parameters"]}
     assert {"by", "since", "until", "dag_id", "task_id", "source", "top"} <= parameters
@@ -410,7 +552,8 @@ def test_the_plugin_mounts_the_api_under_cost_and_links_the_page_without_importi
     assert loaded[-3:] == [
         "[('/cost', 'Costs API')]",
         "[('Costs', '/cost/', 'nav'), ('Cost', '/cost/task-instance?dag_id={DAG_ID}&run_id={RUN_ID}"
-        "&task_id={TASK_ID}&map_index={MAP_INDEX}', 'task_instance')]",
+        "&task_id={TASK_ID}&map_index={MAP_INDEX}', 'task_instance'), "
+        "('Cost', '/cost/dag-run?dag_id={DAG_ID}&run_id={RUN_ID}', 'dag_run')]",
         "[]",
     ]
     # FastAPI and the app are imported by the api-server's first request, never by a worker's plugin load

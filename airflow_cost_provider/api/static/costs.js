@@ -26,7 +26,7 @@ const until = query.get("until") || addDays(isoDay(new Date()), 1);
 const since = query.get("since") || addDays(until, -30);
 const periodDays = Math.round((Date.parse(until) - Date.parse(since)) / DAY_MS);
 const previous = { since: addDays(since, -periodDays), until: since };
-const filters = { dag_id: listParam("dag_id"), source: listParam("source") };
+const filters = { dag_id: listParam("dag_id"), task_id: listParam("task_id"), source: listParam("source") };
 const stack = query.get("stack") === "team" ? "team" : "source";
 
 class ApiError extends Error {
@@ -138,8 +138,7 @@ function showTotal(current, before) {
 
 function showDaily(doc, currency) {
   const rows = inCurrency(doc.rows, currency);
-  const days = [];
-  for (let day = since; day < until; day = addDays(day, 1)) days.push(day);
+  const days = daysOfPeriod();
   const byKey = new Map();
   for (const row of rows) {
     if (!byKey.has(row[stack])) byKey.set(row[stack], new Map());
@@ -172,16 +171,36 @@ function sparkline(cell, series) {
   Plotly.newPlot(
     box,
     [{ type: "scatter", mode: "lines", x: series.map((p) => p[0]), y: series.map((p) => p[1]), line: { width: 1.5 } }],
-    { margin: { t: 2, r: 2, b: 2, l: 2 }, xaxis: { visible: false }, yaxis: { visible: false }, showlegend: false },
+    {
+      width: box.clientWidth || 120,
+      height: box.clientHeight || 28,
+      margin: { t: 2, r: 2, b: 2, l: 2 },
+      xaxis: { visible: false },
+      yaxis: { visible: false },
+      showlegend: false,
+    },
     { staticPlot: true },
   );
+}
+
+function daysOfPeriod() {
+  const days = [];
+  for (let day = since; day < until; day = addDays(day, 1)) days.push(day);
+  return days;
+}
+
+// the day-by-day cost of the rows of `perDay` that `matches` picks, over every day of the period
+function dailySeries(perDay, currency, matches) {
+  const amounts = new Map();
+  for (const r of inCurrency(perDay.rows, currency).filter(matches)) {
+    amounts.set(r.day, (amounts.get(r.day) || 0) + Number(r.amount));
+  }
+  return daysOfPeriod().map((day) => [day, amounts.get(day) || 0]);
 }
 
 function showTopDags(doc, perDay, currency) {
   const body = document.querySelector("#top-dags tbody");
   body.replaceChildren();
-  const days = [];
-  for (let day = since; day < until; day = addDays(day, 1)) days.push(day);
   for (const row of doc.rows) {
     const tr = document.createElement("tr");
     tr.dataset.dag = row.dag_id;
@@ -194,26 +213,25 @@ function showTopDags(doc, perDay, currency) {
     tr.append(name, amountCell(row.amount, row.currency), trend);
     body.append(tr);
     if (perDay && row.currency === currency) {
-      const amounts = new Map(
-        inCurrency(perDay.rows, currency)
-          .filter((r) => r.dag_id === row.dag_id)
-          .map((r) => [r.day, Number(r.amount)]),
-      );
-      sparkline(trend, days.map((day) => [day, amounts.get(day) || 0]));
+      sparkline(trend, dailySeries(perDay, currency, (r) => r.dag_id === row.dag_id));
     }
   }
   if (!doc.rows.length) body.append(Object.assign(document.createElement("tr"), { textContent: "no task costs" }));
 }
 
-function showTopTasks(doc) {
+function showTopTasks(doc, perDay, currency) {
   const body = document.querySelector("#top-tasks tbody");
   body.replaceChildren();
   for (const row of doc.rows) {
     const tr = document.createElement("tr");
     tr.dataset.dag = row.dag_id;
     tr.dataset.task = row.task_id;
-    tr.append(textCell(row.dag_id), textCell(row.task_id), amountCell(row.amount, row.currency));
+    const trend = document.createElement("td");
+    tr.append(textCell(row.dag_id), textCell(row.task_id), amountCell(row.amount, row.currency), trend);
     body.append(tr);
+    if (perDay && row.currency === currency) {
+      sparkline(trend, dailySeries(perDay, currency, (r) => r.dag_id === row.dag_id && r.task_id === row.task_id));
+    }
   }
 }
 
@@ -285,10 +303,17 @@ function showRuns(dagId, doc, currency, budgets) {
     },
     PLOT_CONFIG,
   );
+  const chart = document.getElementById("runs-chart");
+  chart.removeAllListeners?.("plotly_click");
+  chart.on("plotly_click", (event) => {
+    const runId = event.points?.[0]?.x;
+    if (runId) location.href = `${base}/dag-run?${new URLSearchParams({ dag_id: dagId, run_id: runId })}`;
+  });
   note(
     "runs-note",
     `${last.length} last run(s) in the period, ${currency}` +
-      (marked.length ? `; ${marked.length} anomaly(ies) marked in red, as the budgets found them.` : "."),
+      (marked.length ? `; ${marked.length} anomaly(ies) marked in red, as the budgets found them.` : ".") +
+      " Click a run for its cost per task and its lines.",
   );
 }
 
@@ -301,6 +326,24 @@ function showStorage(doc) {
     body.append(tr);
   }
   note("storage-note", doc.rows.length ? "" : "no storage costs imported for this period");
+}
+
+function showStorageDatasets(doc) {
+  const body = document.querySelector("#storage-datasets tbody");
+  body.replaceChildren();
+  for (const row of doc.rows) {
+    const tr = document.createElement("tr");
+    const name = `${row.dataset_namespace.replace(/\/$/, "")}/${row.dataset_name.replace(/^\//, "")}`;
+    tr.dataset.dataset = name;
+    tr.append(textCell(name), amountCell(row.amount, row.currency));
+    body.append(tr);
+  }
+  note(
+    "storage-datasets-note",
+    doc.rows.length
+      ? "The share of each bucket's cost allocated to the dataset by bytes (storage_allocation)."
+      : "no storage costs allocated to datasets for this period (storage_allocation)",
+  );
 }
 
 function showCoverage(doc) {
@@ -356,6 +399,7 @@ function fillForm() {
   form.since.value = since;
   form.until.value = until;
   form.dag_id.value = filters.dag_id.join(",");
+  form.task_id.value = filters.task_id.join(",");
   form.source.value = filters.source.join(",");
   form.stack.value = stack;
   form.dag.value = query.get("dag") || "";
@@ -368,9 +412,10 @@ async function load() {
   const optional = (promise) => promise.catch((error) => error);
   // budgets evaluate every budget's forecast and anomalies: the rest of the page does not wait for them
   const budgets = optional(api("/api/budgets", {}));
-  const [overview, storage, coverage] = await Promise.all([
+  const [overview, storage, datasets, coverage] = await Promise.all([
     api("/api/overview", { since, until, ...filters, stack, top: TOP }),
     optional(api("/api/report/storage", { by: "resource", since, until, top: TOP })),
+    optional(api("/api/report/storage", { by: "dataset", since, until, top: TOP })),
     optional(api("/api/coverage", { by: "provider", since, until })),
   ]);
   const reports = overview.reports;
@@ -379,12 +424,14 @@ async function load() {
   showTotal(current, overview.previous);
   showDaily(reports[`day,${stack}`], currency);
   showTopDags(reports.dag, reports["dag,day"], currency);
-  showTopTasks(reports.task);
+  showTopTasks(reports.task, reports["task,day"], currency);
   showBreakdown("team-chart", reports.team, "team", currency);
   showBreakdown("owner-chart", reports.owner, "owner", currency);
   showBreakdown("source-chart", current, "source", currency);
   if (storage instanceof Error) note("storage-note", storage.message);
   else showStorage(storage);
+  if (datasets instanceof Error) note("storage-datasets-note", datasets.message);
+  else showStorageDatasets(datasets);
   if (coverage instanceof Error) note("coverage-note", coverage.message);
   else showCoverage(coverage);
   const dagId = query.get("dag") || reports.dag.rows[0]?.dag_id;
