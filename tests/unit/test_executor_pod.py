@@ -4,6 +4,7 @@ measurement stays beside an unpriced line with the reason."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from decimal import Decimal
 
@@ -31,7 +32,7 @@ def executor_env(monkeypatch, tmp_path, kubeconfig) -> None:
 
 
 def the_executors_pod(fake) -> None:
-    """The pod the executor created for the try: 2 vCPU and 4 GiB requested, still running."""
+    """The pod the executor created for the try: 2 vCPU and 4 GiB requested, running for 2 minutes."""
     fake.create(
         "airflow",
         {
@@ -49,6 +50,8 @@ def the_executors_pod(fake) -> None:
             },
         },
     )
+    # its container started two minutes ago, whatever the machine's speed
+    fake.pods[("airflow", POD)].started_at -= dt.timedelta(seconds=120)
 
 
 def finished_try_lines() -> list[dict]:
@@ -78,6 +81,7 @@ def test_the_try_is_priced_as_its_pod_instead_of_its_process(monkeypatch, tmp_pa
     assert cpu["resource"] == memory["resource"] == f"airflow/{POD}/base"
     # requests x running time (start to the moment it was read), at the node's m5.xlarge rates
     cpu_seconds, gib_seconds = Decimal(cpu["quantity"]), Decimal(memory["quantity"])
+    assert 2 * 119 < cpu_seconds < 2 * 300  # 2 vCPU for the two minutes and the test's own time
     assert cpu["unit"] == "vCPU-second" and memory["unit"] == "GiB-second"
     assert gib_seconds == 2 * cpu_seconds  # 4 GiB and 2 vCPU held for the same time
     assert cpu["amount_nanos"] == int((cpu_seconds / 3600 * M5_CPU).quantize(Decimal("1e-9")) * 10**9)

@@ -1,6 +1,6 @@
-"""Test DAG: SQL through a third-party DbApiHook that runs its statements its own way (so no
-instrumentation sees them) but reports each one to Airflow's hook lineage, then a task with no SQL
-that must not inherit those statements."""
+"""Test DAG: SQL through a third-party DbApiHook method that runs its statements its own way, on a
+connection of its own outside run, _run_command and get_conn (so no instrumentation sees them), but
+reports each one to Airflow's hook lineage; then a task with no SQL that must not inherit them."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ SQL_STATEMENTS = [
 
 
 class LocalSqliteHook(DbApiHook):
-    """A DbApiHook on a scratch SQLite file: enough to exercise DbApiHook.run and its hook lineage."""
+    """A DbApiHook on a scratch SQLite file with a method of its own that reports to hook lineage."""
 
     conn_name_attr = "sqlite_conn_id"
     default_conn_name = "local_sqlite"  # defined by the tests as AIRFLOW_CONN_LOCAL_SQLITE
@@ -33,9 +33,12 @@ class LocalSqliteHook(DbApiHook):
     def get_conn(self):
         return sqlite3.connect(self.path)
 
-    def _run_command(self, cur, sql_statement, parameters):
-        cur.execute(sql_statement)
-        send_sql_hook_lineage(context=self, sql=sql_statement, cur=cur)
+    def run_own_way(self, statements: list[str]) -> None:
+        with sqlite3.connect(self.path) as conn:
+            cur = conn.cursor()
+            for sql_statement in statements:
+                cur.execute(sql_statement)
+                send_sql_hook_lineage(context=self, sql=sql_statement, cur=cur)
 
 
 @dag(schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False)
@@ -43,7 +46,7 @@ def cost_hook_lineage():
     @task
     def run_sql() -> None:
         with tempfile.TemporaryDirectory() as folder:
-            LocalSqliteHook(f"{folder}/orders.db").run(SQL_STATEMENTS)
+            LocalSqliteHook(f"{folder}/orders.db").run_own_way(SQL_STATEMENTS)
 
     @task
     def after_sql() -> str:
