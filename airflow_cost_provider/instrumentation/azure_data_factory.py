@@ -18,7 +18,6 @@ import datetime as dt
 import inspect
 import re
 import threading
-import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
@@ -28,6 +27,7 @@ from airflow_cost_provider import conf
 from airflow_cost_provider.capture.session import CaptureSession
 from airflow_cost_provider.instrumentation.base import (
     Instrumentation,
+    LookupBudget,
     guarded_step,
     task_session,
     unresolved_usage,
@@ -157,15 +157,9 @@ def activity_usage(
 # ------------------------------------------------------------------------------------ look-ups
 
 
-class Budget:
+class Budget(LookupBudget):
     def __init__(self, seconds: float) -> None:
-        self.deadline = time.monotonic() + seconds * LOOKUP_SHARE
-
-    def timeout(self) -> float:
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("no time left within the finalize budget")
-        return min(remaining, REQUEST_TIMEOUT)
+        super().__init__(seconds * LOOKUP_SHARE, REQUEST_TIMEOUT)
 
     def call_options(self) -> dict[str, Any]:
         """azure-core per-call options: one try, bounded by the budget."""

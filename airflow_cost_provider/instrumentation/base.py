@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -112,6 +113,21 @@ def unresolved_usage(source: str, external_id: str | None, reason: str, **attrib
         end_time=dt.datetime.now(dt.timezone.utc),
         attributes={**attributes, UNPRICED_HINT_ATTRIBUTE: reason},
     )
+
+
+class LookupBudget:
+    """What a task's end may spend on one source's look-ups: a deadline `seconds` from now, and each
+    request's timeout within it (never past the deadline)."""
+
+    def __init__(self, seconds: float, request_timeout: float) -> None:
+        self.deadline = time.monotonic() + seconds
+        self.request_timeout = request_timeout
+
+    def timeout(self) -> float:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("no time left within the finalize budget")
+        return min(remaining, self.request_timeout)
 
 
 def seconds(nanoseconds: int) -> Decimal:

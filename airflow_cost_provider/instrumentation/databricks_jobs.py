@@ -27,7 +27,6 @@ import dataclasses
 import datetime as dt
 import re
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from decimal import Decimal
@@ -37,6 +36,7 @@ from airflow_cost_provider import conf
 from airflow_cost_provider.capture.session import CaptureSession
 from airflow_cost_provider.instrumentation.base import (
     Instrumentation,
+    LookupBudget,
     guarded_step,
     task_session,
     unresolved_usage,
@@ -582,15 +582,9 @@ def is_terminal(run: Mapping[str, Any]) -> bool:
     return str((run.get("state") or {}).get("life_cycle_state") or "") in TERMINAL_STATES
 
 
-class _Budget:
+class _Budget(LookupBudget):
     def __init__(self, seconds: float) -> None:
-        self.deadline = time.monotonic() + seconds * LOOKUP_SHARE
-
-    def timeout(self) -> float:
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("no time left within the finalize budget")
-        return min(remaining, REQUEST_TIMEOUT)
+        super().__init__(seconds * LOOKUP_SHARE, REQUEST_TIMEOUT)
 
 
 def _hook(conn_id: str, timeout: float) -> Any:

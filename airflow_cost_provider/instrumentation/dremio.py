@@ -34,7 +34,6 @@ import datetime as dt
 import json
 import re
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
@@ -45,6 +44,7 @@ from airflow_cost_provider import conf
 from airflow_cost_provider.capture.session import CaptureSession
 from airflow_cost_provider.instrumentation.base import (
     Instrumentation,
+    LookupBudget,
     guarded_step,
     task_session,
     unresolved_usage,
@@ -258,15 +258,9 @@ def job_usage(item: DremioJob, job: Mapping[str, Any], pricing: Mapping[str, str
     return Usage(SOURCE, "dcu", dcus(rate, duration), "DCU", resource, item.job_id, start, end, attributes)
 
 
-class _Budget:
+class _Budget(LookupBudget):
     def __init__(self, seconds: float) -> None:
-        self.deadline = time.monotonic() + seconds * LOOKUP_SHARE
-
-    def timeout(self) -> float:
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("no time left within the finalize budget")
-        return min(remaining, REQUEST_TIMEOUT)
+        super().__init__(seconds * LOOKUP_SHARE, REQUEST_TIMEOUT)
 
 
 def fetch_job(item: DremioJob, timeout: float) -> dict[str, Any]:

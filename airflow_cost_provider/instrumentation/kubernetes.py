@@ -21,7 +21,6 @@ import dataclasses
 import datetime as dt
 import functools
 import threading
-import time
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -29,7 +28,12 @@ from typing import Any
 from airflow_cost_provider import conf
 from airflow_cost_provider.capture.safety import suppress
 from airflow_cost_provider.capture.session import CaptureSession
-from airflow_cost_provider.instrumentation.base import Instrumentation, guarded_step, task_session
+from airflow_cost_provider.instrumentation.base import (
+    Instrumentation,
+    LookupBudget,
+    guarded_step,
+    task_session,
+)
 from airflow_cost_provider.pricing.estimate import UNPRICED_HINT_ATTRIBUTE
 from airflow_cost_provider.pricing.kubernetes import (
     SOURCE,
@@ -153,15 +157,9 @@ def item_usages(item: KubernetesPod) -> list[Usage]:
     return pod_usages(item.pod, observed, node_labels=item.node_labels, extra_attributes=extra)
 
 
-class _Budget:
+class _Budget(LookupBudget):
     def __init__(self, seconds: float) -> None:
-        self.deadline = time.monotonic() + seconds * LOOKUP_SHARE
-
-    def timeout(self) -> float:
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("no time left within the finalize budget")
-        return min(remaining, REQUEST_TIMEOUT)
+        super().__init__(seconds * LOOKUP_SHARE, REQUEST_TIMEOUT)
 
 
 def _client(item: KubernetesPod) -> Any:

@@ -47,6 +47,7 @@ from airflow_cost_provider import conf
 from airflow_cost_provider.capture.session import CaptureSession
 from airflow_cost_provider.instrumentation.base import (
     Instrumentation,
+    LookupBudget,
     guarded_step,
     task_session,
     unresolved_usage,
@@ -383,15 +384,9 @@ class SparkApplication:
         return unresolved_usage(SOURCE, self.app_id or self.driver_id, reason, **self.context())
 
 
-class _Budget:
+class _Budget(LookupBudget):
     def __init__(self, seconds: float) -> None:
-        self.deadline = time.monotonic() + seconds * LOOKUP_SHARE
-
-    def timeout(self) -> float:
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("no time left within the finalize budget")
-        return min(remaining, REQUEST_TIMEOUT)
+        super().__init__(seconds * LOOKUP_SHARE, REQUEST_TIMEOUT)
 
 
 def _get_json(url: str, budget: _Budget, params: Mapping[str, Any] | None = None) -> Any:
