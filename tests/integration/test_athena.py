@@ -19,7 +19,7 @@ from airflow_cost_provider.pricing.money import quantize_amount
 from tests.support import fake_aws
 from tests.support.airflow_env import ledger_rows
 from tests.support.fake_athena import FakeAthena
-from tests.support.openlineage import validate_event
+from tests.support.openlineage import complete_events
 
 pytestmark = pytest.mark.integration
 
@@ -75,17 +75,6 @@ def queries(athena, athena_run) -> dict[str, dict]:
     client = fake_aws.client("athena", url)
     ids = client.list_query_executions()["QueryExecutionIds"]
     return {qid: client.get_query_execution(QueryExecutionId=qid)["QueryExecution"] for qid in ids}
-
-
-def complete_events(run) -> dict[str, dict]:
-    events = run.events()
-    for event in events:
-        validate_event(event)
-    return {
-        e["job"]["name"].split(".", 1)[1]: e
-        for e in events
-        if e["eventType"] == "COMPLETE" and "." in e["job"]["name"]
-    }
 
 
 def athena_lines(event: dict) -> dict[str, dict]:

@@ -18,7 +18,7 @@ from airflow_cost_provider.pricing.money import quantize_amount
 from airflow_cost_provider.pricing.price_book import load_shipped
 from tests.support.airflow_env import ledger_rows
 from tests.support.fake_databricks import fake_databricks
-from tests.support.openlineage import validate_event
+from tests.support.openlineage import complete_events
 
 pytestmark = pytest.mark.integration
 
@@ -103,17 +103,6 @@ def dbx_run(airflow_env, warehouse):
     assert run.process.returncode == 0, run.output[-4000:]
     assert "(no impact on the task)" not in run.output  # none of the provider's own steps failed
     return run
-
-
-def complete_events(run) -> dict[str, dict]:
-    events = run.events()
-    for event in events:
-        validate_event(event)
-    return {
-        e["job"]["name"].split(".", 1)[1]: e
-        for e in events
-        if e["eventType"] == "COMPLETE" and "." in e["job"]["name"]
-    }
 
 
 def task_statements(warehouse, task_id: str):

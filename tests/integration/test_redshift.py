@@ -20,7 +20,7 @@ from airflow_cost_provider.pricing.money import quantize_amount
 from tests.support import fake_aws
 from tests.support.airflow_env import ledger_rows
 from tests.support.fake_redshift import FakeRedshiftData, serverless_server
-from tests.support.openlineage import validate_event
+from tests.support.openlineage import complete_events
 
 pytestmark = pytest.mark.integration
 
@@ -99,17 +99,6 @@ def statements(redshift, redshift_run) -> dict[str, dict]:
             "tags": tags,
         }
     return by_task
-
-
-def complete_events(run) -> dict[str, dict]:
-    events = run.events()
-    for event in events:
-        validate_event(event)
-    return {
-        e["job"]["name"].split(".", 1)[1]: e
-        for e in events
-        if e["eventType"] == "COMPLETE" and "." in e["job"]["name"]
-    }
 
 
 def redshift_facet(event: dict) -> tuple[list[dict], list[dict]]:

@@ -14,7 +14,7 @@ import pytest
 from airflow_cost_provider.pricing.money import quantize_amount
 from tests.integration.test_sql_local import comment_tags
 from tests.support.airflow_env import ledger_rows
-from tests.support.openlineage import validate_event
+from tests.support.openlineage import complete_events
 
 pytestmark = pytest.mark.integration
 
@@ -70,17 +70,6 @@ def paths_run(airflow_env, postgres_server, mariadb_server):
     )
     assert run.process.returncode == 0, run.output[-4000:]
     return run
-
-
-def complete_events(run) -> dict[str, dict]:
-    events = run.events()
-    for event in events:
-        validate_event(event)
-    return {
-        e["job"]["name"].split(".", 1)[1]: e
-        for e in events
-        if e["eventType"] == "COMPLETE" and "." in e["job"]["name"]
-    }
 
 
 def tagged_statements(server, task_id: str, run) -> list[str]:

@@ -74,3 +74,15 @@ def validate_event(event: dict[str, Any]) -> None:
 
 def read_events(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def complete_events(run) -> dict[str, dict]:
+    """A `dags test` run's COMPLETE events by task id, each validated against the spec and our facets."""
+    events = run.events()
+    for event in events:
+        validate_event(event)
+    return {
+        e["job"]["name"].split(".", 1)[1]: e
+        for e in events
+        if e["eventType"] == "COMPLETE" and "." in e["job"]["name"]
+    }
