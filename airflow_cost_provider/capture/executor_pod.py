@@ -18,12 +18,10 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from airflow_cost_provider.pricing.estimate import UNPRICED_HINT_ATTRIBUTE
-from airflow_cost_provider.pricing.kubernetes import SOURCE, pod_usages, slim_pod
+from airflow_cost_provider.pricing.kubernetes import pod_usages, slim_pod
 from airflow_cost_provider.pricing.model import Usage
 
 MARKER = "AIRFLOW_IS_K8S_EXECUTOR_POD"
@@ -69,27 +67,10 @@ def _client() -> Any:
     return client
 
 
-def unread(name: str, space: str, reason: str) -> Usage:
-    return Usage(
-        SOURCE,
-        "pod_time",
-        Decimal(0),
-        "second",
-        f"{space}/{name}",
-        end_time=dt.datetime.now(dt.timezone.utc),
-        attributes={
-            "namespace": space,
-            "pod": name,
-            "operator": "KubernetesExecutor",
-            UNPRICED_HINT_ATTRIBUTE: reason,
-        },
-    )
-
-
 def own_pod_usages(timeout: float) -> tuple[list[Usage], bool]:
     """(usages, read): the pod's lines, read True; or one unpriced line with the reason, read False."""
     from airflow_cost_provider.capture.safety import suppress
-    from airflow_cost_provider.instrumentation.kubernetes import _api_error, _to_json
+    from airflow_cost_provider.instrumentation.kubernetes import KubernetesPod, _api_error, _to_json
 
     name, space = pod_name(), namespace()
     timeout = min(timeout, REQUEST_TIMEOUT)
@@ -98,7 +79,8 @@ def own_pod_usages(timeout: float) -> tuple[list[Usage], bool]:
             client = _client()
             pod = slim_pod(_to_json(client.read_namespaced_pod(name, space, _request_timeout=timeout)))
     except Exception as error:
-        return [unread(name, space, f"the task's own pod could not be read: {_api_error(error)}")], False
+        pod_ref = KubernetesPod(space, name, operator="KubernetesExecutor")
+        return [pod_ref.unresolved(f"the task's own pod could not be read: {_api_error(error)}")], False
     observed = dt.datetime.now(dt.timezone.utc)
     node = (pod.get("spec") or {}).get("nodeName")
     labels, node_error = None, None
