@@ -526,6 +526,34 @@ def opencost_currency() -> str:
     return value
 
 
+@functools.cache
+def prometheus_url() -> str | None:
+    value = _raw("prometheus_url").rstrip("/")
+    if not value:
+        return None
+    if not _URL.match(value):
+        raise ConfigError(
+            f"[{SECTION}] prometheus_url = {value!r} is not an http(s) URL without credentials: use e.g. "
+            "http://prometheus-operated.monitoring.svc:9090"
+        )
+    return value
+
+
+_MATCHER = r'\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(?:=~|!~|!=|=)\s*"(?:[^"\\]|\\.)*"\s*'
+_MATCHERS = re.compile(rf"^{_MATCHER}(?:,{_MATCHER})*$")
+
+
+@functools.cache
+def prometheus_selector() -> str:
+    value = _raw("prometheus_selector").strip().strip(",")
+    if value and not _MATCHERS.match(value):
+        raise ConfigError(
+            f"[{SECTION}] prometheus_selector = {value!r} is not a list of PromQL label matchers: use e.g. "
+            'cluster="prod-eu" or cluster="prod",region=~"eu-.*"'
+        )
+    return ",".join(part.strip() for part in re.findall(_MATCHER, value))
+
+
 # Every option's getter: `airflow-cost check` validates each (tests hold it to CONFIG_OPTIONS).
 GETTERS: dict[str, Callable[[], object]] = {
     "enabled": enabled,
@@ -555,6 +583,8 @@ GETTERS: dict[str, Callable[[], object]] = {
     "correct_estimates": correct_estimates,
     "opencost_url": opencost_url,
     "opencost_currency": opencost_currency,
+    "prometheus_url": prometheus_url,
+    "prometheus_selector": prometheus_selector,
 }
 
 

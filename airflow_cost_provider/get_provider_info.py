@@ -244,6 +244,24 @@ CONFIG_OPTIONS: dict[str, dict] = {
         "string",
         "USD",
     ),
+    "prometheus_url": _option(
+        "The base URL of the Prometheus HTTP API that scrapes the cluster's kubelets (cAdvisor) and "
+        "kube-state-metrics, as OpenCost and Kubecost read it. Set: when a task that ran Kubernetes pods "
+        "ends, one instant query (/api/v1/query, within finalize_timeout) reads each container's CPU "
+        "seconds and average and peak working set, priced as max(request, usage) x running time, and "
+        "finds the executor pods of a Spark driver (SparkKubernetesOperator) through kube_pod_owner. "
+        "An http(s) URL without credentials in it. Empty: requests alone are priced.",
+        "string",
+        "",
+        example="http://prometheus-operated.monitoring.svc:9090",
+    ),
+    "prometheus_selector": _option(
+        "Label matchers added to every series the Prometheus query selects, for a Prometheus (Thanos, "
+        'Mimir) that holds several clusters: PromQL matchers separated by commas, e.g. cluster="prod-eu".',
+        "string",
+        "",
+        example='cluster="prod-eu"',
+    ),
 }
 
 

@@ -3,9 +3,10 @@
 There each task try runs in a pod of its own, whose CPU and memory requests are reserved on a node
 from the container's start whether the task uses them or not. So the try is priced as that pod,
 the way a `KubernetesPodOperator` pod is (per container, max(request, usage) x running time at the
-node's rate; requests only, as no metrics source is read), instead of the worker process's CPU time
-and memory: the process runs inside those requests, and counting both would count it twice. When
-the pod cannot be read, the worker measurement stays, beside an unpriced line saying why.
+node's rate; usage from Prometheus when `prometheus_url` is set, else requests only), instead of the
+worker process's CPU time and memory: the process runs inside those requests, and counting both would
+count it twice. When the pod cannot be read, the worker measurement stays, beside an unpriced line
+saying why.
 
 The pod is read through the client the executor itself uses (`[kubernetes_executor]` in_cluster,
 config_file, cluster_context); its name is the pod's hostname and its namespace the service
@@ -15,13 +16,11 @@ environment variable AIRFLOW_IS_K8S_EXECUTOR_POD.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import socket
 from pathlib import Path
 from typing import Any
 
-from airflow_cost_provider.pricing.kubernetes import pod_usages, slim_pod
 from airflow_cost_provider.pricing.model import Usage
 
 MARKER = "AIRFLOW_IS_K8S_EXECUTOR_POD"
@@ -68,29 +67,39 @@ def _client() -> Any:
 
 
 def own_pod_usages(timeout: float) -> tuple[list[Usage], bool]:
-    """(usages, read): the pod's lines, read True; or one unpriced line with the reason, read False."""
+    """(usages, read): the pod's lines, read True; or one unpriced line with the reason, read False.
+    With [cost_provider] prometheus_url, its containers' measured usage joins their requests."""
+    from airflow_cost_provider import conf as cost_conf
     from airflow_cost_provider.capture.safety import suppress
-    from airflow_cost_provider.instrumentation.kubernetes import KubernetesPod, _api_error, _to_json
+    from airflow_cost_provider.instrumentation.base import LookupBudget
+    from airflow_cost_provider.instrumentation.kubernetes import (
+        KubernetesPod,
+        _api_error,
+        _measured,
+        _to_json,
+        item_usages,
+    )
 
-    name, space = pod_name(), namespace()
-    timeout = min(timeout, REQUEST_TIMEOUT)
+    item = KubernetesPod(namespace(), pod_name(), operator="KubernetesExecutor")
     try:
         with suppress():
             client = _client()
-            pod = slim_pod(_to_json(client.read_namespaced_pod(name, space, _request_timeout=timeout)))
+            # the calls' time, from here: loading the client (its first import) is not a call
+            budget = LookupBudget(timeout, min(timeout, REQUEST_TIMEOUT))
+            pod = client.read_namespaced_pod(item.name, item.namespace, _request_timeout=budget.timeout())
+            item.keep(_to_json(pod))
     except Exception as error:
-        pod_ref = KubernetesPod(space, name, operator="KubernetesExecutor")
-        return [pod_ref.unresolved(f"the task's own pod could not be read: {_api_error(error)}")], False
-    observed = dt.datetime.now(dt.timezone.utc)
-    node = (pod.get("spec") or {}).get("nodeName")
-    labels, node_error = None, None
+        return [item.unresolved(f"the task's own pod could not be read: {_api_error(error)}")], False
+    node = (item.pod.get("spec") or {}).get("nodeName")
     if node:
         try:
             with suppress():
-                labels = dict(client.read_node(node, _request_timeout=timeout).metadata.labels or {})
+                answer = client.read_node(node, _request_timeout=budget.timeout())
+            item.node_labels = dict(answer.metadata.labels or {})
         except Exception as error:  # no `get nodes` for the service account: the default rate applies
-            node_error = f"node {node} not readable: {_api_error(error)}"
-    extra: dict[str, Any] = {"operator": "KubernetesExecutor", "usage_source": "none (requests only)"}
-    if node_error:
-        extra["node_labels_error"] = node_error
-    return pod_usages(pod, observed, node_labels=labels, extra_attributes=extra), True
+            item.node_error = f"node {node} not readable: {_api_error(error)}"
+    usages = item_usages(item)
+    if cost_conf.prometheus_url():
+        measured, _ = _measured({item.key: item}, {item.key: usages}, budget, lambda _: client)
+        usages = measured[item.key]
+    return usages, True

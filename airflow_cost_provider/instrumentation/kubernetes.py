@@ -11,7 +11,9 @@ pricing needs (never its environment, command or labels), is kept on the pending
 own is made inside the task. At finalize, within its budget, the node each pod ran on is read once per
 process for its instance type and pool labels, and a pod the task created but never cleaned up (the task
 failed before, or the pod was already deleted when a deferred task resumed) is read from the API; one
-that cannot be read is kept unpriced with the reason.
+that cannot be read is kept unpriced with the reason. With `prometheus_url`, one query reads the
+containers' measured usage and a Spark driver's executor pods, deleted before the task ends
+(instrumentation/prometheus.py); with `opencost_url`, OpenCost's allocation replaces the estimate.
 Pricing is pricing/kubernetes.py: per container, max(request, usage) x running time x node rate.
 """
 
@@ -21,13 +23,14 @@ import dataclasses
 import datetime as dt
 import functools
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
 from airflow_cost_provider import conf
 from airflow_cost_provider.capture.safety import suppress
 from airflow_cost_provider.capture.session import CaptureSession
+from airflow_cost_provider.instrumentation import prometheus
 from airflow_cost_provider.instrumentation.base import (
     Instrumentation,
     LookupBudget,
@@ -36,7 +39,10 @@ from airflow_cost_provider.instrumentation.base import (
 )
 from airflow_cost_provider.pricing.estimate import UNPRICED_HINT_ATTRIBUTE
 from airflow_cost_provider.pricing.kubernetes import (
+    GIB,
+    QUANTITY_QUANTUM,
     SOURCE,
+    ContainerUsage,
     allocation_usages,
     allocations_by_pod,
     parse_time,
@@ -44,6 +50,7 @@ from airflow_cost_provider.pricing.kubernetes import (
     slim_pod,
 )
 from airflow_cost_provider.pricing.model import Usage
+from airflow_cost_provider.pricing.money import EXACT
 from airflow_cost_provider.tagging.kubernetes import pod_labels
 
 OPERATOR_MODULE = "airflow.providers.cncf.kubernetes.operators.pod"
@@ -71,27 +78,45 @@ class KubernetesPod:
     observed_at: str | None = None
     node_labels: dict[str, str] | None = None
     node_error: str | None = None
+    # a Spark driver pod (label spark-role=driver): its executor pods are priced from Prometheus
+    spark_driver: bool = False
+    spark_app_id: str | None = None
     source: str = SOURCE
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.namespace, self.name)
 
-    def unresolved(self, reason: str) -> Usage:
+    def keep(self, pod: Mapping[str, Any]) -> None:
+        """The pod (the API's JSON shape) as last read: what pricing needs, and whether it is a Spark
+        driver (its labels are not kept)."""
+        self.pod = slim_pod(pod)
+        self.observed_at = dt.datetime.now(dt.timezone.utc).isoformat()
+        labels = (pod.get("metadata") or {}).get("labels") or {}
+        if labels.get("spark-role") == "driver":
+            self.spark_driver = True
+            self.spark_app_id = str(labels.get("spark-app-selector") or "") or None
+
+    def context(self) -> dict[str, Any]:
+        context: dict[str, Any] = {"namespace": self.namespace, "pod": self.name, "operator": self.operator}
+        if self.spark_app_id:
+            context["spark_app_id"] = self.spark_app_id
+        return context
+
+    def unresolved(self, reason: str, metric: str = "pod_time", part: str = "", **extra: Any) -> Usage:
         return Usage(
             SOURCE,
-            "pod_time",
+            metric,
             Decimal(0),
             "second",
-            f"{self.namespace}/{self.name}",
+            f"{self.namespace}/{self.name}{part}",
             end_time=dt.datetime.now(dt.timezone.utc),
-            attributes={
-                "namespace": self.namespace,
-                "pod": self.name,
-                "operator": self.operator,
-                UNPRICED_HINT_ATTRIBUTE: reason,
-            },
+            attributes={**self.context(), **extra, UNPRICED_HINT_ATTRIBUTE: reason},
         )
+
+    def executors_unresolved(self, reason: str) -> Usage:
+        """The executor pods of a Spark driver that could not be priced, kept with the reason."""
+        return self.unresolved(reason, "executor_pod_time", "/executors", spark_role="executor")
 
 
 @functools.cache
@@ -146,15 +171,29 @@ def clear_caches() -> None:
         _nodes.clear()
 
 
-def item_usages(item: KubernetesPod) -> list[Usage]:
-    """The pod's usage from what the task read of it; unpriced with the reason where nothing was read."""
+REQUESTS_ONLY = "none (requests only)"
+
+
+def item_usages(
+    item: KubernetesPod,
+    measured: Mapping[str, ContainerUsage] | None = None,
+    note: Mapping[str, Any] | None = None,
+) -> list[Usage]:
+    """The pod's usage from what the task read of it (and its containers' measured usage, when a
+    metrics source knows them); unpriced with the reason where nothing was read."""
     if item.pod is None:
         return [item.unresolved("the pod's status was never read")]
     observed = parse_time(item.observed_at) or dt.datetime.now(dt.timezone.utc)
-    extra: dict[str, Any] = {"operator": item.operator, "usage_source": "none (requests only)"}
+    extra: dict[str, Any] = {"operator": item.operator, "usage_source": REQUESTS_ONLY, **dict(note or {})}
+    if item.spark_driver:
+        extra["spark_role"] = "driver"
+        if item.spark_app_id:
+            extra["spark_app_id"] = item.spark_app_id
     if item.node_error:
         extra["node_labels_error"] = item.node_error
-    return pod_usages(item.pod, observed, node_labels=item.node_labels, extra_attributes=extra)
+    return pod_usages(
+        item.pod, observed, node_labels=item.node_labels, measured=measured, extra_attributes=extra
+    )
 
 
 class _Budget(LookupBudget):
@@ -187,8 +226,7 @@ def _cluster(item: KubernetesPod) -> tuple[Any, ...]:
 def _read(item: KubernetesPod, client: Any, budget: _Budget) -> None:
     """Read a pod the task never saw finish, within the budget."""
     pod = client.read_namespaced_pod(item.name, item.namespace, _request_timeout=budget.timeout())
-    item.pod = slim_pod(_to_json(pod))
-    item.observed_at = dt.datetime.now(dt.timezone.utc).isoformat()
+    item.keep(_to_json(pod))
 
 
 def resolve_pods(items: list[KubernetesPod], timeout_seconds: float) -> list[Usage]:
@@ -234,9 +272,203 @@ def resolve_pods(items: list[KubernetesPod], timeout_seconds: float) -> list[Usa
             estimated[item.key] = item_usages(item)
         except Exception as error:  # a pod shape we cannot read: keep it, unpriced
             usages.append(item.unresolved(f"cannot price the pod: {type(error).__name__}: {error}"))
+    drivers = [unique[key] for key in estimated if unique[key].spark_driver]
+    if estimated and conf.prometheus_url():
+        estimated, executors = _measured(unique, estimated, budget, client_of)
+        usages += executors
+    else:
+        usages += [
+            item.executors_unresolved(
+                "Spark deleted its executor pods when the application ended: set [cost_provider] "
+                "prometheus_url to price them from their metrics"
+            )
+            for item in drivers
+        ]
     if estimated and conf.opencost_url():
         estimated = _allocated(estimated, budget)
     return usages + [usage for found in estimated.values() for usage in found]
+
+
+# ---------------------------------------------------------------------------------- Prometheus
+
+
+def _span(usages: Iterable[Usage]) -> tuple[dt.datetime, dt.datetime]:
+    now = dt.datetime.now(dt.timezone.utc)
+    found = list(usages)
+    start = min((u.start_time for u in found if u.start_time), default=now - dt.timedelta(hours=1))
+    end = max((u.end_time for u in found if u.end_time), default=now)
+    return start, end
+
+
+def _container_usage(metrics: prometheus.ContainerMetrics, url: str) -> ContainerUsage:
+    attributes: dict[str, Any] = {"usage_source_url": f"{url}/api/v1/query"}
+    if metrics.cpu_seconds is not None:
+        attributes["cpu_usage_seconds"] = str(metrics.cpu_seconds)
+    if metrics.memory_peak_bytes is not None:
+        attributes["memory_peak_GiB"] = str(
+            EXACT.divide(metrics.memory_peak_bytes, GIB).quantize(QUANTITY_QUANTUM, context=EXACT)
+        )
+    if metrics.cpu_seconds is None and metrics.memory_avg_bytes is None:
+        return ContainerUsage(source=REQUESTS_ONLY, attributes={"prometheus": NO_SAMPLES})
+    return ContainerUsage(
+        cpu_seconds=metrics.cpu_seconds,
+        memory_bytes=metrics.memory_avg_bytes,
+        source="prometheus",
+        attributes=attributes,
+    )
+
+
+NO_SAMPLES = (
+    "Prometheus has no samples of the container in the task's window (it ran shorter than a scrape "
+    "interval, or is not scraped): requests x running time kept"
+)
+
+
+def _measured(
+    items: Mapping[tuple[str, str], KubernetesPod],
+    estimated: dict[tuple[str, str], list[Usage]],
+    budget: _Budget,
+    client_of: Callable[[KubernetesPod], Any],
+) -> tuple[dict[tuple[str, str], list[Usage]], list[Usage]]:
+    """One instant query for all the task's pods (and its Spark drivers' executor pods): each
+    container's measured usage joins its requests in max(request, usage); a container Prometheus has
+    no samples of, or a query that fails, keeps the requests with why."""
+    url, extra = conf.prometheus_url(), conf.prometheus_selector()
+    read = {key: items[key] for key in estimated if items[key].pod is not None}
+    drivers = [item for item in read.values() if item.spark_driver]
+    if not read:
+        return estimated, []
+    pods: dict[str, set[str]] = {}
+    owners: dict[str, set[str]] = {}
+    for namespace, name in read:
+        pods.setdefault(namespace, set()).add(name)
+    for item in drivers:
+        owners.setdefault(item.namespace, set()).add(item.name)
+    start, end = _span(u for key in read for u in estimated[key])
+    at, range_seconds = prometheus.window(start, end, dt.datetime.now(dt.timezone.utc))
+    try:
+        found = prometheus.query(
+            url, prometheus.build_query(pods, owners, range_seconds, extra), at, budget.timeout()
+        )
+    except Exception as error:
+        why = f"Prometheus /api/v1/query failed ({_api_error(error)}): requests x running time kept"
+        noted = {
+            key: _noted(usages, why, "prometheus") if key in read else usages
+            for key, usages in estimated.items()
+        }
+        return noted, [
+            item.executors_unresolved(why.replace("requests x running time kept", "not priced"))
+            for item in drivers
+        ]
+    result = dict(estimated)
+    for key, item in read.items():
+        metrics = found.get(key)
+        spec = item.pod.get("spec") or {}
+        names = [
+            str(c.get("name")) for kind in ("initContainers", "containers") for c in spec.get(kind) or []
+        ]
+        known = metrics.containers if metrics else {}
+        measured = {
+            name: _container_usage(known[name], url)
+            if name in known
+            else ContainerUsage(source=REQUESTS_ONLY, attributes={"prometheus": NO_SAMPLES})
+            for name in names
+        }
+        note = {} if metrics else {"prometheus": NO_SAMPLES}
+        try:
+            result[key] = item_usages(item, measured, note)
+        except Exception as error:  # keep the estimate: it priced already
+            result[key] = _noted(
+                estimated[key],
+                f"cannot use Prometheus' answer: {type(error).__name__}: {error}",
+                "prometheus",
+            )
+    executors: list[Usage] = []
+    for driver in drivers:
+        try:
+            executors += _executor_usages(driver, found, result[driver.key], url, budget, client_of)
+        except Exception as error:  # an answer we cannot read: keep them, unpriced
+            executors.append(
+                driver.executors_unresolved(
+                    f"cannot price the executor pods: {type(error).__name__}: {error}"
+                )
+            )
+    return result, executors
+
+
+def _executor_usages(
+    driver: KubernetesPod,
+    found: Mapping[tuple[str, str], prometheus.PodMetrics],
+    driver_usages: list[Usage],
+    url: str,
+    budget: _Budget,
+    client_of: Callable[[KubernetesPod], Any],
+) -> list[Usage]:
+    """The executor pods a driver owned, priced as pods: their requests (kube-state-metrics) from
+    their container's start to the driver's end (executors stop with the application), with their
+    measured usage."""
+    pods = [m for m in found.values() if m.owner == driver.name and m.namespace == driver.namespace]
+    if not pods:
+        return [
+            driver.executors_unresolved(
+                f"Prometheus has no executor pods owned by {driver.name} in the task's window "
+                "(kube-state-metrics' kube_pod_owner is needed to find them)"
+            )
+        ]
+    driver_start, driver_end = _span(driver_usages)
+    usages: list[Usage] = []
+    for metrics in sorted(pods, key=lambda m: m.pod):
+        labels, error = None, None
+        if metrics.node:
+            try:
+                labels, error = _node_labels(
+                    client_of(driver), _cluster(driver), metrics.node, budget.timeout()
+                )
+            except Exception as failure:  # no time left, or no client: the default rate applies
+                error = f"node {metrics.node} not read: {_api_error(failure)}"
+        extra: dict[str, Any] = {
+            **driver.context(),
+            "pod": metrics.pod,
+            "spark_role": "executor",
+            "driver_pod": driver.name,
+            "running_time": "its container's start (container_start_time_seconds) to the driver's end",
+        }
+        if error:
+            extra["node_labels_error"] = error
+        pod, measured = _executor_pod(metrics, driver_start, driver_end, url)
+        usages += pod_usages(pod, driver_end, node_labels=labels, measured=measured, extra_attributes=extra)
+    return usages
+
+
+def _executor_pod(
+    metrics: prometheus.PodMetrics, driver_start: dt.datetime, driver_end: dt.datetime, url: str
+) -> tuple[dict[str, Any], dict[str, ContainerUsage]]:
+    """An executor pod as the API would have shown it at its end, from its metrics."""
+    containers, statuses, measured = [], [], {}
+    for name, container in sorted(metrics.containers.items()):
+        requests = {resource: str(value) for resource, value in sorted(container.requests.items())}
+        started = min(max(container.started or driver_start, driver_start), driver_end)
+        containers.append({"name": name, "resources": {"requests": requests} if requests else {}})
+        statuses.append(
+            {
+                "name": name,
+                "restartCount": 0,
+                "state": {
+                    "terminated": {"startedAt": started.isoformat(), "finishedAt": driver_end.isoformat()}
+                },
+            }
+        )
+        measured[name] = _container_usage(container, url)
+        if container.started is None:
+            measured[name] = dataclasses.replace(
+                measured[name], attributes={**measured[name].attributes, "start_from": "the driver's start"}
+            )
+    pod = {
+        "metadata": {"name": metrics.pod, "namespace": metrics.namespace},
+        "spec": {"nodeName": metrics.node, "containers": containers},
+        "status": {"phase": "", "containerStatuses": statuses},
+    }
+    return pod, measured
 
 
 def _window(estimated: dict[tuple[str, str], list[Usage]]) -> tuple[dt.datetime, dt.datetime]:
@@ -296,8 +528,8 @@ def _allocated(
     return result
 
 
-def _noted(usages: list[Usage], why: str) -> list[Usage]:
-    return [dataclasses.replace(u, attributes={**u.attributes, "opencost": why}) for u in usages]
+def _noted(usages: list[Usage], why: str, key: str = "opencost") -> list[Usage]:
+    return [dataclasses.replace(u, attributes={**u.attributes, key: why}) for u in usages]
 
 
 def _estimate_note(usages: list[Usage]) -> str:
@@ -347,8 +579,7 @@ def _capture_final(session: CaptureSession, operator: Any, pod: Any, remote_pod:
         return
     item = _register(session, operator, *key)
     if remote_pod is not None:
-        item.pod = slim_pod(_to_json(remote_pod))
-        item.observed_at = dt.datetime.now(dt.timezone.utc).isoformat()
+        item.keep(_to_json(remote_pod))
 
 
 def _tag_pod(session: CaptureSession, pod: Any) -> None:

@@ -21,6 +21,7 @@ import datetime as dt
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -29,7 +30,7 @@ from airflow_cost_provider.pricing.model import Usage
 from airflow_cost_provider.pricing.money import EXACT
 
 SOURCE = "kubernetes"
-_GIB = Decimal(2) ** 30
+GIB = Decimal(2) ** 30
 QUANTITY_QUANTUM = Decimal("1e-9")
 
 # The node labels that name an instance type and a node pool, by cloud (the first present wins).
@@ -89,7 +90,7 @@ def cores(value: Any) -> Decimal:
 
 
 def gibibytes(value: Any) -> Decimal:
-    return EXACT.divide(parse_quantity(value), _GIB)
+    return EXACT.divide(parse_quantity(value), GIB)
 
 
 def parse_time(value: Any) -> dt.datetime | None:
@@ -108,12 +109,23 @@ def parse_time(value: Any) -> dt.datetime | None:
 
 @dataclass(frozen=True)
 class ContainerUsage:
-    """Measured usage of one container over its running time, from a metrics source: average cores
-    and the peak (or average) working set in bytes. Absent: requests alone are priced."""
+    """Measured usage of one container over its running time, from a metrics source: average cores (or
+    the CPU seconds it used, averaged over its running time here) and the average (or peak) working set
+    in bytes, with what to keep on its lines about where they come from. Absent: requests alone are
+    priced."""
 
     cpu_cores: Decimal | None = None
     memory_bytes: Decimal | None = None
     source: str = ""
+    cpu_seconds: Decimal | None = None
+    attributes: Mapping[str, Any] = dataclass_field(default_factory=dict)
+
+    def cores_over(self, seconds: Decimal) -> Decimal | None:
+        if self.cpu_cores is not None:
+            return self.cpu_cores
+        if self.cpu_seconds is not None and seconds > 0:
+            return EXACT.divide(self.cpu_seconds, seconds)
+        return None
 
 
 @dataclass(frozen=True)
@@ -217,19 +229,23 @@ def container_usages(
         "running_seconds": str(seconds),
         METHOD_ATTRIBUTE: "runtime_rate",
     }
+    if measured is not None:
+        attributes.update(measured.attributes)
+        if measured.source:
+            attributes["usage_source"] = measured.source
     if timing.still_running:
         attributes["still_running"] = True
     if status and status.get("restartCount"):
         attributes["restarts"] = int(status["restartCount"])
     usages: list[Usage] = []
     for metric, unit, parse, request_name, measured_value, label in (
-        ("cpu_time", "vCPU-second", cores, "cpu", measured and measured.cpu_cores, "cores"),
+        ("cpu_time", "vCPU-second", cores, "cpu", measured and measured.cores_over(seconds), "cores"),
         (
             "memory_time",
             "GiB-second",
             gibibytes,
             "memory",
-            measured and measured.memory_bytes is not None and EXACT.divide(measured.memory_bytes, _GIB),
+            measured and measured.memory_bytes is not None and EXACT.divide(measured.memory_bytes, GIB),
             "GiB",
         ),
     ):
@@ -462,9 +478,9 @@ def pods_usages(pods: Iterable[Mapping[str, Any]], observed_at: dt.datetime, **k
 # https://www.opencost.io/docs/integrations/api
 _ALLOCATION_PARTS = (
     ("cpu_time", "cpuCoreHours", "vCPU-hour", Decimal(1), "cpuCost", "cpuCostAdjustment"),
-    ("memory_time", "ramByteHours", "GiB-hour", _GIB, "ramCost", "ramCostAdjustment"),
+    ("memory_time", "ramByteHours", "GiB-hour", GIB, "ramCost", "ramCostAdjustment"),
     ("gpu_time", "gpuHours", "GPU-hour", Decimal(1), "gpuCost", "gpuCostAdjustment"),
-    ("volume_time", "pvByteHours", "GiB-hour", _GIB, "pvCost", "pvCostAdjustment"),
+    ("volume_time", "pvByteHours", "GiB-hour", GIB, "pvCost", "pvCostAdjustment"),
     ("network_transfer", "networkTransferBytes", "byte", Decimal(1), "networkCost", "networkCostAdjustment"),
 )
 

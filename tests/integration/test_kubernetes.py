@@ -1,13 +1,17 @@
-"""Kubernetes pods end to end: the provider's own KubernetesPodOperator (normal and deferrable) and
-@task.kubernetes under `airflow dags test`, against a Kubernetes API server on 127.0.0.1. Asserts what
-the server received (pods labelled with the task's identity, team and cost labels, sanitised as Airflow
-sanitises its own) and the facet and ledger lines: per container, requests x running time x the node's
-rate (by its instance type where the book has one), the GPU per GPU-hour, and the faults (a node that
-answers too slowly, a pod deleted before a resumed task could read it) leaving the task alone."""
+"""Kubernetes pods end to end: the provider's own KubernetesPodOperator (normal and deferrable),
+@task.kubernetes and SparkKubernetesOperator under `airflow dags test`, against a Kubernetes API server
+and a Prometheus HTTP API on 127.0.0.1. Asserts what the servers received (pods labelled with the task's
+identity, team and cost labels, sanitised as Airflow sanitises its own; one Prometheus query per task)
+and the facet and ledger lines: per container, max(request, measured usage) x running time x the node's
+rate (by its instance type where the book has one), the GPU per GPU-hour, a Spark driver's executor
+pods from their metrics after Spark deleted them, and the faults (a node that answers too slowly, a pod
+deleted before a resumed task could read it) leaving the task alone."""
 
 from __future__ import annotations
 
 import json
+import re
+import time
 from decimal import Decimal
 
 import pytest
@@ -17,6 +21,7 @@ from airflow_cost_provider.tagging.kubernetes import safe_label_value
 from tests.integration.dags.cost_kubernetes import LONG_LABEL
 from tests.support.airflow_env import ledger_rows
 from tests.support.fake_kubernetes import PodPlan, fake_kubernetes
+from tests.support.fake_prometheus import ContainerUse, container_series, executor_series, fake_prometheus
 from tests.support.openlineage import validate_event
 
 pytestmark = pytest.mark.integration
@@ -43,7 +48,19 @@ PLANS = {
     # runs long enough for the trigger's first read to find it running, even on a busy machine.
     "collected-early": PodPlan(running_seconds=8, reported_seconds=60, vanish_after_terminal_reads=1),
     "gpu-scoring": PodPlan(reported_seconds=60, node="node-gpu"),
+    "spark-etl": PodPlan(reported_seconds=300, node="node-m5"),
 }
+GIB = 2**30
+# What the containers used, as Prometheus scraped it: etl_step's CPU below its request (0.3 of 0.5
+# cores), its memory above (1.5 GiB on average of 1 GiB requested, 2 GiB at its peak)
+USE = {
+    "etl-step": {"base": ContainerUse(36.0, (1 * GIB, 2 * GIB, 1.5 * GIB, 1.5 * GIB))},
+    "spark-etl": {"spark-kubernetes-driver": ContainerUse(240.0, (1.5 * GIB,) * 3)},
+}
+# the Spark application's two executors (2 cores, 4g + 512m each), from 10 s after the driver started
+# to its end (290 s): the first used 3 cores on average, the second 5 GiB of memory
+EXECUTORS = (ContainerUse(870.0, (3 * GIB,) * 4), ContainerUse(290.0, (5 * GIB,) * 4))
+EXECUTOR_REQUESTS = {"cpu": 2.0, "memory": 4608 * 2**20}
 NODES = {
     "node-m5": {"node.kubernetes.io/instance-type": "m5.xlarge", "eks.amazonaws.com/nodegroup": "etl"},
     "node-plain": {"kubernetes.io/hostname": "node-plain"},
@@ -58,8 +75,72 @@ def cluster():
         yield server
 
 
+def scrapes(cluster):
+    """What Prometheus holds of the fake cluster's pods (deleted ones too) when it is asked: cAdvisor's
+    series of the containers USE plans, and a SparkApplication's executor pods, owned by its driver;
+    plus another application's executor in the same namespace, which is not the task's."""
+    now = time.time()
+    decoy = executor_series(
+        "etl",
+        "other-app-0a1b2c3d4e5f6a7b-exec-1",
+        "other-app-driver",
+        "node-m5",
+        EXECUTOR_REQUESTS,
+        now - 3600,
+        now + 3600,
+        ContainerUse(7200.0, (8 * GIB,)),
+    )
+
+    def source():
+        with cluster.lock:
+            pods = list(cluster.pods.values()) + list(cluster.deleted)
+            apps = list(cluster.spark_apps.values()) + list(cluster.deleted_spark_apps)
+        found = list(decoy)
+        by_name = {}
+        for pod in pods:
+            metadata = pod.resource["metadata"]
+            start = pod.started_at.timestamp()
+            end = start + pod.plan.reported_seconds
+            by_name[metadata["name"]] = (start, end)
+            for prefix, containers in USE.items():
+                if metadata["name"].startswith(prefix):
+                    for container, use in containers.items():
+                        found += container_series(
+                            metadata["namespace"],
+                            metadata["name"],
+                            container,
+                            start,
+                            end,
+                            use,
+                            metadata["uid"],
+                        )
+        for app in apps:
+            name, namespace = app["metadata"]["name"], app["metadata"]["namespace"]
+            start, end = by_name[f"{name}-driver"]
+            for number, use in enumerate(EXECUTORS, 1):
+                found += executor_series(
+                    namespace,
+                    f"{name}-9f8e7d6c5b4a3f2e-exec-{number}",
+                    f"{name}-driver",
+                    "node-m5",
+                    EXECUTOR_REQUESTS,
+                    start + 10,
+                    end,
+                    use,
+                )
+        return found
+
+    return source
+
+
 @pytest.fixture(scope="module")
-def k8s_run(airflow_env, cluster, tmp_path_factory):
+def prometheus(cluster):
+    with fake_prometheus(source=scrapes(cluster)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def k8s_run(airflow_env, cluster, prometheus, tmp_path_factory):
     kubeconfig = cluster.kubeconfig(tmp_path_factory.mktemp("kube") / "config")
     run = airflow_env.dags_test(
         "cost_kubernetes",
@@ -67,6 +148,7 @@ def k8s_run(airflow_env, cluster, tmp_path_factory):
             "AIRFLOW_CONN_KUBERNETES_DEFAULT": json.dumps(cluster.connection(kubeconfig)),
             # the fake answers OpenCost's /allocation too
             "AIRFLOW__COST_PROVIDER__OPENCOST_URL": cluster.url,
+            "AIRFLOW__COST_PROVIDER__PROMETHEUS_URL": prometheus.url,
         },
         timeout=400,
     )
@@ -145,16 +227,89 @@ def test_a_pod_on_a_priced_instance_type(k8s_run, cluster, events):
         cpu, Decimal(60), "vCPU-second", M5_CPU_HOUR, f"{BOOK}:kubernetes/cpu_time[instance_type=m5.xlarge]"
     )
     assert Decimal(str(cpu["amount"])) == Decimal("0.000520783")
-    # 1 GiB x 120 s at 0.004188 per GiB-hour -> 0.0001396
+    # it used 1.5 GiB on average, above its 1 GiB request: 1.5 GiB x 120 s at 0.004188 per GiB-hour
     memory = lines[(f"etl/{name}/base", "memory_time")]
     assert_line(
         memory,
-        Decimal(120),
+        Decimal(180),
         "GiB-second",
         M5_GIB_HOUR,
         f"{BOOK}:kubernetes/memory_time[instance_type=m5.xlarge]",
     )
-    assert Decimal(str(memory["amount"])) == Decimal("0.000139600")
+    assert Decimal(str(memory["amount"])) == Decimal("0.000209400")
+
+
+def test_usage_measured_by_prometheus_joins_the_requests(k8s_run, cluster, prometheus):
+    name = pod_named(cluster, "etl-step")["metadata"]["name"]
+    rows = usage_rows(k8s_run, "etl_step")
+    cpu, memory = rows[(f"etl/{name}/base", "cpu_time")], rows[(f"etl/{name}/base", "memory_time")]
+    assert cpu["usage_source"] == memory["usage_source"] == "prometheus"
+    assert cpu["usage_source_url"] == f"{prometheus.url}/api/v1/query"
+    # 36 CPU seconds over 120 s: 0.3 cores, below the 0.5 requested; 1.5 GiB above the 1 GiB requested
+    assert cpu["cpu_usage_seconds"] == "36" and cpu["cpu_usage_cores"] == "0.300000000"
+    assert cpu["basis"] == "requests_over_usage" and cpu["cpu_priced_cores"] == "0.500000000"
+    assert memory["memory_usage_GiB"] == "1.500000000" and memory["basis"] == "usage"
+    assert memory["memory_peak_GiB"] == "2.000000000"
+    # one query for the task, evaluated at its container's end, reaching back a minute past its start
+    (query,) = [q for q in prometheus.queries if name in q.query]
+    assert query.method == "GET"
+    selector = f'{{namespace="etl",pod=~"{name}",container!="",container!="POD"}}'
+    assert f"container_cpu_usage_seconds_total{selector}[180s]" in query.query
+    assert f"container_memory_working_set_bytes{selector}[180s]" in query.query
+    assert set(re.findall(r"\[(\d+)s\]", query.query)) == {"180"}
+    assert "kube_pod_owner" not in query.query  # not a Spark driver: no executors looked for
+    (pod,) = [p for p in [*cluster.deleted, *cluster.pods.values()] if p.resource["metadata"]["name"] == name]
+    assert query.time == pod.started_at.timestamp() + 120
+
+
+def test_a_spark_driver_and_its_deleted_executor_pods(k8s_run, cluster, prometheus, events):
+    (app,) = cluster.deleted_spark_apps  # the operator deleted its SparkApplication at the end
+    name = app["metadata"]["name"]
+    app_id = app["status"]["sparkApplicationId"]
+    lines, unpriced = k8s_facet(events, "spark_etl")
+    assert unpriced == []
+    driver = f"etl/{name}-driver/spark-kubernetes-driver"
+    executor = f"etl/{name}-9f8e7d6c5b4a3f2e-exec-{{}}/spark-kubernetes-executor"
+    m5 = "[instance_type=m5.xlarge]"
+    # the driver: 1 core and 2g + 384m requested over 300 s, its use below both
+    assert_line(
+        lines[(driver, "cpu_time")],
+        Decimal(300),
+        "vCPU-second",
+        M5_CPU_HOUR,
+        f"{BOOK}:kubernetes/cpu_time{m5}",
+    )
+    assert_line(
+        lines[(driver, "memory_time")],
+        Decimal("712.5"),
+        "GiB-second",
+        M5_GIB_HOUR,
+        f"{BOOK}:kubernetes/memory_time{m5}",
+    )
+    # the executors, 290 s each on node-m5: the first used 3 cores (870 s) above its 2, the second
+    # 5 GiB above its 4.5 GiB
+    expected = {
+        (1, "cpu_time"): Decimal(870),
+        (1, "memory_time"): Decimal(1305),
+        (2, "cpu_time"): Decimal(580),
+        (2, "memory_time"): Decimal(1450),
+    }
+    for (number, metric), quantity in expected.items():
+        rate, unit = (M5_CPU_HOUR, "vCPU-second") if metric == "cpu_time" else (M5_GIB_HOUR, "GiB-second")
+        assert_line(
+            lines[(executor.format(number), metric)], quantity, unit, rate, f"{BOOK}:kubernetes/{metric}{m5}"
+        )
+    # nothing of the other application's executor
+    assert len(lines) == 6 and not any("other-app" in resource for resource, _ in lines)
+    rows = usage_rows(k8s_run, "spark_etl")
+    first = rows[(executor.format(1), "cpu_time")]
+    assert first["spark_role"] == "executor" and first["driver_pod"] == f"{name}-driver"
+    assert first["spark_app_id"] == app_id and first["usage_source"] == "prometheus"
+    assert first["basis"] == "usage" and first["cpu_usage_seconds"] == "870"
+    assert rows[(driver, "cpu_time")]["spark_role"] == "driver"
+    # one query found the driver's and its executors' metrics
+    (query,) = [q for q in prometheus.queries if f"{name}-driver" in q.query]
+    assert f'owner_kind="Pod",owner_name=~"{name}-driver"' in query.query
 
 
 def test_a_deferrable_pod_is_costed_after_resuming_from_its_opencost_allocation(k8s_run, cluster, events):
@@ -180,15 +335,31 @@ def test_a_deferrable_pod_is_costed_after_resuming_from_its_opencost_allocation(
     assert start <= allocation["start"] and allocation["end"] <= end
 
 
-def test_pods_opencost_does_not_know_or_has_no_time_for_keep_the_estimate(k8s_run, cluster):
-    calls = sorted(
-        r.query["filter"][0].split('"')[1].rsplit("-", 1)[0]
-        for r in cluster.requests
-        if r.path == "/allocation"
+def usage_rows(run, task_id: str) -> dict[tuple[str, str], dict]:
+    rows = ledger_rows(
+        run.ledger_url,
+        "select u.resource, u.metric, u.attributes from cost_usage u join cost_task_runs r on r.id = u.task_run_id "
+        f"where u.source = 'kubernetes' and r.task_id = '{task_id}'",
     )
+    return {
+        (r["resource"], r["metric"]): json.loads(r["attributes"])
+        if isinstance(r["attributes"], str)
+        else r["attributes"]
+        for r in rows
+    }
+
+
+def test_pods_opencost_does_not_know_or_has_no_time_for_keep_the_estimate(k8s_run, cluster, prometheus):
+    asked = [r.query["filter"][0].split('"')[1] for r in cluster.requests if r.path == "/allocation"]
     # one per task whose pods' status was read (collected_early's pod never was), within the budget:
-    # gpu_scoring's slow node used it all, so OpenCost was not asked for its pod
-    assert calls == ["deferred-step", "etl-step"]
+    # gpu_scoring's slow node used it all, so neither OpenCost nor Prometheus was asked for its pod
+    assert sorted(next(p for p in PLANS if n.startswith(p)) for n in asked) == [
+        "deferred-step",
+        "etl-step",
+        "spark-etl",
+    ]
+    assert not any("gpu-scoring" in q.query for q in prometheus.queries)
+    assert len(prometheus.queries) == 3
     rows = ledger_rows(
         k8s_run.ledger_url,
         "select r.task_id, u.attributes from cost_usage u join cost_task_runs r on r.id = u.task_run_id "
@@ -199,6 +370,13 @@ def test_pods_opencost_does_not_know_or_has_no_time_for_keep_the_estimate(k8s_ru
     }
     assert notes == {
         "OpenCost /allocation failed (TimeoutError: no time left within the finalize budget): "
+        "requests x running time kept"
+    }
+    notes = {
+        (json.loads(a) if isinstance(a, str) else a)["prometheus"] for a in (r["attributes"] for r in rows)
+    }
+    assert notes == {
+        "Prometheus /api/v1/query failed (TimeoutError: no time left within the finalize budget): "
         "requests x running time kept"
     }
 
@@ -245,7 +423,7 @@ def test_ledger_holds_what_the_facet_shows(k8s_run, events):
         "join cost_task_runs r on r.id = l.task_run_id where l.source = 'kubernetes'",
     )
     by_key = {(r["task_id"], r["resource"], r["metric"]): r for r in rows}
-    for task_id in ("etl_step", "deferred_step", "gpu_scoring", "collected_early"):
+    for task_id in ("etl_step", "deferred_step", "gpu_scoring", "collected_early", "spark_etl"):
         lines, unpriced = k8s_facet(events, task_id)
         for (resource, metric), line in lines.items():
             row = by_key[(task_id, resource, metric)]
@@ -272,4 +450,4 @@ def test_ledger_holds_what_the_facet_shows(k8s_run, events):
     # the pod's command and image are never kept
     dumped = json.dumps(rows, default=str)
     assert "busybox" not in dumped and "echo hi" not in dumped
-    assert len(rows) == 2 + 2 + 3 + 1
+    assert len(rows) == 2 + 2 + 3 + 1 + 6

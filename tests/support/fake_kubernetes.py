@@ -24,14 +24,20 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tests.support.http_recorder import serving
+
 _POD = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/pods(?:/(?P<name>[^/]+)(?:/(?P<sub>log|status))?)?$")
 _EVENTS = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/events$")
 _NODE = re.compile(r"^/api/v1/nodes/(?P<name>[^/]+)$")
+_SPARK_APPS = re.compile(
+    r"^/apis/sparkoperator\.k8s\.io/(?P<version>[^/]+)/namespaces/(?P<ns>[^/]+)/sparkapplications"
+    r"(?:/(?P<name>[^/]+)(?:/(?P<sub>status))?)?$"
+)
 _FILTER_POD = re.compile(r'"([^"]+)"')
 
 
@@ -76,6 +82,9 @@ class FakeKubernetes:
     slow_nodes: dict[str, float] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
     pods: dict[tuple[str, str], _Pod] = field(default_factory=dict)
+    # SparkApplications (the Spark operator's custom resource) by (namespace, name), with their app id
+    spark_apps: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    deleted_spark_apps: list[dict[str, Any]] = field(default_factory=list)
     deleted: list[_Pod] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     _uids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
@@ -196,6 +205,49 @@ class FakeKubernetes:
         answer["status"] = {"phase": "Pending", "qosClass": "Burstable"}
         return answer
 
+    def create_spark_app(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        """What the Spark operator does with a new SparkApplication: spark-submit starts the driver pod
+        `<name>-driver`, labelled as Spark labels it (`spark-role`, `spark-app-selector`) beside the
+        spec's driver labels, its container `spark-kubernetes-driver` requesting the spec's cores and
+        memory plus overhead. (Its executor pods the test gives to Prometheus: Spark deletes them.)"""
+        resource = copy.deepcopy(body)
+        metadata = resource.setdefault("metadata", {})
+        name = metadata["name"]
+        driver = resource["spec"].get("driver") or {}
+        app_id = f"spark-{next(self._uids):032x}"
+        memory_mib = _mib(str(driver.get("memory", "1g"))) + _mib(str(driver.get("memoryOverhead", "384m")))
+        self.create(
+            namespace,
+            {
+                "metadata": {
+                    "name": f"{name}-driver",
+                    "labels": {
+                        **(driver.get("labels") or {}),
+                        "spark-role": "driver",
+                        "spark-app-selector": app_id,
+                        "spark-app-name": name,
+                        "sparkoperator.k8s.io/app-name": name,
+                    },
+                },
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "spark-kubernetes-driver",
+                            "image": resource["spec"].get("image"),
+                            "resources": {
+                                "requests": {"cpu": str(driver.get("cores", 1)), "memory": f"{memory_mib}Mi"},
+                                "limits": {"memory": f"{memory_mib}Mi"},
+                            },
+                        }
+                    ]
+                },
+            },
+        )
+        metadata.update(namespace=namespace, uid=f"00000000-0000-4000-8000-{next(self._uids):012d}")
+        resource["status"] = {"sparkApplicationId": app_id, "applicationState": {"state": "RUNNING"}}
+        self.spark_apps[(namespace, name)] = resource
+        return resource
+
     def allocation(self, query: dict[str, list[str]]) -> dict[str, Any]:
         """OpenCost's /allocation answer (aggregate=namespace,pod, accumulate=true): one set, keyed
         `namespace/pod`, for the pods named by `filter=pod:"a","b"` that have planned costs, plus the
@@ -282,6 +334,12 @@ def _bytes(text: str) -> float:
     return float(text[:-2]) * units[text[-2:]] if text[-2:] in units else float(text)
 
 
+def _mib(text: str) -> int:
+    """A Spark memory size (512m, 4g) in MiB."""
+    number, unit = int(text[:-1]), text[-1].lower()
+    return number * 1024 if unit == "g" else number
+
+
 def _rfc3339(when: dt.datetime) -> str:
     return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -360,6 +418,23 @@ class _Handler(BaseHTTPRequestHandler):
             if query.get("watch", ["false"])[0].lower() in ("true", "1"):
                 return self._send(200, "")
             return self._send(200, {"kind": "EventList", "apiVersion": "v1", "metadata": {}, "items": []})
+        if match := _SPARK_APPS.match(parts.path):
+            key = (match["ns"], match["name"])
+            if match["name"] is None and method == "POST":
+                with fake.lock:
+                    return self._send(201, fake.create_spark_app(match["ns"], body))
+            if key not in fake.spark_apps:
+                return self._send(
+                    404, _status(404, "NotFound", f'sparkapplications "{match["name"]}" not found')
+                )
+            if method == "DELETE":
+                with fake.lock:
+                    fake.deleted_spark_apps.append(fake.spark_apps.pop(key))
+                    driver = fake.pods.pop((match["ns"], f"{match['name']}-driver"), None)
+                    if driver is not None:
+                        fake.deleted.append(driver)
+                return self._send(200, _status(200, "Success", "deleted") | {"status": "Success"})
+            return self._send(200, fake.spark_apps[key])
         match = _POD.match(parts.path)
         if not match:
             return self._send(404, _status(404, "NotFound", f"no route {parts.path}"))
@@ -430,15 +505,5 @@ def fake_kubernetes(
     slow_nodes: dict[str, float] | None = None,
 ) -> Iterator[FakeKubernetes]:
     fake = FakeKubernetes(plans=dict(plans or {}), nodes=dict(nodes or {}), slow_nodes=dict(slow_nodes or {}))
-    handler = type("Handler", (_Handler,), {"fake": fake})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    fake.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(_Handler, fake):
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)

@@ -54,6 +54,23 @@ def recording_server(status: int = 201) -> Iterator[Recorder]:
         server.server_close()
 
 
+@contextmanager
+def serving(handler: type[BaseHTTPRequestHandler], fake: Any) -> Iterator[Any]:
+    """Serve `fake` on a free port of 127.0.0.1 through a subclass of `handler` that reaches it as
+    `self.fake`; its `port` is set before it is yielded."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (handler,), {"fake": fake}))
+    server.daemon_threads = True
+    fake.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield fake
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
 def closed_port() -> int:
     """A port on 127.0.0.1 with nothing listening."""
     import socket

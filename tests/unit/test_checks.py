@@ -146,6 +146,30 @@ def test_a_good_configuration_and_ledger_pass(ledger):
             "[cost_provider] bigquery_pricing['*'] = 'flat_rate' must be one of on_demand, standard, "
             "enterprise, enterprise_plus",
         ),
+        (
+            "prometheus_url",
+            "http://admin:secret@prometheus:9090",
+            "[cost_provider] prometheus_url = 'http://admin:secret@prometheus:9090' is not an http(s) URL "
+            "without credentials: use e.g. http://prometheus-operated.monitoring.svc:9090",
+        ),
+        (
+            "prometheus_url",
+            "prometheus:9090",
+            "[cost_provider] prometheus_url = 'prometheus:9090' is not an http(s) URL without credentials: use "
+            "e.g. http://prometheus-operated.monitoring.svc:9090",
+        ),
+        (
+            "prometheus_selector",
+            "cluster=prod",
+            "[cost_provider] prometheus_selector = 'cluster=prod' is not a list of PromQL label matchers: use "
+            'e.g. cluster="prod-eu" or cluster="prod",region=~"eu-.*"',
+        ),
+        (
+            "prometheus_selector",
+            'cluster="prod"} or vector(1) or up{a="b"',
+            '[cost_provider] prometheus_selector = \'cluster="prod"} or vector(1) or up{a="b"\' is not a '
+            'list of PromQL label matchers: use e.g. cluster="prod-eu" or cluster="prod",region=~"eu-.*"',
+        ),
     ],
 )
 def test_each_bad_value_is_one_message(ledger, option, value, message):

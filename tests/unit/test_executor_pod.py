@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 from decimal import Decimal
 
 import pytest
@@ -14,10 +15,12 @@ from airflow_cost_provider import conf
 from airflow_cost_provider.capture import executor_pod
 from tests.support.airflow_env import ledger_rows
 from tests.support.fake_kubernetes import PodPlan, fake_kubernetes
+from tests.support.fake_prometheus import ContainerUse, container_series, fake_prometheus
 from tests.support.fake_ti import FakeTaskInstance
 from tests.support.http_recorder import closed_port
 
 POD = "exampledagtask-7f3k2q9z"
+GIB = 2**30
 M5_CPU, M5_MEMORY = Decimal("0.031247"), Decimal("0.004188")  # the shipped m5.xlarge rates
 
 
@@ -86,6 +89,32 @@ def test_the_try_is_priced_as_its_pod_instead_of_its_process(monkeypatch, tmp_pa
     assert gib_seconds == 2 * cpu_seconds  # 4 GiB and 2 vCPU held for the same time
     assert cpu["amount_nanos"] == int((cpu_seconds / 3600 * M5_CPU).quantize(Decimal("1e-9")) * 10**9)
     assert memory["amount_nanos"] == int((gib_seconds / 3600 * M5_MEMORY).quantize(Decimal("1e-9")) * 10**9)
+
+
+def test_with_prometheus_the_pods_measured_usage_joins_its_requests(monkeypatch, tmp_path):
+    plans = {POD: PodPlan(pending_seconds=0, running_seconds=3600, node="node-m5")}
+    with fake_kubernetes(plans=plans) as fake, fake_prometheus() as prometheus:
+        executor_env(monkeypatch, tmp_path, fake.kubeconfig(tmp_path / "kubeconfig"))
+        monkeypatch.setenv("AIRFLOW__COST_PROVIDER__PROMETHEUS_URL", prometheus.url)
+        conf.clear_cache()
+        the_executors_pod(fake)
+        start = fake.pods[("airflow", POD)].started_at.timestamp()
+        # 3 cores busy, above the 2 requested, and 1 GiB of the 4 requested, up to the last scrape
+        use = ContainerUse(3.0 * (time.time() - start), (GIB,) * 4)
+        prometheus.series = container_series("airflow", POD, "base", start, time.time(), use)
+        rows = finished_try_lines()
+    by_metric = {r["metric"]: r for r in rows}
+    assert set(by_metric) == {"cpu_time", "memory_time"}
+    (query,) = prometheus.queries
+    assert f'pod=~"{POD}"' in query.query
+    # the CPU it used (not 2 x its running time, which is longer than what the last scrape saw), and
+    # its 4 GiB requested for that running time
+    cpu_seconds, gib_seconds = (
+        Decimal(by_metric["cpu_time"]["quantity"]),
+        Decimal(by_metric["memory_time"]["quantity"]),
+    )
+    assert cpu_seconds == Decimal(repr(use.cpu_seconds)).quantize(Decimal("1e-9"))
+    assert 4 * 119 < gib_seconds < 4 * 300 and cpu_seconds > gib_seconds / 2
 
 
 def test_an_unreadable_pod_keeps_the_process_measurement_and_says_why(monkeypatch, tmp_path):

@@ -1,11 +1,13 @@
-"""Test DAG: the cncf-kubernetes provider's own KubernetesPodOperator (normal and deferrable) and
-@task.kubernetes, unchanged, against the fake Kubernetes API server the tests start (the
-kubernetes_default connection comes from the environment). Each pod's name tells the fake its plan."""
+"""Test DAG: the cncf-kubernetes provider's own KubernetesPodOperator (normal and deferrable),
+@task.kubernetes and SparkKubernetesOperator, unchanged, against the fake Kubernetes API server the
+tests start (the kubernetes_default connection comes from the environment). Each pod's name tells the
+fake its plan."""
 
 from __future__ import annotations
 
 import pendulum
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.providers.cncf.kubernetes.operators.spark_kubernetes import SparkKubernetesOperator
 from airflow.sdk import dag, task
 from kubernetes.client import models as k8s
 
@@ -17,6 +19,20 @@ LARGE = k8s.V1ResourceRequirements(requests={"cpu": "2", "memory": "4Gi"})
 GPU = k8s.V1ResourceRequirements(
     requests={"cpu": "1", "memory": "2Gi"}, limits={"nvidia.com/gpu": "1", "memory": "2Gi"}
 )
+SPARK_APP = {
+    "apiVersion": "sparkoperator.k8s.io/v1beta2",
+    "kind": "SparkApplication",
+    "metadata": {"name": "spark-etl", "namespace": "etl"},
+    "spec": {
+        "type": "Python",
+        "mode": "cluster",
+        "image": "spark:3.5.3",
+        "mainApplicationFile": "local:///opt/spark/jobs/etl.py",
+        "sparkVersion": "3.5.3",
+        "driver": {"cores": 1, "memory": "2g", "serviceAccount": "spark"},
+        "executor": {"cores": 2, "instances": 2, "memory": "4g", "memoryOverhead": "512m"},
+    },
+}
 COMMON = {"namespace": "etl", "image": "busybox:1.36", "cmds": ["sh", "-c"], "arguments": ["echo hi"]}
 
 
@@ -64,6 +80,10 @@ def cost_kubernetes():
         print("scoring")
 
     gpu_scoring()
+
+    SparkKubernetesOperator(
+        task_id="spark_etl", name="spark-etl", namespace="etl", template_spec={"spark": SPARK_APP}
+    )
 
 
 cost_kubernetes()
