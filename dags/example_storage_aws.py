@@ -15,8 +15,9 @@ ones. Each bucket then carries the `costProvider_storageCost` facet in Marquez (
 `s3://<bucket>`).
 
 For a "FOCUS 1.0 with AWS columns" export, use `source="aws-focus"`. Without a Data Export, use
-`source="aws-cost-explorer"` (Cost Explorer API, USD 0.01 per request; buckets for the last 14 days,
-and a cost allocation tag on the buckets, `bucket_tag_key`, before that).
+`source="aws-cost-explorer"` (Cost Explorer API, USD 0.01 per request; buckets and other resources
+for the last 14 days, a cost allocation tag on the buckets, `bucket_tag_key`, before that; the
+other services' costs per service and `openlineage_run_id` tag).
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ to list them) in `[cost_provider] storage_allocation`; each gets its share of th
 cost, method `allocated`.
 
 The data interval is the billing day. Each run also re-imports the 5 days before it, and the whole
-previous month until the 10th. With FocusCost exports in a storage account instead, use
+previous month until the 10th. `ImportBillingCostsOperator` with the same arguments imports the
+scope's whole bill (every resource per service, with the `openlineage_run_id` tag apart). With FocusCost exports in a storage account instead, use
 `source="azure-export"` and `path="abfss://<container>@<account>.dfs.core.windows.net/<directory>/<export>/"`.
 """
 

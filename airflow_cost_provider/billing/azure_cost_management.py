@@ -8,6 +8,13 @@ its headers ask for (`x-ms-ratelimit-microsoft.costmanagement-*-retry-after`, `R
 `max_wait` seconds each and `wait_budget` seconds in all; a longer wait fails the import with an
 error that says so.
 
+The whole bill (`all_services`): two queries over the scope, unfiltered (a query groups by two
+keys at most): one grouped by ResourceId and ServiceName (each resource's cost per service), one by
+ResourceId and the tag `openlineage_run_id` this project sets (TagKey): a resource's tagged cost
+becomes a row with its run id, taken out of the resource's largest service row that day, so that the
+rows add up to the resource's cost once. Storage accounts are among them (their rows are the storage
+costs, by service: Storage, Bandwidth).
+
 The token comes from the Azure provider's connection (`AzureBaseHook`, with
 `use_azure_identity_object: true` in its extra): a service principal, a managed identity or the
 default credential chain.
@@ -16,8 +23,10 @@ default credential chain.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -30,6 +39,7 @@ from airflow_cost_provider.billing.scan import DateWindow
 log = logging.getLogger(__name__)
 
 API_VERSION = "2023-11-01"
+RUN_ID_TAG = "openlineage_run_id"  # the tag this project sets on the resources a task runs
 CONNECT_TIMEOUT_SECONDS = 10
 READ_TIMEOUT_SECONDS = 120
 MAX_PAGES = 200
@@ -55,9 +65,16 @@ RETRY_AFTER_HEADERS = (
 )
 
 
-def query_body(window: DateWindow, meter_dimension: str = "MeterCategory") -> dict[str, Any]:
+def query_body(
+    window: DateWindow,
+    meter_dimension: str = "MeterCategory",
+    grouping: list[dict[str, str]] | None = None,
+    storage_only: bool = True,
+) -> dict[str, Any]:
+    """The query: storage accounts by ResourceId and `meter_dimension`; or `grouping` over the whole
+    scope when `storage_only` is False."""
     last_day = window.end - dt.timedelta(days=1)
-    return {
+    body = {
         "type": "ActualCost",
         "timeframe": "Custom",
         "timePeriod": {"from": f"{window.start}T00:00:00+00:00", "to": f"{last_day}T23:59:59+00:00"},
@@ -77,6 +94,11 @@ def query_body(window: DateWindow, meter_dimension: str = "MeterCategory") -> di
             },
         },
     }
+    if grouping is not None:
+        body["dataset"]["grouping"] = grouping
+    if not storage_only:
+        del body["dataset"]["filter"]
+    return body
 
 
 def retry_after(headers) -> float | None:
@@ -190,21 +212,36 @@ def _usage_day(value: Any) -> dt.date:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).date()
 
 
-def rows_from_pages(pages: list[dict[str, Any]], account: str, meter_dimension: str) -> list[focus.FocusRow]:
-    rows = []
+def records(pages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of every page as dicts keyed by column name."""
+    found = []
     for page in pages:
         properties = page.get("properties") or {}
         names = [column["name"] for column in properties.get("columns", [])]
-        for values in properties.get("rows", []):
-            record = dict(zip(names, values, strict=False))
+        found += [dict(zip(names, values, strict=False)) for values in properties.get("rows", [])]
+    return found
+
+
+def _cost(record: dict[str, Any]) -> Decimal:
+    return Decimal(str(record.get("Cost", record.get("PreTaxCost"))))
+
+
+def _currency(record: dict[str, Any]) -> str:
+    return record.get("Currency") or record.get("BillingCurrency")
+
+
+def rows_from_pages(pages: list[dict[str, Any]], account: str, meter_dimension: str) -> list[focus.FocusRow]:
+    rows = []
+    for page in pages:
+        for record in records([page]):
             day = _usage_day(record["UsageDate"])
             start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
             meter = record.get(meter_dimension)
             rows.append(
                 focus.FocusRow(
                     BillingAccountId=account,
-                    BilledCost=Decimal(str(record.get("Cost", record.get("PreTaxCost")))),
-                    BillingCurrency=record.get("Currency") or record.get("BillingCurrency"),
+                    BilledCost=_cost(record),
+                    BillingCurrency=_currency(record),
                     ChargePeriodStart=start,
                     ChargePeriodEnd=start + dt.timedelta(days=1),
                     ServiceName="Storage",
@@ -213,6 +250,53 @@ def rows_from_pages(pages: list[dict[str, Any]], account: str, meter_dimension: 
                     x_UsageType=meter,
                 )
             )
+    return rows
+
+
+def whole_bill_rows(
+    by_service: list[dict[str, Any]], by_tag: list[dict[str, Any]], account: str, run_id_tag: str = RUN_ID_TAG
+) -> list[focus.FocusRow]:
+    """Rows of every service from the two whole-bill queries (see the module's docstring): per
+    resource and service, and the tagged part of a resource's cost apart, with its run id."""
+    services: dict[tuple, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+    for record in by_service:
+        key = (_usage_day(record["UsageDate"]), (record.get("ResourceId") or "").lower(), _currency(record))
+        services[key][record.get("ServiceName") or ""] += _cost(record)
+    tagged: dict[tuple, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+    for record in by_tag:
+        value = record.get("TagValue")
+        if not value or (record.get("TagKey") or run_id_tag).lower() != run_id_tag.lower():
+            continue  # untagged: in the service rows
+        key = (_usage_day(record["UsageDate"]), (record.get("ResourceId") or "").lower(), _currency(record))
+        tagged[key][value] += _cost(record)
+
+    def row(key: tuple, service: str, amount: Decimal, run_id: str | None = None) -> focus.FocusRow:
+        day, resource, currency = key
+        start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
+        return focus.FocusRow(
+            BillingAccountId=account,
+            BilledCost=amount,
+            BillingCurrency=currency,
+            ChargePeriodStart=start,
+            ChargePeriodEnd=start + dt.timedelta(days=1),
+            ServiceName=service,
+            ServiceCategory=None,
+            ResourceId=resource or None,
+            x_Provider="azure",
+            x_UsageType=service or None,
+            Tags=json.dumps({run_id_tag: run_id}) if run_id else None,
+        )
+
+    rows = []
+    for key in sorted(set(services) | set(tagged)):
+        amounts = dict(services.get(key, {}))
+        runs = tagged.get(key, {})
+        # the tagged cost is taken out of the resource's largest service that day
+        largest = max(sorted(amounts), key=lambda name: amounts[name]) if amounts else ""
+        for run_id, amount in sorted(runs.items()):
+            rows.append(row(key, largest, amount, run_id))
+            amounts[largest] = amounts.get(largest, Decimal(0)) - amount
+        rows += [row(key, service, amount) for service, amount in sorted(amounts.items()) if amount != 0]
     return rows
 
 
@@ -225,12 +309,33 @@ def fetch(
     max_wait: float = 60.0,
     wait_budget: float = 300.0,
     client: CostManagementClient | None = None,
+    all_services: bool = False,
+    run_id_tag: str = RUN_ID_TAG,
 ) -> CollectedCosts:
     """Daily storage account costs of the window for a scope (/subscriptions/<id>, a billing
-    account /providers/Microsoft.Billing/billingAccounts/<id>, ...)."""
+    account /providers/Microsoft.Billing/billingAccounts/<id>, ...); `all_services`: the whole bill
+    of the scope, per resource, service and run id tag."""
     client = client or CostManagementClient(azure_conn_id, max_wait=max_wait, wait_budget=wait_budget)
-    pages = client.query(scope, query_body(window, meter_dimension))
-    rows = rows_from_pages(pages, scope_account(scope), meter_dimension)
+    account = scope_account(scope)
+    if all_services:
+        resource = {"type": "Dimension", "name": "ResourceId"}
+        by_service = client.query(
+            scope,
+            query_body(
+                window, grouping=[resource, {"type": "Dimension", "name": "ServiceName"}], storage_only=False
+            ),
+        )
+        by_tag = client.query(
+            scope,
+            query_body(
+                window, grouping=[resource, {"type": "TagKey", "name": run_id_tag}], storage_only=False
+            ),
+        )
+        pages = by_service + by_tag
+        rows = whole_bill_rows(records(by_service), records(by_tag), account, run_id_tag)
+    else:
+        pages = client.query(scope, query_body(window, meter_dimension))
+        rows = rows_from_pages(pages, account, meter_dimension)
     log.info(
         "Cost Management: %d rows in %d pages (%d requests, %g s waited for throttling)",
         len(rows),
@@ -238,4 +343,6 @@ def fetch(
         client.requests,
         client.waited,
     )
-    return read_rows(rows, "azure-cost-management", f"cost-management:{scope}", window)
+    return read_rows(
+        rows, "azure-cost-management", f"cost-management:{scope}", window, all_services=all_services
+    )

@@ -307,6 +307,35 @@ def rows_to_focus(rows: list[dict[str, Any]], kind: str) -> list[focus.FocusRow]
     return result
 
 
+def run_query(
+    configuration: dict[str, Any],
+    what: str,
+    *,
+    gcp_conn_id: str,
+    project_id: str | None,
+    location: str | None,
+    timeout: float,
+) -> tuple[list[dict[str, Any]], Any]:
+    """Run a query job through the Google provider's BigQueryHook and read all of its rows (and the
+    job); a failure is a BillingSourceError naming `what`."""
+    with provider_required("google", what):
+        from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
+
+    hook = BigQueryHook(gcp_conn_id=gcp_conn_id, location=location, use_legacy_sql=False)
+    try:
+        job = hook.insert_job(
+            configuration=configuration,
+            project_id=project_id or hook.project_id,
+            location=location,
+            nowait=False,
+            timeout=timeout,
+        )
+        rows = [dict(row.items()) for row in job.result(page_size=10_000, timeout=timeout)]
+    except Exception as error:
+        raise BillingSourceError(f"{what} failed: {type(error).__name__}: {error}") from error
+    return rows, job
+
+
 def query_export(
     table: str,
     window: DateWindow,
@@ -322,27 +351,18 @@ def query_export(
 ) -> CollectedCosts:
     """Run the import query on the export table (`project.dataset.table`) and read its sums;
     `all_services`: the whole bill, not only Cloud Storage."""
-    with provider_required("google", "the Cloud Billing export source"):
-        from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
-
     kind = kind or table_kind(table)
-    hook = BigQueryHook(gcp_conn_id=gcp_conn_id, location=location, use_legacy_sql=False)
     configuration = query_configuration(
         table, kind, window, partition_filter, maximum_bytes_billed, all_services=all_services
     )
-    try:
-        job = hook.insert_job(
-            configuration=configuration,
-            project_id=project_id or hook.project_id,
-            location=location,
-            nowait=False,
-            timeout=timeout,
-        )
-        rows = [dict(row.items()) for row in job.result(page_size=10_000, timeout=timeout)]
-    except Exception as error:
-        raise BillingSourceError(
-            f"the Cloud Billing export query on {table} failed: {type(error).__name__}: {error}"
-        ) from error
+    rows, job = run_query(
+        configuration,
+        f"the Cloud Billing export query on {table}",
+        gcp_conn_id=gcp_conn_id,
+        project_id=project_id,
+        location=location,
+        timeout=timeout,
+    )
     log.info("Cloud Billing export %s: %d sums for %s (job %s)", table, len(rows), window, job.job_id)
     collected = read_rows(
         rows_to_focus(rows, kind),

@@ -33,6 +33,19 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--since", metavar="DATE", help="first billing day, YYYY-MM-DD (default: 30 days ago)"
     )
     reconcile.add_argument("--until", metavar="DATE", help="end of the period, excluded (default: tomorrow)")
+    reconcile.add_argument(
+        "--bigquery-jobs",
+        metavar="PROJECT:LOCATION",
+        action="append",
+        help="read the slot-ms of the project's jobs per reservation and day from "
+        "INFORMATION_SCHEMA.JOBS_TIMELINE_BY_PROJECT to split BigQuery reservations' bills "
+        "(repeat for more projects; default: the jobs' own statistics)",
+    )
+    reconcile.add_argument(
+        "--gcp-conn-id",
+        default="google_cloud_default",
+        help="the Google Cloud connection for --bigquery-jobs (default: google_cloud_default)",
+    )
     add_ledger_option(reconcile)
     add_output_options(reconcile)
     reconcile.set_defaults(handler=run)
@@ -47,6 +60,21 @@ def _options() -> tuple[tuple, dict[str, str]]:
         raise CliError(str(error)) from None
 
 
+def _job_slots(args: argparse.Namespace, since: dt.date, until: dt.date):
+    """The BigQuery jobs' slot-ms per reservation and day (--bigquery-jobs), or None."""
+    if not getattr(args, "bigquery_jobs", None):
+        return None
+    from airflow_cost_provider.billing.bigquery_reservations import parse_projects, read_job_slots
+    from airflow_cost_provider.billing.errors import BillingSourceError
+    from airflow_cost_provider.billing.scan import DateWindow
+
+    try:
+        projects = parse_projects(args.bigquery_jobs)
+        return read_job_slots(DateWindow(since, until), projects, gcp_conn_id=args.gcp_conn_id)
+    except (ValueError, BillingSourceError) as error:
+        raise CliError(f"--bigquery-jobs: {error}; nothing was changed") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from airflow_cost_provider.reconcile import store
     from airflow_cost_provider.reconcile.engine import ReconcileError, Window
@@ -54,9 +82,10 @@ def run(args: argparse.Namespace) -> int:
 
     since, until = day_period(args)
     rules, modes = _options()
+    job_slots = _job_slots(args, since, until)
     engine, shown_url = open_ledger(args.ledger)
     try:
-        result = reconcile(engine, Window(since, until), rules, modes)
+        result = reconcile(engine, Window(since, until), rules, modes, job_slots)
     except ReconcileError as error:
         raise CliError(str(error)) from None
     try:

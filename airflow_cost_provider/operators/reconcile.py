@@ -35,6 +35,10 @@ class ReconcileBillingOperator(BaseOperator):
         option).
     :param mode: `keep`, `spread` or a source -> mode dict (default `[cost_provider] reconcile_mode`).
     :param ledger_conn: the ledger's URL or connection id (default `[cost_provider] ledger_conn`).
+    :param bigquery_jobs: `PROJECT:LOCATION` items whose jobs' slot-ms per reservation and day are read
+        from INFORMATION_SCHEMA.JOBS_TIMELINE_BY_PROJECT to split BigQuery reservations' bills (default:
+        each job's own statistics, on the day it started).
+    :param gcp_conn_id: the Google Cloud connection for `bigquery_jobs`.
     :return: (XCom) the period and, per currency, billed, attributed, unattributed and untouched.
     """
 
@@ -51,9 +55,17 @@ class ReconcileBillingOperator(BaseOperator):
         billing_resources: list[dict[str, Any]] | None = None,
         mode: str | dict[str, str] | None = None,
         ledger_conn: str | None = None,
+        bigquery_jobs: list[str] | None = None,
+        gcp_conn_id: str = "google_cloud_default",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if bigquery_jobs:
+            from airflow_cost_provider.billing.bigquery_reservations import parse_projects
+
+            parse_projects(bigquery_jobs)  # fails at parse time on a malformed item
+        self.bigquery_jobs = bigquery_jobs
+        self.gcp_conn_id = gcp_conn_id
         self.reimport_days = reimport_days
         self.since = since
         self.until = until
@@ -89,7 +101,12 @@ class ReconcileBillingOperator(BaseOperator):
                 else self.reimport_days,
             )
         engine = get_engine(resolve_url(self.ledger_conn or conf.ledger_conn(), conf.default_ledger_url()))
-        result = run(engine, Window(days.start, days.end), rules, modes)
+        job_slots = None
+        if self.bigquery_jobs:
+            from airflow_cost_provider.billing.bigquery_reservations import parse_projects, read_job_slots
+
+            job_slots = read_job_slots(days, parse_projects(self.bigquery_jobs), gcp_conn_id=self.gcp_conn_id)
+        result = run(engine, Window(days.start, days.end), rules, modes, job_slots)
         try:
             if result.billed_rows:
                 store.write(engine, result)

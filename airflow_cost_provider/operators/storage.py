@@ -23,11 +23,13 @@ from airflow_cost_provider.billing.scan import DateWindow
 
 log = logging.getLogger(__name__)
 
-# sources that can give the whole bill (export files, the BigQuery export table); the others query
-# an API for storage only
+# sources that can give the whole bill: every one (export files, the BigQuery export table, the
+# Cost Explorer and Cost Management APIs, warehouse metering)
 WHOLE_BILL_SOURCES = (
     "aws-cur",
     "aws-focus",
+    "aws-cost-explorer",
+    "azure-cost-management",
     "azure-export",
     "focus",
     "gcp-billing-export",
@@ -36,7 +38,6 @@ WHOLE_BILL_SOURCES = (
 )
 # warehouse metering: no storage in it, imported with all_services only
 METERING_SOURCES = ("snowflake-metering", "databricks-usage")
-STORAGE_ONLY_SOURCES = ("aws-cost-explorer", "azure-cost-management")
 
 DEFAULT_CONN_IDS = {
     "aws-cur": "aws_default",
@@ -71,8 +72,8 @@ class ImportStorageCostsOperator(BaseOperator):
         bucket's storage cost (default `[cost_provider] storage_allocation`).
     :param ledger_conn: the ledger's URL or connection id (default `[cost_provider] ledger_conn`).
     :param all_services: keep the whole bill (every service, with its tags) in `cost_billing_costs`
-        as well: aws-cur, aws-focus, azure-export, focus and gcp-billing-export (not the Cost Explorer
-        and Cost Management APIs).
+        as well, from any source (Cost Explorer and Cost Management: per service, resource and the
+        `openlineage_run_id` tag; see their modules).
     """
 
     template_fields: Sequence[str] = ("path", "table", "scope", "location", "project_id", "allocation")
@@ -102,11 +103,6 @@ class ImportStorageCostsOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if all_services and source in STORAGE_ONLY_SOURCES:
-            raise ValueError(
-                f"{type(self).__name__}(source={source!r}, all_services=True): the whole bill is imported from "
-                f"{', '.join(WHOLE_BILL_SOURCES)}; {source} imports storage costs only"
-            )
         if not all_services and source in METERING_SOURCES:
             raise ValueError(
                 f"{type(self).__name__}(source={source!r}): warehouse metering holds no storage; import it "
@@ -182,6 +178,7 @@ class ImportStorageCostsOperator(BaseOperator):
                 bucket_tag_key=self.bucket_tag_key,
                 engine=engine,
                 cache_ttl=self.cache_ttl,
+                all_services=self.all_services,
             )
         if source == "snowflake-metering":
             from airflow_cost_provider.billing import snowflake_metering
@@ -199,6 +196,7 @@ class ImportStorageCostsOperator(BaseOperator):
                 scope=self.scope,
                 azure_conn_id=self._conn_id(),
                 meter_dimension=self.meter_dimension,
+                all_services=self.all_services,
             )
         return self._collect_files(import_window)
 
@@ -329,8 +327,9 @@ class ImportStorageCostsOperator(BaseOperator):
 class ImportBillingCostsOperator(ImportStorageCostsOperator):
     """Import the whole bill of a billing export (every service, per resource, SKU and tag set) for
     the run's billing day and the days before it; its storage costs and facets as
-    ImportStorageCostsOperator gives them. Sources: aws-cur, aws-focus, azure-export, focus and
-    gcp-billing-export (the Cost Explorer and Cost Management APIs give storage costs only).
+    ImportStorageCostsOperator gives them. Sources: aws-cur, aws-focus, aws-cost-explorer,
+    azure-cost-management, azure-export, focus, gcp-billing-export, snowflake-metering and
+    databricks-usage.
     """
 
     ui_color = "#e6eef8"

@@ -18,6 +18,11 @@
 4. The attributed amount is split over the lines by weight (usage in the basis, else estimate) with
    cumulative rounding, so the lines' nano-units add up to it exactly, and attributed + unattributed
    = billed for every pool.
+
+BigQuery jobs on an edition join the pool of their reservation (the bill has slot-hours per
+reservation, not per job), once per day they used it, with their slot-ms of that day: from
+INFORMATION_SCHEMA (`job_slots`, see `billing.bigquery_reservations`) when given, else from the
+job's statistics (`reservation_id`, and slot-ms as the line's usage or its `total_slot_ms`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from airflow_cost_provider.reconcile import matching
+from airflow_cost_provider.reconcile.matching import RESERVATION
 from airflow_cost_provider.reconcile.rules import BillingRule, mode_for
 
 # Tries that ended this long before the window or after it can still have used its billed days
@@ -177,6 +183,9 @@ def _load(con, engine: sa.Engine, window: Window) -> int:
             lines.c.amount_nanos,
             lines.c.currency,
             sa.type_coerce(sa.func.coalesce(usage.c.start_time, task_runs.c.start_time), sa.String),
+            usage.c.external_id,
+            # a BigQuery job's reservation and slot-ms (JSON text, read in DuckDB)
+            sa.case((lines.c.source == "bigquery", sa.cast(usage.c.attributes, sa.Text))),
         )
         .select_from(
             task_runs.join(lines, lines.c.task_run_id == task_runs.c.id).join(
@@ -195,6 +204,8 @@ def _load(con, engine: sa.Engine, window: Window) -> int:
         "est": big,
         "currency": text,
         "started": None,
+        "external_id": text,
+        "attributes": text,
     }
     with engine.connect() as conn:
         billed = stream_into(con, conn, billed_query, "billed_raw", billed_types)
@@ -231,11 +242,28 @@ def _mode_table(con, modes: dict[str, str]) -> None:
     con.executemany("INSERT INTO modes VALUES (?, ?)", list(modes.items()))
 
 
+def _job_slots_table(con, job_slots: Sequence | None) -> None:
+    """The slot-ms of BigQuery jobs per reservation and day (`bigquery_reservations.JobSlots`)."""
+    con.execute(
+        "CREATE TEMP TABLE job_slots (job_id VARCHAR, reservation_id VARCHAR, day DATE, slot_ms BIGINT)"
+    )
+    if job_slots:
+        con.executemany(
+            "INSERT INTO job_slots VALUES (?, ?, ?, ?)",
+            [(j.job_id, j.reservation_id, j.day, int(j.slot_ms)) for j in job_slots],
+        )
+
+
 def run(
-    engine: sa.Engine, window: Window, rules: Sequence[BillingRule], modes: dict[str, str]
+    engine: sa.Engine,
+    window: Window,
+    rules: Sequence[BillingRule],
+    modes: dict[str, str],
+    job_slots: Sequence | None = None,
 ) -> Reconciliation:
     """Match and split in DuckDB; raises ReconcileError on data that cannot be reconciled. Nothing is
-    written: `store.write` does that, in one transaction."""
+    written: `store.write` does that, in one transaction. `job_slots`: BigQuery jobs' slot-ms per
+    reservation and day, from INFORMATION_SCHEMA (`billing.bigquery_reservations.read_job_slots`)."""
     import duckdb
 
     # bounded memory: past the limit DuckDB spills to its temporary directory
@@ -247,6 +275,7 @@ def run(
     result = Reconciliation(con=con, window=window, spill=spill)
     try:
         result.billed_rows = _load(con, engine, window)
+        _job_slots_table(con, job_slots)
         _match_and_split(con, window, rules, modes)
     except BaseException:
         result.close()
@@ -272,12 +301,19 @@ def _match_and_split(con, window: Window, rules: Sequence[BillingRule], modes: d
     claimed = f"list_sort(list_distinct([{', '.join(claims)}]))" if claims else "[]::VARCHAR[]"
     con.execute(f"""
 CREATE TEMP TABLE billed AS
-SELECT b.*, {matching.billed_kind_sql("b.provider", "b.resource_id")} AS kind,
-  {matching.name_sql("b.resource_id")} AS name,
+WITH kinds AS (
+  SELECT b.*, {matching.billed_kind_sql("b.provider", "b.resource_id")} AS kind FROM billed_input AS b
+)
+SELECT b.*,
+  CASE WHEN b.kind = '{RESERVATION}' THEN {matching.billed_reservation_sql("b.resource_id")}
+       ELSE {matching.name_sql("b.resource_id")} END AS name,
   list_transform(CASE WHEN b.tagged_run_id IS NULL THEN {claimed} ELSE []::VARCHAR[] END,
     lambda claim: claim[6:]) AS rules,
-  u.dimension, CAST(b.quantity AS DOUBLE) * u.factor AS base_quantity
-FROM billed_input AS b LEFT JOIN units AS u ON u.unit = b.unit
+  -- a reservation's seconds or hours are slot-seconds or slot-hours
+  CASE WHEN b.kind = '{RESERVATION}' AND u.dimension = 'time' THEN 'slot_time' ELSE u.dimension END
+    AS dimension,
+  CAST(b.quantity AS DOUBLE) * u.factor AS base_quantity
+FROM kinds AS b LEFT JOIN units AS u ON u.unit = b.unit
 """)
     twice = con.execute(
         "SELECT rules[1], rules[2], resource_id, day FROM billed WHERE len(rules) > 1 ORDER BY day, resource_id LIMIT 1"
@@ -305,6 +341,29 @@ FROM billed_input AS b LEFT JOIN units AS u ON u.unit = b.unit
 
     # ---- lines: day, kind, name, the pool they join
     rule_of_line = " ".join(f"WHEN {_rule_uses_sql(rule)} THEN {_sql_text(rule.name)}" for rule in rules)
+    # BigQuery jobs on a reservation: one row per line and day it used the reservation, with its
+    # slot-ms that day (INFORMATION_SCHEMA first, else the job's own statistics)
+    slot_ms = matching.unit_factor("slot-ms")[1]
+    con.execute(f"""
+CREATE TEMP TABLE reservation_use AS
+WITH timeline AS (
+  SELECT l.line_id, j.day, {matching.job_reservation_sql("j.reservation_id")} AS name,
+    CAST(j.slot_ms AS DOUBLE) * {slot_ms} AS base_quantity
+  FROM lines_input AS l JOIN job_slots AS j ON l.source = 'bigquery' AND j.job_id = l.external_id
+),
+statistics AS (
+  SELECT line_id, CAST(started AS DATE) AS day,
+    {matching.job_reservation_sql("json_extract_string(attributes, '$.reservation_id')")} AS name,
+    CASE WHEN unit = 'slot-ms' THEN CAST(quantity AS DOUBLE)
+         ELSE TRY_CAST(json_extract_string(attributes, '$.total_slot_ms') AS DOUBLE) END * {slot_ms}
+      AS base_quantity
+  FROM lines_input
+  WHERE attributes IS NOT NULL AND line_id NOT IN (SELECT line_id FROM timeline)
+)
+SELECT *, sum(base_quantity) OVER (PARTITION BY line_id) AS line_quantity
+FROM (SELECT * FROM timeline UNION ALL SELECT * FROM statistics)
+WHERE name IS NOT NULL
+""")
     con.execute(f"""
 CREATE TEMP TABLE used AS
 SELECT l.line_id, l.ol_run_id, l.source, l.resource, l.est, l.currency,
@@ -315,6 +374,16 @@ SELECT l.line_id, l.ol_run_id, l.source, l.resource, l.est, l.currency,
   {f"CASE {rule_of_line} END" if rules else "NULL::VARCHAR"} AS rule,
   u.dimension, CAST(l.quantity AS DOUBLE) * u.factor AS base_quantity
 FROM lines_input AS l LEFT JOIN units AS u ON u.unit = l.unit
+WHERE l.line_id NOT IN (SELECT line_id FROM reservation_use)
+UNION ALL
+SELECT l.line_id, l.ol_run_id, l.source, l.resource,
+  -- a job over several days: its estimate shared as its slot time
+  CASE WHEN r.line_quantity > 0 THEN CAST(round(l.est * (r.base_quantity / r.line_quantity)) AS BIGINT)
+       ELSE l.est END AS est,
+  l.currency, r.day, '{RESERVATION}' AS kind, 'gcp' AS provider, r.name,
+  {f"CASE {rule_of_line} END" if rules else "NULL::VARCHAR"} AS rule,
+  'slot_time' AS dimension, r.base_quantity
+FROM reservation_use AS r JOIN lines_input AS l USING (line_id)
 """)
     # ---- pools of billed rows
     con.execute(f"""
@@ -349,11 +418,13 @@ SELECT row_number() OVER (ORDER BY day, provider, billing_account, currency, poo
 FROM pooled GROUP BY day, provider, billing_account, currency, pool_kind, pool
 """)
     # ---- lines into pools: tags first, then rules, then resources
-    con.execute("""
+    con.execute(f"""
 CREATE TEMP TABLE members AS
 WITH by_tags AS (
   SELECT p.pool_id, u.* FROM pools AS p
   JOIN used AS u ON p.pool_kind = 'try' AND u.ol_run_id = p.pool AND u.provider = p.provider
+  -- a job on a reservation is billed with the reservation, not under its try's labels
+  WHERE u.kind IS DISTINCT FROM '{RESERVATION}'
 ),
 tagged AS (SELECT DISTINCT line_id FROM by_tags),
 by_rule AS (

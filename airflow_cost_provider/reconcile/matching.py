@@ -4,6 +4,10 @@ count what the ledger counts. Pure data and SQL text; no Airflow, no database.
 A line matches a billed resource when both have the same *kind* (the service, read from the line's
 source and from the billed resource id: an ARN's service, an Azure resource provider) and the same
 *name* (the line's resource and the resource id's last segment, compared in lower case).
+
+BigQuery jobs on an edition are matched to their reservation (kind `bigquery_reservation`): the
+job's `reservation_id` (`admin-project:US.prod`) and the billed
+`projects/admin-project/locations/US/reservations/prod` are both named `us.prod`.
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ PROVIDER_OF_SOURCE = {
     "snowflake": "snowflake",
     "databricks": "databricks",
 }
+
+# BigQuery lines of jobs that ran on a reservation: billed per reservation, not per job
+RESERVATION = "bigquery_reservation"
 
 # The kind of billed resource each source's lines run on (sources not named here match by rules only).
 KIND_OF_SOURCE = {
@@ -96,8 +103,14 @@ BILLED_UNITS = {
     "vcpu-hours": "vCPU-hour",
     "vcpu-hour": "vCPU-hour",
     "slot-ms": "slot-ms",
+    "slot-second": "slot-second",
+    "slot-seconds": "slot-second",
+    "slot second": "slot-second",
+    "slot seconds": "slot-second",
     "slot-hour": "slot-hour",
     "slot-hours": "slot-hour",
+    "slot hour": "slot-hour",
+    "slot hours": "slot-hour",
     "rpu-hours": "RPU-hour",
     "rpu-hour": "RPU-hour",
 }
@@ -119,9 +132,22 @@ def billed_kind_sql(provider: str, resource_id: str) -> str:
     return (
         f"CASE WHEN {provider} = 'aws' THEN {_case(arn_service, AWS_ARN_SERVICES)} "
         f"WHEN {provider} = 'azure' THEN {_case(namespace, AZURE_NAMESPACES)} "
+        f"WHEN {provider} = 'gcp' AND lower({resource_id}) LIKE '%/reservations/%' THEN '{RESERVATION}' "
         f"WHEN {provider} = 'gcp' AND {resource_id} LIKE '%/clusters/%' THEN 'dataproc' "
         f"WHEN {provider} IN ('snowflake', 'databricks') THEN {provider} END"
     )
+
+
+def billed_reservation_sql(resource_id: str) -> str:
+    """DuckDB SQL: `location.reservation` of a billed reservation's resource id, in lower case."""
+    parts = f"regexp_extract(lower({resource_id}), '/locations/([^/]+)/reservations/([^/]+)', ['l', 'r'])"
+    return f"({parts}.l || '.' || {parts}.r)"
+
+
+def job_reservation_sql(reservation_id: str) -> str:
+    """DuckDB SQL: `location.reservation` of a job's reservation_id (`admin:US.prod`); NULL for the
+    shared pools (`default-pipeline`, `unreserved`), which no reservation bills."""
+    return f"lower(NULLIF(regexp_extract({reservation_id}, '^[^:]+:([^.]+[.].+)$', 1), ''))"
 
 
 def name_sql(resource: str) -> str:

@@ -22,10 +22,10 @@ from tests.support.airflow_env import REPO, TEST_DAGS, AirflowEnv, ledger_rows
 from tests.support.fake_bigquery_billing import fake_bigquery_billing
 from tests.support.fake_cost_explorer import queue_cost_and_usage, reset_moto
 from tests.support.fake_cost_management import (
-    UsageRecord,
     azure_connection,
     fake_cost_management,
     identity_environment,
+    records_of,
 )
 from tests.support.storage_billing import (
     FACET,
@@ -410,15 +410,7 @@ def test_azure_dag_follows_paging_and_throttling_and_fills_the_mapped_container(
     charges = samples.sample_charges(DATA_START, DATA_DAYS, providers=("azure",))
     ledger = f"sqlite:///{tmp_path / 'ledger.db'}"
     with fake_cost_management(page_size=15) as azure:
-        for c in charges:
-            kind = (
-                "microsoft.storage/storageaccounts" if c.is_storage else "microsoft.compute/virtualmachines"
-            )
-            azure.records.append(
-                UsageRecord(
-                    c.day, c.resource_id, kind, c.meter_category, c.usage_type, c.billed(), c.currency
-                )
-            )
+        azure.records += records_of(charges)
         azure.throttle_next = 1
         run = storage_env.dags_test(
             "example_storage_azure",

@@ -81,11 +81,22 @@ def priced_line(
     at: dt.datetime,
     metric: str = "m",
     currency: str = "USD",
+    external_id: str | None = None,
+    attributes: dict | None = None,
 ):
     """A cost line of a usage started at `at`, priced at list price (amount / quantity per unit)."""
     from airflow_cost_provider.pricing import CostLine, Price, Usage
 
-    usage = Usage(source, metric, Decimal(quantity), unit, resource=resource, start_time=at)
+    usage = Usage(
+        source,
+        metric,
+        Decimal(quantity),
+        unit,
+        resource=resource,
+        external_id=external_id,
+        start_time=at,
+        attributes=attributes or {},
+    )
     price = Price(source, metric, unit, Decimal(amount) / Decimal(quantity), currency, "v")
     return CostLine(usage, Decimal(amount), currency, "list_price", price)
 

@@ -6,6 +6,11 @@ GoogleSQL to DuckDB with sqlglot (named query parameters bound as typed literals
 BigQuery's 38 digits and 9 decimals) and run on the tables the test loaded: the query the importer
 sends is the query that runs. Point the client at it with `BIGQUERY_EMULATOR_HOST`.
 
+It also holds the `region-<location>`.INFORMATION_SCHEMA.JOBS_TIMELINE_BY_PROJECT view a test loads
+(`load_jobs_timeline`: one row per job and second, the view's columns), queried by the same name.
+
+https://cloud.google.com/bigquery/docs/information-schema-jobs-timeline
+
 https://cloud.google.com/bigquery/docs/reference/rest/v2/jobs
 """
 
@@ -110,6 +115,23 @@ class FakeBigQueryBilling(ThreadingHTTPServer):
             self.db.execute(
                 f'CREATE OR REPLACE TABLE "{project}"."{dataset}"."{name}" AS '
                 f"SELECT * {replace}{partition} FROM incoming"
+            )
+            self.db.unregister("incoming")
+
+    def load_jobs_timeline(self, location: str, records: list[dict[str, Any]]) -> None:
+        """`region-<location>`.INFORMATION_SCHEMA.JOBS_TIMELINE_BY_PROJECT from rows with its columns
+        (period_start, period_slot_ms, project_id, job_id, job_creation_time, reservation_id, ...)."""
+        import pyarrow as pa
+
+        region = f"region-{location.lower()}"
+        with self._lock:
+            self.db.execute(f"ATTACH IF NOT EXISTS ':memory:' AS \"{region}\"")
+            self.db.register("incoming", pa.Table.from_pylist(records))
+            # sqlglot reads `region-us`.INFORMATION_SCHEMA.VIEW as the table "INFORMATION_SCHEMA.VIEW"
+            self.db.execute(
+                f'CREATE OR REPLACE TABLE "{region}"."main"."INFORMATION_SCHEMA.JOBS_TIMELINE_BY_PROJECT" AS '
+                "SELECT * REPLACE (CAST(period_start AS TIMESTAMPTZ) AS period_start, "
+                "CAST(job_creation_time AS TIMESTAMPTZ) AS job_creation_time) FROM incoming"
             )
             self.db.unregister("incoming")
 

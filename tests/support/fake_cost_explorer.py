@@ -3,10 +3,16 @@ does not implement, answered here in front of it.
 
 `cost_explorer_front(moto_url)` is an HTTP server on 127.0.0.1 that answers
 `AWSInsightsIndexService.GetCostAndUsageWithResources` (the JSON protocol boto3 speaks) from the
-daily records the test loads, grouped by RESOURCE_ID and USAGE_TYPE, filtered to the requested
-SERVICE and time period, a few days per page with NextPageToken; every other request is passed to
-the moto server unchanged. `queue_cost_and_usage` loads moto's GetCostAndUsage answers through its
-documented results queue (moto returns them in order, one per distinct request).
+daily records the test loads: the request's Filter expression (Dimensions SERVICE, RESOURCE_ID,
+USAGE_TYPE; Tags with Values or MatchOptions ABSENT; And, Or, Not), its time period and up to two
+GroupBy keys (DIMENSION SERVICE, RESOURCE_ID, USAGE_TYPE or a TAG, answered "<key>$<value>"), a few
+days per page with NextPageToken. Resource-level data reaches back 14 days from `today` (when set);
+an older start is refused as Cost Explorer refuses it. With `answer_cost_and_usage`, GetCostAndUsage
+is answered the same way (without RESOURCE_ID); otherwise it and every other request go to the moto
+server unchanged, and `queue_cost_and_usage` loads moto's answers through its documented results
+queue (moto returns them in order, one per distinct request).
+
+https://docs.aws.amazon.com/aws-cost-management/latest/APIReference/API_GetCostAndUsageWithResources.html
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 WITH_RESOURCES = "AWSInsightsIndexService.GetCostAndUsageWithResources"
+COST_AND_USAGE = "AWSInsightsIndexService.GetCostAndUsage"
+_DIMENSIONS = {"SERVICE": "service", "RESOURCE_ID": "resource_id", "USAGE_TYPE": "usage_type"}
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,54 @@ class CostRecord:
     quantity: Decimal
     unit: str
     currency: str = "USD"
+    tags: tuple[tuple[str, str], ...] = ()
+
+
+def records_of(charges) -> list[CostRecord]:
+    """Cost Explorer's records of sample charges (`billing.samples`): S3 under its service name with
+    each bucket tagged `bucket`, the other services with their own tags."""
+    s3 = "Amazon Simple Storage Service"
+    return [
+        CostRecord(
+            c.day,
+            s3 if c.is_storage else c.service_name,
+            c.resource_id or "",
+            c.usage_type,
+            c.billed(),
+            c.quantity,
+            c.unit,
+            tags=(("bucket", c.resource_id),) if c.is_storage else c.tags,
+        )
+        for c in charges
+    ]
+
+
+def _matches(record: CostRecord, expression: dict[str, Any]) -> bool:
+    """A Cost Explorer Expression on one record."""
+    if "And" in expression:
+        return all(_matches(record, part) for part in expression["And"])
+    if "Or" in expression:
+        return any(_matches(record, part) for part in expression["Or"])
+    if "Not" in expression:
+        return not _matches(record, expression["Not"])
+    if "Dimensions" in expression:
+        condition = expression["Dimensions"]
+        if condition["Key"] not in _DIMENSIONS:
+            raise ValueError(f"the fake filters on {sorted(_DIMENSIONS)}, not {condition['Key']}")
+        return getattr(record, _DIMENSIONS[condition["Key"]]) in condition["Values"]
+    if "Tags" in expression:
+        condition = expression["Tags"]
+        value = dict(record.tags).get(condition["Key"])
+        if "ABSENT" in condition.get("MatchOptions", []):
+            return value is None
+        return value is not None and value in condition.get("Values", [])
+    raise ValueError(f"the fake does not know the expression {sorted(expression)}")
+
+
+def _group_key(record: CostRecord, group: dict[str, str]) -> str:
+    if group["Type"] == "TAG":
+        return f"{group['Key']}${dict(record.tags).get(group['Key'], '')}"
+    return getattr(record, _DIMENSIONS[group["Key"]])
 
 
 @dataclass
@@ -53,6 +109,8 @@ class CostExplorerFront(ThreadingHTTPServer):
         self.records: list[CostRecord] = []
         self.requests: list[Request] = []
         self.estimated_from: dt.date | None = None  # days from this one on are answered Estimated
+        self.today: dt.date | None = None  # resource-level data reaches back 14 days from it
+        self.answer_cost_and_usage = False  # GetCostAndUsage from the records too, not from moto
         super().__init__(("127.0.0.1", 0), _Handler)
 
     @property
@@ -63,22 +121,35 @@ class CostExplorerFront(ThreadingHTTPServer):
         return [r.body for r in self.requests if r.target.endswith("." + operation)]
 
     def with_resources(self, body: dict[str, Any]) -> dict[str, Any]:
+        start = dt.date.fromisoformat(body["TimePeriod"]["Start"])
+        if self.today is not None and start < self.today - dt.timedelta(days=14):
+            raise ValueError("start date is earlier than 14 days ago: resource-level data is kept 14 days")
+        if "Filter" not in body:
+            raise ValueError("Filter is required")
+        return self.answer(body, resources=True)
+
+    def answer(self, body: dict[str, Any], resources: bool = False) -> dict[str, Any]:
         period = body["TimePeriod"]
         start, end = dt.date.fromisoformat(period["Start"]), dt.date.fromisoformat(period["End"])
-        keys = [g["Key"] for g in body.get("GroupBy", [])]
-        if keys != ["RESOURCE_ID", "USAGE_TYPE"]:
-            raise ValueError(f"the fake groups by RESOURCE_ID and USAGE_TYPE, not {keys}")
-        services = set(body["Filter"]["Dimensions"]["Values"])
+        group_by = body.get("GroupBy", [])
+        if len(group_by) > 2:
+            raise ValueError("GroupBy takes two keys at most")
+        for group in group_by:
+            if group["Type"] == "DIMENSION" and group["Key"] not in _DIMENSIONS:
+                raise ValueError(f"the fake groups by {sorted(_DIMENSIONS)}, not {group['Key']}")
+            if group["Key"] == "RESOURCE_ID" and not resources:
+                raise ValueError("RESOURCE_ID is a dimension of GetCostAndUsageWithResources only")
+        expression = body.get("Filter")
         days = [start + dt.timedelta(days=n) for n in range((end - start).days)]
         offset = int(body.get("NextPageToken") or 0)
         page_days = days[offset : offset + self.days_per_page]
         results = []
         for day in page_days:
-            groups: dict[tuple[str, str], list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0)])
-            units: dict[tuple[str, str], str] = {}
+            groups: dict[tuple[str, ...], list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0)])
+            units: dict[tuple[str, ...], str] = {}
             for record in self.records:
-                if record.day == day and record.service in services:
-                    key = (record.resource_id, record.usage_type)
+                if record.day == day and (expression is None or _matches(record, expression)):
+                    key = tuple(_group_key(record, group) for group in group_by)
                     groups[key][0] += record.cost
                     groups[key][1] += record.quantity
                     units[key] = record.unit
@@ -99,7 +170,7 @@ class CostExplorerFront(ThreadingHTTPServer):
                     "Estimated": self.estimated_from is not None and day >= self.estimated_from,
                 }
             )
-        answer: dict[str, Any] = {"GroupDefinitions": body["GroupBy"], "ResultsByTime": results}
+        answer: dict[str, Any] = {"GroupDefinitions": group_by, "ResultsByTime": results}
         if offset + self.days_per_page < len(days):
             answer["NextPageToken"] = str(offset + self.days_per_page)
         return answer
@@ -133,10 +204,14 @@ class _Handler(BaseHTTPRequestHandler):
         target = self.headers.get("X-Amz-Target", "")
         if target:
             self.server.requests.append(Request(target, json.loads(raw or b"{}")))
-        if target != WITH_RESOURCES:
+        own = target == WITH_RESOURCES or (target == COST_AND_USAGE and self.server.answer_cost_and_usage)
+        if not own:
             return self._forward(raw)
         try:
-            payload = self.server.with_resources(json.loads(raw))
+            body = json.loads(raw)
+            payload = (
+                self.server.with_resources(body) if target == WITH_RESOURCES else self.server.answer(body)
+            )
         except (KeyError, ValueError) as error:
             error_body = {"__type": "ValidationException", "message": str(error)}
             return self._reply(400, json.dumps(error_body).encode(), "application/x-amz-json-1.1")

@@ -2,8 +2,9 @@
 
 POST {scope}/providers/Microsoft.CostManagement/query answers from the usage records the test
 loads: it applies the request's time period, ResourceType filter and Daily granularity, groups by
-the requested dimensions, sums Cost, and returns the API's shape (`properties.columns`, `rows`,
-`nextLink`), a page at a time. It can throttle: the first N queries get HTTP 429 with the Cost
+the requested dimensions (two groupings at most; a `TagKey` grouping answers the columns `TagKey`
+and `TagValue`, empty for records without the tag), sums Cost, and returns the API's shape
+(`properties.columns`, `rows`, `nextLink`), a page at a time. It can throttle: the first N queries get HTTP 429 with the Cost
 Management rate-limit headers. Requests without the bearer token it issued get 401.
 
 The token endpoint is the App Service managed identity one (IDENTITY_ENDPOINT, IDENTITY_HEADER),
@@ -51,6 +52,26 @@ class UsageRecord:
     meter: str
     cost: Decimal
     currency: str
+    service_name: str | None = None  # default: the meter category
+    tags: tuple[tuple[str, str], ...] = ()
+
+
+def records_of(charges) -> list[UsageRecord]:
+    """The cost details of sample charges (`billing.samples`): storage accounts and the other
+    resources (virtual machines), with their tags."""
+    return [
+        UsageRecord(
+            c.day,
+            c.resource_id,
+            "microsoft.storage/storageaccounts" if c.is_storage else "microsoft.compute/virtualmachines",
+            c.meter_category,
+            c.usage_type,
+            c.billed(),
+            c.currency,
+            tags=c.tags,
+        )
+        for c in charges
+    ]
 
 
 class FakeCostManagement(ThreadingHTTPServer):
@@ -80,6 +101,16 @@ class FakeCostManagement(ThreadingHTTPServer):
 
     # ------------------------------------------------------------------ the API
 
+    @staticmethod
+    def groupings(body: dict[str, Any]) -> list[dict[str, str]]:
+        grouping = body["dataset"].get("grouping", [])
+        if len(grouping) > 2:
+            raise ValueError("a query groups by two dimensions or tags at most")
+        for group in grouping:
+            if group["type"] not in ("Dimension", "TagKey"):
+                raise ValueError(f"unknown grouping type {group['type']}")
+        return grouping
+
     def run_query(self, body: dict[str, Any]) -> list[list[Any]]:
         period = body["timePeriod"]
         first = dt.datetime.fromisoformat(period["from"]).date()
@@ -87,7 +118,7 @@ class FakeCostManagement(ThreadingHTTPServer):
         dataset = body["dataset"]
         if dataset.get("granularity") != "Daily":
             raise ValueError("the fake answers Daily granularity only")
-        dimensions = [g["name"] for g in dataset.get("grouping", [])]
+        grouping = self.groupings(body)
         wanted_types = None
         condition = (dataset.get("filter") or {}).get("dimensions")
         if condition and condition["name"] == "ResourceType" and condition["operator"] == "In":
@@ -103,13 +134,25 @@ class FakeCostManagement(ThreadingHTTPServer):
                 "MeterCategory": record.meter_category,
                 "Meter": record.meter,
                 "ResourceType": record.resource_type,
+                "ServiceName": record.service_name or record.meter_category,
             }
-            key = (int(record.day.strftime("%Y%m%d")), *(values[d] for d in dimensions), record.currency)
-            sums[key] += record.cost
+            key: list[Any] = [int(record.day.strftime("%Y%m%d"))]
+            for group in grouping:
+                if group["type"] == "TagKey":
+                    value = dict(record.tags).get(group["name"])
+                    key += [group["name"], value] if value is not None else ["", ""]
+                else:
+                    key.append(values[group["name"]])
+            sums[(*key, record.currency)] += record.cost
         return [[float(cost), *key] for key, cost in sorted(sums.items())]
 
     def answer(self, url: str, body: dict[str, Any], skip: int) -> dict[str, Any]:
-        dimensions = [g["name"] for g in body["dataset"].get("grouping", [])]
+        columns: list[dict[str, str]] = []
+        for group in self.groupings(body):
+            if group["type"] == "TagKey":
+                columns += [{"name": "TagKey", "type": "String"}, {"name": "TagValue", "type": "String"}]
+            else:
+                columns.append({"name": group["name"], "type": "String"})
         rows = self.run_query(body)
         page = rows[skip : skip + self.page_size]
         next_link = None
@@ -125,7 +168,7 @@ class FakeCostManagement(ThreadingHTTPServer):
                 "columns": [
                     {"name": "Cost", "type": "Number"},
                     {"name": "UsageDate", "type": "Number"},
-                    *({"name": d, "type": "String"} for d in dimensions),
+                    *columns,
                     {"name": "Currency", "type": "String"},
                 ],
                 "rows": page,

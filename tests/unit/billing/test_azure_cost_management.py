@@ -19,6 +19,7 @@ from tests.support.fake_cost_management import (
     azure_connection,
     fake_cost_management,
     identity_environment,
+    records_of,
 )
 
 START = dt.date(2026, 5, 1)
@@ -27,16 +28,10 @@ SCOPE = f"/subscriptions/{samples.AZURE_SUBSCRIPTION}"
 WINDOW = DateWindow(START + dt.timedelta(days=1), START + dt.timedelta(days=5))
 
 
-def records():
-    for c in CHARGES:
-        kind = "microsoft.storage/storageaccounts" if c.is_storage else "microsoft.compute/virtualmachines"
-        yield UsageRecord(c.day, c.resource_id, kind, c.meter_category, c.usage_type, c.billed(), c.currency)
-
-
 @pytest.fixture
 def azure(monkeypatch):
     with fake_cost_management(page_size=7) as server:
-        server.records.extend(records())
+        server.records.extend(records_of(CHARGES))
         monkeypatch.setenv("AIRFLOW_CONN_AZURE_DEFAULT", azure_connection(server))
         for name, value in identity_environment(server).items():
             monkeypatch.setenv(name, value)
@@ -132,3 +127,98 @@ def test_retry_after_headers():
         azure_cost_management.scope_account("/providers/Microsoft.Billing/billingAccounts/1234:5678")
         == "1234:5678"
     )
+
+
+# ---------------------------------------------------------------- the whole bill
+
+DATABRICKS = (
+    f"/subscriptions/{samples.AZURE_SUBSCRIPTION}/resourceGroups/rg-data/providers/"
+    "Microsoft.Databricks/workspaces/analytics"
+)
+RUN = "0193a1b2-0000-7000-8000-00000000abcd"
+
+
+def databricks_records():
+    """A workspace whose job clusters carry a try's run id tag on part of the days' cost."""
+    for offset in range(6):
+        day = START + dt.timedelta(days=offset)
+        for amount, tags in (("12.5", (("openlineage_run_id", RUN), ("team", "data"))), ("30.25", ())):
+            yield UsageRecord(
+                day,
+                DATABRICKS,
+                "microsoft.databricks/workspaces",
+                "Azure Databricks",
+                "Premium Jobs Compute DBU",
+                Decimal(amount),
+                "EUR",
+                tags=tags,
+            )
+
+
+def test_the_whole_bill_per_resource_and_service_with_the_run_id_apart(azure):
+    azure.records.extend(databricks_records())
+    collected = fetch(WINDOW, scope=SCOPE, all_services=True)
+    billing = collected.billing_costs
+    expected: dict[tuple, Decimal] = defaultdict(Decimal)
+    for record in azure.records:
+        if record.day in WINDOW:
+            expected[(record.day, record.resource_id.lower())] += record.cost
+    got: dict[tuple, Decimal] = defaultdict(Decimal)
+    for cost in billing:
+        got[(cost.day, cost.resource_id)] += cost.amount
+    assert set(got) == set(expected)
+    for key, amount in expected.items():
+        assert abs(got[key] - amount) < Decimal("1e-9") * 8, key
+    # the tagged part of the workspace is its try's; the rest of it is untagged
+    workspace = [b for b in billing if b.resource_id == DATABRICKS.lower()]
+    assert {(b.tagged_run_id, b.amount) for b in workspace} == {
+        (RUN, Decimal("12.5")),
+        (None, Decimal("30.25")),
+    }
+    assert {b.service for b in workspace} == {"Azure Databricks"} and len(workspace) == 2 * len(WINDOW.days())
+    # the storage accounts' costs are the storage costs, as a storage import has them per account
+    storage = fetch(WINDOW, scope=SCOPE)
+    by_account = lambda costs: {  # noqa: E731
+        key: sum((c.amount for c in costs if (c.day, c.resource_id) == key), Decimal(0))
+        for key in {(c.day, c.resource_id) for c in costs}
+    }
+    assert by_account(collected.costs) == by_account(storage.costs)
+    # two unfiltered queries, two groupings each
+    bodies = [q.body for q in azure.queries() if q.query.get("$skiptoken") is None][:2]
+    assert [b["dataset"]["grouping"] for b in bodies] == [
+        [{"type": "Dimension", "name": "ResourceId"}, {"type": "Dimension", "name": "ServiceName"}],
+        [{"type": "Dimension", "name": "ResourceId"}, {"type": "TagKey", "name": "openlineage_run_id"}],
+    ]
+    assert all("filter" not in b["dataset"] for b in bodies)
+
+
+def test_a_resources_tagged_cost_is_taken_from_its_largest_service():
+    day = 20260502
+    by_service = [
+        {
+            "UsageDate": day,
+            "ResourceId": "/x/vm",
+            "ServiceName": "Virtual Machines",
+            "Cost": 10,
+            "Currency": "EUR",
+        },
+        {"UsageDate": day, "ResourceId": "/x/vm", "ServiceName": "Bandwidth", "Cost": 1, "Currency": "EUR"},
+    ]
+    by_tag = [
+        {
+            "UsageDate": day,
+            "ResourceId": "/x/vm",
+            "TagKey": "openlineage_run_id",
+            "TagValue": RUN,
+            "Cost": 4,
+            "Currency": "EUR",
+        },
+        {"UsageDate": day, "ResourceId": "/x/vm", "TagKey": "", "TagValue": "", "Cost": 7, "Currency": "EUR"},
+    ]
+    rows = azure_cost_management.whole_bill_rows(by_service, by_tag, "sub")
+    got = sorted((r.ServiceName, r.BilledCost, r.Tags) for r in rows)
+    assert got == [
+        ("Bandwidth", Decimal(1), None),
+        ("Virtual Machines", Decimal(4), '{"openlineage_run_id": "0193a1b2-0000-7000-8000-00000000abcd"}'),
+        ("Virtual Machines", Decimal(6), None),
+    ]

@@ -298,8 +298,10 @@ def test_a_bad_row_names_file_row_and_column_and_nothing_is_written(tmp_path, ca
     assert ledger_rows(ledger, "SELECT count(*) AS n FROM cost_storage_costs")[0]["n"] == 0
 
 
-def test_the_billing_operator_takes_export_files_only():
-    with pytest.raises(ValueError, match="storage costs only"):
-        ImportBillingCostsOperator(task_id="bill", source="aws-cost-explorer")
+def test_the_billing_operator_takes_every_source():
+    explorer = ImportBillingCostsOperator(task_id="bill", source="aws-cost-explorer")
+    assert explorer.all_services and explorer.watermark_key() == "billing:aws-cost-explorer:"
+    with pytest.raises(ValueError, match="needs scope="):
+        ImportBillingCostsOperator(task_id="bill", source="azure-cost-management")
     operator = ImportBillingCostsOperator(task_id="bill", source="focus", path="/tmp/exports")
     assert operator.all_services and operator.watermark_key() == "billing:focus:/tmp/exports"
