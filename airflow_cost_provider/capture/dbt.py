@@ -9,7 +9,9 @@ Which dbt run: a task whose `bash_command` runs `dbt build|run|seed|snapshot|tes
 `@task.bash`), with its project found from `--project-dir` in the command, else `DBT_PROJECT_DIR`
 in the task's `env` or the worker's environment, else the task's `cwd`; its artifacts from
 `--target-path`, else `DBT_TARGET_PATH`, else the project's `target-path` (default `target`). Only
-artifacts written during the task try count. Anything unreadable (missing or truncated file, an
+artifacts written during the task try count. Astronomer Cosmos runs dbt in a temporary copy of the
+project that is gone when its operator returns: instrumentation/cosmos.py reads each of its dbt
+commands (`command_invocation`) as soon as dbt exits. Anything unreadable (missing or truncated file, an
 artifact schema version this module does not know) is one unpriced usage naming the problem.
 """
 
@@ -20,7 +22,7 @@ import json
 import os
 import shlex
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -74,12 +76,32 @@ def dbt_invocation(task: Any) -> tuple[Path, Path] | None:
         return None
     task_env = getattr(task, "env", None)
     task_env = task_env if isinstance(task_env, Mapping) else {}
+    cwd = Path(getattr(task, "cwd", None) or os.getcwd())
+    return _artifacts_location(words, (task_env, os.environ), cwd)
+
+
+def command_invocation(
+    command: Sequence[Any], env: Mapping[str, Any], cwd: str | os.PathLike | None
+) -> tuple[Path, Path] | None:
+    """(project dir, target dir) of a dbt command given as its argument list, whatever the
+    executable's name (`command[0]`), run with exactly `env` in `cwd`; None when it runs no nodes."""
+    if not command:
+        return None
+    words = ["dbt", *(str(word) for word in command[1:])]
+    if not _runs_nodes(words):
+        return None
+    return _artifacts_location(words, (env,), cwd=Path(cwd or os.getcwd()))
+
+
+def _artifacts_location(words: list[str], envs: Sequence[Mapping[str, Any]], cwd: Path) -> tuple[Path, Path]:
+    """Where the command's project and artifacts are: its options, else the first environment that
+    sets the variable, else dbt's defaults."""
     arguments = _arguments(words)
 
     def setting(option: str, variable: str) -> str | None:
-        return arguments.get(option) or task_env.get(variable) or os.environ.get(variable)
+        value = arguments.get(option) or next((e[variable] for e in envs if e.get(variable)), None)
+        return str(value) if value else None
 
-    cwd = Path(getattr(task, "cwd", None) or os.getcwd())
     project = Path(os.path.expandvars(setting("--project-dir", "DBT_PROJECT_DIR") or str(cwd)))
     project = project if project.is_absolute() else cwd / project
     target = setting("--target-path", "DBT_TARGET_PATH")
@@ -140,17 +162,22 @@ def _project_setting(project: Path, key: str) -> str | None:
 
 
 def usages_of_run(
-    project: Path, target: Path, started: dt.datetime, deadline: float | None = None
+    project: Path,
+    target: Path,
+    started: dt.datetime,
+    deadline: float | None = None,
+    project_label: str | None = None,
 ) -> list[Usage]:
     """The usages of the run whose artifacts are in `target`, written since `started`; a run that
-    cannot be read is one unpriced usage saying why."""
+    cannot be read is one unpriced usage saying why, its resource `project_label` (else the project
+    dir: a runner that copies the project elsewhere names the original)."""
     results_file = target / "run_results.json"
     try:
         results = _read_run_results(results_file, started)
         manifest = _read_manifest(target / "manifest.json", results, deadline)
         return list(_node_usages(project, results, manifest))
     except ArtifactError as error:
-        return [_unreadable(str(error), str(project))]
+        return [_unreadable(str(error), project_label or str(project))]
 
 
 def _load(path: Path) -> Any:

@@ -57,6 +57,8 @@ INSTRUMENTATIONS: dict[str, tuple[str, str]] = {
         "airflow_cost_provider.instrumentation.kubernetes:KubernetesPods",
         "airflow.providers.cncf.kubernetes",
     ),
+    # dbt run by Astronomer Cosmos
+    "cosmos": ("airflow_cost_provider.instrumentation.cosmos:CosmosDbtRuns", "cosmos"),
 }
 
 _instances: dict[str, Instrumentation] = {}

@@ -18,43 +18,19 @@ import pytest
 from airflow_cost_provider.cli import main
 from airflow_cost_provider.pricing.money import quantize_amount
 from tests.support.airflow_env import REPO, ledger_rows
-from tests.support.dbt_tool import dbt_binary
+from tests.support.dbt_tool import MATERIALIZED, MODELS, PER_HOUR, SEED, TESTS, dbt_binary, duckdb_price_book
 from tests.support.openlineage import validate_event
 
 pytestmark = pytest.mark.integration
 
 FACET = "costProvider_cost"
-PER_HOUR = Decimal("3.6")  # the test's DuckDB rate: 0.001 per second
-SEED = ["seed.cost_demo.raw_orders"]
-MODELS = [
-    "model.cost_demo.stg_orders",
-    "model.cost_demo.stg_customers",
-    "model.cost_demo.customer_totals",
-    "model.cost_demo.daily_orders",
-]
-TESTS = [
-    "test.cost_demo.not_null_stg_orders_order_id.81cfe2fe64",
-    "test.cost_demo.unique_stg_orders_order_id.e3b841c71a",
-    "test.cost_demo.unique_customer_totals_customer_id.947261d2cb",
-]
-MATERIALIZED = {
-    "seed.cost_demo.raw_orders": "seed",
-    "model.cost_demo.stg_orders": "view",
-    "model.cost_demo.stg_customers": "view",
-    "model.cost_demo.customer_totals": "table",
-    "model.cost_demo.daily_orders": "incremental",
-}
 
 
 @pytest.fixture(scope="module")
 def dbt_runs(airflow_env, tmp_path_factory):
     dbt_binary()  # made before the DAG runs, as scripts/setup.sh does
     shutil.rmtree(airflow_env.home / "dbt_cost_demo", ignore_errors=True)
-    book = tmp_path_factory.mktemp("dbt-prices") / "prices.yaml"
-    book.write_text(
-        'version: "test-dbt"\nprices:\n  - source: duckdb\n    metric: instance_time\n'
-        f'    unit: instance-hour\n    amount: "{PER_HOUR}"\n    currency: USD\n'
-    )
+    book = duckdb_price_book(tmp_path_factory.mktemp("dbt-prices"))
     ledger = f"sqlite:///{tmp_path_factory.mktemp('dbt-ledger') / 'ledger.db'}"
     env = {
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),

@@ -213,10 +213,27 @@ def test_each_provider_example_uses_its_provider_and_default_connections(invento
     assert dag["doc_md"].strip() == doc  # shown on the DAG's page in the Airflow UI
 
 
-@pytest.mark.parametrize("dag_id", sorted(PROVIDER_DAGS) + ["example_local_sql"])
+# Astronomer Cosmos's DAGs: not an apache-airflow-providers-* package, and not run by the demo (every
+# task starts dbt)
+COSMOS_DAGS = ["example_dbt_cosmos", "example_dbt_cosmos_watcher"]
+
+
+@pytest.mark.parametrize("dag_id", sorted(PROVIDER_DAGS) + ["example_local_sql", *COSMOS_DAGS])
 def test_examples_run_daily_without_catching_up(inventory, dag_id):
     dag = inventory["dags"][dag_id]
     assert dag["schedule"] in (None, "@daily") and dag["catchup"] is False
+
+
+@pytest.mark.parametrize("dag_id", COSMOS_DAGS)
+def test_the_cosmos_examples_use_cosmos_operators_and_no_connection(inventory, dag_id):
+    dag = inventory["dags"][dag_id]
+    assert {"cosmos", "dbt", "cost-provider"} <= set(dag["tags"]) and "local" not in dag["tags"]
+    assert dag_id not in DEMO_DAGS
+    for task_id, task in dag["tasks"].items():
+        assert provider_distribution(task["operator"]) == "astronomer-cosmos", f"{dag_id}.{task_id}"
+        assert not task["conn_ids"], f"{dag_id}.{task_id} uses {task['conn_ids']}"
+    # shown on the DAG's page; Cosmos adds the project's hash after it
+    assert dag["doc_md"].startswith(module_docstring(dag["fileloc"]))
 
 
 def test_the_demo_runs_only_dags_that_need_no_cloud_account(inventory):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 from tests.support.airflow_env import REPO
@@ -46,6 +47,38 @@ def dbt_binary() -> Path:
 
 
 PROJECT = REPO / "dags" / "dbt" / "cost_demo"
+# the cost_demo project's nodes, and how each table-like one is materialized
+SEED = ["seed.cost_demo.raw_orders"]
+MODELS = [
+    "model.cost_demo.stg_orders",
+    "model.cost_demo.stg_customers",
+    "model.cost_demo.customer_totals",
+    "model.cost_demo.daily_orders",
+]
+TESTS = [
+    "test.cost_demo.not_null_stg_orders_order_id.81cfe2fe64",
+    "test.cost_demo.unique_stg_orders_order_id.e3b841c71a",
+    "test.cost_demo.unique_customer_totals_customer_id.947261d2cb",
+]
+MATERIALIZED = {
+    "seed.cost_demo.raw_orders": "seed",
+    "model.cost_demo.stg_orders": "view",
+    "model.cost_demo.stg_customers": "view",
+    "model.cost_demo.customer_totals": "table",
+    "model.cost_demo.daily_orders": "incremental",
+}
+
+PER_HOUR = Decimal("3.6")  # the tests' DuckDB rate: 0.001 per second
+
+
+def duckdb_price_book(folder: Path) -> Path:
+    """A user price book that gives DuckDB a rate (none is shipped), as a user with a rate would."""
+    book = folder / "prices.yaml"
+    book.write_text(
+        'version: "test-dbt"\nprices:\n  - source: duckdb\n    metric: instance_time\n'
+        f'    unit: instance-hour\n    amount: "{PER_HOUR}"\n    currency: USD\n'
+    )
+    return book
 
 
 def run_dbt(

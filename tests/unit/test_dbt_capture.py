@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from airflow_cost_provider import tracker
-from airflow_cost_provider.capture.dbt import dbt_invocation, usages_of_run
+from airflow_cost_provider.capture.dbt import command_invocation, dbt_invocation, usages_of_run
 from airflow_cost_provider.pricing import CostLine, Unpriced, estimate_all
 from airflow_cost_provider.pricing.money import quantize_amount
 
@@ -127,6 +127,23 @@ def test_the_project_and_target_of_the_task_command(tmp_path, monkeypatch):
         dbt_invocation(task(f"dbt deps && dbt --log-level debug build --project-dir {project}"))[0] == project
     )
     assert dbt_invocation(SimpleNamespace(python_callable=print)) is None
+
+
+def test_the_project_and_target_of_a_command_given_as_its_arguments(tmp_path):
+    project = tmp_path / "copy"
+    project.mkdir()
+    (project / "dbt_project.yml").write_text("name: shop\n")
+    # Cosmos's command: its dbt executable first, whatever its name, then flags, the command, options
+    command = ["/opt/venv/bin/dbt-1.11", "--no-partial-parse", "build", "--select", "daily", "--project-dir"]
+    assert command_invocation([*command, str(project)], {}, "/elsewhere") == (project, project / "target")
+    assert command_invocation(["dbt", "run"], {"DBT_TARGET_PATH": "out"}, project) == (
+        project,
+        project / "out",
+    )
+    assert command_invocation(["dbt", "seed", "--target-path", "/t"], {}, project) == (project, Path("/t"))
+    for words in (["deps"], ["ls", "--output", "json"], ["source", "freshness"], ["docs", "generate"], []):
+        assert command_invocation(["dbt", *words], {}, project) is None
+    assert command_invocation([], {}, project) is None
 
 
 def test_postgres_models_are_priced_at_the_projects_instance_rate(tmp_path, monkeypatch):
