@@ -177,6 +177,17 @@ def _synapse_pipelines(external_id: str, resource: str | None, attributes: Mappi
     )
 
 
+def _dbt_cloud(external_id: str, resource: str | None, attributes: Mapping[str, Any]) -> str | None:
+    # the run's page on the account's access URL (cloud.getdbt.com, or the account's own host)
+    host = _part(attributes.get("host"), _HOST)
+    account = _part(attributes.get("dbt_cloud_account_id"), _DIGITS)
+    project = _part(attributes.get("dbt_cloud_project_id"), _DIGITS)
+    run = _part(attributes.get("dbt_cloud_run_id"), _DIGITS)
+    if not (host and account and project and run):
+        return None
+    return f"https://{host}/deploy/{account}/projects/{project}/runs/{run}/"
+
+
 _BUILDERS: dict[str, Callable[[str, str | None, Mapping[str, Any]], str | None]] = {
     "bigquery": _bigquery,
     "dataproc": _dataproc,
@@ -188,6 +199,7 @@ _BUILDERS: dict[str, Callable[[str, str | None, Mapping[str, Any]], str | None]]
     "databricks": _databricks,
     "azure_data_factory": _azure_data_factory,
     "synapse_pipelines": _synapse_pipelines,
+    "dbt_cloud": _dbt_cloud,
 }
 LINKED_SOURCES = tuple(_BUILDERS)
 

@@ -22,7 +22,7 @@ import json
 import os
 import shlex
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -111,6 +111,11 @@ def _artifacts_location(words: list[str], envs: Sequence[Mapping[str, Any]], cwd
     return project, target_path if target_path.is_absolute() else project / target_path
 
 
+def runs_nodes(command: str) -> bool:
+    """Whether a command line runs dbt nodes (`dbt build`, `dbt run --select x`, ...)."""
+    return _runs_nodes(_words(command))
+
+
 def _words(command: str) -> list[str]:
     """The command's words, with `;`, `&&`, `|`, ... as words of their own."""
     try:
@@ -175,9 +180,38 @@ def usages_of_run(
     try:
         results = _read_run_results(results_file, started)
         manifest = _read_manifest(target / "manifest.json", results, deadline)
-        return list(_node_usages(project, results, manifest))
+        return list(
+            _node_usages(lambda: _project_setting(project, "name") or project.name, results, manifest)
+        )
     except ArtifactError as error:
-        return [_unreadable(str(error), project_label or str(project))]
+        return [unreadable_usage(str(error), project_label or str(project))]
+
+
+def usages_of_artifacts(
+    results: Any,
+    manifest: Any,
+    results_name: str,
+    manifest_name: str,
+    project_name: str,
+    source: str = SOURCE,
+) -> list[Usage]:
+    """The usages of a run whose artifacts were read elsewhere (dbt Cloud's API), as parsed JSON;
+    `manifest` is None when not read. The names say where each came from in an unreadable usage's
+    reason. Read and priced as a local run's files are."""
+    try:
+        _check_run_results(results, results_name)
+        manifest = _matching_manifest(manifest, manifest_name, results) if manifest is not None else {}
+        return list(_node_usages(lambda: project_name, results, manifest))
+    except ArtifactError as error:
+        return [unreadable_usage(str(error), project_name, source)]
+
+
+def parse_artifact(content: bytes, name: str) -> Any:
+    """An artifact's JSON read from elsewhere than a file (dbt Cloud's API); ArtifactError names it."""
+    try:
+        return json.loads(content)
+    except ValueError as error:
+        raise ArtifactError(f"{name} is not readable JSON (truncated?): {error}") from None
 
 
 def _load(path: Path) -> Any:
@@ -190,7 +224,7 @@ def _load(path: Path) -> Any:
         raise ArtifactError(f"{path} is not readable JSON (truncated?): {error}") from None
 
 
-def _schema_version(document: Any, path: Path, kind: str, known: set[str]) -> str:
+def _schema_version(document: Any, path: Path | str, kind: str, known: set[str]) -> str:
     metadata = document.get("metadata") if isinstance(document, dict) else None
     url = str((metadata or {}).get("dbt_schema_version", ""))
     version = url.rsplit("/", 1)[-1].removesuffix(".json")
@@ -211,15 +245,19 @@ def _read_run_results(path: Path, started: dt.datetime) -> dict:
     if modified < started.timestamp() - MTIME_SLACK_SECONDS:
         raise ArtifactError(earlier)
     results = _load(path)
-    _schema_version(results, path, "run-results", RUN_RESULTS_SCHEMAS)
+    _check_run_results(results, path)
     # dbt's own start time, to the microsecond: a run that ended just before the task is not its own
     metadata = results.get("metadata") or {}
-    invoked = _timestamp(metadata.get("invocation_started_at") or metadata.get("generated_at"))
+    invoked = parse_timestamp(metadata.get("invocation_started_at") or metadata.get("generated_at"))
     if invoked is not None and invoked < started:
         raise ArtifactError(earlier)
+    return results
+
+
+def _check_run_results(results: Any, path: Path | str) -> None:
+    _schema_version(results, path, "run-results", RUN_RESULTS_SCHEMAS)
     if not isinstance(results.get("results"), list):
         raise ArtifactError(f"{path} has no list of results")
-    return results
 
 
 def _read_manifest(path: Path, results: dict, deadline: float | None) -> dict:
@@ -229,6 +267,13 @@ def _read_manifest(path: Path, results: dict, deadline: float | None) -> dict:
         return {}
     try:
         manifest = _load(path)
+    except ArtifactError:
+        return {}
+    return _matching_manifest(manifest, path, results)
+
+
+def _matching_manifest(manifest: Any, path: Path | str, results: dict) -> dict:
+    try:
         _schema_version(manifest, path, "manifest", MANIFEST_SCHEMAS)
     except ArtifactError:
         return {}
@@ -238,13 +283,13 @@ def _read_manifest(path: Path, results: dict, deadline: float | None) -> dict:
     return manifest
 
 
-def _node_usages(project: Path, results: dict, manifest: dict) -> Iterator[Usage]:
+def _node_usages(default_project_name: Callable[[], str], results: dict, manifest: dict) -> Iterator[Usage]:
     metadata = manifest.get("metadata") or {}
     adapter = str(metadata.get("adapter_type") or "") or None
     nodes = manifest.get("nodes") or {}
     run_metadata = results.get("metadata") or {}
     invocation_id = run_metadata.get("invocation_id")
-    project_name = metadata.get("project_name") or _project_setting(project, "name") or project.name
+    project_name = metadata.get("project_name") or default_project_name()
     seen = set()
     for result in results["results"]:
         if not isinstance(result, dict) or not result.get("unique_id"):
@@ -256,7 +301,7 @@ def _node_usages(project: Path, results: dict, manifest: dict) -> Iterator[Usage
         yield _result_usage(result, nodes.get(unique_id) or {}, adapter, project_name, invocation_id)
     if _state_selected(results.get("args") or {}):
         # a run selecting on state (state:modified, ...) leaves unchanged nodes out: they were reused
-        end = _timestamp(run_metadata.get("generated_at"))
+        end = parse_timestamp(run_metadata.get("generated_at"))
         for unique_id, node in nodes.items():
             if unique_id not in seen and node.get("resource_type") in ("model", "seed", "snapshot"):
                 if (node.get("config") or {}).get("materialized") == "ephemeral":
@@ -427,9 +472,10 @@ def _usage(
     return Usage(source, metric, quantity, unit, resource, external_id, start, end, attributes)
 
 
-def _unreadable(reason: str, project: str) -> Usage:
+def unreadable_usage(reason: str, project: str, source: str = SOURCE) -> Usage:
+    """A run whose artifacts could not be read: one unpriced usage naming the file and the problem."""
     return Usage(
-        source=SOURCE,
+        source=source,
         metric="queries",
         quantity=Decimal(1),
         unit="query",
@@ -448,11 +494,12 @@ def _adapter_from_response(response: dict) -> str | None:
 def _execute_timing(result: dict) -> tuple[dt.datetime | None, dt.datetime | None]:
     for step in result.get("timing") or ():
         if isinstance(step, dict) and step.get("name") == "execute":
-            return _timestamp(step.get("started_at")), _timestamp(step.get("completed_at"))
+            return parse_timestamp(step.get("started_at")), parse_timestamp(step.get("completed_at"))
     return None, None
 
 
-def _timestamp(value: Any) -> dt.datetime | None:
+def parse_timestamp(value: Any) -> dt.datetime | None:
+    """An ISO 8601 time as dbt and dbt Cloud write it (`Z` or an offset; UTC when none), else None."""
     if not value:
         return None
     try:

@@ -53,6 +53,10 @@ INSTRUMENTATIONS: dict[str, tuple[str, str]] = {
         "airflow_cost_provider.instrumentation.synapse:SynapseJobs",
         "airflow.providers.microsoft.azure",
     ),
+    "dbt_cloud": (
+        "airflow_cost_provider.instrumentation.dbt_cloud:DbtCloudJobs",
+        "airflow.providers.dbt.cloud",
+    ),
     "kubernetes": (
         "airflow_cost_provider.instrumentation.kubernetes:KubernetesPods",
         "airflow.providers.cncf.kubernetes",

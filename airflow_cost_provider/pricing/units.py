@@ -64,6 +64,7 @@ _UNITS: dict[str, Unit] = {
     "query": Unit("queries", Decimal(1)),
     "request": Unit("requests", Decimal(1)),
     "activity_run": Unit("activity_runs", Decimal(1)),
+    "model": Unit("models", Decimal(1)),  # dbt Cloud's successful models built
     # platform currencies of compute, base: one of them
     "credit": Unit("snowflake_credits", Decimal(1)),
     "DBU": Unit("dbus", Decimal(1)),

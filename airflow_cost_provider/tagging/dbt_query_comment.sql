@@ -17,6 +17,16 @@
   takes it). Outside Airflow only the dbt keys are written.
 -#}
 {% macro cost_provider_query_comment(node) -%}
+  {%- set tags = cost_provider_identity(node) -%}
+  {%- set pairs = [] -%}
+  {%- for key, value in tags | dictsort(case_sensitive=true) if value -%}
+    {%- do pairs.append(cost_provider_url_encode(key) ~ "='" ~ cost_provider_url_encode(value) ~ "'") -%}
+  {%- endfor -%}
+  {{- pairs | join(',') -}}
+{%- endmacro %}
+
+{#- The identity both carriers hold: the Airflow task try (when Airflow runs dbt) and the dbt node. -#}
+{% macro cost_provider_identity(node) -%}
   {%- set tags = {} -%}
   {%- set dag_id = env_var('AIRFLOW_CTX_DAG_ID', '') -%}
   {%- if dag_id -%}
@@ -38,11 +48,37 @@
   {%- if invocation_id -%}
     {%- do tags.update({'dbt_invocation_id': invocation_id}) -%}
   {%- endif -%}
-  {%- set pairs = [] -%}
-  {%- for key, value in tags | dictsort(case_sensitive=true) if value -%}
-    {%- do pairs.append(cost_provider_url_encode(key) ~ "='" ~ cost_provider_url_encode(value) ~ "'") -%}
+  {{- return(tags) -}}
+{%- endmacro %}
+
+{#-
+  The same identity as BigQuery job labels, for a BigQuery project: a JSON object, which dbt-bigquery
+  turns into the job's labels when the query comment sets `job-label: true`. Keys and values are
+  already valid labels (lowercase letters, digits, `_` and `-`, at most 63 characters; a longer value
+  keeps its first 54 characters and an MD5 digest of the whole), the same labels the provider puts on
+  the BigQuery jobs Airflow's hooks start, so `openlineage_run_id` joins the bill to the task try.
+
+    query-comment:
+      comment: "{{ cost_provider_job_labels(node) }}"
+      job-label: true
+      append: true
+-#}
+{% macro cost_provider_job_labels(node) -%}
+  {%- set labels = {} -%}
+  {%- for key, value in cost_provider_identity(node).items() if value -%}
+    {%- do labels.update({cost_provider_label(key): cost_provider_label(value)}) -%}
   {%- endfor -%}
-  {{- pairs | join(',') -}}
+  {{- tojson(labels, sort_keys=true) -}}
+{%- endmacro %}
+
+{#- A BigQuery label key or value: lowercase, anything but a-z 0-9 _ - as `_`, at most 63 characters. -#}
+{% macro cost_provider_label(text) -%}
+  {%- set cleaned = modules.re.sub('[^a-z0-9_-]', '_', (text | string).lower()) -%}
+  {%- if cleaned | length <= 63 -%}
+    {{- cleaned -}}
+  {%- else -%}
+    {{- cleaned[:54] ~ '-' ~ local_md5(text | string)[:8] -}}
+  {%- endif -%}
 {%- endmacro %}
 
 {#- Python's urllib.parse.quote(text, safe=''): every byte but A-Z a-z 0-9 _ . - ~ as %XX (UTF-8). -#}

@@ -19,8 +19,9 @@ def _label_text(text: str) -> str:
     cleaned = _LABEL_INVALID.sub("_", text.lower())
     if len(cleaned) <= LABEL_MAX:
         return cleaned
-    # keep it unique when cut: a short digest of the full text replaces the tail
-    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    # keep it unique when cut: a short digest of the full text replaces the tail (MD5, which dbt's
+    # `local_md5` computes too, so the shipped dbt macro makes the same labels)
+    digest = hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()[:8]
     return f"{cleaned[: LABEL_MAX - 9]}-{digest}"
 
 

@@ -41,6 +41,7 @@ PROVIDER_DAGS = {
     "example_glue": ("amazon", {"aws_default"}),
     "example_emr_serverless": ("amazon", {"aws_default"}),
     "example_databricks": ("databricks", {"databricks_default"}),
+    "example_dbt_cloud": ("dbt-cloud", {"dbt_cloud_default"}),
     "example_spark": ("apache-spark", {"spark_default", "livy_default"}),
     "example_azure_data_factory": ("microsoft-azure", {"azure_data_factory_default"}),
     "example_synapse": ("microsoft-azure", {"azure_synapse_default", "azure_synapse_connection"}),

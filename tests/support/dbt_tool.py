@@ -82,9 +82,9 @@ def duckdb_price_book(folder: Path) -> Path:
 
 
 def run_dbt(
-    *args: str, env: dict[str, str], work_dir: Path, timeout: float = 300
+    *args: str, env: dict[str, str], work_dir: Path, timeout: float = 300, project: Path = PROJECT
 ) -> subprocess.CompletedProcess:
-    """`dbt ARGS` on the cost_demo project, its target, logs and packages in `work_dir`."""
+    """`dbt ARGS` on the cost_demo project (or a copy of it), its target, logs and packages in `work_dir`."""
     dbt_env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_CTX_", "OPENLINEAGE_"))},
         **OFFLINE_ENV,
@@ -94,7 +94,7 @@ def run_dbt(
         **env,
     }
     return subprocess.run(
-        [str(dbt_binary()), *args, "--project-dir", str(PROJECT)],
+        [str(dbt_binary()), *args, "--project-dir", str(project)],
         env=dbt_env,
         cwd=work_dir,
         capture_output=True,

@@ -333,8 +333,21 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         pass
 
 
+def _alt_name(host: str):
+    """A host name (wildcards allowed) or an IP address (127.0.0.1), as the certificate names it."""
+    import ipaddress
+
+    from cryptography import x509
+
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
+
+
 def write_test_ca(directory: Path, hosts: list[str]) -> tuple[Path, Path, Path]:
-    """A CA and a server certificate for `hosts` (wildcards allowed), as PEM files: (ca, cert, key)."""
+    """A CA and a server certificate for `hosts` (wildcards and IP addresses allowed), as PEM files:
+    (ca, cert, key)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -367,7 +380,7 @@ def write_test_ca(directory: Path, hosts: list[str]) -> tuple[Path, Path, Path]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(hours=1))
         .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(h) for h in hosts]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([_alt_name(h) for h in hosts]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(

@@ -18,7 +18,7 @@ from airflow_cost_provider.pricing.price_book import load_shipped
 
 ALLOWED_SOURCES = (
     "airflow_worker, athena, azure_data_factory, azure_sql, bigquery, compute_engine, databricks, dataproc, "
-    "dataproc_serverless, dbt, dremio, emr, emr_eks, emr_serverless, glue, kubernetes, mysql, postgres, redshift, snowflake, spark, "
+    "dataproc_serverless, dbt, dbt_cloud, dremio, emr, emr_eks, emr_serverless, glue, kubernetes, mysql, postgres, redshift, snowflake, spark, "
     "synapse_pipelines, synapse_serverless_sql, synapse_spark, trino"
 )
 
