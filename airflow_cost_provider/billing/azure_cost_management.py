@@ -1,16 +1,18 @@
 """Azure Cost Management Query API: a scope's daily actual cost per storage account.
 
-One query per import: ActualCost, Daily, the window as a custom time period, filtered to storage
-account resources, grouped by ResourceId and MeterCategory (or, with `meter_dimension="Meter"`, by
-meter name, which tells storage, operations and retrieval apart). Pages are followed through
-`nextLink`. The API throttles per scope and tenant: a 429 (or 503) answer is retried after the wait
-its headers ask for (`x-ms-ratelimit-microsoft.costmanagement-*-retry-after`, `Retry-After`), up to
-`max_wait` seconds each and `wait_budget` seconds in all; a longer wait fails the import with an
-error that says so.
+One query per import and calendar month of its window: ActualCost, Daily, the days as a custom time
+period, filtered to storage account resources, grouped by ResourceId and MeterCategory (or, with
+`meter_dimension="Meter"`, by meter name, which tells storage, operations and retrieval apart).
+Pages are followed through `nextLink`. A Daily query covers one month at most (the API shortens a
+longer period to its last month without an error), hence a query per month. The API throttles per
+scope and tenant: a 429 (or 503) answer is retried after the wait its headers ask for
+(`x-ms-ratelimit-microsoft.costmanagement-*-retry-after`, `Retry-After`), up to `max_wait` seconds
+each and `wait_budget` seconds in all; a longer wait fails the import with an error that says so.
 
-The whole bill (`all_services`): two queries over the scope, unfiltered (a query groups by two
-keys at most): one grouped by ResourceId and ServiceName (each resource's cost per service), one by
-ResourceId and the tag `openlineage_run_id` this project sets (TagKey): a resource's tagged cost
+The whole bill (`all_services`): two queries (per month) over the scope, unfiltered (a query groups
+by two keys at most): one grouped by ResourceId and ServiceName (each resource's cost per service),
+one by ResourceId and the tag `openlineage_run_id` this project sets (TagKey; the answer has the
+columns TagKey and TagValue, null or empty for costs without the tag): a resource's tagged cost
 becomes a row with its run id, taken out of the resource's largest service row that day, so that the
 rows add up to the resource's cost once. Storage accounts are among them (their rows are the storage
 costs, by service: Storage, Bandwidth).
@@ -101,6 +103,16 @@ def query_body(
     return body
 
 
+def months(window: DateWindow) -> list[DateWindow]:
+    """The window cut at the start of each calendar month: the periods of its Daily queries."""
+    parts, start = [], window.start
+    while start < window.end:
+        next_month = (start.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
+        parts.append(DateWindow(start, min(next_month, window.end)))
+        start = next_month
+    return parts
+
+
 def retry_after(headers) -> float | None:
     """The longest wait any throttling header asks for, in seconds."""
     waits = []
@@ -189,6 +201,10 @@ class CostManagementClient:
                 )
             return response.json()
         raise BillingSourceError("Cost Management API: no answer after retries")  # not reached
+
+    def query_months(self, scope: str, window: DateWindow, **body: Any) -> list[dict[str, Any]]:
+        """Every page of `query_body(part, **body)` for each calendar month of the window."""
+        return [page for part in months(window) for page in self.query(scope, query_body(part, **body))]
 
     def query(self, scope: str, body: dict[str, Any]) -> list[dict[str, Any]]:
         """Every page of the query's result, following nextLink."""
@@ -319,22 +335,19 @@ def fetch(
     account = scope_account(scope)
     if all_services:
         resource = {"type": "Dimension", "name": "ResourceId"}
-        by_service = client.query(
+        by_service = client.query_months(
             scope,
-            query_body(
-                window, grouping=[resource, {"type": "Dimension", "name": "ServiceName"}], storage_only=False
-            ),
+            window,
+            grouping=[resource, {"type": "Dimension", "name": "ServiceName"}],
+            storage_only=False,
         )
-        by_tag = client.query(
-            scope,
-            query_body(
-                window, grouping=[resource, {"type": "TagKey", "name": run_id_tag}], storage_only=False
-            ),
+        by_tag = client.query_months(
+            scope, window, grouping=[resource, {"type": "TagKey", "name": run_id_tag}], storage_only=False
         )
         pages = by_service + by_tag
         rows = whole_bill_rows(records(by_service), records(by_tag), account, run_id_tag)
     else:
-        pages = client.query(scope, query_body(window, meter_dimension))
+        pages = client.query_months(scope, window, meter_dimension=meter_dimension)
         rows = rows_from_pages(pages, account, meter_dimension)
     log.info(
         "Cost Management: %d rows in %d pages (%d requests, %g s waited for throttling)",

@@ -1,15 +1,25 @@
 """BigQuery editions: each job's slot time per reservation and day, from INFORMATION_SCHEMA.
 
 On demand, a job is billed by the bytes it read and its bill row carries the job's labels (the try's
-run id). On an edition, the bill is a reservation's slot-hours (SKUs "... Edition", per reservation
-in the detailed export's `resource.name`, `projects/<admin>/locations/<location>/reservations/<name>`),
-not jobs: `reconcile` splits it over the BigQuery lines of the jobs that ran on the reservation, each
-weighted by its slot-ms, and keeps the slots no task used as the reservation's idle amount.
+run id). On an edition, the bill is a reservation's slot-hours (SKUs such as "BigQuery Enterprise
+Edition for US (multi-region)", per reservation in the detailed export's `resource.name`,
+`projects/<admin>/locations/<location>/reservations/<name>`), not jobs: `reconcile` splits it over
+the BigQuery lines of the jobs that ran on the reservation, each weighted by its slot-ms, and keeps
+the slots no task used as the reservation's idle amount.
 
 A job's slot-ms per day come from `INFORMATION_SCHEMA.JOBS_TIMELINE_BY_PROJECT` (`period_slot_ms`
 per job per second, with `reservation_id`), read with one query per project and location through the
 Google provider's BigQueryHook; without it, from the job's own statistics read when its task ended
-(`totalSlotMs` and `reservation_id` of jobs.get), all on the day the job started.
+(`totalSlotMs` and `reservation_id` of jobs.get), all on the day the job started. A script (a
+multi-statement query) runs each statement as a child job, and the view gives the script's own rows
+the total of its children's: the children's slot time is counted once, as the script's (the job the
+task ran), and the script's own rows are left out.
+
+The export also has an "Analysis Slots Attribution" line per project that used a reservation: slot
+hours at no cost, so it changes no amount here.
+
+https://cloud.google.com/bigquery/docs/information-schema-jobs-timeline
+https://cloud.google.com/bigquery/docs/reservations-monitoring
 """
 
 from __future__ import annotations
@@ -29,18 +39,24 @@ QUERY_TIMEOUT_SECONDS = 300
 CREATION_MARGIN = dt.timedelta(days=1)
 
 _TIMELINE_QUERY = """
-SELECT
-  job_id,
-  project_id,
-  reservation_id,
-  DATE(period_start) AS usage_day,
-  SUM(period_slot_ms) AS slot_ms
-FROM `region-{location}`.INFORMATION_SCHEMA.JOBS_TIMELINE_BY_PROJECT
-WHERE job_creation_time >= @creation_start
-  AND period_start >= @window_start
-  AND period_start < @window_end
-  AND reservation_id IS NOT NULL
-  AND period_slot_ms > 0
+SELECT job_id, project_id, reservation_id, usage_day, SUM(period_slot_ms) AS slot_ms
+FROM (
+  SELECT
+    -- a script's statements run as child jobs: their slot time is the script's, the job a task ran
+    COALESCE(parent_job_id, job_id) AS job_id,
+    project_id,
+    reservation_id,
+    DATE(period_start) AS usage_day,
+    period_slot_ms
+  FROM `region-{location}`.INFORMATION_SCHEMA.JOBS_TIMELINE_BY_PROJECT
+  WHERE job_creation_time >= @creation_start
+    AND period_start >= @window_start
+    AND period_start < @window_end
+    AND reservation_id IS NOT NULL
+    AND period_slot_ms > 0
+    -- the script's own rows repeat its children's slot time
+    AND (statement_type IS NULL OR statement_type != 'SCRIPT')
+)
 GROUP BY job_id, project_id, reservation_id, usage_day
 """
 

@@ -13,7 +13,9 @@ once. It reads the metrics the kubelet's cAdvisor exposes, by namespace, pod and
 
 A Spark driver's executor pods, deleted when the application ends, are found through
 kube-state-metrics, whose series outlive them: `kube_pod_owner` names the driver pod as their owner
-(Spark sets it, so that they are collected with the driver), `kube_pod_container_resource_requests`
+(Spark's default `direct` pods allocator sets it in cluster mode, so that they are collected with the
+driver; the `statefulset` and `deployment` allocators' executors are owned by those instead and are
+not found), `kube_pod_container_resource_requests`
 gives their requests and `kube_pod_info` their node; cAdvisor's `container_start_time_seconds` gives
 each executor container's start. Pure apart from `query()`: the PromQL text and the reading of its
 answer are plain functions.
@@ -38,7 +40,8 @@ START = "container_start_time_seconds"
 OWNER = "kube_pod_owner"
 REQUESTS = "kube_pod_container_resource_requests"
 POD_INFO = "kube_pod_info"
-# Spark names an executor pod `<prefix>-exec-<id>`: narrows the scan, the owner decides
+# Spark names an executor pod `<prefix>-exec-<id>` (BasicExecutorFeatureStep; the id is a counter):
+# narrows the scan, the owner decides
 EXECUTOR_POD = ".+-exec-[0-9]+"
 # Longest query string sent in a URL (proxies commonly refuse request lines past 8 KiB)
 MAX_GET_QUERY = 6000

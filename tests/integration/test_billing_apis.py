@@ -59,7 +59,10 @@ def reservation_records() -> list[dict]:
         records.append(
             template
             | {
-                "sku": {"id": "3A0D-7DD5-0B73", "description": "Enterprise Edition for US"},
+                "sku": {
+                    "id": "3A0D-7DD5-0B73",
+                    "description": "BigQuery Enterprise Edition for US (multi-region)",
+                },
                 "usage_start_time": start.isoformat(),
                 "usage_end_time": (start + dt.timedelta(days=1)).isoformat(),
                 "export_time": (start + dt.timedelta(days=1, hours=6)).isoformat(),

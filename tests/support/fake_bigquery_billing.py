@@ -50,6 +50,33 @@ _TYPES = (
 )
 
 
+# The scalar columns of INFORMATION_SCHEMA.JOBS_TIMELINE_BY_PROJECT, as DuckDB types
+# (https://cloud.google.com/bigquery/docs/information-schema-jobs-timeline#schema)
+TIMELINE_COLUMNS = {
+    "period_start": "TIMESTAMPTZ",
+    "period_slot_ms": "BIGINT",
+    "project_id": "VARCHAR",
+    "project_number": "BIGINT",
+    "user_email": "VARCHAR",
+    "principal_subject": "VARCHAR",
+    "job_id": "VARCHAR",
+    "job_type": "VARCHAR",
+    "statement_type": "VARCHAR",
+    "priority": "VARCHAR",
+    "parent_job_id": "VARCHAR",
+    "job_creation_time": "TIMESTAMPTZ",
+    "job_start_time": "TIMESTAMPTZ",
+    "job_end_time": "TIMESTAMPTZ",
+    "state": "VARCHAR",
+    "reservation_id": "VARCHAR",
+    "edition": "VARCHAR",
+    "total_bytes_billed": "BIGINT",
+    "total_bytes_processed": "BIGINT",
+    "cache_hit": "BOOLEAN",
+    "transaction_id": "VARCHAR",
+}
+
+
 @dataclass
 class Request:
     method: str
@@ -120,18 +147,31 @@ class FakeBigQueryBilling(ThreadingHTTPServer):
 
     def load_jobs_timeline(self, location: str, records: list[dict[str, Any]]) -> None:
         """`region-<location>`.INFORMATION_SCHEMA.JOBS_TIMELINE_BY_PROJECT from rows with its columns
-        (period_start, period_slot_ms, project_id, job_id, job_creation_time, reservation_id, ...)."""
+        (period_start, period_slot_ms, project_id, job_id, job_creation_time, reservation_id, ...).
+        The view has every column of TIMELINE_COLUMNS, NULL where the rows leave one out; a column
+        the view does not have is an error."""
         import pyarrow as pa
 
+        unknown = sorted({name for record in records for name in record} - set(TIMELINE_COLUMNS))
+        if unknown:
+            raise ValueError(f"JOBS_TIMELINE_BY_PROJECT has no column {', '.join(unknown)}")
+        given = {name for record in records for name in record}
         region = f"region-{location.lower()}"
+        columns = ", ".join(
+            f'CAST("{name}" AS {type_}) AS "{name}"'
+            if name in given
+            else f'CAST(NULL AS {type_}) AS "{name}"'
+            for name, type_ in TIMELINE_COLUMNS.items()
+        )
         with self._lock:
             self.db.execute(f"ATTACH IF NOT EXISTS ':memory:' AS \"{region}\"")
-            self.db.register("incoming", pa.Table.from_pylist(records))
+            # every column any row has (from_pylist would take the first row's only)
+            incoming = pa.table({name: [record.get(name) for record in records] for name in sorted(given)})
+            self.db.register("incoming", incoming)
             # sqlglot reads `region-us`.INFORMATION_SCHEMA.VIEW as the table "INFORMATION_SCHEMA.VIEW"
             self.db.execute(
                 f'CREATE OR REPLACE TABLE "{region}"."main"."INFORMATION_SCHEMA.JOBS_TIMELINE_BY_PROJECT" AS '
-                "SELECT * REPLACE (CAST(period_start AS TIMESTAMPTZ) AS period_start, "
-                "CAST(job_creation_time AS TIMESTAMPTZ) AS job_creation_time) FROM incoming"
+                f"SELECT {columns} FROM incoming"
             )
             self.db.unregister("incoming")
 

@@ -1,9 +1,10 @@
 """An Azure Cost Management Query API server on 127.0.0.1, with the managed identity token endpoint.
 
 POST {scope}/providers/Microsoft.CostManagement/query answers from the usage records the test
-loads: it applies the request's time period, ResourceType filter and Daily granularity, groups by
+loads: it applies the request's time period (with Daily granularity, one month at most: a longer
+period is cut to its last month, silently), ResourceType filter and Daily granularity, groups by
 the requested dimensions (two groupings at most; a `TagKey` grouping answers the columns `TagKey`
-and `TagValue`, empty for records without the tag), sums Cost, and returns the API's shape
+and `TagValue`, null for records without the tag), sums Cost, and returns the API's shape
 (`properties.columns`, `rows`, `nextLink`), a page at a time. It can throttle: the first N queries get HTTP 429 with the Cost
 Management rate-limit headers. Requests without the bearer token it issued get 401.
 
@@ -74,6 +75,13 @@ def records_of(charges) -> list[UsageRecord]:
     ]
 
 
+def _month_before(day: dt.date) -> dt.date:
+    """The same day a month earlier (the month's last day when it has no such day)."""
+    year, month = (day.year, day.month - 1) if day.month > 1 else (day.year - 1, 12)
+    last = (dt.date(year, month, 28) + dt.timedelta(days=4)).replace(day=1) - dt.timedelta(days=1)
+    return dt.date(year, month, min(day.day, last.day))
+
+
 class FakeCostManagement(ThreadingHTTPServer):
     daemon_threads = True
 
@@ -118,6 +126,7 @@ class FakeCostManagement(ThreadingHTTPServer):
         dataset = body["dataset"]
         if dataset.get("granularity") != "Daily":
             raise ValueError("the fake answers Daily granularity only")
+        first = max(first, _month_before(last) + dt.timedelta(days=1))
         grouping = self.groupings(body)
         wanted_types = None
         condition = (dataset.get("filter") or {}).get("dimensions")
@@ -140,11 +149,11 @@ class FakeCostManagement(ThreadingHTTPServer):
             for group in grouping:
                 if group["type"] == "TagKey":
                     value = dict(record.tags).get(group["name"])
-                    key += [group["name"], value] if value is not None else ["", ""]
+                    key += [group["name"], value] if value is not None else [None, None]
                 else:
                     key.append(values[group["name"]])
             sums[(*key, record.currency)] += record.cost
-        return [[float(cost), *key] for key, cost in sorted(sums.items())]
+        return [[float(cost), *key] for key, cost in sorted(sums.items(), key=lambda item: repr(item[0]))]
 
     def answer(self, url: str, body: dict[str, Any], skip: int) -> dict[str, Any]:
         columns: list[dict[str, str]] = []

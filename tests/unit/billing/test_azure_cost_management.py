@@ -98,6 +98,33 @@ def test_grouped_by_meter_the_usage_classes_come_apart(azure):
     }
 
 
+def test_a_window_over_a_month_is_asked_a_month_at_a_time(azure):
+    """Daily queries cover a month at most (a longer period is cut to its last month): a 45-day
+    catch-up over March and April is two queries, and every day is there."""
+    account = f"{SCOPE}/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/lake"
+    window = DateWindow(dt.date(2026, 3, 10), dt.date(2026, 4, 24))
+    azure.records[:] = [
+        UsageRecord(
+            day,
+            account,
+            "microsoft.storage/storageaccounts",
+            "Storage",
+            "Hot LRS Data Stored",
+            Decimal("1.25"),
+            "EUR",
+        )
+        for day in window.days()
+    ]
+    collected = fetch(window, scope=SCOPE)
+    assert sorted(c.day for c in collected.costs) == window.days()
+    assert sum(c.amount for c in collected.costs) == Decimal("1.25") * 45
+    periods = [q.body["timePeriod"] for q in azure.queries() if q.query.get("$skiptoken") is None]
+    assert periods == [
+        {"from": "2026-03-10T00:00:00+00:00", "to": "2026-03-31T23:59:59+00:00"},
+        {"from": "2026-04-01T00:00:00+00:00", "to": "2026-04-23T23:59:59+00:00"},
+    ]
+
+
 def test_a_throttling_wait_longer_than_allowed_fails_with_the_reason(azure):
     azure.throttle_next = 1
     azure.throttle_seconds = 3600
@@ -214,6 +241,15 @@ def test_a_resources_tagged_cost_is_taken_from_its_largest_service():
             "Currency": "EUR",
         },
         {"UsageDate": day, "ResourceId": "/x/vm", "TagKey": "", "TagValue": "", "Cost": 7, "Currency": "EUR"},
+        # costs without the tag may come with null key and value too
+        {
+            "UsageDate": day,
+            "ResourceId": "/x/vm",
+            "TagKey": None,
+            "TagValue": None,
+            "Cost": 0,
+            "Currency": "EUR",
+        },
     ]
     rows = azure_cost_management.whole_bill_rows(by_service, by_tag, "sub")
     got = sorted((r.ServiceName, r.BilledCost, r.Tags) for r in rows)

@@ -72,7 +72,7 @@ def ledger(tmp_path, monkeypatch):
             f"{slot_hours * 0.06:.2f}",
             provider="gcp",
             service="BigQuery",
-            sku="Enterprise Edition for US",
+            sku="BigQuery Enterprise Edition for US (multi-region)",
             quantity=str(slot_hours * 3600),
             unit="seconds",
             account="01A2B3-C4D5E6-F7A8B9",
@@ -231,6 +231,48 @@ def test_the_timeline_is_read_through_the_hook_per_job_and_day(information_schem
         "window_start": "2026-11-19 00:00:00+00:00",
         "window_end": "2026-11-21 00:00:00+00:00",
     }
+
+
+def script_rows() -> list[dict]:
+    """A script (two statements, each a child job of 10 s at 1,000 slots) and the script's own rows,
+    which repeat its children's slot time, as JOBS_TIMELINE_BY_PROJECT has them."""
+    start = dt.datetime.combine(DAY, dt.time(8), dt.timezone.utc)
+    base = {"project_id": "acme-data", "job_type": "QUERY", "reservation_id": JOB_RESERVATION}
+    rows = []
+    for n in range(20):
+        at = (start + dt.timedelta(seconds=n)).isoformat()
+        child = f"script_job_0f1e_{n // 10}"
+        rows.append(
+            base
+            | {"period_start": at, "period_slot_ms": 1_000_000, "job_id": "job_script"}
+            | {"statement_type": "SCRIPT", "job_creation_time": start.isoformat()}
+        )
+        rows.append(
+            base
+            | {
+                "period_start": at,
+                "period_slot_ms": 1_000_000,
+                "job_id": child,
+                "parent_job_id": "job_script",
+            }
+            | {
+                "statement_type": "SELECT",
+                "job_creation_time": (start + dt.timedelta(seconds=n // 10 * 10)).isoformat(),
+            }
+        )
+    return rows
+
+
+def test_a_scripts_slot_time_is_its_childrens_counted_once_as_the_scripts(information_schema):
+    from airflow_cost_provider.billing.bigquery_reservations import read_job_slots
+    from airflow_cost_provider.billing.scan import DateWindow
+
+    information_schema.load_jobs_timeline("US", timeline_rows() + script_rows())
+    found = read_job_slots(DateWindow(EVE, DAY + dt.timedelta(days=1)), [("acme-data", "US")])
+    script = JobSlots("job_script", "acme-data", JOB_RESERVATION, DAY, 20 * 1_000_000)
+    assert sorted(found, key=lambda j: (j.job_id, j.day)) == sorted(
+        [*TIMELINE, script], key=lambda j: (j.job_id, j.day)
+    )
 
 
 def test_airflow_cost_reconcile_reads_the_timeline_when_asked(information_schema, ledger):
