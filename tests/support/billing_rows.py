@@ -81,11 +81,22 @@ def priced_line(
     at: dt.datetime,
     metric: str = "m",
     currency: str = "USD",
+    external_id: str | None = None,
+    attributes: dict | None = None,
 ):
     """A cost line of a usage started at `at`, priced at list price (amount / quantity per unit)."""
     from airflow_cost_provider.pricing import CostLine, Price, Usage
 
-    usage = Usage(source, metric, Decimal(quantity), unit, resource=resource, start_time=at)
+    usage = Usage(
+        source,
+        metric,
+        Decimal(quantity),
+        unit,
+        resource=resource,
+        external_id=external_id,
+        start_time=at,
+        attributes=attributes or {},
+    )
     price = Price(source, metric, unit, Decimal(amount) / Decimal(quantity), currency, "v")
     return CostLine(usage, Decimal(amount), currency, "list_price", price)
 
@@ -100,6 +111,7 @@ def store_try(
     run_id: str = "r1",
     start: dt.datetime,
     minutes: int = 10,
+    unpriced: tuple = (),
 ) -> None:
     """A finished task try with those lines, written as the listener writes it."""
     from airflow_cost_provider.capture.identity import TaskTry
@@ -117,6 +129,19 @@ def store_try(
             start + dt.timedelta(minutes=minutes),
             "w",
             tuple(cost_lines),
-            (),
+            tuple(unpriced),
         ),
     )
+
+
+def reconcile_window(engine: sa.Engine, since: dt.date, until: dt.date, mode: str = "keep", rules=()) -> None:
+    """`airflow-cost reconcile` of the billing days since..until (exclusive), as the command runs it."""
+    from airflow_cost_provider.reconcile import store as reconciled_store
+    from airflow_cost_provider.reconcile.engine import Window, run
+    from airflow_cost_provider.reconcile.rules import parse_modes
+
+    result = run(engine, Window(since, until), rules, parse_modes(mode))
+    try:
+        reconciled_store.write(engine, result)
+    finally:
+        result.close()
