@@ -3,9 +3,10 @@
 One statement through the SQL Statement Execution API (POST /api/2.0/sql/statements) on a SQL
 warehouse, with the Databricks provider's connection (host and token, as the instrumentation's REST
 calls use them). The usage is summed per day, account, workspace, SKU, unit, job run, warehouse,
-cluster and custom tags, and joined to the list price in effect when the usage ended. Each sum is one
-FOCUS row: ResourceId = the warehouse id, else the cluster id, else the job id; Tags = the custom
-tags (where this project's `openlineage_run_id` travels) and the `job_run_id`; BilledCost =
+cluster, pipeline update and custom tags, and joined to the list price in effect when the usage ended.
+Each sum is one FOCUS row: ResourceId = the warehouse id, else the pipeline id, else the cluster id,
+else the job id; Tags = the custom tags (where this project's `openlineage_run_id` travels), the
+`job_run_id`, and a pipeline's `dlt_pipeline_id` and `dlt_update_id`; BilledCost =
 ListCost = quantity x list price. Negotiated discounts are not in `list_prices`: the list price is
 what the rows say.
 
@@ -39,6 +40,8 @@ USAGE_TABLE = "system.billing.usage"
 PRICES_TABLE = "system.billing.list_prices"
 STATEMENTS_PATH = "/api/2.0/sql/statements"
 JOB_RUN_TAG = "job_run_id"
+PIPELINE_TAG = "dlt_pipeline_id"
+UPDATE_TAG = "dlt_update_id"
 CONNECT_TIMEOUT_SECONDS = 10
 READ_TIMEOUT_SECONDS = 60
 DEFAULT_TIMEOUT_SECONDS = 600.0
@@ -51,6 +54,7 @@ UNFINISHED = ("PENDING", "RUNNING")
 USAGE_SQL = f"""SELECT u.usage_date, u.account_id, u.workspace_id, u.sku_name, u.usage_unit,
   u.usage_metadata.job_id AS job_id, u.usage_metadata.job_run_id AS job_run_id,
   u.usage_metadata.warehouse_id AS warehouse_id, u.usage_metadata.cluster_id AS cluster_id,
+  u.usage_metadata.dlt_pipeline_id AS dlt_pipeline_id, u.usage_metadata.dlt_update_id AS dlt_update_id,
   to_json(u.custom_tags) AS custom_tags, lp.currency_code, lp.pricing.`default` AS list_price,
   SUM(u.usage_quantity) AS usage_quantity
 FROM {USAGE_TABLE} AS u
@@ -60,8 +64,8 @@ LEFT JOIN {PRICES_TABLE} AS lp
   AND (lp.price_end_time IS NULL OR u.usage_end_time < lp.price_end_time)
 WHERE u.usage_date >= :since AND u.usage_date < :until
 GROUP BY ALL
-ORDER BY usage_date, account_id, workspace_id, sku_name, warehouse_id, cluster_id, job_id, job_run_id,
-  custom_tags"""
+ORDER BY usage_date, account_id, workspace_id, sku_name, warehouse_id, dlt_pipeline_id, dlt_update_id,
+  cluster_id, job_id, job_run_id, custom_tags"""
 
 
 # --------------------------------------------------------------------------- request and rows (pure)
@@ -89,12 +93,18 @@ def records(manifest: Mapping[str, Any], data_arrays: Iterable[list[list[Any]]])
     return [dict(zip(names, row, strict=True)) for data in data_arrays for row in data]
 
 
-def _tags(custom_tags: str | None, job_run_id: str | None) -> str | None:
-    """The custom tags and the job run id as FocusRow.Tags takes them: a JSON object's text."""
+def _tags(custom_tags: str | None, record: Mapping[str, Any]) -> str | None:
+    """The custom tags, the job run id and the pipeline and update ids as FocusRow.Tags takes them: a
+    JSON object's text."""
     parsed = json.loads(custom_tags) if custom_tags else None
     tags = {str(k): str(v) for k, v in parsed.items()} if isinstance(parsed, dict) else {}
-    if job_run_id:
-        tags[JOB_RUN_TAG] = str(job_run_id)
+    for key, column in (
+        (JOB_RUN_TAG, "job_run_id"),
+        (PIPELINE_TAG, "dlt_pipeline_id"),
+        (UPDATE_TAG, "dlt_update_id"),
+    ):
+        if record.get(column):
+            tags[key] = str(record[column])
     return json.dumps(tags, sort_keys=True) if tags else None
 
 
@@ -126,14 +136,18 @@ def usage_rows(usage: Iterable[Mapping[str, Any]]) -> list[focus.FocusRow]:
                 ChargePeriodEnd=start + dt.timedelta(days=1),
                 ServiceName=SERVICE_NAME,
                 ServiceCategory=SERVICE_CATEGORY,
-                ResourceId=record.get("warehouse_id") or record.get("cluster_id") or record.get("job_id"),
+                # a pipeline's usage is the pipeline's, whichever update cluster ran it
+                ResourceId=record.get("warehouse_id")
+                or record.get("dlt_pipeline_id")
+                or record.get("cluster_id")
+                or record.get("job_id"),
                 SkuId=str(record["sku_name"]),
                 ConsumedQuantity=quantity,
                 ConsumedUnit=str(record["usage_unit"]),
                 ListCost=cost,
                 x_Provider=PROVIDER,
                 x_UsageType=str(record["sku_name"]),
-                Tags=_tags(record.get("custom_tags"), record.get("job_run_id")),
+                Tags=_tags(record.get("custom_tags"), record),
             )
         )
     return rows

@@ -54,6 +54,10 @@ class CollectedCosts:
     # without a tags column, whose rows only a resource id can match
     billing_costs: list[BillingCost] | None = None
     untagged_files: list[str] = field(default_factory=list)
+    # what the platform measured per query (Snowflake's QUERY_ATTRIBUTION_HISTORY: query id -> compute
+    # credits), kept on the ledger's usage of those queries of `query_credits_source` for reconciliation
+    query_credits: dict[str, Decimal] | None = None
+    query_credits_source: str | None = None
 
 
 class ScanProgress:

@@ -12,10 +12,12 @@ Read through the Snowflake provider's `SnowflakeHook` (its connection names the 
   `CREDITS_ADJUSTMENT_CLOUD_SERVICES`; it becomes one Credit row per day on the account (no resource).
   The daily view lags the hourly one by a few hours: a day it does not have yet gets the adjustment
   the same rule gives from the hourly rows.
-- `QUERY_ATTRIBUTION_HISTORY` (separately, `fetch_query_attribution`): the compute credits of each
-  query, with the OpenLineage run id from the JSON `QUERY_TAG` this project sets, for a per-query
-  split of a warehouse's bill. It leaves out queries of about 100 ms or less and the warehouse's idle
-  time, so its credits add up to less than the warehouse's metered compute.
+- `QUERY_ATTRIBUTION_HISTORY`: the compute credits of each query, with the OpenLineage run id from
+  the JSON `QUERY_TAG` this project sets. `fetch` reads it in the same session and the import keeps
+  each query's credits on the ledger's usage of that query id (`attributed_credits`), so
+  reconciliation weighs a warehouse's lines by what Snowflake attributed to them. It leaves out
+  queries of about 100 ms or less and the warehouse's idle time, so its credits add up to less than
+  the warehouse's metered compute.
 
 Reading ACCOUNT_USAGE needs `IMPORTED PRIVILEGES` on the `SNOWFLAKE` database (or its database role
 `SNOWFLAKE.USAGE_VIEWER`) for the connection's role; a missing grant is one error naming the view.
@@ -60,6 +62,7 @@ DEFAULT_TIMEOUT_SECONDS = 300.0
 # Snowflake's error for an object that does not exist *or* that the role may not see
 OBJECT_NOT_AUTHORIZED = 2003
 RUN_ID_TAG = "openlineage_run_id"
+LEDGER_SOURCE = "snowflake"  # the ledger source of the queries the instrumentation costs
 
 
 # --------------------------------------------------------------------------- SQL (pure)
@@ -420,6 +423,29 @@ class MeteringSession:
 # --------------------------------------------------------------------------- fetches
 
 
+def _read(
+    window: DateWindow, snowflake_conn_id: str, timeout: float, book: Any, attribution: bool
+) -> tuple[list[focus.FocusRow], list[AttributedQuery] | None]:
+    price_of = credit_prices(snowflake_conn_id, book)
+    price_of(window.start)  # a connection without an edition fails before any query is run
+    session = MeteringSession(snowflake_conn_id, timeout)
+    queries = None
+    try:
+        hours = parse_metering(session.rows(metering_sql(window), METERING_VIEW))
+        reported = parse_daily_adjustments(session.rows(daily_adjustment_sql(window), DAILY_VIEW))
+        if attribution:
+            try:
+                queries = parse_attribution(session.rows(attribution_sql(window), ATTRIBUTION_VIEW))
+            except BillingSourceError as error:
+                # the bill stands without it: reconciliation weighs the lines by their estimates
+                log.warning("Snowflake metering imported without per-query credits: %s", error)
+    finally:
+        session.close()
+    rows = metering_rows(hours, daily_adjustments(hours, reported), price_of, session.account)
+    log.info("Snowflake metering: %d warehouse-hours, %d rows", len(hours), len(rows))
+    return rows, queries
+
+
 def fetch_rows(
     window: DateWindow,
     *,
@@ -429,17 +455,15 @@ def fetch_rows(
 ) -> list[focus.FocusRow]:
     """The warehouses' metered credits of the window, priced, with the cloud services adjustment.
     Raises BillingSourceError (connection, grant, price) or BillingDataError (a row)."""
-    price_of = credit_prices(snowflake_conn_id, book)
-    price_of(window.start)  # a connection without an edition fails before any query is run
-    session = MeteringSession(snowflake_conn_id, timeout)
-    try:
-        hours = parse_metering(session.rows(metering_sql(window), METERING_VIEW))
-        reported = parse_daily_adjustments(session.rows(daily_adjustment_sql(window), DAILY_VIEW))
-    finally:
-        session.close()
-    rows = metering_rows(hours, daily_adjustments(hours, reported), price_of, session.account)
-    log.info("Snowflake metering: %d warehouse-hours, %d rows", len(hours), len(rows))
-    return rows
+    return _read(window, snowflake_conn_id, timeout, book, attribution=False)[0]
+
+
+def query_credits(queries: Iterable[AttributedQuery]) -> dict[str, Decimal]:
+    """Compute credits per query id (a query's rows summed)."""
+    credits: dict[str, Decimal] = defaultdict(Decimal)
+    for query in queries:
+        credits[query.query_id] += query.credits
+    return dict(credits)
 
 
 def fetch(
@@ -448,10 +472,17 @@ def fetch(
     snowflake_conn_id: str = "snowflake_default",
     timeout: float = DEFAULT_TIMEOUT_SECONDS,
     book: Any = None,
+    attribution: bool = True,
 ) -> CollectedCosts:
-    """`fetch_rows`, read into an import's costs (see `importer.save`)."""
-    rows = fetch_rows(window, snowflake_conn_id=snowflake_conn_id, timeout=timeout, book=book)
-    return read_rows(rows, SOURCE, f"snowflake-metering:{snowflake_conn_id}", window, all_services=True)
+    """`fetch_rows`, read into an import's costs (see `importer.save`), with each query's attributed
+    credits (`attribution`), which the import keeps on the ledger's lines of those queries. A role
+    that may not read QUERY_ATTRIBUTION_HISTORY imports the bill without them (a warning says so)."""
+    rows, queries = _read(window, snowflake_conn_id, timeout, book, attribution)
+    collected = read_rows(rows, SOURCE, f"snowflake-metering:{snowflake_conn_id}", window, all_services=True)
+    if queries is not None:
+        collected.query_credits = query_credits(queries)
+        collected.query_credits_source = LEDGER_SOURCE
+    return collected
 
 
 def fetch_query_attribution(

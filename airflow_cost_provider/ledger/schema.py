@@ -83,6 +83,10 @@ task_run_labels = sa.Table(
     sa.Index("ix_cost_task_run_labels_task_run_id", "task_run_id"),
 )
 
+# The key in a usage's attributes where a metering import keeps what the platform itself measured
+# for that query (Snowflake's QUERY_ATTRIBUTION_HISTORY: its compute credits), for reconciliation.
+ATTRIBUTED_CREDITS = "attributed_credits"
+
 usage = sa.Table(
     "cost_usage",
     metadata,
@@ -305,10 +309,12 @@ reconciliations = sa.Table(
     sa.Column("service", sa.String(100), nullable=False),
     sa.Column("currency", sa.String(3), nullable=False),
     sa.Column("pool", sa.String(500), nullable=False),  # resource id, `rule:<name>`, or the try's run id
-    sa.Column("pool_kind", sa.String(16), nullable=False),  # resource | rule | try | untouched
+    sa.Column("pool_kind", sa.String(16), nullable=False),  # resource | rule | try | run | untouched
     sa.Column("source", sa.String(64)),  # the ledger source whose lines used it
     sa.Column("mode", sa.String(8), nullable=False),  # keep | spread
-    sa.Column("basis", sa.String(16), nullable=False),  # quantity | list_cost | estimate | tags | none
+    sa.Column(
+        "basis", sa.String(16), nullable=False
+    ),  # quantity | attribution | list_cost | estimate | tags | run | even | none
     sa.Column("billed_nanos", sa.BigInteger, nullable=False),
     sa.Column("attributed_nanos", sa.BigInteger, nullable=False),
     sa.Column("unattributed_nanos", sa.BigInteger, nullable=False),  # idle included

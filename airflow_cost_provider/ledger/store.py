@@ -881,6 +881,8 @@ def write_storage_import(
                 now,
                 replace_days,
             )
+        if collected.query_credits and collected.query_credits_source and window is not None:
+            write_query_credits(conn, collected.query_credits_source, collected.query_credits, window)
         if watermark_key and collected.days_with_data:
             last_day = max(collected.days_with_data)
             existing = conn.execute(
@@ -898,6 +900,47 @@ def write_storage_import(
                     .values(**values)
                 )
     return import_id
+
+
+def write_query_credits(conn, source: str, credits: dict[str, Decimal], window) -> int:
+    """Keep each query's measured credits on the usage of that query (by external id) in its
+    attributes (`ATTRIBUTED_CREDITS`), for the lines of tries that ended in the window or two days
+    around it; returns how many usages matched. Writing the same credits again changes nothing."""
+    from airflow_cost_provider.ledger.schema import ATTRIBUTED_CREDITS, task_runs, usage
+
+    margin = dt.timedelta(days=2)  # a query started in the window by a try that ended after it
+    start = dt.datetime.combine(window.start, dt.time(), dt.timezone.utc) - margin
+    end = dt.datetime.combine(window.end, dt.time(), dt.timezone.utc) + margin
+    found = conn.execute(
+        sa.select(usage.c.id, usage.c.external_id, usage.c.attributes)
+        .join(task_runs, task_runs.c.id == usage.c.task_run_id)
+        .where(
+            task_runs.c.end_time >= start,
+            task_runs.c.end_time < end,
+            usage.c.source == source,
+            usage.c.external_id.is_not(None),
+        )
+    )
+    changes, matched = [], 0
+    for usage_id, external_id, attributes in found:
+        value = credits.get(external_id)
+        if value is None:
+            continue
+        matched += 1
+        text = str(value)
+        if (attributes or {}).get(ATTRIBUTED_CREDITS) != text:
+            changes.append(
+                {"usage_id": usage_id, "attributes": {**(attributes or {}), ATTRIBUTED_CREDITS: text}}
+            )
+    if changes:
+        conn.execute(
+            sa.update(usage)
+            .where(usage.c.id == sa.bindparam("usage_id"))
+            .values(attributes=sa.bindparam("attributes")),
+            changes,
+        )
+    log.info("%d of %d measured queries matched %s usage in the ledger", matched, len(credits), source)
+    return matched
 
 
 def storage_watermark(engine: Engine, source_key: str) -> dt.date | None:

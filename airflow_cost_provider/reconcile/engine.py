@@ -4,15 +4,22 @@
    - `try`: the row carries a try's OpenLineage run id in the tags this project sets; its lines are
      that try's lines of sources billed by the row's provider (any day);
    - `rule`: a `billing_resources` rule claims the row (two rules claiming one row is an error);
+   - `run`: the row names a platform run some line measured (a Databricks pipeline update or job
+     run, see `matching.billed_run_sql`); its lines are that run's (any day);
    - `resource`: the row's resource (kind and name, see `matching`) is one some ledger line of the
      window ran on;
    - `untouched`: none of these: a resource no Airflow task used, kept apart.
+   Snowflake's daily cloud services credit (on the account) is first split over the day's
+   warehouses by their cloud services credits.
 2. Lines join the pools of their day (tries ended within the window, a few days either side):
-   tagged lines their try's pool, then the first rule naming their source and resource, then the
-   resource they ran on.
+   tagged lines their try's pool, lines of a billed run that run's pool, then the first rule naming
+   their source and resource, then the resource they ran on. Usage another provider bills (the VMs
+   under Databricks clusters) joins only rules' pools.
 3. Each pool and day: what its lines used of it (`used_share`), by the first basis that applies:
-   `tags` (all of it: the bill names the try), `quantity` (the lines' usage over the billed quantity,
-   in one dimension), `list_cost` (the lines' list-price estimates over the bill's list cost),
+   `tags` (all of it: the bill names the try), `run` (all of it: the bill names the run),
+   `attribution` (as quantity, with the credits Snowflake attributed to each query where imported),
+   `quantity` (the lines' usage over the billed quantity, in one dimension), `list_cost` (the
+   lines' list-price estimates over the bill's list cost),
    `estimate` (the estimates over the billed cost), `even` (nothing to compare: all of it).
    Mode `keep` attributes billed x used_share and names the rest idle; `spread` attributes it all.
 4. The attributed amount is split over the lines by weight (usage in the basis, else estimate) with
@@ -145,7 +152,7 @@ def _load(con, engine: sa.Engine, window: Window) -> int:
     """The window's billed rows and the lines of the tries around it, into DuckDB."""
     import pyarrow as pa
 
-    from airflow_cost_provider.ledger.schema import billing_costs, lines, task_runs, usage
+    from airflow_cost_provider.ledger.schema import ATTRIBUTED_CREDITS, billing_costs, lines, task_runs, usage
 
     text, big = pa.string(), pa.int64()
     billed_query = sa.select(
@@ -156,6 +163,7 @@ def _load(con, engine: sa.Engine, window: Window) -> int:
         billing_costs.c.billing_account,
         billing_costs.c.service,
         billing_costs.c.resource_id,
+        billing_costs.c.sku,
         billing_costs.c.currency,
         billing_costs.c.amount_nanos,
         billing_costs.c.list_nanos,
@@ -172,18 +180,30 @@ def _load(con, engine: sa.Engine, window: Window) -> int:
     }
     start = dt.datetime.combine(window.since, dt.time(), dt.timezone.utc) - LINE_MARGIN
     end = dt.datetime.combine(window.until, dt.time(), dt.timezone.utc) + LINE_MARGIN
+    # what the platform measured itself, where an import put it (see `matching`): read only for the
+    # sources that have it, so other lines cost no JSON parsing
+    attributed = sa.case(
+        (lines.c.source == "snowflake", usage.c.attributes[ATTRIBUTED_CREDITS].as_string()), else_=None
+    )
+    databricks = lines.c.source == "databricks"
+    update_id = sa.case((databricks, usage.c.attributes["update_id"].as_string()), else_=None)
     lines_query = (
         sa.select(
             lines.c.id,
             task_runs.c.ol_run_id,
             lines.c.source,
+            # only where matching reads them: a million other lines' ids would cost memory
+            sa.case((lines.c.source.in_(list(matching.BILLED_ELSEWHERE)), lines.c.metric), else_=None),
             usage.c.resource,
+            # Databricks run ids and BigQuery job ids are matched; other ids would only cost memory
+            sa.case((lines.c.source.in_(["databricks", "bigquery"]), usage.c.external_id), else_=None),
             usage.c.quantity,
             usage.c.unit,
+            attributed,
+            update_id,
             lines.c.amount_nanos,
             lines.c.currency,
             sa.type_coerce(sa.func.coalesce(usage.c.start_time, task_runs.c.start_time), sa.String),
-            usage.c.external_id,
             # a BigQuery job's reservation and slot-ms (JSON text, read in DuckDB)
             sa.case((lines.c.source == "bigquery", sa.cast(usage.c.attributes, sa.Text))),
         )
@@ -198,13 +218,16 @@ def _load(con, engine: sa.Engine, window: Window) -> int:
         "line_id": big,
         "ol_run_id": text,
         "source": text,
+        "metric": text,
         "resource": text,
+        "external_id": text,
         "quantity": text,
         "unit": text,
+        "attributed": text,
+        "update_id": text,
         "est": big,
         "currency": text,
         "started": None,
-        "external_id": text,
         "attributes": text,
     }
     with engine.connect() as conn:
@@ -214,6 +237,7 @@ def _load(con, engine: sa.Engine, window: Window) -> int:
     con.execute(
         "CREATE TEMP TABLE billed_input AS SELECT * REPLACE (CAST(day AS DATE) AS day) FROM billed_raw"
     )
+    _spread_cloud_services_adjustment(con)
     con.execute(
         "CREATE TEMP TABLE lines_input AS SELECT * REPLACE (CAST(started AS TIMESTAMP) AS started) FROM lines_raw"
     )
@@ -222,9 +246,56 @@ def _load(con, engine: sa.Engine, window: Window) -> int:
     return billed
 
 
+def _spread_cloud_services_adjustment(con) -> None:
+    """In billed_input: Snowflake bills cloud services only above 10 % of a day's compute
+    and books the rest as one negative credit on the account (no warehouse): split it over the
+    warehouses of that day by their cloud services credits, with cumulative rounding, so each warehouse
+    shows what it was billed and the pieces add up to the credit exactly. A day whose warehouses used
+    no cloud services keeps the credit on the account."""
+    from airflow_cost_provider.billing.snowflake_metering import CLOUD_SERVICES, PROVIDER
+
+    adjustment = f"provider = '{PROVIDER}' AND COALESCE(resource_id, '') = '' AND sku = '{CLOUD_SERVICES}'"
+    con.execute(f"""
+CREATE TEMP TABLE adjustment_pieces AS
+WITH adjustments AS (SELECT * FROM billed_input WHERE {adjustment}),
+services AS (
+  SELECT day, provider, billing_account, currency, resource_id, sum(CAST(quantity AS DOUBLE)) AS credits
+  FROM billed_input
+  WHERE provider = '{PROVIDER}' AND COALESCE(resource_id, '') <> '' AND sku = '{CLOUD_SERVICES}'
+  GROUP BY ALL HAVING sum(CAST(quantity AS DOUBLE)) > 0
+),
+shares AS (
+  SELECT a.*, s.resource_id AS warehouse,
+    sum(s.credits) OVER (PARTITION BY a.id ORDER BY s.resource_id ROWS UNBOUNDED PRECEDING)
+      / sum(s.credits) OVER (PARTITION BY a.id) AS upto,
+    s.credits / sum(s.credits) OVER (PARTITION BY a.id) AS share,
+    row_number() OVER (PARTITION BY a.id ORDER BY s.resource_id) = count(*) OVER (PARTITION BY a.id) AS last
+  FROM adjustments AS a JOIN services AS s USING (day, provider, billing_account, currency)
+),
+ends AS (
+  SELECT *,
+    CASE WHEN last THEN amount_nanos
+         ELSE CAST(round(CAST(amount_nanos AS DOUBLE) * upto) AS BIGINT) END AS amount_upto,
+    CASE WHEN last THEN list_nanos
+         ELSE CAST(round(CAST(list_nanos AS DOUBLE) * upto) AS BIGINT) END AS list_upto
+  FROM shares
+)
+SELECT * EXCLUDE (warehouse, upto, share, last, amount_upto, list_upto) REPLACE (
+  warehouse AS resource_id,
+  amount_upto - COALESCE(lag(amount_upto) OVER (PARTITION BY id ORDER BY warehouse), 0) AS amount_nanos,
+  list_upto - COALESCE(lag(list_upto) OVER (PARTITION BY id ORDER BY warehouse), 0) AS list_nanos,
+  CAST(CAST(quantity AS DOUBLE) * share AS VARCHAR) AS quantity)
+FROM ends
+""")
+    # the rows split are replaced by their pieces; the other rows stay as they are (no copy of the bill)
+    con.execute("DELETE FROM billed_input WHERE id IN (SELECT id FROM adjustment_pieces)")
+    con.execute("INSERT INTO billed_input BY NAME SELECT * FROM adjustment_pieces")
+    con.execute("DROP TABLE adjustment_pieces")
+
+
 def _unit_table(con) -> None:
     """Each unit of the bill and the ledger with its dimension and size in base units."""
-    names = {
+    names = {"credit"} | {  # attributed credits
         row[0]
         for row in con.execute(
             "SELECT DISTINCT unit FROM billed_input WHERE unit IS NOT NULL "
@@ -307,6 +378,7 @@ WITH kinds AS (
 SELECT b.*,
   CASE WHEN b.kind = '{RESERVATION}' THEN {matching.billed_reservation_sql("b.resource_id")}
        ELSE {matching.name_sql("b.resource_id")} END AS name,
+  {matching.billed_run_sql("b.provider", "b.tags")} AS run,
   list_transform(CASE WHEN b.tagged_run_id IS NULL THEN {claimed} ELSE []::VARCHAR[] END,
     lambda claim: claim[6:]) AS rules,
   -- a reservation's seconds or hours are slot-seconds or slot-hours
@@ -340,6 +412,7 @@ FROM kinds AS b LEFT JOIN units AS u ON u.unit = b.unit
             )
 
     # ---- lines: day, kind, name, the pool they join
+    elsewhere = matching.billed_elsewhere_sql("l.source", "l.metric")
     rule_of_line = " ".join(f"WHEN {_rule_uses_sql(rule)} THEN {_sql_text(rule.name)}" for rule in rules)
     # BigQuery jobs on a reservation: one row per line and day it used the reservation, with its
     # slot-ms that day (INFORMATION_SCHEMA first, else the job's own statistics)
@@ -368,12 +441,18 @@ WHERE name IS NOT NULL
 CREATE TEMP TABLE used AS
 SELECT l.line_id, l.ol_run_id, l.source, l.resource, l.est, l.currency,
   CAST(l.started AS DATE) AS day,
-  {matching.line_kind_sql("l.source")} AS kind,
-  {matching.line_provider_sql("l.source")} AS provider,
+  -- usage another provider bills matches no pool of its source's bill: only a rule's
+  CASE WHEN NOT {elsewhere} THEN {matching.line_kind_sql("l.source")} END AS kind,
+  CASE WHEN NOT {elsewhere} THEN {matching.line_provider_sql("l.source")} END AS provider,
   CASE WHEN l.resource IS NOT NULL THEN {matching.name_sql("l.resource")} END AS name,
   {f"CASE {rule_of_line} END" if rules else "NULL::VARCHAR"} AS rule,
-  u.dimension, CAST(l.quantity AS DOUBLE) * u.factor AS base_quantity
-FROM lines_input AS l LEFT JOIN units AS u ON u.unit = l.unit
+  CASE WHEN NOT {elsewhere} THEN {matching.line_run_sql("l.source", "l.external_id", "l.update_id")} END
+    AS run,
+  -- the credits the platform attributed to the query, where imported, else the line's own usage
+  l.attributed IS NOT NULL AS attributed,
+  u.dimension, CAST(COALESCE(l.attributed, l.quantity) AS DOUBLE) * u.factor AS base_quantity
+FROM lines_input AS l
+LEFT JOIN units AS u ON u.unit = CASE WHEN l.attributed IS NOT NULL THEN 'credit' ELSE l.unit END
 WHERE l.line_id NOT IN (SELECT line_id FROM reservation_use)
 UNION ALL
 SELECT l.line_id, l.ol_run_id, l.source, l.resource,
@@ -382,6 +461,7 @@ SELECT l.line_id, l.ol_run_id, l.source, l.resource,
        ELSE l.est END AS est,
   l.currency, r.day, '{RESERVATION}' AS kind, 'gcp' AS provider, r.name,
   {f"CASE {rule_of_line} END" if rules else "NULL::VARCHAR"} AS rule,
+  NULL::VARCHAR AS run, FALSE AS attributed,
   'slot_time' AS dimension, r.base_quantity
 FROM reservation_use AS r JOIN lines_input AS l USING (line_id)
 """)
@@ -391,17 +471,22 @@ CREATE TEMP TABLE touched AS SELECT DISTINCT kind, name FROM used
 WHERE kind IS NOT NULL AND name IS NOT NULL AND CAST(day AS DATE) >= DATE '{window.since}'
   AND day < DATE '{window.until}'
 """)
+    # the platform runs (a Databricks job run or pipeline update) some line of the window measured
+    con.execute("CREATE TEMP TABLE runs AS SELECT DISTINCT provider, run FROM used WHERE run IS NOT NULL")
     con.execute("""
 CREATE TEMP TABLE pooled AS
-SELECT b.*,
+SELECT b.* EXCLUDE (run),
   CASE WHEN b.tagged_run_id IS NOT NULL THEN 'try'
        WHEN len(b.rules) = 1 THEN 'rule'
+       WHEN r.run IS NOT NULL THEN 'run'
        WHEN t.kind IS NOT NULL THEN 'resource'
        ELSE 'untouched' END AS pool_kind,
   CASE WHEN b.tagged_run_id IS NOT NULL THEN b.tagged_run_id
        WHEN len(b.rules) = 1 THEN 'rule:' || b.rules[1]
+       WHEN r.run IS NOT NULL THEN r.run
        ELSE b.resource_id END AS pool
 FROM billed AS b LEFT JOIN touched AS t ON t.kind = b.kind AND t.name = b.name
+LEFT JOIN runs AS r ON r.provider = b.provider AND r.run = b.run
 """)
     rule_sources = " ".join(f"WHEN {_sql_text(rule.pool)} THEN {_sql_text(rule.source)}" for rule in rules)
     con.execute(f"""
@@ -427,17 +512,24 @@ WITH by_tags AS (
   WHERE u.kind IS DISTINCT FROM '{RESERVATION}'
 ),
 tagged AS (SELECT DISTINCT line_id FROM by_tags),
+by_run AS (
+  SELECT p.pool_id, u.* FROM pools AS p
+  JOIN used AS u ON p.pool_kind = 'run' AND u.run = p.pool AND u.provider = p.provider
+  WHERE u.line_id NOT IN (SELECT line_id FROM tagged)
+),
+named AS (SELECT line_id FROM tagged UNION SELECT line_id FROM by_run),
 by_rule AS (
   SELECT p.pool_id, u.* FROM pools AS p
   JOIN used AS u ON p.pool_kind = 'rule' AND p.pool = 'rule:' || u.rule AND u.day = p.day
-  WHERE u.line_id NOT IN (SELECT line_id FROM tagged)
+  WHERE u.line_id NOT IN (SELECT line_id FROM named)
 ),
 by_resource AS (
   SELECT p.pool_id, u.* FROM pools AS p
   JOIN used AS u ON p.pool_kind = 'resource' AND u.kind = p.kind AND u.name = p.name AND u.day = p.day
-  WHERE u.rule IS NULL AND u.line_id NOT IN (SELECT line_id FROM tagged)
+  WHERE u.rule IS NULL AND u.line_id NOT IN (SELECT line_id FROM named)
 )
-SELECT * FROM by_tags UNION ALL SELECT * FROM by_rule UNION ALL SELECT * FROM by_resource
+SELECT * FROM by_tags UNION ALL SELECT * FROM by_run UNION ALL SELECT * FROM by_rule
+UNION ALL SELECT * FROM by_resource
 """)
     wrong = con.execute("""
 SELECT p.pool, p.day, p.currency, m.currency, m.source, count(*) FROM members AS m JOIN pools AS p USING (pool_id)
@@ -460,7 +552,7 @@ WITH stats AS (
   SELECT p.pool_id, count(m.line_id) AS lines, min(m.source) AS line_source,
     count(m.est) AS priced, sum(m.est)::HUGEINT AS estimated_nanos,
     bool_and(m.dimension IS NOT DISTINCT FROM p.dimension AND m.base_quantity IS NOT NULL) AS same_unit,
-    sum(m.base_quantity) AS used_quantity
+    sum(m.base_quantity) AS used_quantity, count(*) FILTER (WHERE m.attributed) AS attributed
   FROM pools AS p LEFT JOIN members AS m USING (pool_id) GROUP BY p.pool_id
 ),
 decided AS (
@@ -469,7 +561,9 @@ decided AS (
     COALESCE(p.rule_source, s.line_source) AS source,
     CASE WHEN s.lines = 0 THEN 'none'
          WHEN p.pool_kind = 'try' THEN 'tags'
-         WHEN s.same_unit AND p.dimension IS NOT NULL AND p.capacity > 0 THEN 'quantity'
+         WHEN p.pool_kind = 'run' THEN 'run'
+         WHEN s.same_unit AND p.dimension IS NOT NULL AND p.capacity > 0
+           THEN CASE WHEN s.attributed > 0 THEN 'attribution' ELSE 'quantity' END
          WHEN s.priced = s.lines AND p.list_nanos > 0 THEN 'list_cost'
          WHEN s.priced = s.lines AND p.billed_nanos > 0 THEN 'estimate'
          ELSE 'even' END AS basis
@@ -478,8 +572,8 @@ decided AS (
 )
 SELECT *,
   CASE WHEN basis = 'none' THEN 0.0
-       WHEN mode = 'spread' OR basis IN ('tags', 'even') THEN 1.0
-       WHEN basis = 'quantity' THEN least(1.0, used_quantity / capacity)
+       WHEN mode = 'spread' OR basis IN ('tags', 'run', 'even') THEN 1.0
+       WHEN basis IN ('quantity', 'attribution') THEN least(1.0, used_quantity / capacity)
        WHEN basis = 'list_cost' THEN least(1.0, CAST(estimated_nanos AS DOUBLE) / CAST(list_nanos AS DOUBLE))
        ELSE least(1.0, CAST(estimated_nanos AS DOUBLE) / CAST(billed_nanos AS DOUBLE)) END AS used_share
 FROM decided
@@ -495,7 +589,8 @@ FROM shares
 CREATE TEMP TABLE line_results AS
 WITH weighted AS (
   SELECT m.pool_id, m.line_id, r.attributed_nanos,
-    CASE WHEN r.basis = 'quantity' THEN m.base_quantity ELSE CAST(m.est AS DOUBLE) END AS raw_weight
+    CASE WHEN r.basis IN ('quantity', 'attribution') THEN m.base_quantity ELSE CAST(m.est AS DOUBLE) END
+      AS raw_weight
   FROM members AS m JOIN pool_results AS r USING (pool_id)
 ),
 normal AS (

@@ -176,3 +176,37 @@ def unit_factor(name: str | None) -> tuple[str, Decimal] | None:
             continue
         return unit.dimension, unit.factor
     return None
+
+
+# Lines whose usage another bill charges (source -> metrics): the cloud VMs under Databricks classic
+# compute are billed by the cloud, not in system.billing.usage, so they never join a pool of the
+# platform's own bill (a `billing_resources` rule can still claim the VMs' rows for them).
+BILLED_ELSEWHERE = {"databricks": ("instance_time",)}
+
+
+def billed_elsewhere_sql(source: str, metric: str) -> str:
+    """DuckDB SQL: whether a line's usage is billed by another provider than its source's."""
+    conditions = [
+        f"({source} = {_quoted(name)} AND {metric} IN ({', '.join(_quoted(m) for m in metrics)}))"
+        for name, metrics in BILLED_ELSEWHERE.items()
+    ]
+    return "(" + " OR ".join(conditions) + ")"
+
+
+def billed_run_sql(provider: str, tags: str) -> str:
+    """DuckDB SQL: the platform's own run a billed row names (`kind:id`), NULL for none: a Databricks
+    pipeline update (`dlt_update_id`), else a job run (`job_run_id`), as `databricks-usage` tags them."""
+    return (
+        f"CASE WHEN {provider} = 'databricks' THEN COALESCE("
+        f"'dlt_update:' || json_extract_string({tags}, '$.dlt_update_id'), "
+        f"'job_run:' || json_extract_string({tags}, '$.job_run_id')) END"
+    )
+
+
+def line_run_sql(source: str, external_id: str, update_id: str) -> str:
+    """DuckDB SQL: the platform run a line measured, in `billed_run_sql`'s terms: a pipeline task's
+    update (its `update_id` attribute), else the job run (the usage's external id)."""
+    return (
+        f"CASE WHEN {source} = 'databricks' THEN COALESCE("
+        f"'dlt_update:' || {update_id}, 'job_run:' || {external_id}) END"
+    )

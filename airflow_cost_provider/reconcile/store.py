@@ -82,12 +82,13 @@ def write(engine: sa.Engine, result: Reconciliation, now: dt.datetime | None = N
     con = result.con
     window = result.window
     in_window = sa.and_(reconciliations.c.day >= window.since, reconciliations.c.day < window.until)
-    # a try's pools can hold lines of other days: those just outside the window keep their shares
+    # a try's or a platform run's pools can hold lines of other days: those just outside the window
+    # keep their shares
     near = sa.and_(
         sa.or_(reconciliations.c.day < window.since, reconciliations.c.day >= window.until),
         reconciliations.c.day >= window.since - LINE_MARGIN,
         reconciliations.c.day < window.until + LINE_MARGIN,
-        reconciliations.c.pool_kind == "try",
+        reconciliations.c.pool_kind.in_(("try", "run")),
     )
     with engine.begin() as conn:
         earlier = sa.select(reconciliations.c.id).where(in_window)

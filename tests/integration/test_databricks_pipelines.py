@@ -19,6 +19,7 @@ from tests.integration.dags.cost_databricks_pipelines import (
     CLASSIC_PIPELINE,
     JOBS,
     MISSING_PIPELINE,
+    PIPELINE_JOB_ID,
     PIPELINES,
     SERVERLESS_PIPELINE,
 )
@@ -179,3 +180,100 @@ def test_a_pipeline_that_cannot_be_read_is_kept_with_the_reason(pipelines_run, w
     assert f"pipelines/get {MISSING_PIPELINE} failed: DatabricksApiError" in item["reason"]
     assert "RESOURCE_DOES_NOT_EXIST" in item["reason"]
     assert item["externalId"] == str(workspace.run_named("missing_pipeline")["run_id"])
+
+
+def test_the_bill_reconciles_each_pipeline_update_and_job_run_by_its_id(
+    pipelines_run, workspace, monkeypatch
+):
+    """system.billing.usage of the runs' day, read through the SQL Statement Execution API fake and
+    reconciled against the lines the DAG wrote (run last: it reconciles the module's ledger). Our
+    update of the classic pipeline goes to its DBU line, the scheduled update of that pipeline stays
+    the pipeline's idle bill, the serverless update to its unpriced line, the run-now job run's
+    cluster DBUs to its `publish` DBU line; the VM lines are the cloud's bill and stay estimated."""
+    import datetime as dt
+
+    import sqlalchemy as sa
+
+    from airflow_cost_provider.billing import databricks_usage, importer
+    from airflow_cost_provider.billing.scan import DateWindow
+    from airflow_cost_provider.ledger import store
+    from airflow_cost_provider.ledger.schema import lines, reconciliations, task_runs, usage
+    from tests.support.billing_rows import nanos, reconcile_window
+    from tests.support.fake_databricks_statements import fake_statement_api
+
+    day = dt.datetime.fromtimestamp(EPOCH_MS / 1000, dt.timezone.utc).date()
+    ours, scheduled = (update["update_id"] for update in workspace.updates[CLASSIC_PIPELINE])
+    (serverless,) = workspace.updates[SERVERLESS_PIPELINE]
+    job_run = str(workspace.run_named("events_refresh")["run_id"])
+    d = day.isoformat()
+    bill = [
+        (
+            d,
+            0,
+            "PREMIUM_DLT_PRO_COMPUTE",
+            "1.25",
+            "u-cl",
+            None,
+            None,
+            None,
+            {},
+            "ORIGINAL",
+            CLASSIC_PIPELINE,
+            ours,
+        ),
+        (
+            d,
+            1,
+            "PREMIUM_DLT_PRO_COMPUTE",
+            "2",
+            "s-cl",
+            None,
+            None,
+            None,
+            {},
+            "ORIGINAL",
+            CLASSIC_PIPELINE,
+            scheduled,
+        ),
+        (d, 0, "PREMIUM_JOBS_SERVERLESS_COMPUTE", "0.8", None, None, None, None, {}, "ORIGINAL")
+        + (SERVERLESS_PIPELINE, serverless["update_id"]),
+        (d, 0, "PREMIUM_JOBS_COMPUTE", "0.5", "p-cl", str(PIPELINE_JOB_ID), None, job_run, {}, "ORIGINAL"),
+    ]
+    prices = [
+        ("PREMIUM_DLT_PRO_COMPUTE", "AWS", "DBU", "0.36", "2020-01-01", None),
+        ("PREMIUM_JOBS_SERVERLESS_COMPUTE", "AWS", "DBU", "0.35", "2020-01-01", None),
+        ("PREMIUM_JOBS_COMPUTE", "AWS", "DBU", "0.15", "2020-01-01", None),
+    ]
+    engine = store.get_engine(pipelines_run.ledger_url)
+    with fake_statement_api(TOKEN, {"wh-billing"}) as api:
+        api.insert("acct-1", "6051921418418893", bill, prices)
+        monkeypatch.setenv("AIRFLOW_CONN_DATABRICKS_BILLING", json.dumps(api.connection("wh-billing")))
+        collected = databricks_usage.fetch(
+            DateWindow(day, day + dt.timedelta(days=1)), databricks_conn_id="databricks_billing", timeout=30
+        )
+    importer.save(engine, collected, replace_days=True)
+    # the tries ended today; their usage began on the runs' day
+    reconcile_window(engine, day, dt.datetime.now(dt.timezone.utc).date() + dt.timedelta(days=1))
+    with engine.connect() as conn:
+        found = {
+            (row.task_id, row.metric): row.reconciled_nanos
+            for row in conn.execute(
+                sa.select(task_runs.c.task_id, usage.c.metric, lines.c.reconciled_nanos)
+                .join(task_runs, task_runs.c.id == lines.c.task_run_id)
+                .join(usage, usage.c.id == lines.c.usage_id)
+                .where(lines.c.source == "databricks")
+            )
+        }
+        pools = {row.pool: row for row in conn.execute(sa.select(reconciliations))}
+    assert found == {
+        ("submit_pipeline_task", "dbu"): nanos("0.45"),  # 1.25 DBU of our update at 0.36
+        ("submit_pipeline_task", "instance_time"): None,
+        ("run_now_pipeline_job", "run_time"): nanos("0.28"),  # the serverless update: 0.8 DBU at 0.35
+        ("run_now_pipeline_job", "dbu"): nanos("0.075"),  # the job run's cluster: 0.5 DBU at 0.15
+        ("run_now_pipeline_job", "instance_time"): None,
+        ("missing_pipeline", "queries"): None,
+    }
+    assert pools[f"dlt_update:{ours}"].pool_kind == "run" and pools[f"job_run:{job_run}"].basis == "run"
+    idle = pools[CLASSIC_PIPELINE]
+    assert (idle.pool_kind, idle.lines, idle.unattributed_nanos) == ("resource", 0, nanos("0.72"))
+    assert all(p.attributed_nanos + p.unattributed_nanos == p.billed_nanos for p in pools.values())

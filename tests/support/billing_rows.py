@@ -111,6 +111,7 @@ def store_try(
     run_id: str = "r1",
     start: dt.datetime,
     minutes: int = 10,
+    unpriced: tuple = (),
 ) -> None:
     """A finished task try with those lines, written as the listener writes it."""
     from airflow_cost_provider.capture.identity import TaskTry
@@ -128,6 +129,19 @@ def store_try(
             start + dt.timedelta(minutes=minutes),
             "w",
             tuple(cost_lines),
-            (),
+            tuple(unpriced),
         ),
     )
+
+
+def reconcile_window(engine: sa.Engine, since: dt.date, until: dt.date, mode: str = "keep", rules=()) -> None:
+    """`airflow-cost reconcile` of the billing days since..until (exclusive), as the command runs it."""
+    from airflow_cost_provider.reconcile import store as reconciled_store
+    from airflow_cost_provider.reconcile.engine import Window, run
+    from airflow_cost_provider.reconcile.rules import parse_modes
+
+    result = run(engine, Window(since, until), rules, parse_modes(mode))
+    try:
+        reconciled_store.write(engine, result)
+    finally:
+        result.close()

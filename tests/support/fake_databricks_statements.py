@@ -31,12 +31,21 @@ CREATE TABLE {SYSTEM_CATALOG}.billing.usage (
   usage_start_time TIMESTAMPTZ, usage_end_time TIMESTAMPTZ, usage_date DATE,
   custom_tags MAP(VARCHAR, VARCHAR), usage_unit VARCHAR, usage_quantity DECIMAL(38, 18),
   usage_metadata STRUCT(cluster_id VARCHAR, job_id VARCHAR, warehouse_id VARCHAR, job_run_id VARCHAR,
-    notebook_id VARCHAR),
+    notebook_id VARCHAR, dlt_pipeline_id VARCHAR, dlt_update_id VARCHAR),
   record_type VARCHAR, billing_origin_product VARCHAR);
 CREATE TABLE {SYSTEM_CATALOG}.billing.list_prices (
   price_start_time TIMESTAMPTZ, price_end_time TIMESTAMPTZ, account_id VARCHAR, sku_name VARCHAR,
   cloud VARCHAR, currency_code VARCHAR, usage_unit VARCHAR, pricing STRUCT("default" DECIMAL(30, 18)));
 """
+
+
+def _sql(value: Any) -> str:
+    """A DuckDB literal: NULL, a MAP of a dict, else quoted text."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, dict):
+        return "MAP {" + ", ".join(f"'{k}': '{v}'" for k, v in value.items()) + "}::MAP(VARCHAR, VARCHAR)"
+    return f"'{value}'"
 
 
 @dataclass
@@ -132,6 +141,28 @@ class FakeStatementApi(ThreadingHTTPServer):
         """Set up the tables (DuckDB SQL, the catalog as SYSTEM_CATALOG)."""
         with self.lock:
             self.db.execute(sql, parameters or [])
+
+    def insert(self, account: str, workspace: str, usage: list[tuple], prices: list[tuple]) -> None:
+        """Rows of `list_prices`: (sku, cloud, unit, price, from day, until day or None), in USD; and of
+        `usage`, one hour each: (day, hour, sku, DBU, cluster, job, warehouse, job run, custom tags,
+        record type[, pipeline, update])."""
+        for sku, cloud, unit, price, since, until in prices:
+            self.execute(
+                f"INSERT INTO {SYSTEM_CATALOG}.billing.list_prices VALUES ('{since} 00:00+00', "
+                f"{_sql(until and until + ' 00:00+00')}, '{account}', '{sku}', '{cloud}', 'USD', '{unit}', "
+                f"{{'default': {price}}})"
+            )
+        for n, (day, hour, sku, quantity, cluster, job, warehouse, run, tags, kind, *dlt) in enumerate(usage):
+            pipeline, update = dlt or (None, None)
+            start = f"{day} {hour:02d}:00+00"
+            self.execute(
+                f"INSERT INTO {SYSTEM_CATALOG}.billing.usage VALUES ('r{n}-{len(usage)}', '{account}', "
+                f"'{workspace}', '{sku}', 'AWS', '{start}', TIMESTAMPTZ '{start}' + INTERVAL 1 HOUR, '{day}', "
+                f"{_sql(tags)}, 'DBU', {quantity}, {{'cluster_id': {_sql(cluster)}, 'job_id': {_sql(job)}, "
+                f"'warehouse_id': {_sql(warehouse)}, 'job_run_id': {_sql(run)}, 'notebook_id': NULL, "
+                f"'dlt_pipeline_id': {_sql(pipeline)}, 'dlt_update_id': {_sql(update)}}}, '{kind}', "
+                f"{_sql('DLT' if pipeline else 'JOBS')})"
+            )
 
     def run(self, body: dict[str, Any]) -> _Statement:
         import duckdb

@@ -58,29 +58,8 @@ USAGE = [
 ]
 
 
-def _sql(value) -> str:
-    if value is None:
-        return "NULL"
-    if isinstance(value, dict):
-        return "MAP {" + ", ".join(f"'{k}': '{v}'" for k, v in value.items()) + "}::MAP(VARCHAR, VARCHAR)"
-    return f"'{value}'"
-
-
 def fill(api, usage=USAGE, prices=PRICES) -> None:
-    for sku, cloud, unit, price, since, until in prices:
-        api.execute(
-            f"INSERT INTO {SYSTEM_CATALOG}.billing.list_prices VALUES ('{since} 00:00+00', "
-            f"{_sql(until and until + ' 00:00+00')}, '{ACCOUNT}', '{sku}', '{cloud}', 'USD', '{unit}', "
-            f"{{'default': {price}}})"
-        )
-    for n, (day, hour, sku, quantity, cluster, job, warehouse, run, tags, kind) in enumerate(usage):
-        start = f"{day} {hour:02d}:00+00"
-        api.execute(
-            f"INSERT INTO {SYSTEM_CATALOG}.billing.usage VALUES ('r{n}', '{ACCOUNT}', '{WORKSPACE}', '{sku}', "
-            f"'AWS', '{start}', TIMESTAMPTZ '{start}' + INTERVAL 1 HOUR, '{day}', {_sql(tags)}, 'DBU', "
-            f"{quantity}, {{'cluster_id': {_sql(cluster)}, 'job_id': {_sql(job)}, 'warehouse_id': {_sql(warehouse)}, "
-            f"'job_run_id': {_sql(run)}, 'notebook_id': NULL}}, '{kind}', 'JOBS')"
-        )
+    api.insert(ACCOUNT, WORKSPACE, usage, prices)
 
 
 @pytest.fixture
@@ -216,10 +195,7 @@ def test_the_usage_reconciles_to_the_job_run_by_its_tags_and_to_the_warehouse_qu
     import sqlalchemy as sa
 
     from airflow_cost_provider.ledger.schema import billing_costs, lines, reconciliations, task_runs
-    from airflow_cost_provider.reconcile import store as reconciled_store
-    from airflow_cost_provider.reconcile.engine import Window, run
-    from airflow_cost_provider.reconcile.rules import parse_modes
-    from tests.support.billing_rows import priced_line, store_try
+    from tests.support.billing_rows import priced_line, reconcile_window, store_try
 
     engine = store.get_engine(f"sqlite:///{tmp_path / 'ledger.db'}")
     importer.save(
@@ -233,11 +209,7 @@ def test_the_usage_reconciles_to_the_job_run_by_its_tags_and_to_the_warehouse_qu
     for task, (source, quantity, unit, amount, resource, run_id) in used.items():
         line = priced_line(source, quantity, unit, amount, resource, at, "dbu")
         store_try(engine, "etl", task, [line], ol_run_id=run_id, start=at, minutes=30)
-    result = run(engine, Window(WINDOW.start, WINDOW.end), (), parse_modes("keep"))
-    try:
-        reconciled_store.write(engine, result)
-    finally:
-        result.close()
+    reconcile_window(engine, WINDOW.start, WINDOW.end)
     with engine.connect() as conn:
         billed = conn.execute(sa.select(sa.func.sum(billing_costs.c.amount_nanos))).scalar()
         pools = {row.pool: row for row in conn.execute(sa.select(reconciliations))}
@@ -255,3 +227,149 @@ def test_the_usage_reconciles_to_the_job_run_by_its_tags_and_to_the_warehouse_qu
     assert (pools[RUN_ID].basis, pools[WAREHOUSE].basis) == ("tags", "quantity")
     assert found == {"transform": 300_000_000, "query": 962_500_000}
     assert pools[WAREHOUSE].unattributed_nanos == 962_500_000
+
+
+CLASSIC = "a3b1c2d4-1111-4000-8000-000000000001"
+SERVERLESS = "b4c2d3e5-2222-4000-8000-000000000002"
+OUR_UPDATE, SCHEDULED_UPDATE, SERVERLESS_UPDATE = (f"u-{n}-0000-4000-8000-000000000000" for n in (1, 2, 3))
+# a pipeline update's usage names the pipeline and the update; a job run started with run-now carries
+# no tags of ours, only its job_run_id
+PIPELINE_PRICES = [
+    ("PREMIUM_DLT_PRO_COMPUTE", "AWS", "DBU", "0.36", "2020-01-01", None),
+    ("PREMIUM_JOBS_SERVERLESS_COMPUTE", "AWS", "DBU", "0.35", "2020-01-01", None),
+]
+
+
+def dlt_usage(hour: int, sku: str, quantity: str, cluster: str | None, pipeline: str, update: str) -> tuple:
+    """A pipeline update's usage on 2026-11-03, as USAGE's rows with the pipeline and the update."""
+    return ("2026-11-03", hour, sku, quantity, cluster, None, None, None, {}, "ORIGINAL", pipeline, update)
+
+
+PIPELINE_USAGE = [
+    dlt_usage(4, "PREMIUM_DLT_PRO_COMPUTE", "2", "dlt-cl1", CLASSIC, OUR_UPDATE),
+    dlt_usage(5, "PREMIUM_DLT_PRO_COMPUTE", "1", "dlt-cl1", CLASSIC, OUR_UPDATE),
+    dlt_usage(1, "PREMIUM_DLT_PRO_COMPUTE", "4", "dlt-cl0", CLASSIC, SCHEDULED_UPDATE),
+    dlt_usage(5, "PREMIUM_JOBS_SERVERLESS_COMPUTE", "2.5", None, SERVERLESS, SERVERLESS_UPDATE),
+    ("2026-11-03", 6, "PREMIUM_JOBS_COMPUTE", "1.6", "job-cl9", "773", None, "9100", {}, "ORIGINAL"),
+]
+
+
+def test_pipeline_updates_and_job_runs_reconcile_by_their_ids(api, tmp_path):
+    """Lines as the Databricks jobs instrumentation writes them: a classic pipeline update (its DBUs
+    and VMs, with the pipeline and update ids), a serverless update kept unpriced, and a run-now job
+    run's DBUs and VMs. The usage rows of our update go to our update's line, the serverless update's
+    to its unpriced line, the job run's to its DBU line; the scheduled update of the same pipeline
+    is the pipeline's, idle; the VMs are the cloud's bill, not Databricks'."""
+    import sqlalchemy as sa
+
+    from airflow_cost_provider.ledger.schema import billing_costs, lines, reconciliations, task_runs
+    from airflow_cost_provider.pricing import Unpriced, Usage
+    from tests.support.billing_rows import nanos, priced_line, reconcile_window, store_try
+
+    fill(api, usage=PIPELINE_USAGE, prices=PIPELINE_PRICES)
+    engine = store.get_engine(f"sqlite:///{tmp_path / 'ledger.db'}")
+    at = dt.datetime(2026, 11, 3, 4, 0, tzinfo=dt.timezone.utc)
+    ours = {"pipeline_id": CLASSIC, "update_id": OUR_UPDATE}
+    store_try(
+        engine,
+        "dlt",
+        "orders",
+        [
+            priced_line(
+                "databricks", "1.5", "DBU", "0.54", CLASSIC, at, "dbu", external_id="8801", attributes=ours
+            ),
+            priced_line(
+                "databricks",
+                "5400",
+                "instance-second",
+                "0.468",
+                CLASSIC,
+                at,
+                "instance_time",
+                external_id="8801",
+                attributes=ours,
+            ),
+        ],
+        start=at,
+        minutes=90,
+    )
+    serverless = Usage(
+        "databricks",
+        "run_time",
+        Decimal(600_000),
+        "ms",
+        SERVERLESS,
+        "8802",
+        at,
+        attributes={"pipeline_id": SERVERLESS, "update_id": SERVERLESS_UPDATE},
+    )
+    store_try(engine, "dlt", "events", [], start=at, unpriced=(Unpriced(serverless, "serverless"),))
+    store_try(
+        engine,
+        "dlt",
+        "publish",
+        [
+            priced_line("databricks", "1.2", "DBU", "0.24", "job-cl9", at, "dbu", external_id="9100"),
+            priced_line(
+                "databricks",
+                "3600",
+                "instance-second",
+                "0.192",
+                "job-cl9",
+                at,
+                "instance_time",
+                external_id="9100",
+            ),
+        ],
+        start=at,
+    )
+
+    def reconcile():
+        importer.save(
+            engine,
+            databricks_usage.fetch(WINDOW, databricks_conn_id=CONN_ID, client=client()),
+            replace_days=True,
+        )
+        reconcile_window(engine, WINDOW.start, WINDOW.end)
+        with engine.connect() as conn:
+            return (
+                {row.pool: row for row in conn.execute(sa.select(reconciliations))},
+                {
+                    (row.task_id, row.metric): (row.status, row.reconciled_nanos)
+                    for row in conn.execute(
+                        sa.select(
+                            task_runs.c.task_id, lines.c.metric, lines.c.status, lines.c.reconciled_nanos
+                        ).join(task_runs, task_runs.c.id == lines.c.task_run_id)
+                    )
+                },
+                conn.execute(sa.select(sa.func.sum(billing_costs.c.amount_nanos))).scalar(),
+            )
+
+    pools, found, billed = reconcile()
+    assert found == {
+        ("orders", "dbu"): ("reconciled", nanos("1.08")),  # 3 DBU of our update at 0.36
+        ("orders", "instance_time"): ("estimated", None),
+        ("events", "run_time"): ("reconciled", nanos("0.875")),  # unpriced until now: 2.5 DBU at 0.35
+        ("publish", "dbu"): ("reconciled", nanos("0.32")),  # the run's 1.6 DBU at 0.20
+        ("publish", "instance_time"): ("estimated", None),
+    }
+    update, job_run = pools[f"dlt_update:{OUR_UPDATE}"], pools["job_run:9100"]
+    assert (update.pool_kind, update.basis, update.lines, update.day) == (
+        "run",
+        "run",
+        1,
+        dt.date(2026, 11, 3),
+    )
+    assert (job_run.pool_kind, job_run.unattributed_nanos) == ("run", 0)
+    assert pools[f"dlt_update:{SERVERLESS_UPDATE}"].attributed_nanos == nanos("0.875")
+    # the pipeline's scheduled update: its bill, no line of ours
+    scheduled = pools[CLASSIC]
+    assert (scheduled.pool_kind, scheduled.lines, scheduled.billed_nanos) == ("resource", 0, nanos("1.44"))
+    assert scheduled.unattributed_nanos == nanos("1.44")
+    assert sum(pool.billed_nanos for pool in pools.values()) == billed
+    assert all(p.attributed_nanos + p.unattributed_nanos == p.billed_nanos for p in pools.values())
+    again = reconcile()
+    assert (again[1], again[2]) == (found, billed)
+    assert {k: v.attributed_nanos for k, v in again[0].items()} == {
+        k: v.attributed_nanos for k, v in pools.items()
+    }

@@ -237,10 +237,7 @@ def test_the_metered_bill_reconciles_to_the_warehouse_queries_of_the_ledger(snow
     import sqlalchemy as sa
 
     from airflow_cost_provider.ledger.schema import billing_costs, lines, reconciliations
-    from airflow_cost_provider.reconcile import store as reconciled_store
-    from airflow_cost_provider.reconcile.engine import Window, run
-    from airflow_cost_provider.reconcile.rules import parse_modes
-    from tests.support.billing_rows import priced_line, store_try
+    from tests.support.billing_rows import priced_line, reconcile_window, store_try
 
     engine = store.get_engine(f"sqlite:///{tmp_path / 'ledger.db'}")
     importer.save(
@@ -253,11 +250,7 @@ def test_the_metered_bill_reconciles_to_the_warehouse_queries_of_the_ledger(snow
             "snowflake", credits, "credit", Decimal(credits) * price, "WH_ETL", started, "credits"
         )
         store_try(engine, "warehouse", task, [line], start=started, minutes=5)
-    result = run(engine, Window(WINDOW.start, WINDOW.end), (), parse_modes("keep"))
-    try:
-        reconciled_store.write(engine, result)
-    finally:
-        result.close()
+    reconcile_window(engine, WINDOW.start, WINDOW.end)
     with engine.connect() as conn:
         billed = conn.execute(sa.select(sa.func.sum(billing_costs.c.amount_nanos))).scalar()
         pools = [dict(row._mapping) for row in conn.execute(sa.select(reconciliations))]
@@ -274,3 +267,84 @@ def test_the_metered_bill_reconciles_to_the_warehouse_queries_of_the_ledger(snow
     assert shares[int(Decimal("1.5") * price * 10**9)] == round(
         warehouse["attributed_nanos"] * Decimal("0.75")
     )
+
+
+def test_attributed_credits_weigh_the_lines_and_the_cloud_services_credit_goes_to_the_warehouses(
+    snowflake, tmp_path
+):
+    """QUERY_ATTRIBUTION_HISTORY gives `load`'s query 1.2 credits (estimated 1.5); `merge`'s query was
+    too short to be in it and keeps its estimated 0.5. The import keeps the credits on the ledger's
+    usage of that query id; reconciling WH_ETL's 2026-11-02 (4.3 credits metered) gives the lines
+    1.7 / 4.3 of its bill, `load` 1.2 / 1.7 of that. The day's cloud services credit (-0.4 credits)
+    is split over WH_ETL (0.8 cloud services credits) and WH_BI (0.1), so no part of it stays on
+    the account. Importing and reconciling again changes nothing."""
+    import sqlalchemy as sa
+
+    from airflow_cost_provider.ledger.schema import ATTRIBUTED_CREDITS, billing_costs, lines, reconciliations
+    from airflow_cost_provider.ledger.schema import usage as usage_table
+    from tests.support.billing_rows import priced_line, reconcile_window, store_try
+
+    view = snowflake_metering.ATTRIBUTION_VIEW
+    snowflake.run(
+        f"INSERT INTO {view} VALUES "
+        "('01b0-load', NULL, 1, 'WH_ETL', 1.2, '2026-11-02 04:10:00+00', '2026-11-02 04:12:00+00'), "
+        "('01b0-other', NULL, 1, 'WH_ETL', 0.3, '2026-11-02 05:10:00+00', '2026-11-02 05:12:00+00')"
+    )
+    engine = store.get_engine(f"sqlite:///{tmp_path / 'ledger.db'}")
+    price = edition_price("enterprise")
+    started = at("2026-11-02 04:10:00+00")
+    for task, credits in (("load", "1.5"), ("merge", "0.5")):
+        line = priced_line(
+            "snowflake",
+            credits,
+            "credit",
+            Decimal(credits) * price,
+            "WH_ETL",
+            started,
+            "credits",
+            external_id=f"01b0-{task}",
+        )
+        store_try(engine, "warehouse", task, [line], start=started, minutes=5)
+
+    def import_and_reconcile():
+        importer.save(
+            engine, snowflake_metering.fetch(WINDOW, snowflake_conn_id=CONN_ID, timeout=30), replace_days=True
+        )
+        reconcile_window(engine, WINDOW.start, WINDOW.end)
+        with engine.connect() as conn:
+            return (
+                dict(conn.execute(sa.select(usage_table.c.external_id, usage_table.c.attributes)).all()),
+                [
+                    {k: v for k, v in row._mapping.items() if k not in ("id", "reconciled_at")}
+                    for row in conn.execute(sa.select(reconciliations).order_by(reconciliations.c.id))
+                ],
+                dict(conn.execute(sa.select(lines.c.amount_nanos, lines.c.reconciled_nanos)).all()),
+                conn.execute(sa.select(sa.func.sum(billing_costs.c.amount_nanos))).scalar(),
+            )
+
+    attributes, pools, shares, billed = import_and_reconcile()
+    assert Decimal(attributes["01b0-load"][ATTRIBUTED_CREDITS]) == Decimal("1.2")
+    assert ATTRIBUTED_CREDITS not in attributes["01b0-merge"]
+
+    # the cloud services credit: in the warehouses' pools, none left on the account
+    assert sum(pool["billed_nanos"] for pool in pools) == billed
+    assert not [pool for pool in pools if pool["pool"] == ""]
+    day = {pool["pool"]: pool for pool in pools if pool["day"] == dt.date(2026, 11, 2)}
+    credit = Decimal("-0.4") * price * 10**9
+    to_bi = round(credit * Decimal("0.1") / Decimal("0.9"))  # WH_BI comes first: cumulative rounding
+    assert day["WH_BI"]["billed_nanos"] == (Decimal("0.6") * price * 10**9) + to_bi
+    assert day["WH_ETL"]["billed_nanos"] == (Decimal("4.3") * price * 10**9) + (credit - to_bi)
+    # what WH_ETL shows: its compute and the cloud services above 10 % of the day's compute
+    assert day["WH_ETL"]["billed_nanos"] + day["WH_BI"]["billed_nanos"] == (Decimal("4.5") * price * 10**9)
+
+    warehouse = day["WH_ETL"]
+    assert (warehouse["basis"], warehouse["lines"]) == ("attribution", 2)
+    used = Decimal("1.7") / Decimal("4.3")
+    assert Decimal(warehouse["used_share"]) == used.quantize(Decimal("1e-9"))
+    assert abs(warehouse["attributed_nanos"] - warehouse["billed_nanos"] * used) <= 1
+    assert warehouse["attributed_nanos"] + warehouse["unattributed_nanos"] == warehouse["billed_nanos"]
+    load, merge = shares[int(Decimal("1.5") * price * 10**9)], shares[int(Decimal("0.5") * price * 10**9)]
+    assert load + merge == warehouse["attributed_nanos"]
+    assert abs(load - warehouse["attributed_nanos"] * Decimal("1.2") / Decimal("1.7")) <= 1
+
+    assert import_and_reconcile() == (attributes, pools, shares, billed)

@@ -43,7 +43,7 @@ def fill(ledger_url: str) -> None:
         # a Glue job: 2 of the 4 DPU-hours billed for the job that day
         ("transform", ("glue", "7200", "DPU-second", "0.88", "nightly_etl"), None),
     ]:
-        line = priced_line(source, quantity, unit, amount, resource, T0)
+        line = priced_line(source, quantity, unit, amount, resource, T0, external_id=f"q-{task}")
         store_try(engine, "sales", task, [line], ol_run_id=run_id, start=T0)
     add_billed(engine, DAY, "WH_ETL", "300", provider="snowflake", quantity="100", unit="Credits")
     add_billed(
@@ -182,6 +182,11 @@ def test_a_mariadb_ledger_reconciles_the_same(mariadb_server, rules):
         nanos(amount) for amount in ("90", "60", "5", "9", "3", "0.88")
     ]
     assert pools(url)["rule:workers"]["unattributed_nanos"] == nanos("36")
+    # Snowflake's attributed credits kept and read in MariaDB's JSON as well
+    assert attribute(url, {"q-load": "40"}) == 1
+    reconcile(url)
+    found = reconciled_lines(url)
+    assert (found["load"][2], found["merge"][2]) == (nanos("120"), nanos("60"))
 
 
 def test_every_pools_lines_add_up_to_what_it_attributed(ledger):
@@ -208,6 +213,54 @@ def test_spread_shares_the_whole_bill(ledger, monkeypatch):
     assert (found["load"][2], found["merge"][2]) == (nanos("180"), nanos("120"))
     assert pools(ledger)["WH_ETL"]["unattributed_nanos"] == 0
     assert pools(ledger)["rule:workers"]["mode"] == "keep"
+
+
+def attribute(ledger: str, credits: dict[str, str]) -> int:
+    """Snowflake's attributed credits per query id, kept as the metering import keeps them."""
+    from airflow_cost_provider.billing.scan import DateWindow
+
+    engine = store.get_engine(ledger)
+    with engine.begin() as conn:
+        return store.write_query_credits(
+            conn,
+            "snowflake",
+            {k: Decimal(v) for k, v in credits.items()},
+            DateWindow(DAY, DAY + dt.timedelta(1)),
+        )
+
+
+def test_query_attribution_weighs_a_warehouses_lines(ledger, monkeypatch):
+    """`load` was attributed 40 credits (its estimate said 30); `merge` has no attribution row (a
+    query of ~100 ms or less) and keeps its estimated 20: 60 of WH_ETL's 100 credits used."""
+    assert attribute(ledger, {"q-load": "40", "q-elsewhere": "7"}) == 1
+    reconcile(ledger)
+    warehouse = pools(ledger)["WH_ETL"]
+    assert (warehouse["basis"], Decimal(warehouse["used_share"])) == ("attribution", Decimal("0.6"))
+    assert (warehouse["attributed_nanos"], warehouse["unattributed_nanos"]) == (nanos("180"), nanos("120"))
+    found = reconciled_lines(ledger)
+    assert (found["load"][2], found["merge"][2]) == (nanos("120"), nanos("60"))
+    # the same credits imported again change nothing
+    assert attribute(ledger, {"q-load": "40"}) == 1
+    reconcile(ledger)
+    assert reconciled_lines(ledger) == found
+    monkeypatch.setenv("AIRFLOW__COST_PROVIDER__RECONCILE_MODE", '{"snowflake": "spread"}')
+    conf.clear_cache()
+    reconcile(ledger)
+    found = reconciled_lines(ledger)
+    assert (found["load"][2], found["merge"][2]) == (nanos("200"), nanos("100"))
+    assert pools(ledger)["WH_ETL"]["unattributed_nanos"] == 0
+
+
+def test_attributed_shares_add_up_to_the_nano_unit(ledger):
+    """Credits that do not divide the bill evenly: the lines still add up to what the pool attributed."""
+    attribute(ledger, {"q-load": "0.000000001", "q-merge": "33.333333333"})
+    reconcile(ledger)
+    warehouse = pools(ledger)["WH_ETL"]
+    found = reconciled_lines(ledger)
+    assert warehouse["basis"] == "attribution"
+    assert found["load"][2] + found["merge"][2] == warehouse["attributed_nanos"]
+    assert warehouse["attributed_nanos"] + warehouse["unattributed_nanos"] == nanos("300")
+    assert warehouse["attributed_nanos"] == round(nanos("300") * Decimal("33.333333334") / 100)
 
 
 def test_a_rerun_changes_nothing_and_a_restated_day_replaces(ledger):
