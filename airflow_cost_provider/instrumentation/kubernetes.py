@@ -340,15 +340,21 @@ def _measured(
         return estimated, []
     pods: dict[str, set[str]] = {}
     owners: dict[str, set[str]] = {}
+    applications: dict[str, set[str]] = {}
     for namespace, name in read:
         pods.setdefault(namespace, set()).add(name)
     for item in drivers:
         owners.setdefault(item.namespace, set()).add(item.name)
+        if item.spark_app_id:  # the statefulset and deployment allocators name their sets from it
+            applications.setdefault(item.namespace, set()).add(item.spark_app_id)
     start, end = _span(u for key in read for u in estimated[key])
     at, range_seconds = prometheus.window(start, end, dt.datetime.now(dt.timezone.utc))
     try:
         found = prometheus.query(
-            url, prometheus.build_query(pods, owners, range_seconds, extra), at, budget.timeout()
+            url,
+            prometheus.build_query(pods, owners, range_seconds, extra, applications),
+            at,
+            budget.timeout(),
         )
     except Exception as error:
         why = f"Prometheus /api/v1/query failed ({_api_error(error)}): requests x running time kept"
@@ -404,20 +410,26 @@ def _executor_usages(
     budget: _Budget,
     client_of: Callable[[KubernetesPod], Any],
 ) -> list[Usage]:
-    """The executor pods a driver owned, priced as pods: their requests (kube-state-metrics) from
-    their container's start to the driver's end (executors stop with the application), with their
-    measured usage."""
-    pods = [m for m in found.values() if m.owner == driver.name and m.namespace == driver.namespace]
+    """The executor pods of a driver (owned by it, or by its application's StatefulSet or
+    Deployment), priced as pods: their requests (kube-state-metrics) from their container's start to
+    the driver's end (executors stop with the application), with their measured usage."""
+    pods = {
+        m.pod: (m, allocator)
+        for m in found.values()
+        if m.namespace == driver.namespace
+        and (allocator := prometheus.executor_allocator(m, driver.name, driver.spark_app_id))
+    }
     if not pods:
         return [
             driver.executors_unresolved(
-                f"Prometheus has no executor pods owned by {driver.name} in the task's window "
-                "(kube-state-metrics' kube_pod_owner is needed to find them)"
+                f"Prometheus has no executor pods owned by {driver.name} or by its application's "
+                "StatefulSet or Deployment in the task's window (kube-state-metrics' kube_pod_owner "
+                "is needed to find them)"
             )
         ]
     driver_start, driver_end = _span(driver_usages)
     usages: list[Usage] = []
-    for metrics in sorted(pods, key=lambda m: m.pod):
+    for _, (metrics, allocator) in sorted(pods.items()):
         labels, error = None, None
         if metrics.node:
             try:
@@ -431,6 +443,7 @@ def _executor_usages(
             "pod": metrics.pod,
             "spark_role": "executor",
             "driver_pod": driver.name,
+            "spark_pods_allocator": allocator,
             "running_time": "its container's start (container_start_time_seconds) to the driver's end",
         }
         if error:

@@ -12,10 +12,12 @@ once. It reads the metrics the kubelet's cAdvisor exposes, by namespace, pod and
 - `container_memory_working_set_bytes`: average (priced, as OpenCost prices memory) and peak (kept).
 
 A Spark driver's executor pods, deleted when the application ends, are found through
-kube-state-metrics, whose series outlive them: `kube_pod_owner` names the driver pod as their owner
-(Spark's default `direct` pods allocator sets it in cluster mode, so that they are collected with the
-driver; the `statefulset` and `deployment` allocators' executors are owned by those instead and are
-not found), `kube_pod_container_resource_requests`
+kube-state-metrics, whose series outlive them: `kube_pod_owner` names their owner. Spark's default
+`direct` pods allocator makes the driver pod the owner (in cluster mode, so that they are collected
+with the driver); the `statefulset` allocator creates a StatefulSet `spark-s-<app id>-<resource
+profile id>` that owns them, the `deployment` allocator a Deployment `spark-d-<app id>-<resource
+profile id>` whose ReplicaSet owns them (`kube_replicaset_owner` names the Deployment): both named
+from the application id, the driver's `spark-app-selector` label. `kube_pod_container_resource_requests`
 gives their requests and `kube_pod_info` their node; cAdvisor's `container_start_time_seconds` gives
 each executor container's start. Pure apart from `query()`: the PromQL text and the reading of its
 answer are plain functions.
@@ -38,11 +40,18 @@ CPU = "container_cpu_usage_seconds_total"
 MEMORY = "container_memory_working_set_bytes"
 START = "container_start_time_seconds"
 OWNER = "kube_pod_owner"
+REPLICASET_OWNER = "kube_replicaset_owner"
 REQUESTS = "kube_pod_container_resource_requests"
 POD_INFO = "kube_pod_info"
 # Spark names an executor pod `<prefix>-exec-<id>` (BasicExecutorFeatureStep; the id is a counter):
 # narrows the scan, the owner decides
 EXECUTOR_POD = ".+-exec-[0-9]+"
+# The `statefulset` and `deployment` pods allocators name their set `spark-s-`/`spark-d-` + the
+# application id + `-<resource profile id>` (StatefulSetPodsAllocator, DeploymentPodsAllocator); the
+# StatefulSet's pods add `-<ordinal>`, the Deployment's ReplicaSet `-<pod template hash>` and its
+# pods `-<hash>-<suffix>`
+SET_PREFIXES = {"StatefulSet": "spark-s-", "Deployment": "spark-d-"}
+ALLOCATORS = {"Pod": "direct", "StatefulSet": "statefulset", "Deployment": "deployment"}
 # Longest query string sent in a URL (proxies commonly refuse request lines past 8 KiB)
 MAX_GET_QUERY = 6000
 # Before the first container's start: the range is anchored on it, whatever the scrape alignment.
@@ -65,7 +74,8 @@ class ContainerMetrics:
 class PodMetrics:
     namespace: str
     pod: str
-    owner: str | None = None  # the driver pod of an executor
+    owner: str | None = None  # an executor's owner: its driver pod, StatefulSet or Deployment
+    owner_kind: str | None = None  # Pod, StatefulSet or Deployment
     node: str | None = None
     containers: dict[str, ContainerMetrics] = field(default_factory=dict)
 
@@ -103,15 +113,65 @@ def _usage_parts(pods: str, range_: str, extra: str) -> list[tuple[str, str]]:
     ]
 
 
+def _owners(space: str, owners: list[str], applications: list[str], range_: str, extra: str) -> str:
+    """Value 1 per executor pod, labelled with its owner (`owner_kind`, `owner_name`): the driver pods
+    (the `direct` allocator), or the StatefulSets and Deployments named from the application ids."""
+    by = "max by (namespace, pod, owner_kind, owner_name)"
+    parts = []
+    if owners:
+        pod = _selector(
+            OWNER, [space, 'owner_kind="Pod"', f'owner_name=~"{_text(_alternatives(owners))}"'], extra
+        )
+        parts.append(f"{by} (max_over_time({pod}[{range_}]))")
+    if applications:
+        apps = _text(_alternatives(applications))
+        stateful = _selector(
+            OWNER,
+            [
+                space,
+                'owner_kind="StatefulSet"',
+                f'owner_name=~"{SET_PREFIXES["StatefulSet"]}({apps})-[0-9]+"',
+            ],
+            extra,
+        )
+        parts.append(f"{by} (max_over_time({stateful}[{range_}]))")
+        # the pod's ReplicaSet, then the Deployment that owns it, which carries the application id
+        replicated = _selector(
+            OWNER,
+            [
+                space,
+                'owner_kind="ReplicaSet"',
+                f'owner_name=~"{SET_PREFIXES["Deployment"]}({apps})-[0-9]+-.+"',
+            ],
+            extra,
+        )
+        deployment = _selector(
+            REPLICASET_OWNER,
+            [space, 'owner_kind="Deployment"', f'owner_name=~"{SET_PREFIXES["Deployment"]}({apps})-[0-9]+"'],
+            extra,
+        )
+        parts.append(
+            f"{by} (label_replace(max_over_time({replicated}[{range_}]), "
+            '"replicaset", "$1", "owner_name", "(.+)") * on (namespace, replicaset) group_left '
+            "(owner_kind, owner_name) max by (namespace, replicaset, owner_kind, owner_name) "
+            f"(max_over_time({deployment}[{range_}])))"
+        )
+    return " or ".join(parts)
+
+
 def build_query(
     pods: Mapping[str, Iterable[str]],
     drivers: Mapping[str, Iterable[str]],
     range_seconds: int,
     extra_selector: str = "",
+    applications: Mapping[str, Iterable[str]] | None = None,
 ) -> str:
     """One PromQL expression for every measure of the pods (namespace -> names) and of the executor
-    pods owned by the drivers (namespace -> driver pod names); each answer carries its `measure` label."""
+    pods of the drivers (namespace -> driver pod names) and of the Spark applications (namespace ->
+    application ids, for the `statefulset` and `deployment` allocators); each answer carries its
+    `measure` label."""
     range_ = f"{int(range_seconds)}s"
+    applications = applications or {}
     parts: list[str] = []
     for namespace in sorted(pods):
         names = sorted(set(pods[namespace]))
@@ -122,19 +182,17 @@ def build_query(
             _tagged(expression, measure)
             for measure, expression in _usage_parts(where, range_, extra_selector)
         ]
-    for namespace in sorted(drivers):
-        owners = sorted(set(drivers[namespace]))
-        if not owners:
+    for namespace in sorted(set(drivers) | set(applications)):
+        owners = sorted(set(drivers.get(namespace) or ()))
+        apps = sorted(set(applications.get(namespace) or ()))
+        if not owners and not apps:
             continue
         space = f'namespace="{_text(namespace)}"'
-        where = f'{space},pod=~"{EXECUTOR_POD}"'
-        owner = _selector(
-            OWNER,
-            [space, 'owner_kind="Pod"', f'owner_name=~"{_text(_alternatives(owners))}"'],
-            extra_selector,
-        )
-        # value 1 per executor pod, carrying its driver's name onto what it multiplies
-        owned = f"* on (namespace, pod) group_left (owner_name) max by (namespace, pod, owner_name) (max_over_time({owner}[{range_}]))"
+        names = EXECUTOR_POD
+        if apps:  # a StatefulSet's pods and a Deployment's, named from the application id
+            names += f"|spark-[sd]-({_text(_alternatives(apps))})-.+"
+        where = f'{space},pod=~"{names}"'
+        owner = _owners(space, owners, apps, range_, extra_selector)
         start = _selector(START, [where, _CONTAINERS], extra_selector)
         requests = _selector(REQUESTS, [where, 'resource=~"cpu|memory"'], extra_selector)
         info = _selector(POD_INFO, [where], extra_selector)
@@ -146,10 +204,29 @@ def build_query(
             ),
             ("node", f"max by (namespace, pod, node) (max_over_time({info}[{range_}]))"),
         ]
-        parts += [
-            _tagged(f"{expression} {owned}", f"executor_{measure}") for measure, expression in executor_parts
-        ]
+        measures = " or ".join(
+            _tagged(expression, f"executor_{measure}") for measure, expression in executor_parts
+        )
+        # the owner once for all the measures: value 1 per executor pod, carrying its owner's kind
+        # and name onto each of the pod's answers
+        parts.append(f"({measures}) * on (namespace, pod) group_left (owner_kind, owner_name) ({owner})")
     return " or ".join(parts)
+
+
+def executor_allocator(metrics: PodMetrics, driver: str, application: str | None) -> str | None:
+    """The Spark pods allocator (`direct`, `statefulset`, `deployment`) under which the driver pod
+    (of that application id) made this executor pod; None when the pod is not one of its executors."""
+    if metrics.owner is None:
+        return None
+    kind = metrics.owner_kind or "Pod"
+    if kind == "Pod":
+        return ALLOCATORS[kind] if metrics.owner == driver else None
+    prefix = SET_PREFIXES.get(kind)
+    if not prefix or not application:
+        return None
+    # the set of this application: its id, then the resource profile id
+    mine = re.fullmatch(f"{re.escape(prefix + application)}-[0-9]+", metrics.owner)
+    return ALLOCATORS[kind] if mine else None
 
 
 def _number(value: Any) -> Decimal | None:
@@ -181,6 +258,7 @@ def read_answer(answer: Mapping[str, Any]) -> dict[tuple[str, str], PodMetrics]:
         metrics = pods.setdefault((namespace, pod), PodMetrics(namespace, pod))
         if labels.get("owner_name"):
             metrics.owner = str(labels["owner_name"])
+            metrics.owner_kind = str(labels.get("owner_kind") or "") or None
         if measure == "node":
             metrics.node = str(labels.get("node") or "") or None
             continue

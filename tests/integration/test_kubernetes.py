@@ -90,6 +90,19 @@ def scrapes(cluster):
         now + 3600,
         ContainerUse(7200.0, (8 * GIB,)),
     )
+    # and one of an application run under Spark's `statefulset` pods allocator
+    other_set = f"spark-s-spark-{'f' * 32}-0"
+    decoy += executor_series(
+        "etl",
+        f"{other_set}-0",
+        other_set,
+        "node-m5",
+        EXECUTOR_REQUESTS,
+        now - 3600,
+        now + 3600,
+        ContainerUse(7200.0, (8 * GIB,)),
+        owner_kind="StatefulSet",
+    )
 
     def source():
         with cluster.lock:
@@ -299,17 +312,23 @@ def test_a_spark_driver_and_its_deleted_executor_pods(k8s_run, cluster, promethe
         assert_line(
             lines[(executor.format(number), metric)], quantity, unit, rate, f"{BOOK}:kubernetes/{metric}{m5}"
         )
-    # nothing of the other application's executor
-    assert len(lines) == 6 and not any("other-app" in resource for resource, _ in lines)
+    # nothing of the other applications' executors
+    assert len(lines) == 6 and not any(
+        "other-app" in resource or "spark-s-" in resource for resource, _ in lines
+    )
     rows = usage_rows(k8s_run, "spark_etl")
     first = rows[(executor.format(1), "cpu_time")]
     assert first["spark_role"] == "executor" and first["driver_pod"] == f"{name}-driver"
     assert first["spark_app_id"] == app_id and first["usage_source"] == "prometheus"
+    assert first["spark_pods_allocator"] == "direct"
     assert first["basis"] == "usage" and first["cpu_usage_seconds"] == "870"
     assert rows[(driver, "cpu_time")]["spark_role"] == "driver"
     # one query found the driver's and its executors' metrics
     (query,) = [q for q in prometheus.queries if f"{name}-driver" in q.query]
     assert f'owner_kind="Pod",owner_name=~"{name}-driver"' in query.query
+    # and through the sets the other pods allocators name from the application id
+    assert f'owner_kind="StatefulSet",owner_name=~"spark-s-({app_id})-[0-9]+"' in query.query
+    assert f'owner_kind="Deployment",owner_name=~"spark-d-({app_id})-[0-9]+"' in query.query
 
 
 def test_a_deferrable_pod_is_costed_after_resuming_from_its_opencost_allocation(k8s_run, cluster, events):

@@ -424,29 +424,36 @@ def container_series(
     ]
 
 
+def _ticks(start: float, end: float) -> list[float]:
+    """kube-state-metrics' scrapes of an object that lived from start to end."""
+    return [start + i * 30.0 for i in range(int((end - start) // 30) + 1)]
+
+
 def executor_series(
     namespace: str,
     pod: str,
-    driver: str,
+    owner: str,
     node: str,
     requests: dict[str, float],
     start: float,
     end: float,
     use: ContainerUse,
     container: str = "spark-kubernetes-executor",
+    owner_kind: str = "Pod",
 ) -> list[Series]:
     """A Spark executor pod's cAdvisor series and kube-state-metrics' (its owner, its requests, its
-    node), as they stay in Prometheus after the pod was deleted."""
+    node), as they stay in Prometheus after the pod was deleted. Its owner is the driver pod under
+    Spark's default pods allocator, a StatefulSet or a ReplicaSet under the others."""
     ksm = {"job": "kube-state-metrics", "namespace": namespace, "pod": pod, "uid": f"uid-{pod}"}
-    ticks = [start + i * 30.0 for i in range(int((end - start) // 30) + 1)]
+    ticks = _ticks(start, end)
     found = container_series(namespace, pod, container, start, end, use, uid=f"uid-{pod}")
     found.append(
         Series(
             {
                 "__name__": "kube_pod_owner",
                 **ksm,
-                "owner_kind": "Pod",
-                "owner_name": driver,
+                "owner_kind": owner_kind,
+                "owner_name": owner,
                 "owner_is_controller": "true",
             },
             [(t, 1.0) for t in ticks],
@@ -474,3 +481,19 @@ def executor_series(
             )
         )
     return found
+
+
+def replicaset_series(namespace: str, replicaset: str, deployment: str, start: float, end: float) -> Series:
+    """kube-state-metrics' `kube_replicaset_owner` of a Deployment's ReplicaSet."""
+    return Series(
+        {
+            "__name__": "kube_replicaset_owner",
+            "job": "kube-state-metrics",
+            "namespace": namespace,
+            "replicaset": replicaset,
+            "owner_kind": "Deployment",
+            "owner_name": deployment,
+            "owner_is_controller": "true",
+        },
+        [(t, 1.0) for t in _ticks(start, end)],
+    )

@@ -20,6 +20,7 @@ from tests.support.fake_prometheus import (
     container_series,
     executor_series,
     fake_prometheus,
+    replicaset_series,
 )
 
 GIB = 2**30
@@ -193,6 +194,110 @@ def test_a_spark_drivers_executor_pods_are_priced_from_prometheus(configured):
     assert cpu.attributes["node"] == "node-9"
     assert cpu.attributes["node_labels_error"] == "node node-9 not readable: HTTP 403 Forbidden"
     assert usages[("etl/app-driver/base", "cpu_time")].attributes["spark_role"] == "driver"
+
+
+def allocated(allocator: str, app: str, number: int, use: ContainerUse, start: float) -> tuple[str, list]:
+    """An executor pod of the application's first resource profile (id 0) as Spark's `statefulset`
+    or `deployment` pods allocator makes it, and its series: the StatefulSet `spark-s-<app>-0` owns
+    `spark-s-<app>-0-<ordinal>`; the Deployment `spark-d-<app>-0` owns a ReplicaSet
+    `spark-d-<app>-0-<pod template hash>`, which owns `spark-d-<app>-0-<hash>-<suffix>`."""
+    requests = {"cpu": 2.0, "memory": 4 * GIB}
+    if allocator == "statefulset":
+        pod = f"spark-s-{app}-0-{number - 1}"
+        return pod, executor_series(
+            "etl", pod, f"spark-s-{app}-0", "node-9", requests, start, T0 + 120, use, owner_kind="StatefulSet"
+        )
+    replicaset = f"spark-d-{app}-0-7c9f8b6d5"
+    pod = f"{replicaset}-x2k4{number}"
+    found = executor_series(
+        "etl", pod, replicaset, "node-9", requests, start, T0 + 120, use, owner_kind="ReplicaSet"
+    )
+    return pod, [*found, replicaset_series("etl", replicaset, f"spark-d-{app}-0", T0, T0 + 120)]
+
+
+@pytest.mark.parametrize("allocator", ["statefulset", "deployment"])
+def test_executor_pods_of_the_statefulset_and_deployment_allocators_are_priced(configured, allocator):
+    first, mine = allocated(allocator, "spark-1234", 1, ContainerUse(300.0, (2 * GIB,)), T0 + 20)
+    second, more = allocated(allocator, "spark-1234", 2, ContainerUse(60.0, (5 * GIB,)), T0 + 60)
+    # another application whose id starts with this one's, and a ReplicaSet named like this
+    # application's that no Deployment of it owns: none of them are this driver's executors
+    _, other = allocated(allocator, "spark-12345", 1, ContainerUse(900.0, (GIB,)), T0)
+    orphan = executor_series(
+        "etl",
+        "spark-d-spark-1234-0-5d4c3b2a1-zzzzz",
+        "spark-d-spark-1234-0-5d4c3b2a1",
+        "node-9",
+        {"cpu": 8.0},
+        T0,
+        T0 + 120,
+        ContainerUse(900.0, (GIB,)),
+        owner_kind="ReplicaSet",
+    )
+    with fake_prometheus(mine + more + other + orphan) as server:
+        configured(server.url)
+        usages = by_key(resolve_pods([item("app-driver", labels=DRIVER_LABELS)], 5.0))
+    executors = {(r, m): u for (r, m), u in usages.items() if not r.startswith("etl/app-driver/")}
+    first_resource = f"etl/{first}/spark-kubernetes-executor"
+    second_resource = f"etl/{second}/spark-kubernetes-executor"
+    assert set(executors) == {
+        (resource, metric)
+        for resource in (first_resource, second_resource)
+        for metric in ("cpu_time", "memory_time")
+    }
+    # the first ran 100 s (to the driver's end), 3 cores used above 2 requested; the second 60 s, 1
+    # core used below 2, 5 GiB above 4
+    quantities = {key: usage.quantity for key, usage in executors.items()}
+    assert quantities == {
+        (first_resource, "cpu_time"): 300,
+        (first_resource, "memory_time"): 400,
+        (second_resource, "cpu_time"): 120,
+        (second_resource, "memory_time"): 300,
+    }
+    cpu = executors[(first_resource, "cpu_time")]
+    assert cpu.attributes["basis"] == "usage" and cpu.attributes["usage_source"] == "prometheus"
+    assert cpu.attributes["spark_pods_allocator"] == allocator
+    assert cpu.attributes["driver_pod"] == "app-driver" and cpu.attributes["spark_app_id"] == "spark-1234"
+    assert cpu.start_time == START + dt.timedelta(seconds=20) and cpu.attributes["node"] == "node-9"
+    assert not any(u.metric == "executor_pod_time" for u in usages.values())
+
+
+def test_the_default_allocators_executors_say_so_and_a_driver_without_an_application_id_looks_for_no_sets(
+    configured,
+):
+    executor = executor_series(
+        "etl", "app-exec-1", "app-driver", "node-9", {"cpu": 1.0}, T0, T0 + 120, ContainerUse(30.0, (GIB,))
+    )
+    with fake_prometheus(executor) as server:
+        configured(server.url)
+        usages = by_key(resolve_pods([item("app-driver", labels=DRIVER_LABELS)], 5.0))
+    assert (
+        usages[("etl/app-exec-1/spark-kubernetes-executor", "cpu_time")].attributes["spark_pods_allocator"]
+        == "direct"
+    )
+    assert 'owner_name=~"spark-s-(spark-1234)-[0-9]+"' in server.queries[0].query
+    # an owner is the driver's only under its name and kind, or named from its application id
+    cases = {
+        ("Pod", "app-driver"): "direct",
+        ("Pod", "spark-s-spark-1234-0"): None,
+        ("StatefulSet", "spark-s-spark-1234-1"): "statefulset",
+        ("StatefulSet", "spark-s-spark-12345-0"): None,
+        ("StatefulSet", "spark-d-spark-1234-0"): None,
+        ("Deployment", "spark-d-spark-1234-0"): "deployment",
+        ("Deployment", "spark-d-spark-1234-0-7c9f8b6d5"): None,
+        ("ReplicaSet", "spark-d-spark-1234-0-7c9f8b6d5"): None,
+    }
+    found = {
+        key: prometheus.executor_allocator(
+            prometheus.PodMetrics("etl", "p", owner=key[1], owner_kind=key[0]), "app-driver", "spark-1234"
+        )
+        for key in cases
+    }
+    assert found == cases
+    metrics = prometheus.PodMetrics("etl", "p", owner="spark-s-spark-1234-0", owner_kind="StatefulSet")
+    assert prometheus.executor_allocator(metrics, "app-driver", None) is None
+    assert "kube_replicaset_owner" not in prometheus.build_query(
+        {"etl": ["app-driver"]}, {"etl": ["app-driver"]}, 60
+    )
 
 
 def test_executor_pods_without_prometheus_or_not_found_are_kept_unpriced(configured):
