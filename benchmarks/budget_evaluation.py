@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import hashlib
 import io
 import json
 import os
@@ -115,6 +116,7 @@ class Estate:
     measurement, the counts."""
 
     totals: dict[tuple, list[int]] = {}
+    causes: dict[tuple, int] = {}  # cost_daily_unpriced
     arriving: list[dict] = []
     counts: tuple[int, int, int] = (0, 0, 0)
 
@@ -124,6 +126,7 @@ def generate(target_lines: int, seed: int):
     into Estate as it goes. Ids are assigned here so the chunks insert with executemany or COPY."""
     rng = random.Random(seed)
     totals: dict[tuple, list[int]] = {}
+    causes: dict[tuple, int] = {}
     tries, usages, lines, labels = [], [], [], []
     try_id = line_id = label_id = 0
     arriving: list[dict] = []  # tries of the last hours, stored during the measurement
@@ -161,14 +164,18 @@ def generate(target_lines: int, seed: int):
                 usages.append((line_id, try_id, source))
                 lines.append((line_id, try_id, source, nanos, currency))
                 key = (day, dag_id(i), f"task_{j}", who["owner"], who["team"], source, currency or "")
-                sums = totals.setdefault(key, [0, 0, 0])
+                sums = totals.setdefault(key, [0, 0, 0, 0])
                 sums[0] += nanos or 0
                 sums[1] += 1
                 sums[2] += nanos is None
+                sums[3] += nanos or 0  # the estimate: nothing is reconciled here
+                if nanos is None:
+                    cause = (day, dag_id(i), f"task_{j}", source, "m", UNPRICED_KEY)
+                    causes[cause] = causes.get(cause, 0) + 1
         if len(lines) >= 50_000:
             yield tries, usages, lines, labels
             tries, usages, lines, labels = [], [], [], []
-    Estate.totals, Estate.counts = totals, (try_id, line_id, label_id)
+    Estate.totals, Estate.causes, Estate.counts = totals, causes, (try_id, line_id, label_id)
     Estate.arriving = sorted(arriving, key=lambda item: item["end"])
     yield tries, usages, lines, labels
 
@@ -196,7 +203,12 @@ LINE_COLUMNS = (
     "id, task_run_id, usage_id, source, metric, amount_nanos, currency, method, status, unpriced_reason"
 )
 LABEL_COLUMNS = "id, task_run_id, kind, key, value"
-DAILY_COLUMNS = "day, dag_id, task_id, owner, team, source, currency, amount_nanos, lines, unpriced"
+DAILY_COLUMNS = (
+    "day, dag_id, task_id, owner, team, source, currency, amount_nanos, lines, unpriced, estimate_nanos"
+)
+UNPRICED_COLUMNS = "day, dag_id, task_id, source, metric, reason_key, reason, lines"
+UNPRICED_REASON = "no price"
+UNPRICED_KEY = hashlib.sha256(UNPRICED_REASON.encode()).hexdigest()  # ledger.schema.reason_key
 
 
 def stamp(moment: dt.datetime) -> str:
@@ -239,7 +251,7 @@ def rows_for(tries, usages, lines, labels):
             currency,
             None if nanos is None else "list_price",
             "unpriced" if nanos is None else "estimated",
-            "no price" if nanos is None else None,
+            UNPRICED_REASON if nanos is None else None,
         )
         for line_id, t, source, nanos, currency in lines
     ]
@@ -259,8 +271,13 @@ def insert(cursor, backend: str, table: str, columns: str, rows: list[tuple]) ->
         writer = csv.writer(buffer)
         for row in rows:  # \\N for NULL: an empty field is an empty string ('' = no team, a tag's value)
             writer.writerow(["\\N" if value is None else value for value in row])
-        buffer.seek(0)
-        cursor.copy_expert(f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv, NULL '\\N')", buffer)
+        statement = f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv, NULL '\\N')"
+        if hasattr(cursor, "copy_expert"):  # psycopg2
+            buffer.seek(0)
+            cursor.copy_expert(statement, buffer)
+        else:  # psycopg 3, SQLAlchemy's default PostgreSQL driver
+            with cursor.copy(statement) as copy:
+                copy.write(buffer.getvalue())
         return
     marks = ", ".join("?" * len(columns.split(",")))
     cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
@@ -279,6 +296,10 @@ def fill(engine, target_lines: int, seed: int, analyze: bool) -> dict:
                 insert(cursor, backend, table, columns, rows)
         daily = [(day.isoformat(), *key, *sums) for (day, *key), sums in Estate.totals.items()]
         insert(cursor, backend, "cost_daily_totals", DAILY_COLUMNS, daily)
+        causes = [
+            (day.isoformat(), *key, UNPRICED_REASON, count) for (day, *key), count in Estate.causes.items()
+        ]
+        insert(cursor, backend, "cost_daily_unpriced", UNPRICED_COLUMNS, causes)
         if backend == "postgresql":  # the ids were given: the tries stored later take the next ones
             for table in ("cost_task_runs", "cost_usage", "cost_lines", "cost_task_run_labels"):
                 cursor.execute(
@@ -408,24 +429,57 @@ def result_of(item: dict):
     )
 
 
-def measure(engine, budgets, arriving: list[dict], tries: int) -> dict:
+def load_baseline(path: Path):
+    """Another version of budgets/evaluate.py (e.g. `git show main:airflow_cost_provider/budgets/evaluate.py`),
+    loaded beside the package's own to be timed against it on the same ledger, try by try."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("baseline_evaluate", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def measure(engine, budgets, arriving: list[dict], tries: int, baseline=None) -> dict:
     """Each arriving try in the order they end: written (not timed), then its budgets matched and
-    evaluated (timed), as at the end of a task: evaluate_all() of the matching budgets."""
+    evaluated (timed), as at the end of a task: evaluate_all() of the matching budgets. With a
+    `baseline` module, its evaluate_all() is timed too after each write, the two alternating which
+    goes first, and both must give the same statuses."""
     from airflow_cost_provider.budgets import settled
     from airflow_cost_provider.budgets.evaluate import evaluate, evaluate_all
     from airflow_cost_provider.budgets.model import matching_budgets
     from airflow_cost_provider.ledger.store import store
 
     counts = {"crossed": 0, "anomalous": 0}
+    baseline_ms: list[float] = []
+    paired_ms: list[float] = []
 
-    def evaluate_try(item: dict) -> tuple[float, int]:
+    def evaluate_try(item: dict, compare: bool = False) -> tuple[float, int]:
         result = result_of(item)
         sources = {line.usage.source for line in result.lines} | {u.usage.source for u in result.unpriced}
         now = item["end"] + dt.timedelta(seconds=1)
+        run = (result.task_try.dag_id, result.task_try.run_id)
+        if compare and len(baseline_ms) % 2:
+            started = time.perf_counter()
+            before = baseline.evaluate_all(
+                engine, matching_budgets(budgets, result.task_try, sources), now, run=run
+            )
+            baseline_ms.append((time.perf_counter() - started) * 1000)
         started = time.perf_counter()
         found = matching_budgets(budgets, result.task_try, sources)
-        statuses = evaluate_all(engine, found, now, run=(result.task_try.dag_id, result.task_try.run_id))
+        statuses = evaluate_all(engine, found, now, run=run)
         seconds = time.perf_counter() - started
+        if compare and not len(baseline_ms) % 2:
+            started = time.perf_counter()
+            before = baseline.evaluate_all(
+                engine, matching_budgets(budgets, result.task_try, sources), now, run=run
+            )
+            baseline_ms.append((time.perf_counter() - started) * 1000)
+        if compare:
+            paired_ms.append(seconds * 1000)
+            if [_status_key(s) for s in before] != [_status_key(s) for s in statuses]:
+                raise SystemExit(f"the baseline's statuses differ at {item['task']} of {item['run_id']}")
         counts["crossed"] += sum(bool(status.crossed) for status in statuses)
         counts["anomalous"] += sum(bool(status.anomalies) for status in statuses)
         return seconds, len(found)
@@ -444,7 +498,7 @@ def measure(engine, budgets, arriving: list[dict], tries: int) -> dict:
             settled.clear()
             fresh.append(evaluate_try(item)[0] * 1000)
         else:
-            seconds, count = evaluate_try(item)
+            seconds, count = evaluate_try(item, compare=baseline is not None)
             same.append(seconds * 1000)
             matched.append(count)
     # one budget at a time, by scope kind (the last 100 tries again)
@@ -467,7 +521,14 @@ def measure(engine, budgets, arriving: list[dict], tries: int) -> dict:
             "max": round(max(values), 3),
         }
 
+    compared = {}
+    if baseline is not None:
+        compared = {
+            "baseline_per_try_ms": summary(baseline_ms),
+            "per_try_ms_beside_the_baseline": summary(paired_ms),
+        }
     return {
+        **compared,
         "tries": len(same) + len(fresh),
         "per_try_ms": summary(same),
         "per_try_new_process_ms": summary(fresh),
@@ -490,6 +551,18 @@ def measure(engine, budgets, arriving: list[dict], tries: int) -> dict:
     }
 
 
+def _status_key(status) -> tuple:
+    """What an evaluation decides: spend, forecast, thresholds crossed and anomalies."""
+    return (
+        status.budget.name,
+        status.spent,
+        status.forecast,
+        status.unpriced,
+        [t.key for t in status.crossed],
+        [a.key for a in status.anomalies],
+    )
+
+
 def _who(i: int) -> dict:
     who = attribution(i)
     return {"owner": who["owner"], "team": who["team"], "dag_tags": who["tags"], "labels": who["labels"]}
@@ -506,6 +579,13 @@ def main() -> int:
     parser.add_argument("--analyze", action="store_true", help="ANALYZE SQLite too after the fill")
     parser.add_argument("--keep-temp", action="store_true")
     parser.add_argument("--profile", metavar="FILE", help="write cProfile statistics of the measurement here")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="EVALUATE_PY",
+        help="another version of airflow_cost_provider/budgets/evaluate.py, timed against this one on the "
+        "same ledger, try by try (e.g. git show main:airflow_cost_provider/budgets/evaluate.py > /tmp/evaluate_main.py)",
+    )
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="cost-budget-bench-"))
@@ -529,6 +609,7 @@ def main() -> int:
         filled = fill(engine, args.lines, args.seed, analyze=args.analyze or engine.dialect.name != "sqlite")
         print(f"  {filled}", flush=True)
 
+        baseline = load_baseline(args.baseline) if args.baseline else None
         started = time.perf_counter()
         budgets = parse_budgets(budgets_yaml(), "benchmark budgets")
         load_ms = (time.perf_counter() - started) * 1000
@@ -536,10 +617,10 @@ def main() -> int:
             import cProfile
 
             with cProfile.Profile() as profile:
-                result = measure(engine, budgets, Estate.arriving, args.tries)
+                result = measure(engine, budgets, Estate.arriving, args.tries, baseline)
             profile.dump_stats(args.profile)
         else:
-            result = measure(engine, budgets, Estate.arriving, args.tries)
+            result = measure(engine, budgets, Estate.arriving, args.tries, baseline)
         result.update(
             {
                 "ledger": engine.dialect.name,
@@ -563,6 +644,12 @@ def main() -> int:
             f"  budget evaluation per try: median {per_try['median']} ms, p95 {per_try['p95']} ms, p99 "
             f"{per_try['p99']} ms, max {per_try['max']} ms (target: under 5 ms)"
         )
+        if baseline is not None:
+            before, beside = result["baseline_per_try_ms"], result["per_try_ms_beside_the_baseline"]
+            print(
+                f"  the same tries, alternating with the baseline {args.baseline}: median {beside['median']} ms "
+                f"(p95 {beside['p95']}) vs the baseline's {before['median']} ms (p95 {before['p95']})"
+            )
         fresh = result["per_try_new_process_ms"]
         print(
             f"  the same in a new task process each time (settled days read from the ledger's kept rows): median "

@@ -42,8 +42,10 @@ RESULTS = REPO / "benchmarks" / "results" / "report_scale.json"
 UTC = dt.timezone.utc
 
 
-def periods(last_day: dt.date) -> dict[int, tuple[dt.datetime, dt.datetime]]:
-    until = dt.datetime.combine(last_day + dt.timedelta(days=1), dt.time(0), tzinfo=UTC)
+def periods(last_day: dt.date, until_hour: int = 24) -> dict[int, tuple[dt.datetime, dt.datetime]]:
+    """The last 30 and 365 days up to `until_hour` o'clock of last_day (24: its end, whole UTC days;
+    else the report's default shape, 'the last N days up to now', with a part of a day at each edge)."""
+    until = dt.datetime.combine(last_day, dt.time(0), tzinfo=UTC) + dt.timedelta(hours=until_hour)
     return {days: (until - dt.timedelta(days=days), until) for days in (30, 365)}
 
 
@@ -84,15 +86,17 @@ def plan_of(engine, statement: str, parameters) -> str:
         raw.close()
 
 
-def measure(kind: str, url: str, rounds: int, last_day: dt.date, home: Path) -> dict:
+def timed(engine, url: str, since: dt.datetime, until: dt.datetime, rounds: int, recorder, from_lines: bool):
+    """The report's first call and `rounds` more, from the daily totals (as shipped) or, with
+    `from_lines`, from lines alone (how reports read before the daily totals carried their columns)."""
+    from airflow_cost_provider import report
     from airflow_cost_provider.cli.report import task_report_document
-    from airflow_cost_provider.ledger.store import dispose_engines, open_existing, safe_url
+    from airflow_cost_provider.ledger.store import safe_url
 
-    dispose_engines()
-    engine = open_existing(url)
-    recorder = Recorder(engine)
-    result: dict = {"ledger": kind}
-    for days, (since, until) in periods(last_day).items():
+    kept = report.TOTALS_KEYS
+    if from_lines:
+        report.TOTALS_KEYS = frozenset()
+    try:
         started = time.perf_counter()
         doc, _ = task_report_document(engine, safe_url(url), "dag", since, until)
         first = time.perf_counter() - started
@@ -104,20 +108,53 @@ def measure(kind: str, url: str, rounds: int, last_day: dt.date, home: Path) -> 
             doc, _ = task_report_document(engine, safe_url(url), "dag", since, until)
             times.append(time.perf_counter() - started)
             recorder.active = False
+    finally:
+        report.TOTALS_KEYS = kept
+    return doc, first, times
+
+
+def measure(kind: str, url: str, rounds: int, last_day: dt.date, home: Path, until_hour: int) -> dict:
+    import sqlalchemy as sa
+
+    from airflow_cost_provider.ledger.store import dispose_engines, open_existing
+
+    dispose_engines()
+    engine = open_existing(url)
+    recorder = Recorder(engine)
+    result: dict = {"ledger": kind}
+    for days, (since, until) in periods(last_day, until_hour).items():
+        # the lines alone first (the baseline), then the daily totals, alternating by round
+        baseline, shipped, first, lines_doc = [], [], 0.0, None
+        for half in range(2):
+            try:
+                lines_doc, _, lines_times = timed(
+                    engine, url, since, until, max(1, rounds // 2), recorder, True
+                )
+                baseline += lines_times
+            except sa.exc.OperationalError as error:  # PostgreSQL's statement_timeout, as the CLI runs it
+                print(f"  {kind}, {days} days, from lines alone: {' '.join(str(error.orig).split())[:120]}")
+                baseline.append(float("inf"))
+            doc, call, times = timed(engine, url, since, until, max(1, rounds // 2), recorder, False)
+            shipped += times
+            first = call if half == 0 else first
+        if lines_doc is not None and (lines_doc.rows != doc.rows or lines_doc.total != doc.total):
+            raise SystemExit(f"{kind}, {days} days: the report from the daily totals differs from the lines'")
+        times = shipped
         statements = sorted(recorder.calls, key=lambda call: -call["seconds"])
         slowest = statements[0]
         plan = plan_of(engine, slowest["statement"], slowest["parameters"])
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "OPENLINEAGE"))}
         env["AIRFLOW_HOME"] = str(home)
+        env["PYTHONPATH"] = str(REPO)  # this checkout's package, whichever the environment installed
         command = [
             str(Path(sys.executable).with_name("airflow-cost")),
             "report",
             "--by",
             "dag",
             "--since",
-            since.strftime("%Y-%m-%d"),
+            since.isoformat(),
             "--until",
-            until.strftime("%Y-%m-%d"),
+            until.isoformat(),
             "--ledger",
             url,
         ]
@@ -131,6 +168,9 @@ def measure(kind: str, url: str, rounds: int, last_day: dt.date, home: Path) -> 
             "since": since.isoformat(),
             "until": until.isoformat(),
             "median_s": round(statistics.median(times), 3),
+            "from_lines_median_s": round(statistics.median(baseline), 3)
+            if min(baseline) < float("inf")
+            else None,
             "min_s": round(min(times), 3),
             "max_s": round(max(times), 3),
             "first_call_s": round(first, 3),
@@ -164,11 +204,17 @@ def tries_in(engine, since: dt.datetime, until: dt.datetime) -> tuple[int, int]:
     return int(tries), int(line_count)
 
 
-def filled_ledger(kind: str, url: str, lines: int, seed: int, analyze: bool) -> dict:
+def filled_ledger(kind: str, url: str, lines: int, seed: int, analyze: bool, record: Path | None) -> dict:
+    """Fill the ledger, or with `record` (a fill kept in a cache) reuse the one it describes."""
     import budget_evaluation as estate
 
     from airflow_cost_provider.ledger.store import dispose_engines, get_engine, safe_url
 
+    if record is not None and record.exists():
+        kept = json.loads(record.read_text())
+        if kept.get("lines") == lines and kept.get("seed") == seed and kept.get("url") == safe_url(url):
+            print(f"{kind}: reusing {safe_url(url)}, filled with {lines:,} lines", flush=True)
+            return kept["filled"]
     # the fill's statements (COPY of 1.5 M daily totals) outlast the ledger's 5 s statement timeout
     engine = get_engine(url, timeout=3600)
     print(f"{kind}: filling {safe_url(url)} with {lines:,} lines ...", flush=True)
@@ -178,8 +224,11 @@ def filled_ledger(kind: str, url: str, lines: int, seed: int, analyze: bool) -> 
     for days, (since, until) in periods(estate.LAST_DAY).items():
         counts[f"{days}_days"] = dict(zip(("tries", "lines"), tries_in(engine, since, until), strict=True))
     dispose_engines()
-    estate.Estate.totals, estate.Estate.arriving = {}, []
-    return {**filled, "in_period": counts}
+    estate.Estate.totals, estate.Estate.causes, estate.Estate.arriving = {}, {}, []
+    filled = {**filled, "in_period": counts}
+    if record is not None:
+        record.write_text(json.dumps({"lines": lines, "seed": seed, "url": safe_url(url), "filled": filled}))
+    return filled
 
 
 def main() -> int:
@@ -197,7 +246,22 @@ def main() -> int:
     parser.add_argument("--ledger", help="an empty PostgreSQL database URL, instead of a throwaway server")
     parser.add_argument("--analyze", action="store_true", help="ANALYZE SQLite too after the fill")
     parser.add_argument("--keep-temp", action="store_true")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        help="a directory that keeps the SQLite ledger (and a record of each fill, --ledger's too) "
+        "between runs: a ledger of the same --lines and --seed is reused, not filled again",
+    )
+    parser.add_argument(
+        "--until-hour",
+        type=int,
+        default=24,
+        help="the periods end at this hour of the last day (default 24: whole UTC days; e.g. 14: the "
+        "shape of 'the last N days up to now', a part of a day at each edge)",
+    )
     args = parser.parse_args()
+    if args.cache:
+        args.cache.mkdir(parents=True, exist_ok=True)
 
     tmp = Path(tempfile.mkdtemp(prefix="cost-report-bench-"))
     os.environ["AIRFLOW_HOME"] = str(tmp)
@@ -210,7 +274,10 @@ def main() -> int:
     try:
         ledgers = []
         if args.sqlite:
-            ledgers.append(("sqlite", f"sqlite:///{tmp / 'cost_ledger.db'}", args.analyze))
+            folder = args.cache or tmp
+            ledgers.append(
+                ("sqlite", f"sqlite:///{folder / f'report_scale-{args.lines}-{args.seed}.db'}", args.analyze)
+            )
         if args.ledger:
             ledgers.append(("postgresql", args.ledger, True))
         elif args.postgres:
@@ -219,8 +286,11 @@ def main() -> int:
             server = PostgresServer(log_statements=False).start()
             ledgers.append(("postgresql", server.create_database("report_bench"), True))
         for kind, url, analyze in ledgers:
-            filled = filled_ledger(kind, url, args.lines, args.seed, analyze)
-            result = measure(kind, url, args.rounds, estate.LAST_DAY, tmp)
+            record = None
+            if args.cache and (kind == "sqlite" or args.ledger):
+                record = args.cache / f"report_scale-{kind}-{args.lines}-{args.seed}.json"
+            filled = filled_ledger(kind, url, args.lines, args.seed, analyze, record)
+            result = measure(kind, url, args.rounds, estate.LAST_DAY, tmp, args.until_hour)
             result["fill"] = filled
             result["analyzed"] = analyze
             results.append(result)
@@ -228,16 +298,16 @@ def main() -> int:
                 found = result[f"{days}_days"]
                 period = filled["in_period"][f"{days}_days"]
                 print(
-                    f"  report --by dag, last {days} days ({period['tries']:,} tries, {period['lines']:,} lines): "
-                    f"median {found['median_s']} s (min {found['min_s']}, max {found['max_s']}; first "
-                    f"{found['first_call_s']} s); the CLI as a subprocess {found['cli_subprocess_s']} s "
-                    f"(target: under 1 s)",
+                    f"  report --by dag, last {days} days ({period['tries']:,} tries, {period['lines']:,} lines "
+                    f"in the whole days): median {found['median_s']} s (min {found['min_s']}, max {found['max_s']}; "
+                    f"first {found['first_call_s']} s; from lines alone {found['from_lines_median_s']} s); "
+                    f"the CLI as a subprocess {found['cli_subprocess_s']} s (target: under 1 s)",
                     flush=True,
                 )
                 for call in found["statements"][:3]:
                     print(f"    {call['seconds']} s  {call['statement'][:150]}")
                 print("    plan of the slowest:\n      " + found["slowest_plan"].replace("\n", "\n      "))
-            if kind == "sqlite" and not args.keep_temp:
+            if kind == "sqlite" and not args.keep_temp and not args.cache:
                 Path(url.removeprefix("sqlite:///")).unlink()
                 for suffix in ("-wal", "-shm"):
                     Path(url.removeprefix("sqlite:///") + suffix).unlink(missing_ok=True)
@@ -255,6 +325,7 @@ def main() -> int:
                 "results": results,
                 "lines": args.lines,
                 "rounds": args.rounds,
+                "until_hour": args.until_hour,
                 "python": platform.python_version(),
                 "machine": f"{platform.machine()}, {os.cpu_count()} cores",
             },

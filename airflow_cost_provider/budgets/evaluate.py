@@ -6,7 +6,8 @@ history. A period in another time zone than UTC starts and ends inside a UTC day
 read from the task tries' lines (indexed by end time). Tag and label scopes are not in the daily
 totals: they read the tries joined to their labels and lines. What can no longer change is read once
 and kept (settled.py); an evaluation reads the rest, for all the budgets of a task try in one query
-(evaluate_all), plus one for the run anomaly rule.
+(evaluate_all) with the imported storage costs and the run anomaly rule's latest runs, on a
+connection without a transaction (it only reads).
 
 Rules (the README's Budgets section says the same):
 - forecast = spent + for each UTC day left in the period, the median daily spend of the last
@@ -316,24 +317,73 @@ def _sums_parts(scope: Scope, day_ranges: int, edges: int, tag: int) -> tuple[sa
     return tuple(parts)
 
 
+STORAGE_PART = -2  # the rows of imported storage costs in the batched statement
+
+
+def _storage_part(glob: str, number: int) -> sa.Select:
+    """storage.statement() in the batched statement's columns, led by -1 - its window's number."""
+    inner = storage.statement(glob, f"s{number}_lo", f"s{number}_hi").subquery()
+    return sa.select(
+        sa.literal_column(str(-1 - number), sa.Integer).label("request"),
+        sa.literal_column(str(STORAGE_PART), sa.Integer).label("part"),
+        sa.cast(inner.c.day, sa.String).label("day"),
+        inner.c.currency,
+        inner.c.nanos,
+        sa.literal_column("0", sa.Integer).label("unpriced"),
+    )
+
+
+RUN_PART = -3  # the rows of the run rule's latest runs in the batched statement
+
+
+def _runs_part(scope: Scope, currency: str, number: int) -> sa.Select:
+    """_latest_runs_part() in the batched statement's columns: the run id as `day`, its first start
+    as `currency` (text), its tries as `unpriced`."""
+    inner = _latest_runs_part(scope, currency, number).subquery()
+    return sa.select(
+        sa.literal_column(str(-1 - number), sa.Integer).label("request"),
+        sa.literal_column(str(RUN_PART), sa.Integer).label("part"),
+        inner.c.run_id.label("day"),
+        sa.cast(inner.c.first_start, sa.String).label("currency"),
+        inner.c.nanos,
+        inner.c.tries.label("unpriced"),
+    )
+
+
 @functools.lru_cache(maxsize=4096)
-def _sums_statement(shapes: tuple[tuple[Scope, int, int], ...]) -> sa.Executable:
-    """One statement for a batch of (scope, day ranges, edges) requests: one round trip for all the
+def _sums_statement(
+    shapes: tuple[tuple[Scope, int, int], ...],
+    globs: tuple[str, ...] = (),
+    runs: tuple[tuple[Scope, str], ...] = (),
+) -> sa.Executable:
+    """One statement for a batch of (scope, day ranges, edges) requests, the imported storage costs
+    of `globs` and the latest runs of the run rules' (scope, currency): one round trip for all the
     budgets a task try counts towards. Kept per batch shape, which repeats from try to try."""
     parts = [part for tag, shape in enumerate(shapes) for part in _sums_parts(*shape, tag)]
+    parts += [_storage_part(glob, number) for number, glob in enumerate(globs)]
+    parts += [_runs_part(scope, currency, number) for number, (scope, currency) in enumerate(runs)]
     return sa.union_all(*parts) if len(parts) > 1 else parts[0]
 
 
 SumsRequest = tuple[Scope, list[tuple[dt.date, dt.date]], list[tuple[dt.datetime, dt.datetime, str]]]
 
 
-def _sums_many(conn: Connection, requests: list[SumsRequest]) -> list[settled.Sums]:
+def _sums_many(
+    conn: Connection,
+    requests: list[SumsRequest],
+    windows: Sequence[storage.Window] = (),
+    runs: Sequence[tuple[Budget, str, int]] = (),
+) -> tuple[list[settled.Sums], list[storage.Days], list[LatestRuns]]:
     """For each (scope, ranges of whole UTC days, pieces (start, end, key))): {day ISO or piece key:
-    {currency ('' = unpriced): [nanos, unpriced lines]}}, all in one query."""
+    {currency ('' = unpriced): [nanos, unpriced lines]}}; the imported storage costs of each window
+    per billing day and currency; and for each run-rule request (budget, dag_id, limit) its
+    LatestRuns; all in one query."""
     found: list[settled.Sums] = [{} for _ in requests]
+    stored: list[storage.Days] = [{} for _ in windows]
+    run_rows: list[list[tuple]] = [[] for _ in runs]
     asked = [(tag, request) for tag, request in enumerate(requests) if request[1] or request[2]]
-    if not asked:
-        return found
+    if not asked and not windows and not runs:
+        return found, stored, []
     params: dict[str, Any] = {}
     shapes = []
     for number, (_, (scope, ranges, pieces)) in enumerate(asked):
@@ -344,13 +394,28 @@ def _sums_many(conn: Connection, requests: list[SumsRequest]) -> list[settled.Su
         for index, (lo, hi, _) in enumerate(pieces):
             params[f"b{number}_e{index}_lo"], params[f"b{number}_e{index}_hi"] = lo, hi
         shapes.append((scope, len(ranges), len(pieces)))
-    for number, part, day, currency, nanos, unpriced in conn.execute(_sums_statement(tuple(shapes)), params):
+    for number, window in enumerate(windows):
+        params[f"s{number}_lo"], params[f"s{number}_hi"] = window.lo, window.hi
+    for number, (_, dag_id, limit) in enumerate(runs):  # the latest-runs parts' (_latest_runs_part)
+        params[f"b{number}_dag_id"], params[f"b{number}_limit"] = dag_id, limit
+    statement = _sums_statement(
+        tuple(shapes),
+        tuple(window.glob for window in windows),
+        tuple((budget.scope, budget.currency) for budget, _, _ in runs),
+    )
+    for number, part, day, currency, nanos, unpriced in conn.execute(statement, params):
+        if part == STORAGE_PART:
+            storage.add_row(stored[-1 - number], day, currency, nanos)
+            continue
+        if part == RUN_PART:
+            run_rows[-1 - number].append((day, nanos, currency, unpriced))
+            continue
         tag, (_, _, pieces) = asked[number]
         key = _as_date(day).isoformat() if part == -1 else pieces[part][2]
         entry = found[tag].setdefault(key, {}).setdefault(currency or "", [0, 0])
         entry[0] += int(nanos or 0)
         entry[1] += int(unpriced or 0)
-    return found
+    return found, stored, [_latest_of(request, rows) for request, rows in zip(runs, run_rows, strict=True)]
 
 
 def _sums(
@@ -359,7 +424,7 @@ def _sums(
     ranges: list[tuple[dt.date, dt.date]],
     pieces: list[tuple[dt.datetime, dt.datetime, str]],
 ) -> settled.Sums:
-    return _sums_many(conn, [(scope, ranges, pieces)])[0]
+    return _sums_many(conn, [(scope, ranges, pieces)])[0][0]
 
 
 HOUR = dt.timedelta(hours=1)
@@ -826,21 +891,24 @@ def _latest_runs_many(conn: Connection, requests: list[tuple[Budget, str, int]])
     for tag, (_, dag_id, limit) in enumerate(requests):
         params[f"b{tag}_dag_id"], params[f"b{tag}_limit"] = dag_id, limit
     statement = _latest_runs_statement(tuple((budget.scope, budget.currency) for budget, _, _ in requests))
-    rows: list[list[Any]] = [[] for _ in requests]
+    rows: list[list[tuple]] = [[] for _ in requests]
     for row in conn.execute(statement, params):
-        rows[row.request].append(row)
-    found = []
-    for (_, dag_id, limit), mine in zip(requests, rows, strict=True):
-        runs = sorted(
-            (
-                (row.run_id, from_nanos(int(row.nanos or 0)) or Decimal(0), _as_datetime(row.first_start))
-                for row in mine
-                if row.nanos is not None
-            ),
-            key=lambda run: (run[2], run[0]),
-        )
-        found.append(LatestRuns(dag_id, limit, runs, sum(int(row.tries) for row in mine) >= limit))
-    return found
+        rows[row.request].append((row.run_id, row.nanos, row.first_start, row.tries))
+    return [_latest_of(request, mine) for request, mine in zip(requests, rows, strict=True)]
+
+
+def _latest_of(request: tuple[Budget, str, int], rows: list[tuple]) -> LatestRuns:
+    """LatestRuns of a request from its rows (run_id, nanos, first start, tries)."""
+    _, dag_id, limit = request
+    runs = sorted(
+        (
+            (run_id, from_nanos(int(nanos)) or Decimal(0), _as_datetime(first_start))
+            for run_id, nanos, first_start, _ in rows
+            if nanos is not None
+        ),
+        key=lambda run: (run[2], run[0]),
+    )
+    return LatestRuns(dag_id, limit, runs, sum(int(tries) for *_, tries in rows) >= limit)
 
 
 def _latest_runs(
@@ -1094,8 +1162,9 @@ def evaluate_all(
     contributors: bool | None = None,
 ) -> list[BudgetStatus]:
     """evaluate() of each budget in its current period, in as few round trips as possible: one query
-    for what all of them spent that is not settled yet, one for the run rule at a task end (plus what
-    the settled-spend cache lacks, and the top contributors of those that crossed something)."""
+    for what all of them spent that is not settled yet, the imported storage costs and the run
+    rule's latest runs at a task end (plus what the settled-spend cache lacks, and the top
+    contributors of those that crossed something)."""
     return _evaluate(conn_or_engine, [(budget, None) for budget in budgets], now, run, contributors)
 
 
@@ -1107,7 +1176,9 @@ def _evaluate(
     contributors: bool | None,
 ) -> list[BudgetStatus]:
     if isinstance(conn_or_engine, Engine):
-        with conn_or_engine.connect() as conn:
+        # an evaluation only reads (the settled-spend cache writes on a connection of its own): without
+        # a transaction to begin and roll back, a database server answers in two round trips fewer
+        with conn_or_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             return _evaluate(conn, items, now, run, contributors)
     conn = conn_or_engine
     now = now or dt.datetime.now(UTC)
@@ -1124,25 +1195,29 @@ def _evaluate(
         reach = max([budget.forecast_days, *((t.last_days or 0) + 1 for t in _day_rules(budget))])
         periods.append((start, end))
         plans.append(_plan(conn, budget, start, end, today, today - dt.timedelta(days=reach), now))
-    lives = _sums_many(conn, [plan.live for plan in plans])
     with_storage = [index for index, (budget, _) in enumerate(items) if budget.scope.storage_glob is not None]
     storage_requests = [
         storage.request_for(items[i][0].scope.storage_glob or "*", *periods[i], items[i][0].currency, now)
         for i in with_storage
     ]
-    stored = dict(zip(with_storage, storage.storage_spend(conn, storage_requests), strict=True))
-    latest: dict[int, LatestRuns] = {}
+    windows = storage.windows(storage_requests)
+    wanted: list[int] = []
     if run is not None:  # at a task end: the try's DAG's latest runs, for every run rule at once
         wanted = [
             index
             for index, ((budget, _), (start, end)) in enumerate(zip(items, periods, strict=True))
             if start <= now < end and _run_rules(budget)
         ]
-        requests = [
-            (items[index][0], run[0], first_limit(max(t.last_runs or 0 for t in _run_rules(items[index][0]))))
-            for index in wanted
-        ]
-        latest = dict(zip(wanted, _latest_runs_many(conn, requests), strict=True))
+    requests = [
+        (items[index][0], run[0], first_limit(max(t.last_runs or 0 for t in _run_rules(items[index][0]))))
+        for index in wanted
+        if run is not None
+    ]
+    # the task spend not settled yet, the imported storage costs and the latest runs: one round trip
+    lives, storage_days, runs_found = _sums_many(conn, [plan.live for plan in plans], windows, requests)
+    spends = storage.spends(storage_requests, windows, storage_days)
+    stored = dict(zip(with_storage, spends, strict=True))
+    latest: dict[int, LatestRuns] = dict(zip(wanted, runs_found, strict=True))
     return [
         _status(
             conn,

@@ -54,11 +54,13 @@ def like_pattern(glob: str) -> str:
     return escaped.replace("*", "%").replace("?", "_")
 
 
-def _statement(glob: str) -> sa.Select:
+def statement(glob: str, lo: str = "lo", hi: str = "hi") -> sa.Select:
+    """The imported storage costs of the resources `glob` matches per billing day and currency, for
+    days in [:lo, :hi] (the names of its two parameters)."""
     day = storage_costs.c.day
     query = (
         sa.select(day, storage_costs.c.currency, sa.func.sum(storage_costs.c.amount_nanos).label("nanos"))
-        .where(day >= sa.bindparam("lo"), day <= sa.bindparam("hi"))
+        .where(day >= sa.bindparam(lo), day <= sa.bindparam(hi))
         .group_by(day, storage_costs.c.currency)
     )
     if glob != "*":
@@ -66,23 +68,59 @@ def _statement(glob: str) -> sa.Select:
     return query
 
 
-def storage_spend(conn: Connection, requests: list[StorageRequest]) -> list[StorageSpend]:
-    """For each request, the storage spend of its period and its forecast: one query per glob (the
-    budgets of a task try share "*")."""
+@dataclass(frozen=True)
+class Window:
+    """What the requests of one glob read: billing days [lo, hi]."""
+
+    glob: str
+    lo: dt.date
+    hi: dt.date
+    indexes: tuple[int, ...]  # the requests it answers
+
+
+def windows(requests: list[StorageRequest]) -> list[Window]:
+    """One window per glob (the budgets of a task try share "*")."""
     by_glob: dict[str, list[int]] = {}
     for index, request in enumerate(requests):
         by_glob.setdefault(request.glob, []).append(index)
-    found = [StorageSpend() for _ in requests]
-    for glob, indexes in by_glob.items():
-        lo = min(min(requests[i].first, requests[i].today - LOOKBACK) for i in indexes)
-        hi = max(max(requests[i].last, requests[i].today) for i in indexes)
-        days: dict[dt.date, dict[str, int]] = {}
-        for row in conn.execute(_statement(glob), {"lo": lo, "hi": hi}):
-            day = row.day if isinstance(row.day, dt.date) else dt.date.fromisoformat(str(row.day)[:10])
-            days.setdefault(day, {})[row.currency] = int(row.nanos or 0)
-        for index in indexes:
-            found[index] = _spend(requests[index], days)
-    return found
+    return [
+        Window(
+            glob,
+            min(min(requests[i].first, requests[i].today - LOOKBACK) for i in indexes),
+            max(max(requests[i].last, requests[i].today) for i in indexes),
+            tuple(indexes),
+        )
+        for glob, indexes in by_glob.items()
+    ]
+
+
+Days = dict[dt.date, dict[str, int]]
+
+
+def add_row(days: Days, day, currency: str, nanos) -> None:
+    """One row of `statement()` into a window's days."""
+    day = day if isinstance(day, dt.date) else dt.date.fromisoformat(str(day)[:10])
+    days.setdefault(day, {})[currency] = int(nanos or 0)
+
+
+def spends(requests: list[StorageRequest], found: list[Window], days: list[Days]) -> list[StorageSpend]:
+    """Each request's StorageSpend from the days its window read."""
+    spent = [StorageSpend() for _ in requests]
+    for window, window_days in zip(found, days, strict=True):
+        for index in window.indexes:
+            spent[index] = _spend(requests[index], window_days)
+    return spent
+
+
+def storage_spend(conn: Connection, requests: list[StorageRequest]) -> list[StorageSpend]:
+    """For each request, the storage spend of its period and its forecast: one query per glob."""
+    found = windows(requests)
+    days: list[Days] = []
+    for window in found:
+        days.append({})
+        for row in conn.execute(statement(window.glob), {"lo": window.lo, "hi": window.hi}):
+            add_row(days[-1], row.day, row.currency, row.nanos)
+    return spends(requests, found, days)
 
 
 def _spend(request: StorageRequest, days: dict[dt.date, dict[str, int]]) -> StorageSpend:

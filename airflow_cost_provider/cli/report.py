@@ -439,8 +439,9 @@ def _pruned_note(pruned) -> str:
     tries = f"{pruned.tries} task tr{'ies' if pruned.tries != 1 else 'y'}"
     return (
         f"{tries} of this period ended before {pruned.before} and had their usage detail pruned "
-        "(airflow-cost prune): their costs are not in these rows or the total. Budgets still count "
-        "them (the ledger keeps daily totals per DAG, task, owner, team and source)."
+        "(airflow-cost prune): their costs are not in these rows or the total. Budgets, and reports "
+        "by dag, task, source, day, owner or team over whole UTC days, still count them (the ledger "
+        "keeps daily totals per DAG, task, owner, team and source)."
     )
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 
 import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 
-SCHEMA_REVISION = "0008"  # the head migration; checked cheaply before Alembic is ever imported
+SCHEMA_REVISION = "0009"  # the head migration; checked cheaply before Alembic is ever imported
 VERSION_TABLE = "cost_provider_alembic_version"
 NANOS_PER_UNIT = 10**9
 
@@ -363,8 +364,9 @@ estimate_factors = sa.Table(
 # ---------------------------------------------------------------- budgets
 
 # Cost lines summed per UTC day of the try's end and attribution, kept exact by the ledger's writer
-# in the same transaction as the try, so a budget reads its period's spend without scanning lines.
-# Empty strings stand for "none" (primary-key columns cannot be NULL); currency '' = unpriced lines.
+# in the same transaction as the try (and by reconcile), so budgets and reports read a period's whole
+# days without scanning lines. Empty strings stand for "none" (primary-key columns cannot be NULL);
+# currency '' = unpriced lines.
 daily_totals = sa.Table(
     "cost_daily_totals",
     metadata,
@@ -375,11 +377,41 @@ daily_totals = sa.Table(
     sa.Column("team", sa.String(250), primary_key=True, server_default=""),
     sa.Column("source", sa.String(64), primary_key=True),
     sa.Column("currency", sa.String(3), primary_key=True),
+    # what budgets count: a reconciled line at its reconciled amount (under its reconciled currency),
+    # every other line at its estimate
     sa.Column("amount_nanos", sa.BigInteger, nullable=False),
     sa.Column("lines", sa.Integer, nullable=False),
     sa.Column("unpriced", sa.Integer, nullable=False),
+    # what reports show (0009), under the lines' own currency: their estimates, and the reconciled
+    # amounts of those reconcile reached with how many they are
+    sa.Column("estimate_nanos", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("reconciled_nanos", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("reconciled_lines", sa.Integer, nullable=False, server_default="0"),
     sa.Index("ix_cost_daily_totals_day", "day"),
 )
+
+# The unpriced lines (0009) counted per UTC day of the try's end, DAG, task, source, metric and
+# reason, kept with the daily totals: what a report lists as the causes of unpriced usage.
+# `reason_key` is a digest of the reason (which can be long), so every database can index the key.
+daily_unpriced = sa.Table(
+    "cost_daily_unpriced",
+    metadata,
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("dag_id", sa.String(250), primary_key=True),
+    sa.Column("task_id", sa.String(250), primary_key=True),
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("metric", sa.String(64), primary_key=True),
+    sa.Column("reason_key", sa.String(64), primary_key=True),
+    sa.Column("reason", sa.Text, nullable=False),  # '' when the line gave none
+    sa.Column("lines", sa.Integer, nullable=False),
+    sa.Index("ix_cost_daily_unpriced_day", "day"),
+)
+
+
+def reason_key(reason: str) -> str:
+    """The key of an unpriced reason in cost_daily_unpriced."""
+    return hashlib.sha256(reason.encode()).hexdigest()
+
 
 # One alert per (budget, period, threshold, notify target): the unique key makes it fire once; a
 # pending or failed delivery is retried at the next evaluation.

@@ -22,8 +22,10 @@ from airflow_cost_provider.ledger.schema import (
     SCHEMA_REVISION,
     VERSION_TABLE,
     daily_totals,
+    daily_unpriced,
     deferred_captures,
     lines,
+    reason_key,
     task_run_labels,
     task_runs,
     usage,
@@ -389,20 +391,51 @@ _OLD_CONTRIBUTION = (
         sa.func.sum(lines.c.amount_nanos).label("nanos"),
         sa.func.count().label("lines"),
         sa.func.sum(sa.case((lines.c.amount_nanos.is_(None), 1), else_=0)).label("unpriced"),
+        sa.func.sum(lines.c.reconciled_nanos).label("reconciled_nanos"),
+        sa.func.count(lines.c.reconciled_nanos).label("reconciled_lines"),
     )
     .select_from(lines.join(task_runs, lines.c.task_run_id == task_runs.c.id))
     .where(lines.c.task_run_id == sa.bindparam("existing_id"))
     .group_by(task_runs.c.end_time, task_runs.c.owner, task_runs.c.team, lines.c.source, lines.c.currency)
 )
+# ...and what reconciling its lines added to the budget amounts (under the reconciled currency)
+_OLD_RECONCILED_SHIFT = (
+    sa.select(
+        lines.c.source,
+        lines.c.reconciled_currency,
+        sa.func.sum(lines.c.reconciled_nanos - sa.func.coalesce(lines.c.amount_nanos, 0)).label("nanos"),
+    )
+    .where(lines.c.task_run_id == sa.bindparam("existing_id"), lines.c.reconciled_nanos.is_not(None))
+    .group_by(lines.c.source, lines.c.reconciled_currency)
+)
+_OLD_UNPRICED = (
+    sa.select(lines.c.source, lines.c.metric, lines.c.unpriced_reason, sa.func.count().label("lines"))
+    .where(lines.c.task_run_id == sa.bindparam("existing_id"), lines.c.amount_nanos.is_(None))
+    .group_by(lines.c.source, lines.c.metric, lines.c.unpriced_reason)
+)
 _DAILY_KEY = ("day", "dag_id", "task_id", "owner", "team", "source", "currency")
-_DAILY_SUMS = ("amount_nanos", "lines", "unpriced")
+# budgets' amount, lines, unpriced lines; the lines' estimates, reconciled amounts, reconciled lines
+_DAILY_SUMS = ("amount_nanos", "lines", "unpriced", "estimate_nanos", "reconciled_nanos", "reconciled_lines")
 _ADD_TO_DAILY = (
     sa.update(daily_totals)
     .where(*(daily_totals.c[name] == sa.bindparam(f"k_{name}") for name in _DAILY_KEY))
     .values({name: daily_totals.c[name] + sa.bindparam(f"d_{name}") for name in _DAILY_SUMS})
 )
+# a row with no line left and nothing a budget counts (reconcile can add to a currency with no line)
 _DELETE_EMPTY_DAILY = sa.delete(daily_totals).where(
-    *(daily_totals.c[name] == sa.bindparam(f"k_{name}") for name in _DAILY_KEY), daily_totals.c.lines <= 0
+    *(daily_totals.c[name] == sa.bindparam(f"k_{name}") for name in _DAILY_KEY),
+    daily_totals.c.lines <= 0,
+    daily_totals.c.amount_nanos == 0,
+)
+_UNPRICED_KEY = ("day", "dag_id", "task_id", "source", "metric", "reason_key")
+_ADD_TO_UNPRICED = (
+    sa.update(daily_unpriced)
+    .where(*(daily_unpriced.c[name] == sa.bindparam(f"k_{name}") for name in _UNPRICED_KEY))
+    .values(lines=daily_unpriced.c.lines + sa.bindparam("d_lines"))
+)
+_DELETE_EMPTY_UNPRICED = sa.delete(daily_unpriced).where(
+    *(daily_unpriced.c[name] == sa.bindparam(f"k_{name}") for name in _UNPRICED_KEY),
+    daily_unpriced.c.lines <= 0,
 )
 
 
@@ -458,23 +491,12 @@ def _store(engine: Engine, result: CostResult, only_if_absent: bool = False) -> 
         if existing is not None and (only_if_absent or existing.capture_id == result.capture_id):
             return False
         daily: dict[tuple, list[int]] = {}
+        causes: dict[tuple, list] = {}
         if existing is None:
             task_run_id = conn.execute(_INSERT_TRY, row).inserted_primary_key[0]
         else:
             task_run_id = existing.id
-            for old in conn.execute(_OLD_CONTRIBUTION, {"existing_id": task_run_id}):
-                _add_daily(
-                    daily,
-                    tt,
-                    old.end_time,
-                    old.owner,
-                    old.team,
-                    old.source,
-                    old.currency,
-                    -int(old.nanos or 0),
-                    -int(old.lines),
-                    -int(old.unpriced or 0),
-                )
+            _take_out_old(conn, task_run_id, tt, daily, causes)
             conn.execute(_DELETE_LINES, {"existing_id": task_run_id})
             conn.execute(_DELETE_USAGE, {"existing_id": task_run_id})
             conn.execute(_DELETE_LABELS, {"existing_id": task_run_id})
@@ -488,21 +510,16 @@ def _store(engine: Engine, result: CostResult, only_if_absent: bool = False) -> 
             (item.usage, {"status": "unpriced", "unpriced_reason": item.reason}) for item in result.unpriced
         ]
         # the daily totals sum exactly what the lines below hold
+        day = result.end_time.astimezone(dt.timezone.utc).date()
         for item, values in priced_and_unpriced:
             nanos = values.get("amount_nanos")
-            _add_daily(
-                daily,
-                tt,
-                result.end_time,
-                tt.owner,
-                tt.team,
-                item.source,
-                values.get("currency"),
-                nanos or 0,
-                1,
-                int(nanos is None),
-            )
+            key = (day, tt.dag_id, tt.task_id, tt.owner or "", tt.team or "", item.source)
+            _add_daily(daily, key, values.get("currency"), nanos or 0, 1, int(nanos is None), nanos or 0)
+            if nanos is None:
+                key = (day, tt.dag_id, tt.task_id, item.source, item.metric)
+                _add_unpriced(causes, key, values["unpriced_reason"], 1)
         write_daily_changes(conn, daily)
+        write_unpriced_changes(conn, causes)
         if priced_and_unpriced:
             usage_ids = (
                 conn.execute(
@@ -528,68 +545,152 @@ def _store(engine: Engine, result: CostResult, only_if_absent: bool = False) -> 
     return True
 
 
+def _take_out_old(
+    conn, task_run_id: int, tt, daily: dict[tuple, list[int]], causes: dict[tuple, list]
+) -> None:
+    """What a stored try added to the daily totals and unpriced counts, as changes that take it out."""
+    day = owner = team = None
+    reconciled = unpriced = False
+    for old in conn.execute(_OLD_CONTRIBUTION, {"existing_id": task_run_id}).all():
+        day, owner, team = old.end_time.astimezone(dt.timezone.utc).date(), old.owner, old.team
+        key = (day, tt.dag_id, tt.task_id, owner or "", team or "", old.source)
+        nanos = -int(old.nanos or 0)
+        _add_daily(
+            daily,
+            key,
+            old.currency,
+            nanos,
+            -int(old.lines),
+            -int(old.unpriced or 0),
+            nanos,
+            -int(old.reconciled_nanos or 0),
+            -int(old.reconciled_lines),
+        )
+        reconciled = reconciled or bool(old.reconciled_lines)
+        unpriced = unpriced or bool(old.unpriced)
+    if unpriced:
+        for cause in conn.execute(_OLD_UNPRICED, {"existing_id": task_run_id}):
+            key = (day, tt.dag_id, tt.task_id, cause.source, cause.metric)
+            _add_unpriced(causes, key, cause.unpriced_reason, -int(cause.lines))
+    if reconciled:
+        for shift in conn.execute(_OLD_RECONCILED_SHIFT, {"existing_id": task_run_id}):
+            key = (day, tt.dag_id, tt.task_id, owner or "", team or "", shift.source)
+            _add_daily(daily, key, shift.reconciled_currency, int(-(shift.nanos or 0)), 0, 0)
+
+
 def _add_daily(
     daily: dict[tuple, list[int]],
-    tt,
-    end_time: dt.datetime,
-    owner: str | None,
-    team: str | None,
-    source: str,
+    key: tuple,
     currency: str | None,
     nanos: int,
     line_count: int,
     unpriced: int,
+    estimate: int = 0,
+    reconciled: int = 0,
+    reconciled_lines: int = 0,
 ) -> None:
-    """Add one contribution to a try's daily-total changes, keyed as cost_daily_totals is ('' = none)."""
-    day = end_time.astimezone(dt.timezone.utc).date()
-    key = (day, tt.dag_id, tt.task_id, owner or "", team or "", source, currency or "")
-    sums = daily.setdefault(key, [0, 0, 0])
+    """Add one contribution to daily-total changes, keyed as cost_daily_totals is ('' = none):
+    `key` is (day, dag_id, task_id, owner, team, source)."""
+    sums = daily.setdefault((*key, currency or ""), [0, 0, 0, 0, 0, 0])
     sums[0] += nanos
     sums[1] += line_count
     sums[2] += unpriced
+    sums[3] += estimate
+    sums[4] += reconciled
+    sums[5] += reconciled_lines
+
+
+def _add_unpriced(causes: dict[tuple, list], key: tuple, reason: str | None, count: int) -> None:
+    """Add unpriced lines to cost_daily_unpriced changes: `key` is (day, dag_id, task_id, source, metric)."""
+    text = reason or ""
+    found = causes.setdefault((*key, reason_key(text)), [text, 0])
+    found[1] += count
 
 
 def write_daily_changes(conn, daily: dict[tuple, list[int]]) -> None:
-    """Apply a try's changes to cost_daily_totals: add to the existing rows, insert the new ones, and
-    drop the rows a replaced capture left with no line, so the totals always equal the lines' sums."""
+    """Apply changes to cost_daily_totals (each key's sums in _DAILY_SUMS order; a shorter list: the
+    first of them, the rest 0): add to the existing rows, insert the new ones, and drop the rows left
+    with no line and no amount, so the totals always equal the lines' sums."""
+    width = len(_DAILY_SUMS)
     changes = [
         {
             **{f"k_{name}": value for name, value in zip(_DAILY_KEY, key, strict=True)},
-            **{f"d_{name}": value for name, value in zip(_DAILY_SUMS, sums, strict=True)},
+            **{
+                f"d_{name}": value
+                for name, value in zip(_DAILY_SUMS, [*sums, *[0] * (width - len(sums))], strict=True)
+            },
         }
         for key, sums in daily.items()
         if any(sums)
     ]
+    emptied = [
+        {f"k_{name}": c[f"k_{name}"] for name in _DAILY_KEY}
+        for c in changes
+        if any(c[f"d_{name}"] < 0 for name in _DAILY_SUMS)
+    ]
+    _apply(conn, changes, emptied, _daily_upsert, _ADD_TO_DAILY, _INSERT_DAILY, _DELETE_EMPTY_DAILY)
+
+
+def write_unpriced_changes(conn, causes: dict[tuple, list]) -> None:
+    """Apply changes to cost_daily_unpriced, as write_daily_changes does to the daily totals."""
+    changes = [
+        {
+            **{f"k_{name}": value for name, value in zip(_UNPRICED_KEY, key, strict=True)},
+            "reason": text,
+            "d_lines": count,
+        }
+        for key, (text, count) in causes.items()
+        if count
+    ]
+    emptied = [{f"k_{name}": c[f"k_{name}"] for name in _UNPRICED_KEY} for c in changes if c["d_lines"] < 0]
+    _apply(
+        conn, changes, emptied, _unpriced_upsert, _ADD_TO_UNPRICED, _INSERT_UNPRICED, _DELETE_EMPTY_UNPRICED
+    )
+
+
+def _apply(conn, changes: list[dict], emptied: list[dict], upsert_of, add, insert, delete_empty) -> None:
+    """Add `changes` to a table of sums (one upsert where the database has it, else update, then
+    insert the keys not there yet), then drop the `emptied` keys' rows left with nothing."""
     if not changes:
         return
-    upsert = _daily_upsert(conn.dialect.name)
+    upsert = upsert_of(conn.dialect.name)
     if upsert is not None:
         conn.execute(upsert, changes)
     else:
-        missing = [change for change in changes if conn.execute(_ADD_TO_DAILY, change).rowcount == 0]
+        missing = [change for change in changes if conn.execute(add, change).rowcount == 0]
         if missing:
             # a concurrent writer inserting the same key makes this an IntegrityError: store() retries
-            conn.execute(_INSERT_DAILY, missing)
-    emptied = [{f"k_{name}": c[f"k_{name}"] for name in _DAILY_KEY} for c in changes if c["d_lines"] < 0]
+            conn.execute(insert, missing)
     if emptied:
-        conn.execute(_DELETE_EMPTY_DAILY, emptied)
+        conn.execute(delete_empty, emptied)
 
 
 _INSERT_DAILY = sa.insert(daily_totals).values(
     {name: sa.bindparam(f"k_{name}") for name in _DAILY_KEY}
     | {name: sa.bindparam(f"d_{name}") for name in _DAILY_SUMS}
 )
+_INSERT_UNPRICED = sa.insert(daily_unpriced).values(
+    {name: sa.bindparam(f"k_{name}") for name in _UNPRICED_KEY}
+    | {"reason": sa.bindparam("reason"), "lines": sa.bindparam("d_lines")}
+)
+
+
+def _insert_module(dialect: str):
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    elif dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        return None
+    return insert
 
 
 @functools.cache
 def _daily_upsert(dialect: str) -> sa.Insert | None:
     """One INSERT .. ON CONFLICT adding to the row where the databases that share it have it: a
     statement per try instead of two per key, and no race between two workers on a new key."""
-    if dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    elif dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
+    insert = _insert_module(dialect)
+    if insert is None:
         return None
     statement = insert(daily_totals).values(
         {name: sa.bindparam(f"k_{name}") for name in _DAILY_KEY}
@@ -598,6 +699,21 @@ def _daily_upsert(dialect: str) -> sa.Insert | None:
     return statement.on_conflict_do_update(
         index_elements=list(_DAILY_KEY),
         set_={name: daily_totals.c[name] + statement.excluded[name] for name in _DAILY_SUMS},
+    )
+
+
+@functools.cache
+def _unpriced_upsert(dialect: str) -> sa.Insert | None:
+    insert = _insert_module(dialect)
+    if insert is None:
+        return None
+    statement = insert(daily_unpriced).values(
+        {name: sa.bindparam(f"k_{name}") for name in _UNPRICED_KEY}
+        | {"reason": sa.bindparam("reason"), "lines": sa.bindparam("d_lines")}
+    )
+    return statement.on_conflict_do_update(
+        index_elements=list(_UNPRICED_KEY),
+        set_={"lines": daily_unpriced.c.lines + statement.excluded.lines},
     )
 
 

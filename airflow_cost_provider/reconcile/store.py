@@ -192,30 +192,46 @@ SELECT sum(amount_nanos)::BIGINT, min(currency), line_id FROM (
 
 
 def _shift_daily_totals(conn, pools, sign: int) -> None:
-    """Add (sign +1) or take out (-1) the difference reconciled - estimated of the lines the pools
-    hold, to their tries' daily totals: a budget then counts a reconciled line at its reconciled
-    amount, every other line at its estimate. An unpriced line adds all of its reconciled amount."""
+    """Add (sign +1) or take out (-1) what the reconciled lines the pools hold put in their tries'
+    daily totals: for budgets, the difference reconciled - estimated (a budget then counts a
+    reconciled line at its reconciled amount, every other line at its estimate; an unpriced line adds
+    all of its reconciled amount), under the reconciled currency; for reports, the reconciled amounts
+    and how many lines have one, under the lines' own currency."""
     from airflow_cost_provider.ledger.schema import line_reconciliations, lines, reconciliations, task_runs
     from airflow_cost_provider.ledger.store import write_daily_changes
 
     in_pools = sa.select(line_reconciliations.c.line_id).join(reconciliations).where(pools)
     difference = sa.func.sum(lines.c.reconciled_nanos - sa.func.coalesce(lines.c.amount_nanos, 0))
-    key = (
+    attribution = (
         sa.func.date(task_runs.c.end_time),
         task_runs.c.dag_id,
         task_runs.c.task_id,
         sa.func.coalesce(task_runs.c.owner, ""),
         sa.func.coalesce(task_runs.c.team, ""),
         lines.c.source,
-        lines.c.reconciled_currency,
     )
+    line_currency = sa.func.coalesce(lines.c.currency, "")
     rows = conn.execute(
-        sa.select(*key, difference)
+        sa.select(
+            *attribution,
+            lines.c.reconciled_currency,
+            line_currency,
+            difference,
+            sa.func.sum(lines.c.reconciled_nanos),
+            sa.func.count(),
+        )
         .select_from(lines.join(task_runs, task_runs.c.id == lines.c.task_run_id))
         .where(lines.c.id.in_(in_pools), lines.c.reconciled_nanos.is_not(None))
-        .group_by(*key)
+        .group_by(*attribution, lines.c.reconciled_currency, line_currency)
     ).all()
-    changes = {(_day(row[0]), *row[1:7]): [sign * int(row[7]), 0, 0] for row in rows if row[7]}
+    changes: dict[tuple, list[int]] = {}
+    for row in rows:
+        key = (_day(row[0]), *row[1:6])
+        budget = changes.setdefault((*key, row[6]), [0, 0, 0, 0, 0, 0])
+        budget[0] += sign * int(row[8])
+        report = changes.setdefault((*key, row[7]), [0, 0, 0, 0, 0, 0])
+        report[4] += sign * int(row[9])
+        report[5] += sign * int(row[10])
     write_daily_changes(conn, changes)
 
 

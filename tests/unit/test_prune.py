@@ -246,11 +246,20 @@ def test_the_command_prints_each_batch_and_reports_name_the_pruned_tries(engine,
     assert [row["tries"] for row in document["rows"]] == [2, 1]
     assert (document["tries"], document["lines"], document["usage_rows"]) == (3, 9, 9)
 
+    # by day, whole days come from the daily totals, which keep the pruned tries' costs
     argv = ["report", "--by", "day", "--since", "2026-11-01", "--until", "2026-11-07", "--ledger", ledger_url]
     assert main([*argv, "-o", "json"]) == 0
     report = json.loads(capsys.readouterr().out)
+    assert "pruned" not in report
+    assert [(row["day"], row["amount"], row["lines"]) for row in report["rows"]] == [
+        (f"2026-11-0{n + 1}", f"{n}.250000123", 3) for n in range(6)
+    ]
+    # by tag, lines are read: the pruned tries are not in the rows, and the report says so
+    argv[2] = "tag"
+    assert main([*argv, "-o", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
     assert report["pruned"] == {"before": "2026-11-04", "tries": 3}
-    assert [row["day"] for row in report["rows"]] == ["2026-11-04", "2026-11-05", "2026-11-06"]
+    assert [row["lines"] for row in report["rows"]] == [9]
     assert main(argv) == 0
     assert (
         "3 task tries of this period ended before 2026-11-04 and had their usage detail pruned"

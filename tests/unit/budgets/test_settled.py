@@ -36,10 +36,10 @@ def reads(monkeypatch):
     counted = {"queries": 0}
     original = evaluation._sums_many
 
-    def counting(conn, requests):
+    def counting(conn, requests, windows=(), runs=()):
         if any(ranges or pieces for _, ranges, pieces in requests):
             counted["queries"] += 1
-        return original(conn, requests)
+        return original(conn, requests, windows, runs)
 
     monkeypatch.setattr(evaluation, "_sums_many", counting)
     return counted
@@ -156,3 +156,46 @@ budgets:
         Decimal(12 + 9),
     ]
     assert [a.key for a in together[1].anomalies] == ["anomaly:day:2026-12-20", "anomaly:run:d/today"]
+
+
+def test_a_task_end_reads_spend_storage_and_runs_in_one_statement_without_a_transaction(
+    engine, clock, request
+):
+    """Once the settled days are kept, the budgets of a try cost one statement (top contributors
+    aside, read when something is crossed): today's spend, the imported storage costs of an
+    everything budget and the run rule's latest runs together, sent without BEGIN or ROLLBACK; and
+    it answers as evaluating each budget alone does."""
+    text = (
+        "budgets:\n"
+        "  - {name: all, period: monthly, amount: '1000', currency: USD}\n"
+        "  - name: runs\n    scope: {dag_id: d}\n    period: monthly\n    amount: '1000'\n    currency: USD\n"
+        "    thresholds: [{anomaly: {run_cost_vs_median: 2, last_runs: 5}}]\n"
+    )
+    budgets = parse_budgets(text, "b.yaml")
+    for n in range(5):
+        keep(engine, cost("d", "t", f"r{n}", NOW - (5 - n) * DAY, [line("x", "1")]))
+    keep(engine, cost("d", "t", "now", NOW - dt.timedelta(minutes=1), [line("x", "9")]))
+    first = evaluate_all(engine, budgets, NOW, run=("d", "now"), contributors=False)
+    sent: list[str] = []
+
+    def record(conn, cursor, statement, *args):
+        sent.append(" ".join(statement.split()).upper())
+
+    server = request.getfixturevalue("postgres_server") if engine.dialect.name == "postgresql" else None
+    logged = len(server.statements()) if server else 0
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        again = evaluate_all(engine, budgets, NOW, run=("d", "now"), contributors=False)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+    if server is not None:  # what the server received, the driver's own BEGIN and ROLLBACK included
+        received = [" ".join(s.split()).upper() for s in server.statements()[logged:]]
+        assert not [s for s in received if s.startswith(("BEGIN", "ROLLBACK", "COMMIT"))], received
+        assert len([s for s in received if "UNION ALL" in s]) == 1
+    assert [s for s in sent if not s.startswith("SELECT 1")] == [sent[-1]] and "UNION ALL" in sent[-1]
+    assert "COST_STORAGE_COSTS" in sent[-1] and "LATEST_0" in sent[-1]
+    assert [(s.spent, s.anomalies) for s in again] == [(s.spent, s.anomalies) for s in first]
+    assert again[0].spent_amount == 14 and [a.subject for a in again[1].anomalies] == ["d/now"]
+    with engine.connect() as conn:  # the statements one by one
+        alone = [evaluate(conn, budget, NOW, run=("d", "now"), contributors=False) for budget in budgets]
+    assert [(s.spent, s.anomalies) for s in again] == [(s.spent, s.anomalies) for s in alone]
