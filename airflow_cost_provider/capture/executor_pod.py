@@ -21,7 +21,6 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from airflow_cost_provider.pricing.kubernetes import pod_usages, slim_pod
 from airflow_cost_provider.pricing.model import Usage
 
 MARKER = "AIRFLOW_IS_K8S_EXECUTOR_POD"
@@ -71,6 +70,9 @@ def own_pod_usages(timeout: float) -> tuple[list[Usage], bool]:
     """(usages, read): the pod's lines, read True; or one unpriced line with the reason, read False."""
     from airflow_cost_provider.capture.safety import suppress
     from airflow_cost_provider.instrumentation.kubernetes import KubernetesPod, _api_error, _to_json
+
+    # here, not at the top: every task end imports this module to ask in_executor_pod()
+    from airflow_cost_provider.pricing.kubernetes import pod_usages, slim_pod
 
     name, space = pod_name(), namespace()
     timeout = min(timeout, REQUEST_TIMEOUT)
