@@ -41,7 +41,7 @@ def configuration_problems(connection_types: Collection[str] | None = None) -> l
         except Exception as error:  # e.g. a failing ledger_conn_cmd, which Airflow itself runs
             problems.setdefault(f"[{conf.SECTION}] {option} cannot be read: {type(error).__name__}: {error}")
     try:
-        book = load_price_book(conf.price_book_path())
+        book = load_price_book(conf.price_book_path(), cache_dir=conf.cache_dir())
     except PriceBookError as error:
         problems.setdefault(str(error))
     else:
@@ -76,14 +76,15 @@ def notifier_problems() -> list[str]:
 def budgets_problem() -> str | None:
     """What is wrong with the budgets file, as one message naming the file, the budget and the field;
     None without a file or with a good one. Reads no ledger."""
-    from airflow_cost_provider.budgets.model import BudgetError, load_budgets
-
     try:
         path = conf.budgets_path()
     except Exception:  # reported with the options
         return None
     if not path:
         return None
+    # imported only for a file: every task process that loads the plugin runs this check
+    from airflow_cost_provider.budgets.model import BudgetError, load_budgets
+
     try:
         load_budgets(path)
     except BudgetError as error:

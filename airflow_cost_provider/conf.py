@@ -204,6 +204,13 @@ def default_ledger_url() -> str:
     return f"sqlite:///{Path(home) / 'cost_ledger.db'}"
 
 
+def cache_dir() -> str:
+    """Where the provider keeps what it derives from its inputs to save work in every task process
+    (the parsed price book): $AIRFLOW_HOME/cost_cache."""
+    home = os.environ.get("AIRFLOW_HOME") or str(Path("~/airflow").expanduser())
+    return str(Path(home) / "cost_cache")
+
+
 @functools.cache
 def price_book_path() -> str | None:
     return _raw("price_book_path") or None

@@ -68,7 +68,7 @@ def worker_prices() -> list[Price]:
 @functools.cache
 def price_book() -> PriceBook:
     """The shipped book, the user's overrides, and the worker rates. Raises PriceBookError."""
-    return load_price_book(conf.price_book_path()).with_prices(worker_prices())
+    return load_price_book(conf.price_book_path(), cache_dir=conf.cache_dir()).with_prices(worker_prices())
 
 
 _lost_try_sweeper = None

@@ -16,8 +16,11 @@ the costProvider_cost facet; a disabled run wrote no ledger row and no cost face
 AIRFLOW__OPENLINEAGE__DISABLED=True with the cost provider disabled in both, for scale.
 `--facet-baseline` adds the provider disabled with vs without its facet function configured in
 [openlineage] custom_run_facets: what the disabled baseline of the main comparison itself costs.
+`--baseline-source DIR` adds the provider enabled with its code imported from DIR (another checkout)
+vs disabled: a change measured before and after in the same run.
 
     uv run python benchmarks/dag_overhead.py [--pairs 5] [--openlineage-baseline] [--facet-baseline]
+    uv run python benchmarks/dag_overhead.py --baseline-source /tmp/before   # e.g. git worktree add /tmp/before HEAD~1
 
 Prints a summary and writes benchmarks/results/dag_overhead.json.
 """
@@ -45,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
 DEFAULT_OUTPUT = HERE / "results" / "dag_overhead.json"
 DAG_ID = "bench_chain_20"
 TASKS = 20
@@ -102,6 +106,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="also compare the provider disabled with its facet function in custom_run_facets vs not "
         "configured at all: what the disabled mode itself costs",
+    )
+    parser.add_argument(
+        "--baseline-source",
+        type=Path,
+        help="also compare the provider enabled, imported from this source folder (another checkout), "
+        "vs disabled",
     )
     parser.add_argument(
         "--skip-cost",
@@ -190,6 +200,8 @@ def base_env(bench: Bench) -> dict[str, str]:
             "AIRFLOW__OPENLINEAGE__CUSTOM_RUN_FACETS": FACETS_PATH,
             "AIRFLOW__OPENLINEAGE__DISABLED": "False",
             "AIRFLOW__COST_PROVIDER__ENABLED": "False",
+            # this checkout's provider, whatever the environment has installed
+            "PYTHONPATH": os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
         }
     )
     return env
@@ -392,6 +404,10 @@ class Run:
 def run_dag(bench: Bench, mode: str, comparison: str, pair: int | None, position: int) -> Run:
     spec = MODES[mode]
     env = base_env(bench) | spec["env"]
+    if "source" in spec:
+        env["PYTHONPATH"] = os.pathsep.join([str(spec["source"]), os.environ.get("PYTHONPATH", "")]).rstrip(
+            os.pathsep
+        )
     logical_date = bench.next_logical_date()
     ledger_before, ol_before = ledger_max_id(bench), ol_offset(bench)
     command = [bench.airflow, "dags", "test", DAG_ID, logical_date.isoformat()]
@@ -523,10 +539,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.pairs < 1:
         raise SystemExit("--pairs must be at least 1")
-    if args.skip_cost and not (args.openlineage_baseline or args.facet_baseline):
+    if args.skip_cost and not (args.openlineage_baseline or args.facet_baseline or args.baseline_source):
         raise SystemExit(
             "--skip-cost leaves nothing to run without --openlineage-baseline or --facet-baseline"
         )
+    if args.baseline_source:
+        source = args.baseline_source.resolve()
+        if not (source / "airflow_cost_provider" / "plugin.py").exists():
+            raise SystemExit(f"--baseline-source {source}: no airflow_cost_provider/plugin.py there")
+        MODES["cost_enabled_baseline"] = MODES["cost_enabled"] | {"source": source}
     bench = setup(args)
     started = time.perf_counter()
     print(f"AIRFLOW_HOME {bench.home}; airflow {bench.airflow}", flush=True)
@@ -539,6 +560,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_cost:
         comparisons["cost_provider"] = compare(
             bench, "cost_provider", "cost_enabled", "cost_disabled", args.pairs, args.warmup
+        )
+    if args.baseline_source:
+        comparisons["baseline_source"] = compare(
+            bench, "baseline_source", "cost_enabled_baseline", "cost_disabled", args.pairs, args.warmup
         )
     if args.facet_baseline:
         comparisons["facet_baseline"] = compare(

@@ -16,10 +16,15 @@ enabled run wrote one ledger row per try (the default SQLite ledger), a disabled
 
     uv run python benchmarks/scheduler_overhead.py [--pairs 3] [--tasks 8] [--no-bytecode-cache]
     uv run python benchmarks/scheduler_overhead.py --executor celery   # one worker, a Redis broker
+    uv run python benchmarks/scheduler_overhead.py --executor celery --baseline-source /tmp/before
 
 With `--executor celery` a throwaway `redis-server` on 127.0.0.1 is the broker and one
 `airflow celery worker` (4 slots) runs the tasks; switching modes restarts the scheduler and the
 worker.
+
+`--baseline-source DIR` adds a third mode, `baseline`: the provider enabled, its code imported from
+DIR (another checkout, e.g. `git worktree add /tmp/before HEAD~1`) instead of this one, rotating with
+the other two, so a change is measured before and after in the same run.
 
 Prints a summary and writes benchmarks/results/scheduler_overhead.json (scheduler_overhead_celery.json).
 """
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import sqlite3
@@ -83,9 +89,19 @@ def ledger_tries(home: Path, run_id: str) -> int:
 
 
 def run_once(
-    deployment: SchedulerDeployment, mode: str, run_id: str, tasks: int, broker_url: str | None = None
+    deployment: SchedulerDeployment,
+    mode: str,
+    run_id: str,
+    tasks: int,
+    broker_url: str | None = None,
+    baseline_source: Path | None = None,
 ) -> list[float]:
-    settings = {ENABLED: str(mode == "enabled")}
+    settings = {ENABLED: str(mode != "disabled")}
+    # the scheduler and its task processes (or the Celery worker and its) import the provider from here
+    source = baseline_source if mode == "baseline" else HERE.parent
+    settings["PYTHONPATH"] = os.pathsep.join([str(source), os.environ.get("PYTHONPATH", "")]).rstrip(
+        os.pathsep
+    )
     if broker_url is None:
         deployment.restart_executor(settings)
     else:
@@ -96,7 +112,7 @@ def run_once(
     if state != "success" or len(tries) != tasks or any(t["state"] != "success" for t in tries):
         raise SystemExit(f"{run_id}: the run did not succeed with {tasks} tries: {state}, {list(tries)}")
     rows = ledger_tries(deployment.home, run_id)
-    if rows != (tasks if mode == "enabled" else 0):
+    if rows != (0 if mode == "disabled" else tasks):
         raise SystemExit(f"{run_id} ({mode}): {rows} ledger rows for {tasks} tries")
     return [(t["end_date"] - t["start_date"]).total_seconds() for t in tries]
 
@@ -108,6 +124,11 @@ def main() -> None:
     parser.add_argument("--output", type=Path, help="default: results/scheduler_overhead[_celery].json")
     parser.add_argument("--keep-temp", action="store_true")
     parser.add_argument("--executor", choices=("local", "celery"), default="local")
+    parser.add_argument(
+        "--baseline-source",
+        type=Path,
+        help="a third mode: the provider enabled, imported from this source folder (another checkout)",
+    )
     parser.add_argument(
         "--no-bytecode-cache",
         action="store_true",
@@ -129,17 +150,25 @@ def main() -> None:
         # as in production, task processes read cached bytecode (the warm-up run writes it) rather
         # than compiling every module they import
         deployment.env.pop("PYTHONDONTWRITEBYTECODE", None)
-    walls: dict[str, list[float]] = {"enabled": [], "disabled": []}
+    modes = ["enabled", "disabled"] + (["baseline"] if args.baseline_source else [])
+    baseline = args.baseline_source.resolve() if args.baseline_source else None
+    if baseline is not None and not (baseline / "airflow_cost_provider" / "plugin.py").exists():
+        raise SystemExit(f"--baseline-source {baseline}: no airflow_cost_provider/plugin.py there")
+    walls: dict[str, list[float]] = {mode: [] for mode in modes}
     pairs = []
     try:
         deployment.start()
         deployment.wait_for_dag(DAG_ID)
-        run_once(deployment, "enabled", "warmup", args.tasks, broker_url)  # first parse, ledger creation
+        for mode in modes[::2]:  # first parse, ledger creation, bytecode of each source
+            run_once(deployment, mode, f"warmup-{mode}", args.tasks, broker_url, baseline)
         for pair in range(args.pairs):
-            order = ("enabled", "disabled") if pair % 2 == 0 else ("disabled", "enabled")
+            # each mode goes first, second (and third) in turn
+            order = modes[pair % len(modes) :] + modes[: pair % len(modes)]
+            if len(modes) == 2 and pair % 2:
+                order = order[::-1]
             medians = {}
             for mode in order:
-                seconds = run_once(deployment, mode, f"{mode}-{pair}", args.tasks, broker_url)
+                seconds = run_once(deployment, mode, f"{mode}-{pair}", args.tasks, broker_url, baseline)
                 walls[mode] += seconds
                 medians[mode] = statistics.median(seconds)
                 print(f"pair {pair} {mode:8s} median try {medians[mode] * 1000:7.0f} ms", flush=True)
@@ -154,6 +183,7 @@ def main() -> None:
 
     enabled, disabled = statistics.median(walls["enabled"]), statistics.median(walls["disabled"])
     pair_ratios = [p["enabled"] / p["disabled"] for p in pairs]
+    before = statistics.median(walls["baseline"]) if baseline else None
     summary = {
         "executor": args.executor,
         "tries_per_mode": len(walls["enabled"]),
@@ -165,7 +195,16 @@ def main() -> None:
         "target": "under 3 % of a no-op task or 50 ms, whichever is larger",
         "target_ms": max(0.03 * disabled * 1000, 50.0),
         "bytecode_cache": not args.no_bytecode_cache,
+        "baseline": None
+        if before is None
+        else {
+            "median_try_ms": before * 1000,
+            "overhead_ms": (before - disabled) * 1000,
+            "ratio": before / disabled,
+            "median_pair_ratio": statistics.median(p["baseline"] / p["disabled"] for p in pairs),
+        },
         "walls_s": walls,
+        "baseline_source": str(baseline) if baseline else None,
         "machine": {"python": platform.python_version(), "airflow": metadata.version("apache-airflow")},
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -176,6 +215,11 @@ def main() -> None:
         f"(median of pair ratios {summary['median_pair_ratio']:.3f}); target under "
         f"{summary['target_ms']:.0f} ms"
     )
+    if before is not None:
+        print(
+            f"baseline ({baseline}): median try {before * 1000:.0f} ms, overhead "
+            f"{summary['baseline']['overhead_ms']:.0f} ms, ratio {summary['baseline']['ratio']:.3f}"
+        )
 
 
 if __name__ == "__main__":

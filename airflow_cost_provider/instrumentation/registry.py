@@ -1,11 +1,15 @@
-"""The instrumentations, imported only when instrumenting, each skipped when its provider is missing."""
+"""The instrumentations, each imported only once a module it patches is imported (a task that uses no
+provider hook imports none of them), and skipped when its provider is missing."""
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
 import logging
+import sys
 import threading
+
+import wrapt
 
 from airflow_cost_provider import conf
 from airflow_cost_provider.capture.safety import report_failure
@@ -65,8 +69,52 @@ INSTRUMENTATIONS: dict[str, tuple[str, str]] = {
     "cosmos": ("airflow_cost_provider.instrumentation.cosmos:CosmosDbtRuns", "cosmos"),
 }
 
+# name -> the modules whose import instruments it: each instrumentation's own `modules`, named here so
+# that arming it imports nothing (sql.py takes its list from here; tests/unit/instrumentation/
+# test_registry.py keeps the others equal)
+TRIGGERS: dict[str, tuple[str, ...]] = {
+    "sql": (
+        "airflow.providers.common.sql.hooks.sql",
+        "airflow.providers.snowflake.hooks.snowflake",
+        "airflow.providers.databricks.hooks.databricks_sql",
+        "airflow.providers.trino.hooks.trino",
+        "airflow.providers.postgres.hooks.postgres",
+        "airflow.providers.mysql.hooks.mysql",
+        "airflow.providers.microsoft.mssql.hooks.mssql",
+        "airflow.providers.amazon.aws.hooks.redshift_sql",
+        "airflow.providers.amazon.aws.hooks.athena_sql",
+    ),
+    "bigquery": ("airflow.providers.google.cloud.hooks.bigquery",),
+    "snowflake": (
+        "airflow.providers.snowflake.hooks.snowflake",
+        "airflow.providers.snowflake.hooks.snowflake_sql_api",
+    ),
+    "athena": ("airflow.providers.amazon.aws.hooks.athena",),
+    "redshift": ("airflow.providers.amazon.aws.hooks.redshift_data",),
+    "databricks_sql": ("airflow.providers.databricks.hooks.databricks_sql",),
+    "trino": ("airflow.providers.trino.hooks.trino",),
+    "dremio": ("airflow.providers.http.hooks.http",),
+    "glue": ("airflow.providers.amazon.aws.hooks.glue",),
+    "emr": ("airflow.providers.amazon.aws.hooks.emr",),
+    "dataproc": ("airflow.providers.google.cloud.hooks.dataproc",),
+    "databricks_jobs": ("airflow.providers.databricks.hooks.databricks",),
+    "spark_submit": ("airflow.providers.apache.spark.hooks.spark_submit",),
+    "livy": ("airflow.providers.apache.livy.hooks.livy",),
+    "azure_data_factory": ("airflow.providers.microsoft.azure.hooks.data_factory",),
+    "synapse": ("airflow.providers.microsoft.azure.hooks.synapse",),
+    "kubernetes": ("airflow.providers.cncf.kubernetes.operators.pod",),
+    "dbt_cloud": (
+        "airflow.providers.dbt.cloud.hooks.dbt",
+        "airflow.providers.dbt.cloud.operators.dbt",
+        "airflow.providers.dbt.cloud.sensors.dbt",
+    ),
+    "cosmos": ("cosmos.operators.local",),
+}
+
 _instances: dict[str, Instrumentation] = {}
-_lock = threading.Lock()
+_lock = threading.RLock()  # an instrumentation's import may import a module that triggers another
+_armed = False  # instrument_all() arms the triggers, uninstrument_all() disarms them
+_triggers_registered: set[str] = set()
 
 
 def _installed(package: str) -> bool:
@@ -95,24 +143,53 @@ def get(name: str) -> Instrumentation | None:
         return instance
 
 
+def _instrument(name: str) -> bool:
+    """Create and instrument one instrumentation unless its provider is missing or its sources are
+    all disabled; True when it is instrumented."""
+    try:
+        instrumentation = get(name)
+        if instrumentation is None:
+            return False
+        if instrumentation.sources and not any(conf.source_enabled(s) for s in instrumentation.sources):
+            return False
+        instrumentation.instrument()
+        return True
+    except Exception as error:
+        report_failure(f"instrumenting {name}", error)
+        return False
+
+
+def _trigger(name: str):
+    def on_import(module: object) -> None:
+        # runs inside the import of the provider's module: never raise into it
+        if _armed:
+            _instrument(name)
+
+    return on_import
+
+
 def instrument_all() -> list[str]:
-    """Instrument every source that is installed and not disabled; returns the names instrumented."""
+    """Instrument every source that is installed and not disabled: at once for those whose modules
+    are imported already, the others when the task imports one of their modules. Returns the names
+    instrumented now."""
+    global _armed
+    _armed = True
     done = []
     for name in INSTRUMENTATIONS:
-        try:
-            instrumentation = get(name)
-            if instrumentation is None:
-                continue
-            if instrumentation.sources and not any(conf.source_enabled(s) for s in instrumentation.sources):
-                continue
-            instrumentation.instrument()
-            done.append(name)
-        except Exception as error:
-            report_failure(f"instrumenting {name}", error)
+        modules = TRIGGERS.get(name, ())
+        if not modules or name in _instances or any(module in sys.modules for module in modules):
+            if _instrument(name):
+                done.append(name)
+        elif name not in _triggers_registered:
+            _triggers_registered.add(name)
+            for module in modules:
+                wrapt.register_post_import_hook(_trigger(name), module)
     return done
 
 
 def uninstrument_all() -> None:
+    global _armed
+    _armed = False
     with _lock:
         instances = list(_instances.values())
     for instrumentation in instances:

@@ -28,6 +28,7 @@ from airflow_cost_provider import conf
 from airflow_cost_provider.capture.hook_lineage import source_of
 from airflow_cost_provider.capture.session import CaptureSession
 from airflow_cost_provider.instrumentation.base import Instrumentation, guarded_step, seconds, task_session
+from airflow_cost_provider.instrumentation.registry import TRIGGERS
 from airflow_cost_provider.pricing.estimate import METHOD_ATTRIBUTE, UNPRICED_HINT_ATTRIBUTE
 from airflow_cost_provider.pricing.model import Usage
 from airflow_cost_provider.tagging import append_comment
@@ -45,17 +46,7 @@ ENGINE_MODULES = {
 }
 
 # Hook modules whose classes define their own `_run_command`; each is patched when it is imported.
-HOOK_MODULES = (
-    "airflow.providers.common.sql.hooks.sql",
-    "airflow.providers.snowflake.hooks.snowflake",
-    "airflow.providers.databricks.hooks.databricks_sql",
-    "airflow.providers.trino.hooks.trino",
-    "airflow.providers.postgres.hooks.postgres",
-    "airflow.providers.mysql.hooks.mysql",
-    "airflow.providers.microsoft.mssql.hooks.mssql",
-    "airflow.providers.amazon.aws.hooks.redshift_sql",
-    "airflow.providers.amazon.aws.hooks.athena_sql",
-)
+HOOK_MODULES = TRIGGERS["sql"]
 
 # Every comment the provider appends starts with the first identity key, in sorted order.
 COMMENT_START = "/*airflow_dag_id="

@@ -2,11 +2,22 @@
 
 A malformed book raises PriceBookError naming the file, the entry and the problem; nothing is
 partially loaded.
+
+Parsing the YAML costs 5 to 30 ms, in every task process that prices anything. A book that parsed is
+kept in memory (the configuration check and the pricing share it) and, given a cache folder, as JSON
+there: keyed by the content of the shipped and the user's file and by the code that parses them, so
+an edited file or an upgrade is parsed again. Writers replace the file atomically; an unreadable or
+stale cache is parsed over. A book that fails to parse is never cached.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -20,8 +31,12 @@ import yaml
 from airflow_cost_provider.pricing.model import Price, Usage
 from airflow_cost_provider.pricing.money import is_currency, to_decimal
 from airflow_cost_provider.pricing.units import UnknownUnitError, get_unit
+from airflow_cost_provider.version import __version__
+
+log = logging.getLogger("airflow_cost_provider")
 
 SHIPPED_PRICE_BOOK = "price_book.yaml"
+CACHE_FORMAT = 1
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's is ~10x faster when present
 _REQUIRED = ("source", "metric", "unit", "amount", "currency")
 _KNOWN_KEYS = set(_REQUIRED) | {"effective_date", "source_url", "region", "match", "note"}
@@ -199,27 +214,168 @@ def parse_price_book(text: str, name: str) -> PriceBook:
     return PriceBook(version, tuple(prices.values()), _parse_factors(document.get("factors"), name))
 
 
+def _shipped_text() -> str:
+    return resources.files("airflow_cost_provider.pricing").joinpath(SHIPPED_PRICE_BOOK).read_text("utf-8")
+
+
 def load_shipped() -> PriceBook:
-    text = resources.files("airflow_cost_provider.pricing").joinpath(SHIPPED_PRICE_BOOK).read_text("utf-8")
-    return parse_price_book(text, SHIPPED_PRICE_BOOK)
+    return parse_price_book(_shipped_text(), SHIPPED_PRICE_BOOK)
 
 
-def load_price_book(override_path: str | Path | None = None) -> PriceBook:
-    """The shipped book, with the entries of the user's file replacing those of the same key."""
-    book = load_shipped()
-    if not override_path:
+def load_price_book(
+    override_path: str | Path | None = None, cache_dir: str | Path | None = None
+) -> PriceBook:
+    """The shipped book, with the entries of the user's file replacing those of the same key.
+
+    cache_dir: a folder to keep the parsed book in for other processes (created when missing); the
+    book is the same with or without it."""
+    shipped = _shipped_text()
+    path = Path(override_path) if override_path else None
+    user_text = _read_user_book(path) if path is not None else None
+    key = _cache_key(shipped, path, user_text)
+    book = _parsed.get(key)
+    if book is not None:
         return book
-    path = Path(override_path)
+    book = _read_cache(cache_dir, path, key) if cache_dir else None
+    if book is None:
+        book = _merge(parse_price_book(shipped, SHIPPED_PRICE_BOOK), path, user_text)
+        if cache_dir:
+            _write_cache(cache_dir, path, key, book)
+    _parsed.clear()  # one book per process in practice; a changed file replaces the old one
+    _parsed[key] = book
+    return book
+
+
+def _read_user_book(path: Path) -> str:
     try:
-        text = path.read_text("utf-8")
+        return path.read_text("utf-8")
     except OSError as err:
         raise PriceBookError(f"price book {path}: cannot be read: {err.strerror or err}") from None
     except UnicodeDecodeError as err:
         raise PriceBookError(f"price book {path}: not UTF-8 text: {err}") from None
-    user = parse_price_book(text, str(path))
+
+
+def _merge(book: PriceBook, path: Path | None, user_text: str | None) -> PriceBook:
+    if path is None or user_text is None:
+        return book
+    user = parse_price_book(user_text, str(path))
     # a user's entry replaces every shipped entry of the same source, metric and match, whatever
     # their dates: a contract price must not lose to a later-dated list price
     overridden = {(p.source, p.metric, p.match) for p in user.prices}
     kept = tuple(p for p in book.prices if (p.source, p.metric, p.match) not in overridden)
     factors = {**book.factors, **{t: {**book.factors.get(t, {}), **v} for t, v in user.factors.items()}}
     return PriceBook(f"{book.version}+{user.version}", kept + user.prices, factors)
+
+
+# -- the parsed book, kept ------------------------------------------------------------------------
+
+_parsed: dict[str, PriceBook] = {}
+
+
+def _code_stamp() -> str:
+    """The parsing code's files, by size and modification time: a changed parser parses again even
+    where the package version stays the same (an editable install)."""
+    here = Path(__file__).resolve().parent
+    stamps = []
+    for name in ("price_book.py", "model.py", "money.py", "units.py"):
+        try:
+            info = (here / name).stat()
+            stamps.append(f"{name}:{info.st_size}:{info.st_mtime_ns}")
+        except OSError:
+            stamps.append(f"{name}:?")
+    return ",".join(stamps)
+
+
+def _cache_key(shipped: str, path: Path | None, user_text: str | None) -> str:
+    digest = hashlib.sha256()
+    for part in (str(CACHE_FORMAT), __version__, _code_stamp(), shipped, str(path or ""), user_text or ""):
+        digest.update(part.encode("utf-8", "surrogatepass"))
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _cache_file(cache_dir: str | Path, path: Path | None) -> Path:
+    # one file per user book path: editing the book replaces its cache rather than adding one
+    name = hashlib.sha256(str(path or "").encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return Path(cache_dir) / f"price_book-{name}.json"
+
+
+def _read_cache(cache_dir: str | Path, path: Path | None, key: str) -> PriceBook | None:
+    try:
+        document = json.loads(_cache_file(cache_dir, path).read_text("utf-8"))
+        if document.get("key") != key:
+            return None
+        return _from_json(document)
+    except FileNotFoundError:
+        return None
+    except Exception as error:  # a torn or foreign file: parse the YAML instead, and write it over
+        log.debug("cost provider: price book cache unusable, parsing the book: %s", error)
+        return None
+
+
+def _write_cache(cache_dir: str | Path, path: Path | None, key: str, book: PriceBook) -> None:
+    target = _cache_file(cache_dir, path)
+    temporary = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=".price_book-", suffix=".tmp")
+        with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+            json.dump(_to_json(book, key), out, separators=(",", ":"))
+        os.replace(temporary, target)  # atomic: a reader sees the old file or the new one, whole
+        temporary = None
+    except Exception as error:  # a read-only home: every process parses, as without a cache
+        log.debug("cost provider: price book cache not written to %s: %s", target.parent, error)
+    finally:
+        if temporary is not None:
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass
+
+
+def _to_json(book: PriceBook, key: str) -> dict[str, Any]:
+    return {
+        "key": key,
+        "version": book.version,
+        "prices": [
+            [
+                p.source,
+                p.metric,
+                p.unit,
+                str(p.amount),
+                p.currency,
+                p.book_version,
+                p.effective_date.isoformat() if p.effective_date else None,
+                p.source_url,
+                [list(pair) for pair in p.match],
+                p.origin,
+            ]
+            for p in book.prices
+        ],
+        "factors": {table: {k: str(v) for k, v in values.items()} for table, values in book.factors.items()},
+    }
+
+
+def _from_json(document: Mapping[str, Any]) -> PriceBook:
+    prices = tuple(
+        Price(
+            source=source,
+            metric=metric,
+            unit=unit,
+            amount=Decimal(amount),
+            currency=currency,
+            book_version=book_version,
+            effective_date=dt.date.fromisoformat(effective) if effective else None,
+            source_url=url,
+            match=tuple((str(k), str(v)) for k, v in match),
+            origin=origin,
+        )
+        for source, metric, unit, amount, currency, book_version, effective, url, match, origin in document[
+            "prices"
+        ]
+    )
+    factors = {
+        str(table): {str(k): Decimal(v) for k, v in values.items()}
+        for table, values in document["factors"].items()
+    }
+    return PriceBook(str(document["version"]), prices, factors)
