@@ -17,6 +17,7 @@ from airflow_cost_provider.reconcile.engine import LINE_MARGIN, Reconciliation, 
 
 _INT, _TEXT = pa.int64(), pa.string()
 _FETCH = 100_000  # rows per round trip from DuckDB: memory stays bounded
+_DAILY_BATCH = 10_000  # daily total keys per statement
 
 _POOL_TABLE_COLUMNS = (
     "day",
@@ -209,14 +210,17 @@ def _shift_daily_totals(conn, pools, sign: int) -> None:
         lines.c.source,
         lines.c.reconciled_currency,
     )
-    rows = conn.execute(
+    result = conn.execute(
         sa.select(*key, difference)
         .select_from(lines.join(task_runs, task_runs.c.id == lines.c.task_run_id))
         .where(lines.c.id.in_(in_pools), lines.c.reconciled_nanos.is_not(None))
         .group_by(*key)
-    ).all()
-    changes = {(_day(row[0]), *row[1:7]): [sign * int(row[7]), 0, 0] for row in rows if row[7]}
-    write_daily_changes(conn, changes)
+    )
+    # a batch of keys at a time (each key comes once): a year of tries is some 100,000 keys, which as
+    # rows, changes and statement parameters all at once would take hundreds of MB
+    for rows in result.partitions(_DAILY_BATCH):
+        changes = {(_day(row[0]), *row[1:7]): [sign * int(row[7]), 0, 0] for row in rows if row[7]}
+        write_daily_changes(conn, changes)
 
 
 def _insert_pools(conn, con, now: dt.datetime) -> None:
