@@ -17,6 +17,7 @@ from airflow_cost_provider.reconcile.engine import LINE_MARGIN, Reconciliation, 
 
 _INT, _TEXT = pa.int64(), pa.string()
 _FETCH = 100_000  # rows per round trip from DuckDB: memory stays bounded
+_DAILY_BATCH = 10_000  # daily total keys per statement
 
 _POOL_TABLE_COLUMNS = (
     "day",
@@ -211,7 +212,7 @@ def _shift_daily_totals(conn, pools, sign: int) -> None:
         lines.c.source,
     )
     line_currency = sa.func.coalesce(lines.c.currency, "")
-    rows = conn.execute(
+    result = conn.execute(
         sa.select(
             *attribution,
             lines.c.reconciled_currency,
@@ -223,16 +224,20 @@ def _shift_daily_totals(conn, pools, sign: int) -> None:
         .select_from(lines.join(task_runs, task_runs.c.id == lines.c.task_run_id))
         .where(lines.c.id.in_(in_pools), lines.c.reconciled_nanos.is_not(None))
         .group_by(*attribution, lines.c.reconciled_currency, line_currency)
-    ).all()
-    changes: dict[tuple, list[int]] = {}
-    for row in rows:
-        key = (_day(row[0]), *row[1:6])
-        budget = changes.setdefault((*key, row[6]), [0, 0, 0, 0, 0, 0])
-        budget[0] += sign * int(row[8])
-        report = changes.setdefault((*key, row[7]), [0, 0, 0, 0, 0, 0])
-        report[4] += sign * int(row[9])
-        report[5] += sign * int(row[10])
-    write_daily_changes(conn, changes)
+    )
+    # a batch of groups at a time: a year of tries is some 100,000 of them, which as rows, changes and
+    # statement parameters all at once would take hundreds of MB; the changes add up, so a key that
+    # comes in two batches is added twice, as it would be once
+    for rows in result.partitions(_DAILY_BATCH):
+        changes: dict[tuple, list[int]] = {}
+        for row in rows:
+            key = (_day(row[0]), *row[1:6])
+            budget = changes.setdefault((*key, row[6]), [0, 0, 0, 0, 0, 0])
+            budget[0] += sign * int(row[8])
+            report = changes.setdefault((*key, row[7]), [0, 0, 0, 0, 0, 0])
+            report[4] += sign * int(row[9])
+            report[5] += sign * int(row[10])
+        write_daily_changes(conn, changes)
 
 
 def _insert_pools(conn, con, now: dt.datetime) -> None:
