@@ -5,4 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --test-servers
 source scripts/lib.sh
-uv run --frozen pytest "$@"
+# Two test processes (TEST_PROCESSES, or -n N / -n 0 among the arguments): most of the suite's time is
+# `airflow dags test` subprocesses and servers; each process starts its own servers and Airflow home,
+# and a test file stays in one process, so its module fixtures are shared as before.
+uv run --frozen pytest -n "${TEST_PROCESSES:-2}" --dist loadfile "$@"

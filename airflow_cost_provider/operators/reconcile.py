@@ -38,7 +38,8 @@ class ReconcileBillingOperator(BaseOperator):
     :param bigquery_jobs: `PROJECT:LOCATION` items whose jobs' slot-ms per reservation and day are read
         from INFORMATION_SCHEMA.JOBS_TIMELINE_BY_PROJECT to split BigQuery reservations' bills (default:
         each job's own statistics, on the day it started).
-    :param gcp_conn_id: the Google Cloud connection for `bigquery_jobs`.
+    :param gcp_conn_id: the Google Cloud connection for `bigquery_jobs` (default `google_cloud_default`;
+        a task without `bigquery_jobs` names no connection).
     :return: (XCom) the period and, per currency, billed, attributed, unattributed and untouched.
     """
 
@@ -56,7 +57,7 @@ class ReconcileBillingOperator(BaseOperator):
         mode: str | dict[str, str] | None = None,
         ledger_conn: str | None = None,
         bigquery_jobs: list[str] | None = None,
-        gcp_conn_id: str = "google_cloud_default",
+        gcp_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -105,7 +106,11 @@ class ReconcileBillingOperator(BaseOperator):
         if self.bigquery_jobs:
             from airflow_cost_provider.billing.bigquery_reservations import parse_projects, read_job_slots
 
-            job_slots = read_job_slots(days, parse_projects(self.bigquery_jobs), gcp_conn_id=self.gcp_conn_id)
+            job_slots = read_job_slots(
+                days,
+                parse_projects(self.bigquery_jobs),
+                gcp_conn_id=self.gcp_conn_id or "google_cloud_default",
+            )
         result = run(engine, Window(days.start, days.end), rules, modes, job_slots)
         try:
             if result.billed_rows:
