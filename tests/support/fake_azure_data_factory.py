@@ -400,13 +400,16 @@ def write_test_ca(directory: Path, hosts: list[str]) -> tuple[Path, Path, Path]:
 
 
 @contextmanager
-def fake_azure(directory: Path) -> Iterator[FakeAzure]:
-    """The fake, and the environment a client process needs to reach it through the proxy."""
-    ca, cert, key = write_test_ca(directory, [MANAGEMENT, LOGIN, f"*{SYNAPSE_SUFFIX}"])
+def serving_tls(
+    directory: Path, hostnames: list[str], make_server: Callable[[ssl.SSLContext], Any]
+) -> Iterator[Any]:
+    """The server `make_server` builds on a TLS context whose certificate, signed by a test CA written
+    to `directory`, names `hostnames`; served on a thread, with the CA's path as `ca_path`."""
+    ca, cert, key = write_test_ca(directory, hostnames)
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(cert, key)
-    server = FakeAzure(tls)
-    server.ca_path = ca  # type: ignore[attr-defined]
+    server = make_server(tls)
+    server.ca_path = ca
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -414,6 +417,13 @@ def fake_azure(directory: Path) -> Iterator[FakeAzure]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def fake_azure(directory: Path) -> Iterator[FakeAzure]:
+    """The fake, and the environment a client process needs to reach it through the proxy."""
+    with serving_tls(directory, [MANAGEMENT, LOGIN, f"*{SYNAPSE_SUFFIX}"], FakeAzure) as server:
+        yield server
 
 
 def client_env(server: FakeAzure) -> dict[str, str]:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.support.fake_azure_data_factory import write_test_ca
+from tests.support.fake_azure_data_factory import serving_tls
 from tests.support.fake_databricks_jobs import Request
 
 _V2 = re.compile(r"^/api/v2/accounts/(?P<account>\d+)/(?P<rest>.*)$")
@@ -449,18 +449,10 @@ class _Handler(BaseHTTPRequestHandler):
 def fake_dbt_cloud(
     directory: Path, token: str, account_id: int, jobs: dict[int, JobPlan]
 ) -> Iterator[FakeDbtCloud]:
-    ca, cert, key = write_test_ca(directory, ["127.0.0.1"])
-    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    tls.load_cert_chain(cert, key)
-    server = FakeDbtCloud(tls, token, account_id, jobs)
-    server.ca_path = ca  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving_tls(
+        directory, ["127.0.0.1"], lambda tls: FakeDbtCloud(tls, token, account_id, jobs)
+    ) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def client_env(server: FakeDbtCloud) -> dict[str, str]:
