@@ -7,7 +7,9 @@ import functools
 import json
 import logging
 import os
+import sqlite3
 import threading
+import time
 from collections.abc import Iterable
 from decimal import Decimal
 from pathlib import Path
@@ -199,12 +201,32 @@ def _create_engine(url: str, timeout: float) -> Engine:
         def _sqlite_pragmas(dbapi_connection, _record):
             cursor = dbapi_connection.cursor()
             # WAL lets reports read while workers write; NORMAL skips an fsync per commit (WAL keeps it safe)
-            cursor.execute("PRAGMA journal_mode=WAL")
+            _switch_to_wal(cursor, timeout)
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 
     return engine
+
+
+def _switch_to_wal(cursor, timeout: float) -> None:
+    """Turn WAL on, retrying while another process holds the lock.
+
+    The switch needs an exclusive lock, and SQLite answers "database is locked" at once, without its
+    busy handler, when the lock is contended (many workers opening a fresh ledger together). WAL stays
+    on in the file, so once any connection has switched, the others find it already on.
+    """
+    deadline = time.monotonic() + timeout
+    pause = 0.01
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() + pause > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
 
 
 def dispose_engines() -> None:
