@@ -25,10 +25,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
+
+from tests.support.json_http import JsonHandler, LocalServer, running
 
 MANAGEMENT = "management.azure.com"
 LOGIN = "login.microsoftonline.com"
@@ -142,9 +143,7 @@ def activity_runs_json(state: PipelineRunState) -> dict[str, Any]:
 Route = Callable[["FakeAzure", Request], tuple[int, dict[str, Any]]]
 
 
-class FakeAzure(ThreadingHTTPServer):
-    daemon_threads = True
-
+class FakeAzure(LocalServer):
     def __init__(self, tls: ssl.SSLContext) -> None:
         self.tls = tls
         self.requests: list[Request] = []
@@ -157,11 +156,11 @@ class FakeAzure(ThreadingHTTPServer):
         ]
         self.ids = itertools.count(1)
         self.lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _ProxyHandler)
+        super().__init__(_ProxyHandler)
 
     @property
     def proxy_url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        return self.url
 
     def serves(self, host: str) -> bool:
         return any(matches(host) for matches, _ in self.routes)
@@ -258,50 +257,35 @@ def _data_factory(server: FakeAzure, request: Request) -> tuple[int, dict[str, A
     return 404, {"error": {"code": "NotFound", "message": f"{request.path} not found"}}
 
 
-class _ApiHandler(BaseHTTPRequestHandler):
+class _ApiHandler(JsonHandler):
     """The requests sent inside a CONNECT tunnel, after the TLS handshake."""
 
     protocol_version = "HTTP/1.1"
+    json_content_type = "application/json; charset=utf-8"
     server: FakeAzure
 
     def __init__(self, request, client_address, server, host: str) -> None:
         self.host = host
         super().__init__(request, client_address, server)
 
-    def _handle(self, method: str) -> None:
-        url = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        content_type = self.headers.get("Content-Type") or ""
-        if raw and "json" in content_type:
+    def _handle(self) -> None:
+        raw = self.read_body()
+        if raw and "json" in (self.headers.get("Content-Type") or ""):
             body: Any = json.loads(raw)
         else:
             body = parse_qs(raw.decode()) if raw else None
         request = Request(
-            self.host, method, url.path, parse_qs(url.query), body, self.headers.get("Authorization")
+            self.host, self.command, self.url_path, self.query(), body, self.headers.get("Authorization")
         )
         self.server.requests.append(request)
         route = next((handler for matches, handler in self.server.routes if matches(self.host)), None)
         status, payload = route(self.server, request) if route else (404, {"error": "unknown host"})
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("x-ms-request-id", str(uuid.uuid4()))
-        self.end_headers()
-        self.wfile.write(data)
+        self.reply_json(status, payload, {"x-ms-request-id": str(uuid.uuid4())})
 
-    def do_GET(self) -> None:  # noqa: N802
-        self._handle("GET")
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._handle("POST")
-
-    def log_message(self, *args: Any) -> None:
-        pass
+    do_GET = do_POST = _handle  # noqa: N815
 
 
-class _ProxyHandler(BaseHTTPRequestHandler):
+class _ProxyHandler(JsonHandler):
     protocol_version = "HTTP/1.1"
     server: FakeAzure
 
@@ -309,9 +293,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         host = self.path.rsplit(":", 1)[0]
         if not self.server.serves(host):
             self.server.refused_hosts.append(host)
-            self.send_response(403)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            self.reply(403)
             return
         self.send_response(200, "Connection established")
         self.end_headers()
@@ -328,9 +310,6 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             pass
         finally:
             self.close_connection = True
-
-    def log_message(self, *args: Any) -> None:
-        pass
 
 
 def _alt_name(host: str):
@@ -410,13 +389,8 @@ def serving_tls(
     tls.load_cert_chain(cert, key)
     server = make_server(tls)
     server.ca_path = ca
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with running(server):
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @contextmanager

@@ -18,9 +18,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote
+
+from tests.support.json_http import JsonHandler, LocalServer, running
 
 _JOBS = re.compile(r"^/bigquery/v2/projects/(?P<project>[^/]+)/jobs$")
 _JOB = re.compile(r"^/bigquery/v2/projects/(?P<project>[^/]+)/jobs/(?P<job_id>[^/]+)$")
@@ -71,20 +72,14 @@ def _now_ms() -> str:
     return str(int(time.time() * 1000))
 
 
-class FakeBigQuery(ThreadingHTTPServer):
-    daemon_threads = True
-
+class FakeBigQuery(LocalServer):
     def __init__(self) -> None:
         self.requests: list[Request] = []
         self.plans: list[tuple[str, JobPlan]] = []
         self.default_plan = JobPlan(bytes_billed=10_485_760, slot_ms=250)
         self.jobs: dict[tuple[str, str], _Job] = {}
         self._lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        super().__init__(_Handler)
 
     def plan(self, query_contains: str, plan: JobPlan) -> None:
         """Run query jobs whose text contains `query_contains` by `plan` (first match wins)."""
@@ -119,10 +114,7 @@ class FakeBigQuery(ThreadingHTTPServer):
         return next((plan for text, plan in self.plans if text in query), self.default_plan)
 
     def insert(self, project: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        reference = dict(body.get("jobReference") or {})
-        reference.setdefault("projectId", project)
-        reference.setdefault("jobId", f"job_{len(self.jobs) + 1}")
-        reference["location"] = reference.get("location") or "US"
+        reference = job_reference(project, body, len(self.jobs) + 1)
         configuration = dict(body.get("configuration") or {})
         job_type = next((t for t in ("query", "load", "copy", "extract") if t in configuration), "query")
         configuration["jobType"] = job_type.upper()
@@ -213,27 +205,33 @@ def _error(code: int, reason: str, message: str) -> dict[str, Any]:
     }
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: FakeBigQuery
+def job_reference(project: str, body: dict[str, Any], number: int) -> dict[str, Any]:
+    """jobs.insert's jobReference with what BigQuery fills in: the project, a job id, location US."""
+    reference = dict(body.get("jobReference") or {})
+    reference.setdefault("projectId", project)
+    reference.setdefault("jobId", f"job_{number}")
+    reference["location"] = reference.get("location") or "US"
+    return reference
+
+
+class BigQueryHandler(JsonHandler):
+    """What the BigQuery fakes share: the API's content type, and every request kept in the server's
+    `requests`."""
+
     protocol_version = "HTTP/1.1"
+    json_content_type = "application/json; charset=UTF-8"
 
     def _record(self) -> tuple[str, dict[str, str], Any]:
-        parts = urlsplit(self.path)
-        query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        body = json.loads(raw) if raw else None
-        path = unquote(parts.path)
-        self.server.requests.append(Request(self.command, path, query, body))
+        path, query, body = unquote(self.url_path), self.query_last(), self.read_json()
+        self.server.requests.append(Request(self.command, path, query, body))  # type: ignore[attr-defined]
         return path, query, body
 
     def _send(self, status: int, payload: dict[str, Any]) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=UTF-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.reply_json(status, payload)
+
+
+class _Handler(BigQueryHandler):
+    server: FakeBigQuery
 
     def _not_found(self, what: str) -> None:
         self._send(404, _error(404, "notFound", f"Not found: {what}"))
@@ -272,9 +270,6 @@ class _Handler(BaseHTTPRequestHandler):
             # tables, datasets: the tests' jobs reference none that exist
             self._not_found(path)
 
-    def log_message(self, *args: Any) -> None:
-        pass
-
 
 def _query_results(job: _Job) -> tuple[int, dict[str, Any]]:
     """jobs.getQueryResults: the job's completion and its (empty) result set."""
@@ -304,11 +299,5 @@ def _query_results(job: _Job) -> tuple[int, dict[str, Any]]:
 
 @contextmanager
 def fake_bigquery() -> Iterator[FakeBigQuery]:
-    server = FakeBigQuery()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with running(FakeBigQuery()) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -18,23 +18,24 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import json
-import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import duckdb
 import sqlglot
 from sqlglot import exp
 
-_JOBS = re.compile(r"^/bigquery/v2/projects/(?P<project>[^/]+)/jobs$")
-_JOB = re.compile(r"^/bigquery/v2/projects/(?P<project>[^/]+)/jobs/(?P<job_id>[^/]+)$")
-_QUERY_RESULTS = re.compile(r"^/bigquery/v2/projects/(?P<project>[^/]+)/queries/(?P<job_id>[^/]+)$")
+from tests.support.fake_bigquery import (
+    _JOB,
+    _JOBS,
+    _QUERY_RESULTS,
+    BigQueryHandler,
+    Request,
+    job_reference,
+)
+from tests.support.json_http import LocalServer, running
 
 # DuckDB result type -> BigQuery schema type
 _TYPES = (
@@ -77,14 +78,6 @@ TIMELINE_COLUMNS = {
 }
 
 
-@dataclass
-class Request:
-    method: str
-    path: str
-    query: dict[str, str]
-    body: Any
-
-
 def _bigquery_type(duckdb_type: str) -> str:
     return next((bq for prefix, bq in _TYPES if duckdb_type.upper().startswith(prefix)), "STRING")
 
@@ -103,9 +96,7 @@ def _cell(value: Any, bq_type: str) -> Any:
     return str(value)
 
 
-class FakeBigQueryBilling(ThreadingHTTPServer):
-    daemon_threads = True
-
+class FakeBigQueryBilling(LocalServer):
     def __init__(self, page_size: int = 50) -> None:
         self.page_size = page_size
         self.requests: list[Request] = []
@@ -114,11 +105,7 @@ class FakeBigQueryBilling(ThreadingHTTPServer):
         self.db = duckdb.connect()
         self.db.execute("SET TimeZone = 'UTC'")
         self._lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        super().__init__(_Handler)
 
     # ------------------------------------------------------------------ the tests' set-up and checks
 
@@ -211,10 +198,7 @@ class FakeBigQueryBilling(ThreadingHTTPServer):
         return tree.transform(bind).sql(dialect="duckdb")
 
     def insert(self, project: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        reference = dict(body.get("jobReference") or {})
-        reference.setdefault("projectId", project)
-        reference.setdefault("jobId", f"job_{len(self.jobs) + 1}")
-        reference["location"] = reference.get("location") or "US"
+        reference = job_reference(project, body, len(self.jobs) + 1)
         configuration = dict(body.get("configuration") or {})
         configuration["jobType"] = "QUERY"
         query = configuration.get("query", {})
@@ -283,27 +267,8 @@ def _error(code: int, reason: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "errors": [{"message": message, "reason": reason}]}}
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(BigQueryHandler):
     server: FakeBigQueryBilling
-    protocol_version = "HTTP/1.1"
-
-    def _record(self) -> tuple[str, dict[str, str], Any]:
-        parts = urlsplit(self.path)
-        query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        body = json.loads(raw) if raw else None
-        path = unquote(parts.path)
-        self.server.requests.append(Request(self.command, path, query, body))
-        return path, query, body
-
-    def _send(self, status: int, payload: dict[str, Any]) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=UTF-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def do_POST(self) -> None:  # noqa: N802
         path, _query, body = self._record()
@@ -324,18 +289,12 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, _error(404, "notFound", f"Not found: {path}"))
 
-    def log_message(self, *args: Any) -> None:
-        pass
-
 
 @contextmanager
 def fake_bigquery_billing(page_size: int = 50) -> Iterator[FakeBigQueryBilling]:
     server = FakeBigQueryBilling(page_size)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
     try:
-        yield server
+        with running(server):
+            yield server
     finally:
-        server.shutdown()
-        server.server_close()
         server.db.close()

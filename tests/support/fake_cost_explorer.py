@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
 import urllib.request
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.support.json_http import JsonHandler, LocalServer, running
 
 WITH_RESOURCES = "AWSInsightsIndexService.GetCostAndUsageWithResources"
 COST_AND_USAGE = "AWSInsightsIndexService.GetCostAndUsage"
@@ -100,9 +100,7 @@ class Request:
     body: dict[str, Any]
 
 
-class CostExplorerFront(ThreadingHTTPServer):
-    daemon_threads = True
-
+class CostExplorerFront(LocalServer):
     def __init__(self, moto_url: str, days_per_page: int = 2) -> None:
         self.moto_url = moto_url.rstrip("/")
         self.days_per_page = days_per_page
@@ -111,11 +109,7 @@ class CostExplorerFront(ThreadingHTTPServer):
         self.estimated_from: dt.date | None = None  # days from this one on are answered Estimated
         self.today: dt.date | None = None  # resource-level data reaches back 14 days from it
         self.answer_cost_and_usage = False  # GetCostAndUsage from the records too, not from moto
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        super().__init__(_Handler)
 
     def calls(self, operation: str) -> list[dict[str, Any]]:
         return [r.body for r in self.requests if r.target.endswith("." + operation)]
@@ -176,16 +170,10 @@ class CostExplorerFront(ThreadingHTTPServer):
         return answer
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server: CostExplorerFront
     protocol_version = "HTTP/1.1"
-
-    def _reply(self, status: int, data: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+    json_content_type = "application/x-amz-json-1.1"
 
     def _forward(self, body: bytes) -> None:
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
@@ -194,13 +182,12 @@ class _Handler(BaseHTTPRequestHandler):
         )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
-                self._reply(response.status, response.read(), response.headers.get("Content-Type", ""))
+                self.reply(response.status, response.read(), response.headers.get("Content-Type", ""))
         except urllib.error.HTTPError as error:
-            self._reply(error.code, error.read(), error.headers.get("Content-Type", ""))
+            self.reply(error.code, error.read(), error.headers.get("Content-Type", ""))
 
     def _handle(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        raw = self.read_body()
         target = self.headers.get("X-Amz-Target", "")
         if target:
             self.server.requests.append(Request(target, json.loads(raw or b"{}")))
@@ -213,27 +200,17 @@ class _Handler(BaseHTTPRequestHandler):
                 self.server.with_resources(body) if target == WITH_RESOURCES else self.server.answer(body)
             )
         except (KeyError, ValueError) as error:
-            error_body = {"__type": "ValidationException", "message": str(error)}
-            return self._reply(400, json.dumps(error_body).encode(), "application/x-amz-json-1.1")
-        self._reply(200, json.dumps(payload).encode(), "application/x-amz-json-1.1")
+            return self.reply_json(400, {"__type": "ValidationException", "message": str(error)})
+        self.reply_json(200, payload)
 
     do_POST = _handle  # noqa: N815
     do_GET = _handle  # noqa: N815
 
-    def log_message(self, *args: Any) -> None:
-        pass
-
 
 @contextmanager
 def cost_explorer_front(moto_url: str, days_per_page: int = 2) -> Iterator[CostExplorerFront]:
-    server = CostExplorerFront(moto_url, days_per_page)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with running(CostExplorerFront(moto_url, days_per_page)) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def queue_cost_and_usage(moto_url: str, results: list[dict[str, Any]]) -> None:

@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+
+from tests.support.json_http import JsonHandler, LocalServer, running
 
 TOKEN = "fake-management-token"
 IDENTITY_HEADER = "fake-identity-header"
@@ -82,20 +81,14 @@ def _month_before(day: dt.date) -> dt.date:
     return dt.date(year, month, min(day.day, last.day))
 
 
-class FakeCostManagement(ThreadingHTTPServer):
-    daemon_threads = True
-
+class FakeCostManagement(LocalServer):
     def __init__(self, page_size: int = 25) -> None:
         self.page_size = page_size
         self.records: list[UsageRecord] = []
         self.requests: list[Request] = []
         self.throttle_next = 0  # the next N queries answer 429
         self.throttle_seconds = 1
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        super().__init__(_Handler)
 
     @property
     def identity_endpoint(self) -> str:
@@ -185,29 +178,19 @@ class FakeCostManagement(ThreadingHTTPServer):
         }
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server: FakeCostManagement
     protocol_version = "HTTP/1.1"
+    json_content_type = "application/json; charset=utf-8"
 
     def _record(self) -> tuple[str, dict[str, str], Any]:
-        parts = urlsplit(self.path)
-        query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        body = json.loads(raw) if raw else None
+        path, query, body = self.url_path, self.query_last(), self.read_json()
         headers = {k.lower(): v for k, v in self.headers.items()}
-        self.server.requests.append(Request(self.command, parts.path, query, headers, body))
-        return parts.path, query, body
+        self.server.requests.append(Request(self.command, path, query, headers, body))
+        return path, query, body
 
     def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
+        self.reply_json(status, payload, headers)
 
     def do_GET(self) -> None:  # noqa: N802
         path, query, _ = self._record()
@@ -259,20 +242,11 @@ class _Handler(BaseHTTPRequestHandler):
             200, payload, {"x-ms-ratelimit-microsoft.costmanagement-qpu-remaining": "QueryResource=11"}
         )
 
-    def log_message(self, *args: Any) -> None:
-        pass
-
 
 @contextmanager
 def fake_cost_management(page_size: int = 25) -> Iterator[FakeCostManagement]:
-    server = FakeCostManagement(page_size)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with running(FakeCostManagement(page_size)) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def azure_connection(server: FakeCostManagement) -> str:

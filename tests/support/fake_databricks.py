@@ -11,7 +11,6 @@ history then reports.
 from __future__ import annotations
 
 import itertools
-import json
 import re
 import threading
 import time
@@ -19,13 +18,14 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from databricks.sql.thrift_api.TCLIService import TCLIService, ttypes
 from thrift.protocol import TBinaryProtocol
 from thrift.transport import TTransport
+
+from tests.support.fake_databricks_jobs import workspace_connection
+from tests.support.json_http import JsonHandler, LocalServer, running
 
 SUCCESS = ttypes.TStatus(statusCode=ttypes.TStatusCode.SUCCESS_STATUS)
 _SELECT_NUMBER = re.compile(r"^\s*SELECT\s+(\d+)\b", re.IGNORECASE)
@@ -154,9 +154,7 @@ def _result_of(statement: str) -> tuple[str, int]:
     return (match.group(1), int(match.group(1))) if match else ("num_affected_rows", 0)
 
 
-class FakeDatabricks(ThreadingHTTPServer):
-    daemon_threads = True
-
+class FakeDatabricks(LocalServer):
     def __init__(self, token: str, warehouses: dict[str, dict[str, Any]]) -> None:
         self.token = token
         self.warehouses = warehouses
@@ -168,11 +166,7 @@ class FakeDatabricks(ThreadingHTTPServer):
         self._lock = threading.Lock()
         self.handler = _Warehouse(self)
         self.processor = TCLIService.Processor(self.handler)
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    @property
-    def port(self) -> int:
-        return self.server_address[1]
+        super().__init__(_Handler)
 
     def http_path(self, warehouse_id: str) -> str:
         return f"/sql/1.0/warehouses/{warehouse_id}"
@@ -180,21 +174,14 @@ class FakeDatabricks(ThreadingHTTPServer):
     def connection(self, warehouse_id: str, **extra: Any) -> dict[str, Any]:
         """An Airflow connection (JSON form) to this server. The REST base URL follows the provider's
         own rule (schema + host + port); the Thrift transport takes the full http:// URI."""
-        return {
-            "conn_type": "databricks",
-            "host": "127.0.0.1",
-            "port": self.port,
-            "schema": "http",
-            "password": self.token,
-            "extra": {
-                "http_path": self.http_path(warehouse_id),
-                "_connection_uri": f"http://127.0.0.1:{self.port}{self.http_path(warehouse_id)}",
-                "enable_telemetry": False,
-                "_retry_stop_after_attempts_count": 1,
-                "_socket_timeout": 10,
-                **extra,
-            },
+        thrift = {
+            "http_path": self.http_path(warehouse_id),
+            "_connection_uri": f"http://127.0.0.1:{self.port}{self.http_path(warehouse_id)}",
+            "enable_telemetry": False,
+            "_retry_stop_after_attempts_count": 1,
+            "_socket_timeout": 10,
         }
+        return workspace_connection(self.port, self.token, {**thrift, **extra})
 
     def record_statement(self, **fields: Any) -> ExecutedStatement:
         with self._lock:
@@ -234,64 +221,47 @@ class FakeDatabricks(ThreadingHTTPServer):
         return [r for r in self.rest_requests if r.path.startswith("/api/2.0/sql/warehouses/")]
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server: FakeDatabricks
     protocol_version = "HTTP/1.1"
 
     def do_POST(self) -> None:  # noqa: N802
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = self.read_body()
         self.server.thrift_authorizations.append(self.headers.get("Authorization"))
-        warehouse = re.fullmatch(r"/sql/1\.0/(?:warehouses|endpoints)/([\w-]+)", self.path.split("?")[0])
+        warehouse = re.fullmatch(r"/sql/1\.0/(?:warehouses|endpoints)/([\w-]+)", self.url_path)
         if warehouse is None or warehouse.group(1) not in self.server.warehouses:
-            return self._send(404, b"no such warehouse", "text/plain")
+            return self.reply_text(404, "no such warehouse")
         if self.headers.get("Authorization") != f"Bearer {self.server.token}":
-            return self._send(401, b"invalid token", "text/plain")
+            return self.reply_text(401, "invalid token")
         self.server.handler.current_warehouse.id = warehouse.group(1)
         output = TTransport.TMemoryBuffer()
         self.server.processor.process(
             TBinaryProtocol.TBinaryProtocol(TTransport.TMemoryBuffer(body)),
             TBinaryProtocol.TBinaryProtocol(output),
         )
-        self._send(200, output.getvalue(), "application/x-thrift")
+        self.reply(200, output.getvalue(), "application/x-thrift")
 
     def do_GET(self) -> None:  # noqa: N802
-        url = urlsplit(self.path)
+        path, query = self.url_path, self.query()
         authorization = self.headers.get("Authorization")
-        self.server.rest_requests.append(RestRequest("GET", url.path, parse_qs(url.query), authorization))
+        self.server.rest_requests.append(RestRequest("GET", path, query, authorization))
         if authorization != f"Bearer {self.server.token}":
-            return self._json(401, {"error_code": "UNAUTHENTICATED", "message": "Invalid access token."})
-        if url.path == "/api/2.0/sql/history/queries":
-            wanted = set(parse_qs(url.query).get("filter_by.statement_ids", []))
+            return self.reply_json(401, {"error_code": "UNAUTHENTICATED", "message": "Invalid access token."})
+        if path == "/api/2.0/sql/history/queries":
+            wanted = set(query.get("filter_by.statement_ids", []))
             with self.server._lock:
                 found = [s for s in self.server.statements if not wanted or s.query_id in wanted]
             entries = [self.server.history_entry(s) for s in reversed(found)]  # newest first
-            return self._json(200, {"res": entries, "has_next_page": False})
-        warehouse = re.fullmatch(r"/api/2\.0/sql/warehouses/([\w-]+)", url.path)
+            return self.reply_json(200, {"res": entries, "has_next_page": False})
+        warehouse = re.fullmatch(r"/api/2\.0/sql/warehouses/([\w-]+)", path)
         if warehouse and warehouse.group(1) in self.server.warehouses:
-            return self._json(200, {"id": warehouse.group(1), **self.server.warehouses[warehouse.group(1)]})
-        self._json(404, {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": f"{url.path} not found"})
-
-    def _json(self, status: int, body: dict[str, Any]) -> None:
-        self._send(status, json.dumps(body).encode(), "application/json")
-
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+            return self.reply_json(
+                200, {"id": warehouse.group(1), **self.server.warehouses[warehouse.group(1)]}
+            )
+        self.reply_json(404, {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": f"{path} not found"})
 
 
 @contextmanager
 def fake_databricks(token: str, warehouses: dict[str, dict[str, Any]]) -> Iterator[FakeDatabricks]:
-    server = FakeDatabricks(token, warehouses)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with running(FakeDatabricks(token, warehouses)) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()

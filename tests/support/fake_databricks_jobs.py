@@ -16,16 +16,15 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import itertools
-import json
 import re
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+
+from tests.support.json_http import JsonHandler, LocalServer, Request, running
 
 _PATH = re.compile(r"^/api/2\.[012]/(?P<endpoint>.+)$")
 _PIPELINE = re.compile(r"^pipelines/(?P<pipeline_id>[^/]+)$")
@@ -48,19 +47,22 @@ class RunPlan:
 
 
 @dataclass
-class Request:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    body: Any
-    authorization: str | None
-
-
-@dataclass
 class _Run:
     resource: dict[str, Any]
     plan: RunPlan
     reads: int = 0
+
+
+def workspace_connection(port: int, token: str, extra: dict[str, Any]) -> dict[str, Any]:
+    """An Airflow connection (JSON form) to a Databricks fake on `port` of 127.0.0.1, over plain HTTP."""
+    return {
+        "conn_type": "databricks",
+        "host": "127.0.0.1",
+        "port": port,
+        "schema": "http",
+        "password": token,
+        "extra": extra,
+    }
 
 
 def _param(request: Request, name: str) -> str | None:
@@ -86,9 +88,7 @@ def _tasks_of(body: dict[str, Any]) -> list[dict[str, Any]]:
     return [task]
 
 
-class FakeDatabricksJobs(ThreadingHTTPServer):
-    daemon_threads = True
-
+class FakeDatabricksJobs(LocalServer):
     def __init__(
         self,
         token: str,
@@ -108,22 +108,11 @@ class FakeDatabricksJobs(ThreadingHTTPServer):
         self._run_ids = itertools.count(880_001)
         self._cluster_ids = itertools.count(1)
         self._lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    @property
-    def port(self) -> int:
-        return self.server_address[1]
+        super().__init__(_Handler)
 
     def connection(self, **extra: Any) -> dict[str, Any]:
         """An Airflow connection (JSON form) to this workspace over plain HTTP."""
-        return {
-            "conn_type": "databricks",
-            "host": "127.0.0.1",
-            "port": self.port,
-            "schema": "http",
-            "password": self.token,
-            "extra": extra,
-        }
+        return workspace_connection(self.port, self.token, extra)
 
     def plan(self, name: str, plan: RunPlan) -> None:
         """Run runs whose run_name (or, for run-now, job name) is `name` by `plan`."""
@@ -290,24 +279,20 @@ class FakeDatabricksJobs(ThreadingHTTPServer):
         return 200, view
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server: FakeDatabricksJobs
     protocol_version = "HTTP/1.1"
 
     def _record(self, method: str) -> tuple[str, Request] | None:
-        url = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        body = json.loads(self.rfile.read(length) or b"null") if length else None
         authorization = self.headers.get("Authorization")
-        query = parse_qs(url.query)
-        request = Request(method, url.path, query, body, authorization)
+        request = Request(method, self.url_path, self.query(), self.read_json(), authorization)
         self.server.requests.append(request)
         if authorization != f"Bearer {self.server.token}":
-            self._json(401, {"error_code": "UNAUTHENTICATED", "message": "Invalid access token."})
+            self.reply_json(401, {"error_code": "UNAUTHENTICATED", "message": "Invalid access token."})
             return None
-        match = _PATH.match(url.path)
+        match = _PATH.match(request.path)
         if match is None:
-            self._json(404, {"error_code": "ENDPOINT_NOT_FOUND", "message": f"{url.path} not found"})
+            self.reply_json(404, {"error_code": "ENDPOINT_NOT_FOUND", "message": f"{request.path} not found"})
             return None
         return match.group("endpoint"), request
 
@@ -318,15 +303,15 @@ class _Handler(BaseHTTPRequestHandler):
         endpoint, request = recorded
         body = request.body
         if endpoint == "jobs/runs/submit":
-            return self._json(200, self.server.create_run(body or {}, None))
+            return self.reply_json(200, self.server.create_run(body or {}, None))
         if endpoint == "jobs/run-now":
             job_id = int((body or {}).get("job_id", 0))
             if job_id not in self.server.jobs:
-                return self._json(
+                return self.reply_json(
                     400, {"error_code": "INVALID_PARAMETER_VALUE", "message": f"Job {job_id} does not exist."}
                 )
-            return self._json(200, self.server.create_run(body, job_id))
-        self._json(404, {"error_code": "ENDPOINT_NOT_FOUND", "message": f"{endpoint} not found"})
+            return self.reply_json(200, self.server.create_run(body, job_id))
+        self.reply_json(404, {"error_code": "ENDPOINT_NOT_FOUND", "message": f"{endpoint} not found"})
 
     def do_GET(self) -> None:  # noqa: N802
         recorded = self._record("GET")
@@ -334,29 +319,18 @@ class _Handler(BaseHTTPRequestHandler):
             return
         endpoint, request = recorded
         if endpoint == "jobs/runs/get":
-            return self._json(*self.server.read_run(int(_param(request, "run_id") or 0)))
+            return self.reply_json(*self.server.read_run(int(_param(request, "run_id") or 0)))
         if (pipeline := _PIPELINE.match(endpoint)) is not None:
-            return self._json(*self.server.read_pipeline(pipeline.group("pipeline_id")))
+            return self.reply_json(*self.server.read_pipeline(pipeline.group("pipeline_id")))
         if endpoint == "clusters/get":
             cluster_id = _param(request, "cluster_id") or ""
             if cluster_id in self.server.clusters:
-                return self._json(200, {"cluster_id": cluster_id, **self.server.clusters[cluster_id]})
-            return self._json(
+                return self.reply_json(200, {"cluster_id": cluster_id, **self.server.clusters[cluster_id]})
+            return self.reply_json(
                 400,
                 {"error_code": "INVALID_PARAMETER_VALUE", "message": f"Cluster {cluster_id} does not exist"},
             )
-        self._json(404, {"error_code": "ENDPOINT_NOT_FOUND", "message": f"{endpoint} not found"})
-
-    def _json(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+        self.reply_json(404, {"error_code": "ENDPOINT_NOT_FOUND", "message": f"{endpoint} not found"})
 
 
 @contextmanager
@@ -366,11 +340,5 @@ def fake_databricks_jobs(
     clusters: dict[str, dict[str, Any]] | None = None,
     pipelines: dict[str, dict[str, Any]] | None = None,
 ) -> Iterator[FakeDatabricksJobs]:
-    server = FakeDatabricksJobs(token, jobs, clusters, pipelines)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with running(FakeDatabricksJobs(token, jobs, clusters, pipelines)) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()

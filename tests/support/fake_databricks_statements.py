@@ -11,15 +11,16 @@ a FAILED state with `status.error`, and a bad token or warehouse an HTTP error w
 from __future__ import annotations
 
 import datetime as dt
-import json
 import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.support.fake_databricks_jobs import workspace_connection
+from tests.support.json_http import JsonHandler, LocalServer, SentRequest, running
 
 SYSTEM_CATALOG = "databricks_system"  # DuckDB reserves `system`
 
@@ -59,14 +60,6 @@ class _Statement:
     cancelled: bool = False
 
 
-@dataclass
-class Request:
-    method: str
-    path: str
-    body: Any
-    authorization: str | None
-
-
 def _text(value: Any) -> Any:
     if value is None:
         return None
@@ -103,9 +96,7 @@ def to_duckdb(statement: str) -> str:
     return tree.sql(dialect="duckdb")
 
 
-class FakeStatementApi(ThreadingHTTPServer):
-    daemon_threads = True
-
+class FakeStatementApi(LocalServer):
     def __init__(self, token: str, warehouses: set[str], rows_per_chunk: int = 1000, pending_polls: int = 0):
         import duckdb
 
@@ -113,29 +104,18 @@ class FakeStatementApi(ThreadingHTTPServer):
         self.warehouses = warehouses
         self.rows_per_chunk = rows_per_chunk
         self.pending_polls = pending_polls
-        self.requests: list[Request] = []
+        self.requests: list[SentRequest] = []
         self.statements: dict[str, _Statement] = {}
         self.lock = threading.Lock()
         self.db = duckdb.connect()
         self.db.execute("SET TimeZone = 'UTC'")
         self.db.execute(SCHEMA_SQL)
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    @property
-    def port(self) -> int:
-        return self.server_address[1]
+        super().__init__(_Handler)
 
     def connection(self, warehouse_id: str | None = None) -> dict[str, Any]:
         """An Airflow connection (JSON form) to this workspace: schema http, host, port, token."""
         extra = {"http_path": f"/sql/1.0/warehouses/{warehouse_id}"} if warehouse_id else {}
-        return {
-            "conn_type": "databricks",
-            "host": "127.0.0.1",
-            "port": self.port,
-            "schema": "http",
-            "password": self.token,
-            "extra": extra,
-        }
+        return workspace_connection(self.port, self.token, extra)
 
     def execute(self, sql: str, parameters: list[dict[str, Any]] | None = None) -> None:
         """Set up the tables (DuckDB SQL, the catalog as SYSTEM_CATALOG)."""
@@ -238,38 +218,37 @@ class FakeStatementApi(ThreadingHTTPServer):
         }
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server: FakeStatementApi
     protocol_version = "HTTP/1.1"
 
     def _authorized(self, body: Any) -> bool:
         authorization = self.headers.get("Authorization")
-        self.server.requests.append(Request(self.command, self.path, body, authorization))
+        self.server.requests.append(SentRequest(self.command, self.path, body, authorization))
         if authorization != f"Bearer {self.server.token}":
-            self._json(403, {"error_code": "403", "message": "Invalid access token."})
+            self.reply_json(403, {"error_code": "403", "message": "Invalid access token."})
             return False
         return True
 
     def do_POST(self) -> None:  # noqa: N802
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        body = json.loads(raw) if raw else None
+        body = self.read_json()
         if not self._authorized(body):
             return
         parts = self.path.strip("/").split("/")
         if self.path == "/api/2.0/sql/statements":
             if body.get("warehouse_id") not in self.server.warehouses:
-                return self._json(
+                return self.reply_json(
                     404,
                     {
                         "error_code": "RESOURCE_DOES_NOT_EXIST",
                         "message": f"SQL warehouse {body.get('warehouse_id')} does not exist.",
                     },
                 )
-            return self._json(200, self.server.answer(self.server.run(body)))
+            return self.reply_json(200, self.server.answer(self.server.run(body)))
         if len(parts) == 6 and parts[5] == "cancel" and parts[4] in self.server.statements:
             self.server.statements[parts[4]].cancelled = True
-            return self._json(200, {})
-        self._json(404, {"error_code": "ENDPOINT_NOT_FOUND", "message": f"No API found for {self.path}"})
+            return self.reply_json(200, {})
+        self.reply_json(404, {"error_code": "ENDPOINT_NOT_FOUND", "message": f"No API found for {self.path}"})
 
     def do_GET(self) -> None:  # noqa: N802
         if not self._authorized(None):
@@ -277,24 +256,15 @@ class _Handler(BaseHTTPRequestHandler):
         parts = self.path.strip("/").split("/")
         statement = self.server.statements.get(parts[4]) if len(parts) >= 5 else None
         if statement is None:
-            return self._json(404, {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "no such statement"})
+            return self.reply_json(
+                404, {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "no such statement"}
+            )
         if len(parts) == 5:
             statement.polls_left -= 1
-            return self._json(200, self.server.answer(statement))
+            return self.reply_json(200, self.server.answer(statement))
         if len(parts) == 8 and parts[5:7] == ["result", "chunks"]:
-            return self._json(200, self.server.chunk(statement, int(parts[7])))
-        self._json(404, {"error_code": "ENDPOINT_NOT_FOUND", "message": f"No API found for {self.path}"})
-
-    def _json(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+            return self.reply_json(200, self.server.chunk(statement, int(parts[7])))
+        self.reply_json(404, {"error_code": "ENDPOINT_NOT_FOUND", "message": f"No API found for {self.path}"})
 
 
 @contextmanager
@@ -302,11 +272,8 @@ def fake_statement_api(
     token: str, warehouses: set[str], rows_per_chunk: int = 1000, pending_polls: int = 0
 ) -> Iterator[FakeStatementApi]:
     server = FakeStatementApi(token, warehouses, rows_per_chunk, pending_polls)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     try:
-        yield server
+        with running(server):
+            yield server
     finally:
-        server.shutdown()
-        server.server_close()
         server.db.close()

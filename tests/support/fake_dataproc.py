@@ -19,9 +19,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+
+from tests.support.json_http import JsonHandler, LocalServer, Request, running
 
 _SUBMIT = re.compile(r"^/v1/projects/(?P<project>[^/]+)/regions/(?P<region>[^/]+)/jobs:submit$")
 _JOB = re.compile(r"^/v1/projects/(?P<project>[^/]+)/regions/(?P<region>[^/]+)/jobs/(?P<job_id>[^/:]+)$")
@@ -56,14 +56,6 @@ class BatchPlan:
 
 
 @dataclass
-class Request:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    body: Any
-
-
-@dataclass
 class _Store:
     jobs: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     job_plans: dict[str, JobPlan] = field(default_factory=dict)
@@ -79,9 +71,7 @@ def _at(offset_seconds: str | float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", moment) + f".{fraction}Z"
 
 
-class FakeDataproc(ThreadingHTTPServer):
-    daemon_threads = True
-
+class FakeDataproc(LocalServer):
     def __init__(self, clusters: dict[str, dict[str, Any]]) -> None:
         self.clusters = clusters
         self.requests: list[Request] = []
@@ -89,11 +79,7 @@ class FakeDataproc(ThreadingHTTPServer):
         self.plans: list[tuple[str, JobPlan | BatchPlan]] = []
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        super().__init__(_Handler)
 
     def plan(self, marker: str, plan: JobPlan | BatchPlan) -> None:
         """Run jobs or batches whose main file URI contains `marker` by `plan`."""
@@ -227,65 +213,49 @@ def _error(code: int, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "status": status}}
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server: FakeDataproc
     protocol_version = "HTTP/1.1"
 
     def _read(self, method: str) -> tuple[str, Request]:
-        url = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        body = json.loads(self.rfile.read(length) or b"null") if length else None
-        request = Request(method, url.path, parse_qs(url.query), body)
+        request = Request(method, self.url_path, self.query(), self.read_json())
         self.server.requests.append(request)
-        return url.path, request
+        return request.path, request
 
     def do_POST(self) -> None:  # noqa: N802
         path, request = self._read("POST")
         if match := _SUBMIT.match(path):
-            return self._json(*self.server.submit_job(match["project"], match["region"], request.body or {}))
+            return self.reply_json(
+                *self.server.submit_job(match["project"], match["region"], request.body or {})
+            )
         if match := _BATCHES.match(path):
-            return self._json(
+            return self.reply_json(
                 *self.server.create_batch(
                     match["project"], match["region"], request.query, request.body or {}
                 )
             )
-        self._json(404, _error(404, f"{path} not found"))
+        self.reply_json(404, _error(404, f"{path} not found"))
 
     def do_GET(self) -> None:  # noqa: N802
         path, _ = self._read("GET")
         if match := _JOB.match(path):
-            return self._json(*self.server.get_job(match["project"], match["region"], match["job_id"]))
+            return self.reply_json(*self.server.get_job(match["project"], match["region"], match["job_id"]))
         if match := _CLUSTER.match(path):
             cluster = self.server.clusters.get(match["name"])
             if cluster is None:
-                return self._json(404, _error(404, f"Not found: Cluster {match['name']}"))
-            return self._json(200, {"projectId": match["project"], "clusterName": match["name"], **cluster})
+                return self.reply_json(404, _error(404, f"Not found: Cluster {match['name']}"))
+            return self.reply_json(
+                200, {"projectId": match["project"], "clusterName": match["name"], **cluster}
+            )
         if match := _BATCH.match(path):
-            return self._json(*self.server.get_batch(match["name"]))
-        self._json(404, _error(404, f"{path} not found"))
-
-    def _json(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+            return self.reply_json(*self.server.get_batch(match["name"]))
+        self.reply_json(404, _error(404, f"{path} not found"))
 
 
 @contextmanager
 def fake_dataproc(clusters: dict[str, dict[str, Any]]) -> Iterator[FakeDataproc]:
-    server = FakeDataproc(clusters)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with running(FakeDataproc(clusters)) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def route_dataproc_hook_to(url: str) -> None:

@@ -27,13 +27,11 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from tests.support.fake_azure_data_factory import serving_tls
-from tests.support.fake_databricks_jobs import Request
+from tests.support.json_http import JsonHandler, LocalServer, Request
 
 _V2 = re.compile(r"^/api/v2/accounts/(?P<account>\d+)/(?P<rest>.*)$")
 _V3_PROJECT = re.compile(r"^/api/v3/accounts/(?P<account>\d+)/projects/(?P<project>\d+)/?$")
@@ -98,8 +96,8 @@ class _Run:
     invocations: dict[int, str] = field(default_factory=dict)
 
 
-class FakeDbtCloud(ThreadingHTTPServer):
-    daemon_threads = True
+class FakeDbtCloud(LocalServer):
+    scheme = "https"
 
     def __init__(self, tls: ssl.SSLContext, token: str, account_id: int, jobs: dict[int, JobPlan]) -> None:
         self.token = token
@@ -110,11 +108,7 @@ class FakeDbtCloud(ThreadingHTTPServer):
         self._run_ids = itertools.count(70_001)
         self._lock = threading.Lock()
         self.tls = tls
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    @property
-    def port(self) -> int:
-        return self.server_address[1]
+        super().__init__(_Handler)
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         # the TLS handshake on the request's own thread: a client that stalls in it holds no other
@@ -352,42 +346,30 @@ def _iso(moment: dt.datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     protocol_version = "HTTP/1.1"
     server: FakeDbtCloud
 
     def _reply(self, status: int, body: Any = None, raw: bytes | None = None) -> None:
-        if raw is None:
-            envelope = {
-                "status": {
-                    "code": status,
-                    "is_success": status < 400,
-                    "user_message": "Success!" if status < 400 else "The requested resource was not found.",
-                    "developer_message": "",
-                },
-                "data": body,
-            }
-            raw = json.dumps(envelope).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
+        """`body` in dbt Cloud's envelope, or an artifact's `raw` content as it is."""
+        if raw is not None:
+            return self.reply(status, raw, self.json_content_type)
+        envelope = {
+            "status": {
+                "code": status,
+                "is_success": status < 400,
+                "user_message": "Success!" if status < 400 else "The requested resource was not found.",
+                "developer_message": "",
+            },
+            "data": body,
+        }
+        self.reply_json(status, envelope)
 
-    def _request(self, method: str) -> Request:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = raw.decode(errors="replace")
-        parts = urlsplit(self.path)
-        request = Request(method, parts.path, parse_qs(parts.query), body, self.headers.get("Authorization"))
+    def _handle(self) -> None:
+        method = self.command
+        body = self.read_json(invalid_as_text=True)
+        request = Request(method, self.url_path, self.query(), body, self.headers.get("Authorization"))
         self.server.requests.append(request)
-        return request
-
-    def _handle(self, method: str) -> None:
-        request = self._request(method)
         if request.authorization != f"Token {self.server.token}":
             self._reply(401, None)
             return
@@ -435,14 +417,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._reply(200, raw=content)
 
-    def do_GET(self) -> None:  # noqa: N802
-        self._handle("GET")
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._handle("POST")
-
-    def log_message(self, *args: Any) -> None:
-        pass
+    do_GET = do_POST = _handle  # noqa: N815
 
 
 @contextmanager

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import json
 import re
 import threading
 import time
@@ -28,8 +27,9 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.support.json_http import JsonHandler, LocalServer, SentRequest, running
 
 _PATH = re.compile(r"^(?:/api/v3|/v0/projects/(?P<project>[^/]+))/(?P<rest>sql|job/(?P<job>[^/?]+))/?$")
 _SELECT = re.compile(r"^\s*SELECT\s+(\d+)\b", re.IGNORECASE)
@@ -40,14 +40,6 @@ PLANNING_MS = 100  # startedAt -> resourceSchedulingStartedAt
 
 def iso(moment: dt.datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-@dataclass
-class Request:
-    method: str
-    path: str
-    body: Any
-    authorization: str | None
 
 
 @dataclass
@@ -95,25 +87,15 @@ class FakeJob:
         return job
 
 
-class FakeDremio(ThreadingHTTPServer):
-    daemon_threads = True
-
+class FakeDremio(LocalServer):
     def __init__(self, token: str, queue: str) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(_Handler)
         self.token = token
         self.queue = queue
         self.jobs: dict[str, FakeJob] = {}
-        self.requests: list[Request] = []
+        self.requests: list[SentRequest] = []
         self.lock = threading.Lock()
         self._counter = itertools.count()
-
-    @property
-    def port(self) -> int:
-        return self.server_address[1]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def authorized(self, header: str | None) -> bool:
         return header in (f"Bearer {self.token}", f"_dremio{self.token}")
@@ -140,67 +122,44 @@ class FakeDremio(ThreadingHTTPServer):
         return job
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server: FakeDremio
 
-    def log_message(self, *args: Any) -> None:  # keep test output clean
-        pass
-
-    def _reply(self, status: int, body: Any) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _handle(self, method: str) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = raw.decode(errors="replace")
+    def _handle(self) -> None:
+        method = self.command
+        body = self.read_json(invalid_as_text=True)
         authorization = self.headers.get("Authorization")
         with self.server.lock:
-            self.server.requests.append(Request(method, self.path, body, authorization))
+            self.server.requests.append(SentRequest(method, self.path, body, authorization))
         match = _PATH.match(self.path.split("?", 1)[0])
         if match is None:
-            return self._reply(404, {"errorMessage": f"no such endpoint {self.path}"})
+            return self.reply_json(404, {"errorMessage": f"no such endpoint {self.path}"})
         if not self.server.authorized(authorization):
-            return self._reply(401, {"errorMessage": "Unauthorized"})
+            return self.reply_json(401, {"errorMessage": "Unauthorized"})
         if match.group("rest") == "sql":
             if method != "POST" or not isinstance(body, dict) or not isinstance(body.get("sql"), str):
-                return self._reply(400, {"errorMessage": "a JSON body with sql is required"})
+                return self.reply_json(400, {"errorMessage": "a JSON body with sql is required"})
             job = self.server.submit(match.group("project"), body["sql"])
             job.requests.append((method, self.path))
-            return self._reply(200, {"id": job.job_id})
+            return self.reply_json(200, {"id": job.job_id})
         job = self.server.jobs.get(match.group("job"))
         if method != "GET" or job is None or job.project_id != match.group("project"):
-            return self._reply(404, {"errorMessage": f"Could not find a job with id {match.group('job')}"})
+            return self.reply_json(
+                404, {"errorMessage": f"Could not find a job with id {match.group('job')}"}
+            )
         job.requests.append((method, self.path))
         if "LOOKUP_FAILS" in job.sql:
-            return self._reply(
+            return self.reply_json(
                 500, {"errorMessage": "Something went wrong. Please check the log file for details"}
             )
         if "LOOKUP_SLOW" in job.sql:
             time.sleep(8)
-        return self._reply(200, job.resource(self.server.queue))
+        return self.reply_json(200, job.resource(self.server.queue))
 
-    def do_GET(self) -> None:  # noqa: N802
-        self._handle("GET")
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._handle("POST")
+    do_GET = do_POST = _handle  # noqa: N815
 
 
 @contextmanager
 def fake_dremio(token: str, queue: str = "LARGE") -> Iterator[FakeDremio]:
-    server = FakeDremio(token, queue)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with running(FakeDremio(token, queue)) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -24,12 +24,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from tests.support.http_recorder import serving
+from tests.support.json_http import JsonHandler, Request
 
 _POD = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/pods(?:/(?P<name>[^/]+)(?:/(?P<sub>log|status))?)?$")
 _EVENTS = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/events$")
@@ -54,14 +53,6 @@ class PodPlan:
     # the costs OpenCost's /allocation reports for the pod (cpuCost, cpuCostAdjustment, ramCost, ...);
     # None: OpenCost does not know the pod
     opencost: dict[str, float] | None = None
-
-
-@dataclass
-class Request:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    body: Any
 
 
 @dataclass
@@ -374,57 +365,42 @@ def _status(code: int, reason: str, message: str) -> dict[str, Any]:
     }
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server_version = "fake-kubernetes/1"
     fake: FakeKubernetes
 
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def _send(self, code: int, body: Any, content_type: str = "application/json") -> None:
-        data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _handle(self, method: str) -> None:
-        parts = urlsplit(self.path)
-        query = parse_qs(parts.query)
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = raw.decode(errors="replace")
+    def _handle(self) -> None:
+        method, path, query = self.command, self.url_path, self.query()
+        body = self.read_json(invalid_as_text=True)
         fake = self.fake
         with fake.lock:
-            fake.requests.append(Request(method, parts.path, query, body))
-        if parts.path == "/allocation":
-            return self._send(200, fake.allocation(query))
-        if match := _NODE.match(parts.path):
+            fake.requests.append(Request(method, path, query, body))
+        if path == "/allocation":
+            return self.reply_json(200, fake.allocation(query))
+        if match := _NODE.match(path):
             name = match["name"]
             delay = fake.slow_nodes.get(name)
             if delay:
                 time.sleep(delay)
             if name not in fake.nodes:
-                return self._send(404, _status(404, "NotFound", f'nodes "{name}" not found'))
-            return self._send(
+                return self.reply_json(404, _status(404, "NotFound", f'nodes "{name}" not found'))
+            return self.reply_json(
                 200,
                 {"kind": "Node", "apiVersion": "v1", "metadata": {"name": name, "labels": fake.nodes[name]}},
             )
-        if match := _EVENTS.match(parts.path):
+        if match := _EVENTS.match(path):
             if query.get("watch", ["false"])[0].lower() in ("true", "1"):
-                return self._send(200, "")
-            return self._send(200, {"kind": "EventList", "apiVersion": "v1", "metadata": {}, "items": []})
-        if match := _SPARK_APPS.match(parts.path):
+                return self.reply(200, b"", self.json_content_type)  # a watch that ends at once
+            return self.reply_json(
+                200, {"kind": "EventList", "apiVersion": "v1", "metadata": {}, "items": []}
+            )
+        if match := _SPARK_APPS.match(path):
             key = (match["ns"], match["name"])
             if match["name"] is None and method == "POST":
                 with fake.lock:
-                    return self._send(201, fake.create_spark_app(match["ns"], body))
+                    return self.reply_json(201, fake.create_spark_app(match["ns"], body))
             if key not in fake.spark_apps:
-                return self._send(
+                return self.reply_json(
                     404, _status(404, "NotFound", f'sparkapplications "{match["name"]}" not found')
                 )
             if method == "DELETE":
@@ -433,16 +409,16 @@ class _Handler(BaseHTTPRequestHandler):
                     driver = fake.pods.pop((match["ns"], f"{match['name']}-driver"), None)
                     if driver is not None:
                         fake.deleted.append(driver)
-                return self._send(200, _status(200, "Success", "deleted") | {"status": "Success"})
-            return self._send(200, fake.spark_apps[key])
-        match = _POD.match(parts.path)
+                return self.reply_json(200, _status(200, "Success", "deleted") | {"status": "Success"})
+            return self.reply_json(200, fake.spark_apps[key])
+        match = _POD.match(path)
         if not match:
-            return self._send(404, _status(404, "NotFound", f"no route {parts.path}"))
+            return self.reply_json(404, _status(404, "NotFound", f"no route {path}"))
         namespace, name, sub = match["ns"], match["name"], match["sub"]
         if name is None:
             if method == "POST":
                 with fake.lock:
-                    return self._send(201, fake.create(namespace, body))
+                    return self.reply_json(201, fake.create(namespace, body))
             selector = query.get("labelSelector", [""])[0]
             with fake.lock:
                 items = [
@@ -452,14 +428,14 @@ class _Handler(BaseHTTPRequestHandler):
                     for view in [fake._view(pod)]
                     if view is not None
                 ]
-            return self._send(
+            return self.reply_json(
                 200,
                 {"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items},
             )
         with fake.lock:
             pod = fake.pods.get((namespace, name))
         if pod is None or pod.gone:
-            return self._send(404, _status(404, "NotFound", f'pods "{name}" not found'))
+            return self.reply_json(404, _status(404, "NotFound", f'pods "{name}" not found'))
         if sub == "log":
             # a followed log ends when the container does
             if query.get("follow", ["false"])[0].lower() == "true":
@@ -467,35 +443,27 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(max(0.0, deadline - time.monotonic()))
             stamp = _rfc3339(pod.started_at).replace("Z", ".000000000Z")
             lines = "" if "timestamps" not in query else f"{stamp} "
-            return self._send(200, f"{lines}hello from {name}\n", "text/plain")
+            return self.reply_text(200, f"{lines}hello from {name}\n")
         if method == "DELETE":
             with fake.lock:
                 view = fake._view(pod) or copy.deepcopy(pod.resource)
                 fake.deleted.append(fake.pods.pop((namespace, name)))
-            return self._send(200, view)
+            return self.reply_json(200, view)
         if method == "PATCH":
             with fake.lock:
                 labels = ((body or {}).get("metadata") or {}).get("labels") or {}
                 pod.resource["metadata"].setdefault("labels", {}).update(labels)
                 view = fake._view(pod)
-            return self._send(200, view) if view else self._send(404, _status(404, "NotFound", name))
+            return (
+                self.reply_json(200, view) if view else self.reply_json(404, _status(404, "NotFound", name))
+            )
         with fake.lock:
             view = fake._view(pod)
         if view is None:
-            return self._send(404, _status(404, "NotFound", f'pods "{name}" not found'))
-        return self._send(200, view)
+            return self.reply_json(404, _status(404, "NotFound", f'pods "{name}" not found'))
+        return self.reply_json(200, view)
 
-    def do_GET(self) -> None:
-        self._handle("GET")
-
-    def do_POST(self) -> None:
-        self._handle("POST")
-
-    def do_PATCH(self) -> None:
-        self._handle("PATCH")
-
-    def do_DELETE(self) -> None:
-        self._handle("DELETE")
+    do_GET = do_POST = do_PATCH = do_DELETE = _handle  # noqa: N815
 
 
 @contextmanager

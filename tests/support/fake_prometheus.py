@@ -13,7 +13,6 @@ https://prometheus.io/docs/prometheus/latest/querying/api/
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
@@ -21,11 +20,11 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from tests.support.http_recorder import serving
+from tests.support.json_http import JsonHandler
 
 LOOKBACK = 300.0
 SCRAPE = 15.0
@@ -307,29 +306,16 @@ class FakePrometheus:
         }
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server_version = "fake-prometheus/1"
     fake: FakePrometheus
 
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def _send(self, code: int, body: Any) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _handle(self, method: str) -> None:
-        parts = urlsplit(self.path)
-        params = parse_qs(parts.query)
-        if method == "POST":
-            length = int(self.headers.get("Content-Length") or 0)
-            params.update(parse_qs(self.rfile.read(length).decode()))
-        if parts.path != "/api/v1/query":
-            return self._send(404, {"status": "error", "errorType": "not_found", "error": parts.path})
+    def _handle(self) -> None:
+        method, params = self.command, self.query()
+        if method == "POST":  # a long query comes as the same form, in the body
+            params.update(parse_qs(self.read_body().decode()))
+        if self.url_path != "/api/v1/query":
+            return self.reply_json(404, {"status": "error", "errorType": "not_found", "error": self.url_path})
         fake = self.fake
         text = (params.get("query") or [""])[0]
         at = float((params.get("time") or [time.time()])[0])
@@ -338,20 +324,16 @@ class _Handler(BaseHTTPRequestHandler):
         if fake.delay:
             time.sleep(fake.delay)
         if fake.fail_with:
-            return self._send(
+            return self.reply_json(
                 fake.fail_with,
                 {"status": "error", "errorType": "unavailable", "error": "the TSDB is not ready"},
             )
         try:
-            return self._send(200, fake.evaluate(text, at))
+            return self.reply_json(200, fake.evaluate(text, at))
         except PromQLError as error:
-            return self._send(400, {"status": "error", "errorType": "bad_data", "error": str(error)})
+            return self.reply_json(400, {"status": "error", "errorType": "bad_data", "error": str(error)})
 
-    def do_GET(self) -> None:
-        self._handle("GET")
-
-    def do_POST(self) -> None:
-        self._handle("POST")
+    do_GET = do_POST = _handle  # noqa: N815
 
 
 @contextmanager

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.support.http_recorder import serving
+from tests.support.json_http import JsonHandler
 
 _ISO = "%Y-%m-%dT%H:%M:%S"
 
@@ -139,40 +140,34 @@ class FakeRedshiftData:
 
 @dataclass
 class FakeServerless:
-    url: str
     # workgroup name -> base capacity (RPUs)
     workgroups: dict[str, int]
     calls: list[dict[str, Any]] = field(default_factory=list)
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
 
-class _ServerlessHandler(BaseHTTPRequestHandler):
-    server: Any
+class _ServerlessHandler(JsonHandler):
+    fake: FakeServerless
+    json_content_type = "application/x-amz-json-1.1"
 
     def do_POST(self) -> None:  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-        fake: FakeServerless = self.server.fake
+        body = self.read_json({})
+        fake = self.fake
         target = self.headers.get("X-Amz-Target", "")
         fake.calls.append({"target": target, **body})
         name = body.get("workgroupName")
         if target != "RedshiftServerless.GetWorkgroup":
-            self._answer(400, {"__type": "UnknownOperationException", "message": target})
+            self.reply_json(400, {"__type": "UnknownOperationException", "message": target})
         elif name not in fake.workgroups:
-            self._answer(
+            self.reply_json(
                 400, {"__type": "ResourceNotFoundException", "message": f"Workgroup {name} not found."}
             )
         else:
-            self._answer(200, {"workgroup": _workgroup(name, fake.workgroups[name])})
-
-    def _answer(self, status: int, payload: dict[str, Any]) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/x-amz-json-1.1")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+            self.reply_json(200, {"workgroup": _workgroup(name, fake.workgroups[name])})
 
 
 def _workgroup(name: str, base_capacity: int) -> dict[str, Any]:
@@ -189,13 +184,5 @@ def _workgroup(name: str, base_capacity: int) -> dict[str, Any]:
 
 @contextmanager
 def serverless_server(workgroups: dict[str, int]) -> Iterator[FakeServerless]:
-    http = ThreadingHTTPServer(("127.0.0.1", 0), _ServerlessHandler)
-    http.daemon_threads = True
-    http.fake = FakeServerless(f"http://127.0.0.1:{http.server_address[1]}", dict(workgroups))
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield http.fake
-    finally:
-        http.shutdown()
-        http.server_close()
+    with serving(_ServerlessHandler, FakeServerless(dict(workgroups))) as fake:
+        yield fake

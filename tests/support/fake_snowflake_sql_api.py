@@ -26,13 +26,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import StringIO
 from socketserver import _SocketWriter  # type: ignore[attr-defined]
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from tests.support.fake_snowflake import Certificate
+from tests.support.json_http import JsonHandler, LocalServer, running
 
 ASYNC_IN_PROGRESS = {
     "code": "333334",
@@ -149,9 +148,7 @@ def _split_items(items: str) -> list[str]:
     return parts
 
 
-class FakeSnowflakeSqlApi(ThreadingHTTPServer):
-    daemon_threads = True
-
+class FakeSnowflakeSqlApi(LocalServer):
     def __init__(
         self,
         certificate: Certificate,
@@ -174,11 +171,11 @@ class FakeSnowflakeSqlApi(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.tls.load_cert_chain(str(certificate.cert_file), str(certificate.key_file))
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(_Handler)
 
     @property
     def proxy_url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        return self.url
 
     def posted(self) -> list[dict[str, Any]]:
         """The bodies of every POST /api/v2/statements, in order."""
@@ -339,20 +336,15 @@ def result_set(query: Query, request_id: str) -> dict[str, Any]:
     return document
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server: FakeSnowflakeSqlApi
     protocol_version = "HTTP/1.1"
     tunnel_host = ""
 
-    def log_message(self, *args: Any) -> None:
-        pass
-
     def do_CONNECT(self) -> None:  # noqa: N802
         """Become the tunnel's far end: TLS for the requested host, then the API inside it."""
         self.server.connects.append(self.path)
-        self.send_response(200, "Connection Established")
-        self.send_header("Content-Length", "0")
-        self.end_headers()
+        self.reply(200, message="Connection Established")
         self.wfile.flush()
         connection = self.server.tls.wrap_socket(self.connection, server_side=True)
         self.connection = connection
@@ -362,55 +354,45 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = False
 
     def _record(self, body: Any) -> tuple[str, dict[str, list[str]]]:
-        url = urlsplit(self.path)
-        query = parse_qs(url.query)
+        path, query = self.url_path, self.query()
         self.server.requests.append(
-            Recorded(self.command, self.tunnel_host, url.path, query, dict(self.headers.items()), body)
+            Recorded(self.command, self.tunnel_host, path, query, dict(self.headers.items()), body)
         )
-        return url.path, query
-
-    def _reply(self, status: int, document: dict[str, Any]) -> None:
-        payload = json.dumps(document).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        return path, query
 
     def _authorized(self) -> bool:
         if self.tunnel_host != self.server.host:
-            self._reply(404, {"code": "390189", "message": f"unknown host {self.tunnel_host!r}"})
+            self.reply_json(404, {"code": "390189", "message": f"unknown host {self.tunnel_host!r}"})
             return False
         if (
             self.headers.get("Authorization") != f"Bearer {self.server.token}"
             or self.headers.get("X-Snowflake-Authorization-Token-Type") != "PROGRAMMATIC_ACCESS_TOKEN"
         ):
-            self._reply(401, {"code": "390303", "message": "Invalid OAuth access token. "})
+            self.reply_json(401, {"code": "390303", "message": "Invalid OAuth access token. "})
             return False
         return True
 
     def do_POST(self) -> None:  # noqa: N802
-        length = int(self.headers.get("Content-Length") or 0)
-        body = json.loads(self.rfile.read(length) or b"null")
+        body = self.read_json()
         path, query = self._record(body)
         if not self._authorized():
             return
         request_id = (query.get("requestId") or [""])[0]
         if path != "/api/v2/statements" or not isinstance(body, dict) or not body.get("statement"):
-            self._reply(400, {"code": "391902", "message": "Invalid request: statement is required."})
+            self.reply_json(400, {"code": "391902", "message": "Invalid request: statement is required."})
             return
         try:
             statement = self.server.submit(body)
         except SqlError as error:
-            self._reply(422, {"code": error.code, "message": str(error), "sqlState": error.sql_state,
+            self.reply_json(422, {"code": error.code, "message": str(error), "sqlState": error.sql_state,
                               "statementHandle": new_handle()})  # fmt: skip
             return
         if (query.get("async") or ["false"])[0].lower() == "true":
-            self._reply(202, {**ASYNC_IN_PROGRESS, "statementHandle": statement.handle,
+            self.reply_json(202, {**ASYNC_IN_PROGRESS, "statementHandle": statement.handle,
                               "statementStatusUrl": f"/api/v2/statements/{statement.handle}"})  # fmt: skip
             return
         statement.polls_left = 0
-        self._reply(200, result_set(statement, request_id))
+        self.reply_json(200, result_set(statement, request_id))
 
     def do_GET(self) -> None:  # noqa: N802
         path, query = self._record(None)
@@ -421,24 +403,18 @@ class _Handler(BaseHTTPRequestHandler):
             statement = self.server.queries.get(handle)
             if statement is not None and statement.polls_left > 0:
                 statement.polls_left -= 1
-                self._reply(202, {**ASYNC_IN_PROGRESS, "statementHandle": handle,
+                self.reply_json(202, {**ASYNC_IN_PROGRESS, "statementHandle": handle,
                                   "statementStatusUrl": f"/api/v2/statements/{handle}"})  # fmt: skip
                 return
         if statement is None:
-            self._reply(
+            self.reply_json(
                 404, {"code": "000709", "message": f"Statement {handle} not found", "sqlState": "02000"}
             )
             return
-        self._reply(200, result_set(statement, (query.get("requestId") or [""])[0]))
+        self.reply_json(200, result_set(statement, (query.get("requestId") or [""])[0]))
 
 
 @contextmanager
 def fake_sql_api(**options: Any) -> Iterator[FakeSnowflakeSqlApi]:
-    server = FakeSnowflakeSqlApi(**options)
-    thread = threading.Thread(target=server.serve_forever, name="fake snowflake sql api", daemon=True)
-    thread.start()
-    try:
+    with running(FakeSnowflakeSqlApi(**options), name="fake snowflake sql api") as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -31,10 +31,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote
+
+from tests.support.json_http import JsonHandler, LocalServer, Request, running
 
 # A fixed clock: applications start here, so durations (and so costs) do not depend on the machine.
 EPOCH_MS = 1_767_312_000_000  # 2026-01-02T00:00:00Z
@@ -194,17 +195,7 @@ def yarn_app(
     }
 
 
-@dataclass
-class Request:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    body: Any
-
-
-class FakeSparkCluster(ThreadingHTTPServer):
-    daemon_threads = True
-
+class FakeSparkCluster(LocalServer):
     def __init__(self) -> None:
         self.yarn: dict[str, dict[str, Any]] = {}
         self.history: dict[str, HistoryApp] = {}
@@ -217,15 +208,7 @@ class FakeSparkCluster(ThreadingHTTPServer):
         self.spark_submit_plan: Path | None = None
         self._batch_ids = itertools.count(0)
         self._lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    @property
-    def port(self) -> int:
-        return self.server_address[1]
+        super().__init__(_Handler)
 
     def add_history(self, app: HistoryApp) -> None:
         self.history[app.app_id] = app
@@ -351,58 +334,28 @@ class FakeSparkCluster(ThreadingHTTPServer):
         return {k: v for k, v in self.batches[batch_id].items() if not k.startswith("_")}
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server: FakeSparkCluster
 
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def _handle(self, method: str) -> None:
-        parts = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = raw.decode(errors="replace")
-        request = Request(method, unquote(parts.path), parse_qs(parts.query), body)
+    def _handle(self) -> None:
+        body = self.read_json(invalid_as_text=True)
+        request = Request(self.command, unquote(self.url_path), self.query(), body)
         with self.server._lock:
             self.server.requests.append(request)
         status, payload = self.server.answer(request)
+        if isinstance(payload, str):
+            return self.reply_text(status, payload)
         # Jackson's pretty printer, as Spark's REST submission server writes it: `"key" : value`
         separators = (",", " : ") if request.path.startswith("/v1/submissions") else None
-        data = (
-            payload.encode()
-            if isinstance(payload, str)
-            else json.dumps(payload, indent=2, separators=separators).encode()
-        )
-        self.send_response(status)
-        self.send_header("Content-Type", "text/plain" if isinstance(payload, str) else "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.reply_json(status, payload, indent=2, separators=separators)
 
-    def do_GET(self) -> None:  # noqa: N802
-        self._handle("GET")
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._handle("POST")
-
-    def do_DELETE(self) -> None:  # noqa: N802
-        self._handle("DELETE")
+    do_GET = do_POST = do_DELETE = _handle  # noqa: N815
 
 
 @contextmanager
 def fake_spark_cluster() -> Iterator[FakeSparkCluster]:
-    server = FakeSparkCluster()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with running(FakeSparkCluster()) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 # ------------------------------------------------------------------------------ spark-submit

@@ -13,14 +13,14 @@ Statements: `SELECT <n>` returns one row [n] over two pages, so the query is sti
 from __future__ import annotations
 
 import itertools
-import json
 import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.support.json_http import JsonHandler, LocalServer, running
 
 _SELECT_NUMBER = re.compile(r"^\s*SELECT\s+(\d+)\b", re.IGNORECASE)
 _INSERT = re.compile(r"^\s*INSERT\b", re.IGNORECASE)
@@ -86,23 +86,13 @@ def airlift_data_size(num_bytes: int) -> str:
     return f"{int(value)}{unit}" if value == int(value) else f"{value:.2f}{unit}"
 
 
-class FakeTrino(ThreadingHTTPServer):
-    daemon_threads = True
-
+class FakeTrino(LocalServer):
     def __init__(self) -> None:
         self.queries: dict[str, FakeQuery] = {}
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self._numbers = itertools.count(1)
         self._lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    @property
-    def port(self) -> int:
-        return self.server_address[1]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        super().__init__(_Handler)
 
     def start_query(self, statement: str, headers: dict[str, str]) -> FakeQuery:
         with self._lock:
@@ -193,7 +183,7 @@ class FakeTrino(ThreadingHTTPServer):
         return f"{self.url}/v1/statement/executing/{query.query_id}/token/{query.pages_served}"
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server: FakeTrino
     protocol_version = "HTTP/1.1"
 
@@ -204,13 +194,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         headers = self._record()
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+        body = self.read_body().decode()
         if self.path != "/v1/statement":
-            return self._json(404, {"message": "not found"})
+            return self.reply_json(404, {"message": "not found"})
         if not headers.get("X-Trino-User"):
-            return self._json(401, {"message": "X-Trino-User must be set"})
+            return self.reply_json(401, {"message": "X-Trino-User must be set"})
         query = self.server.start_query(body, headers)
-        self._json(200, self.server.page(query))
+        self.reply_json(200, self.server.page(query))
 
     def do_GET(self) -> None:  # noqa: N802
         headers = self._record()
@@ -219,46 +209,27 @@ class _Handler(BaseHTTPRequestHandler):
         query_id = (executing or info).group(1) if (executing or info) else None
         query = self.server.queries.get(query_id or "")
         if query is None:
-            return self._json(404, {"message": f"{self.path} not found"})
+            return self.reply_json(404, {"message": f"{self.path} not found"})
         query.requests.append(("GET", self.path))
         if info:
             if not headers.get("X-Trino-User"):
-                return self._json(401, {"message": "X-Trino-User must be set"})
-            return self._json(200, self.server.query_info(query))
-        self._json(200, self.server.page(query))
+                return self.reply_json(401, {"message": "X-Trino-User must be set"})
+            return self.reply_json(200, self.server.query_info(query))
+        self.reply_json(200, self.server.page(query))
 
     def do_DELETE(self) -> None:  # noqa: N802
         self._record()
         executing = re.fullmatch(r"/v1/statement/executing/([\w]+)/token/\d+", self.path)
         query = self.server.queries.get(executing.group(1)) if executing else None
         if query is None:
-            return self._json(404, {"message": "not found"})
+            return self.reply_json(404, {"message": "not found"})
         query.requests.append(("DELETE", self.path))
         if query.state not in ("FINISHED", "FAILED"):
             query.state = "FAILED"  # USER_CANCELED: the work done so far is still spent
-        self.send_response(204)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def _json(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+        self.reply(204)
 
 
 @contextmanager
 def fake_trino() -> Iterator[FakeTrino]:
-    server = FakeTrino()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with running(FakeTrino()) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
