@@ -11,12 +11,13 @@ The task tries of the last six hours are not bulk-written: they arrive one by on
 they end, as on a running system. Each is written with ledger.store.store() (not timed), then what
 the end of a task does with budgets is timed: the pure match of the 50 budgets against the try (DAG,
 task, owner, team, tags, labels, the sources of its lines) and the evaluation of the matching ones
-together (`evaluate_all()`: one query for what they spent since the settled days, one for the
-run-anomaly rule), with the try's run for that rule and the top contributors read only when
-something is crossed. Alert recording and delivery are not part of it. Reports the median, p95 and p99 per try (target: under 5 ms), the
-first evaluation of a worker (nothing kept yet) and of a new task process (settled days kept in
-the ledger), the budgets matched per try, and the median of one budget's evaluate() by scope kind. Writes
-benchmarks/results/budget_evaluation.json.
+together (`evaluate_all()`: one statement for what they spent since the settled days, the imported
+storage costs and the run-anomaly rule's latest runs), with the try's run for that rule and the top
+contributors read only when something is crossed. Alert recording and delivery are not part of it.
+Reports the median, p95 and p99 per try (target: under 5 ms), the first evaluation of a worker
+(nothing kept yet) and of a new task process (settled days kept in the ledger), a new task process
+that also builds and compiles its statements, the budgets matched per try, and the median of one
+budget's evaluate() by scope kind. Writes benchmarks/results/budget_evaluation.json.
 
     uv run python benchmarks/budget_evaluation.py                       # SQLite in a temp dir
     uv run python benchmarks/budget_evaluation.py --ledger postgresql://cost:cost@localhost:5433/bench
@@ -446,6 +447,7 @@ def measure(engine, budgets, arriving: list[dict], tries: int, baseline=None) ->
     evaluated (timed), as at the end of a task: evaluate_all() of the matching budgets. With a
     `baseline` module, its evaluate_all() is timed too after each write, the two alternating which
     goes first, and both must give the same statuses."""
+    from airflow_cost_provider.budgets import evaluate as evaluation
     from airflow_cost_provider.budgets import settled
     from airflow_cost_provider.budgets.evaluate import evaluate, evaluate_all
     from airflow_cost_provider.budgets.model import matching_budgets
@@ -484,12 +486,21 @@ def measure(engine, budgets, arriving: list[dict], tries: int, baseline=None) ->
         counts["anomalous"] += sum(bool(status.anomalies) for status in statuses)
         return seconds, len(found)
 
+    def new_process() -> None:
+        """What a new task process starts without: the settled days in memory, and the statements
+        built and compiled (its connection is the pool's: the task's write has just opened it)."""
+        settled.clear()
+        for name in dir(evaluation):
+            if callable(cached := getattr(evaluation, name)) and hasattr(cached, "cache_clear"):
+                cached.cache_clear()
+        engine._compiled_cache.clear()
+
     chosen = arriving[:tries]
     cold = {}
     store(engine, result_of(chosen[0]))
     # a worker's first evaluation: nothing kept yet; then a new process with the kept rows
     cold["nothing kept (ms)"] = round(evaluate_try(chosen[0])[0] * 1000, 3)
-    settled.clear()
+    new_process()
     cold["new process, kept in the ledger (ms)"] = round(evaluate_try(chosen[0])[0] * 1000, 3)
     same, fresh, matched = [], [], []
     for number, item in enumerate(chosen[1:]):
@@ -501,6 +512,23 @@ def measure(engine, budgets, arriving: list[dict], tries: int, baseline=None) ->
             seconds, count = evaluate_try(item, compare=baseline is not None)
             same.append(seconds * 1000)
             matched.append(count)
+    # a new task process in full: nothing built or compiled either. The budgets of each of the last
+    # 40 tries, at the moment the last one ended (no try ends after it), each as the first
+    # evaluation of its process
+    built_anew = []
+    moment = chosen[-1]["end"] + dt.timedelta(seconds=1)
+    for item in chosen[-40:]:
+        result = result_of(item)
+        sources = {line.usage.source for line in result.lines} | {u.usage.source for u in result.unpriced}
+        new_process()
+        started = time.perf_counter()
+        evaluate_all(
+            engine,
+            matching_budgets(budgets, result.task_try, sources),
+            moment,
+            run=(result.task_try.dag_id, result.task_try.run_id),
+        )
+        built_anew.append((time.perf_counter() - started) * 1000)
     # one budget at a time, by scope kind (the last 100 tries again)
     per_kind: dict[str, list[float]] = {}
     with engine.connect() as conn:
@@ -532,6 +560,7 @@ def measure(engine, budgets, arriving: list[dict], tries: int, baseline=None) ->
         "tries": len(same) + len(fresh),
         "per_try_ms": summary(same),
         "per_try_new_process_ms": summary(fresh),
+        "per_try_new_process_statements_built_ms": summary(built_anew),
         "first_evaluation": cold,
         "budgets_matched_per_try": {
             "mean": round(statistics.mean(matched), 2),
@@ -654,6 +683,11 @@ def main() -> int:
         print(
             f"  the same in a new task process each time (settled days read from the ledger's kept rows): median "
             f"{fresh['median']} ms, p95 {fresh['p95']} ms, p99 {fresh['p99']} ms"
+        )
+        built = result["per_try_new_process_statements_built_ms"]
+        print(
+            f"  a new task process that also builds and compiles its statements (the last 40 tries' budgets): "
+            f"median {built['median']} ms, p95 {built['p95']} ms"
         )
         first = result["first_evaluation"]
         print(

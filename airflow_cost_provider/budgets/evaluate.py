@@ -40,7 +40,7 @@ from airflow_cost_provider.budgets import settled, storage
 from airflow_cost_provider.budgets.model import Budget, Scope, Threshold
 from airflow_cost_provider.budgets.periods import DAY, UTC, utc_midnight, utc_split
 from airflow_cost_provider.ledger.schema import daily_totals, lines, task_run_labels, task_runs
-from airflow_cost_provider.ledger.store import from_nanos
+from airflow_cost_provider.ledger.store import from_nanos, read_connection
 from airflow_cost_provider.pricing.money import quantize_amount
 
 MIN_HISTORY_DAYS = 7  # fewer complete days of history: no forecast, no day anomaly
@@ -54,6 +54,9 @@ MAX_RECENT_RUNS = 500
 TRIES_PER_RUN = 10  # first guess of a DAG's tries per run; a DAG with more is read again
 TOP_CONTRIBUTORS = 3
 ANOMALY_KEY_MAX = 100  # the alerts table's threshold column
+# one instance of each type for every statement: SQLAlchemy works a type's cache key out once per
+# instance, and each new batch shape (a new task process has only those) would work it out again
+_INT, _TEXT, _BIGINT = sa.Integer(), sa.String(), sa.BigInteger()
 
 
 # ---------------------------------------------------------------- results
@@ -260,6 +263,25 @@ class _Spend:
         return _Spend(dict(self.spent), self.unpriced, dict(self.days), self.today_in_period)
 
 
+# the columns every part of a batch shares, built once: a new task process builds each batch anew
+_DAY_PART = sa.literal_column("-1", _INT).label("part")
+_LINES_DAY = sa.func.date(task_runs.c.end_time)  # stored as naive UTC: its date is the UTC day
+_LINES_COLUMNS = (
+    lines.c.currency,
+    sa.func.sum(lines.c.amount_nanos).label("nanos"),
+    _UNPRICED_LINE.label("unpriced"),
+)
+_TOTALS_COLUMNS = (
+    _DAY_PART,
+    sa.cast(daily_totals.c.day, _TEXT).label("day"),
+    daily_totals.c.currency,
+    sa.func.sum(daily_totals.c.amount_nanos).label("nanos"),
+    sa.func.sum(daily_totals.c.unpriced).label("unpriced"),
+)
+_LINES_DAY_COLUMNS = (_DAY_PART, sa.cast(_LINES_DAY, _TEXT).label("day"), *_LINES_COLUMNS)
+_NO_DAY = sa.cast(sa.null(), _TEXT).label("day")
+
+
 @functools.lru_cache(maxsize=4096)
 def _sums_parts(scope: Scope, day_ranges: int, edges: int, tag: int) -> tuple[sa.Select, ...]:
     """The selects summing, per currency, `day_ranges` ranges of whole UTC days (per day) and `edges`
@@ -267,49 +289,27 @@ def _sums_parts(scope: Scope, day_ranges: int, edges: int, tag: int) -> tuple[sa
     answers) and its part (-1: a day, else the edge's index). Parameters b<tag>_d<i>_lo/_hi (dates;
     moments on the lines path) and b<tag>_e<i>_lo/_hi (moments). Built once per scope and shape:
     building a statement costs more than SQLite takes to run it."""
-    request = sa.literal_column(str(tag), sa.Integer).label("request")
+    request = sa.literal_column(str(tag), _INT).label("request")
     parts = []
     for index in range(day_ranges):
         lo, hi = sa.bindparam(f"b{tag}_d{index}_lo"), sa.bindparam(f"b{tag}_d{index}_hi")
         if _uses_labels(scope):  # tags and labels are not in the daily totals
-            day = sa.func.date(task_runs.c.end_time)  # stored as naive UTC: its date is the UTC day
             parts.append(
-                sa.select(
-                    request,
-                    sa.literal_column("-1", sa.Integer).label("part"),
-                    sa.cast(day, sa.String).label("day"),  # text, as on the totals path: one union
-                    lines.c.currency,
-                    sa.func.sum(lines.c.amount_nanos).label("nanos"),
-                    _UNPRICED_LINE.label("unpriced"),
-                )
+                sa.select(request, *_LINES_DAY_COLUMNS)  # the day as text, as on the totals path
                 .select_from(_JOINED)
                 .where(task_runs.c.end_time >= lo, task_runs.c.end_time < hi, *_tries_filters(scope))
-                .group_by(day, lines.c.currency)
+                .group_by(_LINES_DAY, lines.c.currency)
             )
         else:
             parts.append(
-                sa.select(
-                    request,
-                    sa.literal_column("-1", sa.Integer).label("part"),
-                    sa.cast(daily_totals.c.day, sa.String).label("day"),
-                    daily_totals.c.currency,
-                    sa.func.sum(daily_totals.c.amount_nanos).label("nanos"),
-                    sa.func.sum(daily_totals.c.unpriced).label("unpriced"),
-                )
+                sa.select(request, *_TOTALS_COLUMNS)
                 .where(daily_totals.c.day >= lo, daily_totals.c.day < hi, *_totals_filters(scope))
                 .group_by(daily_totals.c.day, daily_totals.c.currency)
             )
     for index in range(edges):
         lo, hi = sa.bindparam(f"b{tag}_e{index}_lo"), sa.bindparam(f"b{tag}_e{index}_hi")
         parts.append(
-            sa.select(
-                request,
-                sa.literal_column(str(index), sa.Integer).label("part"),
-                sa.cast(sa.null(), sa.String).label("day"),
-                lines.c.currency,
-                sa.func.sum(lines.c.amount_nanos).label("nanos"),
-                _UNPRICED_LINE.label("unpriced"),
-            )
+            sa.select(request, sa.literal_column(str(index), _INT).label("part"), _NO_DAY, *_LINES_COLUMNS)
             .select_from(_JOINED)
             .where(task_runs.c.end_time >= lo, task_runs.c.end_time < hi, *_tries_filters(scope))
             .group_by(lines.c.currency)
@@ -324,12 +324,12 @@ def _storage_part(glob: str, number: int) -> sa.Select:
     """storage.statement() in the batched statement's columns, led by -1 - its window's number."""
     inner = storage.statement(glob, f"s{number}_lo", f"s{number}_hi").subquery()
     return sa.select(
-        sa.literal_column(str(-1 - number), sa.Integer).label("request"),
-        sa.literal_column(str(STORAGE_PART), sa.Integer).label("part"),
-        sa.cast(inner.c.day, sa.String).label("day"),
+        sa.literal_column(str(-1 - number), _INT).label("request"),
+        sa.literal_column(str(STORAGE_PART), _INT).label("part"),
+        sa.cast(inner.c.day, _TEXT).label("day"),
         inner.c.currency,
         inner.c.nanos,
-        sa.literal_column("0", sa.Integer).label("unpriced"),
+        sa.literal_column("0", _INT).label("unpriced"),
     )
 
 
@@ -341,13 +341,26 @@ def _runs_part(scope: Scope, currency: str, number: int) -> sa.Select:
     as `currency` (text), its tries as `unpriced`."""
     inner = _latest_runs_part(scope, currency, number).subquery()
     return sa.select(
-        sa.literal_column(str(-1 - number), sa.Integer).label("request"),
-        sa.literal_column(str(RUN_PART), sa.Integer).label("part"),
+        sa.literal_column(str(-1 - number), _INT).label("request"),
+        sa.literal_column(str(RUN_PART), _INT).label("part"),
         inner.c.run_id.label("day"),
-        sa.cast(inner.c.first_start, sa.String).label("currency"),
+        sa.cast(inner.c.first_start, _TEXT).label("currency"),
         inner.c.nanos,
         inner.c.tries.label("unpriced"),
     )
+
+
+LAST_END_PART = -4  # the row of the latest end of a try in the ledger, in the batched statement
+
+# the latest end of a try (an index's last entry): whether the parts left for later can hold a try
+_LAST_END = sa.select(
+    sa.literal_column("0", _INT).label("request"),
+    sa.literal_column(str(LAST_END_PART), _INT).label("part"),
+    sa.cast(sa.func.max(task_runs.c.end_time), _TEXT).label("day"),
+    sa.cast(sa.null(), _TEXT).label("currency"),
+    sa.cast(sa.null(), _BIGINT).label("nanos"),
+    sa.cast(sa.null(), _BIGINT).label("unpriced"),
+)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -355,14 +368,81 @@ def _sums_statement(
     shapes: tuple[tuple[Scope, int, int], ...],
     globs: tuple[str, ...] = (),
     runs: tuple[tuple[Scope, str], ...] = (),
+    last_end: bool = False,
 ) -> sa.Executable:
     """One statement for a batch of (scope, day ranges, edges) requests, the imported storage costs
-    of `globs` and the latest runs of the run rules' (scope, currency): one round trip for all the
-    budgets a task try counts towards. Kept per batch shape, which repeats from try to try."""
+    of `globs`, the latest runs of the run rules' (scope, currency) and, with `last_end`, the latest
+    end of a try: one round trip for all the budgets a task try counts towards. Kept per batch
+    shape, which repeats from try to try."""
     parts = [part for tag, shape in enumerate(shapes) for part in _sums_parts(*shape, tag)]
     parts += [_storage_part(glob, number) for number, glob in enumerate(globs)]
     parts += [_runs_part(scope, currency, number) for number, (scope, currency) in enumerate(runs)]
+    if last_end:
+        parts.append(_LAST_END)
     return sa.union_all(*parts) if len(parts) > 1 else parts[0]
+
+
+def _by_scope(requests: list[SumsRequest]) -> tuple[list[SumsRequest], list[int]]:
+    """One request per scope, with the days of all of that scope's requests (overlapping ranges
+    merged: a day is read once) and their pieces; and for each request, the index of its scope's.
+    Sharing is exact: each budget takes from the answer only the days of its own [first, after)
+    and its own pieces, and the days it keeps end where every budget's live days start (the
+    settled horizon of the evaluation's moment)."""
+    at: dict[Scope, int] = {}
+    shared: list[SumsRequest] = []
+    index_of = []
+    for scope, ranges, pieces in requests:
+        if scope not in at:
+            at[scope] = len(shared)
+            shared.append((scope, list(ranges), list(pieces)))
+        else:
+            _, have_ranges, have_pieces = shared[at[scope]]
+            keys = {key for _, _, key in have_pieces}
+            shared[at[scope]] = (
+                scope,
+                _coalesced(have_ranges + list(ranges)),
+                have_pieces + [piece for piece in pieces if piece[2] not in keys],
+            )
+        index_of.append(at[scope])
+    return shared, index_of
+
+
+def _coalesced(ranges: list[tuple[dt.date, dt.date]]) -> list[tuple[dt.date, dt.date]]:
+    merged: list[tuple[dt.date, dt.date]] = []
+    for lo, hi in sorted(ranges):
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
+def _split_later(
+    requests: list[SumsRequest], now: dt.datetime
+) -> tuple[list[SumsRequest], list[SumsRequest], dt.datetime | None]:
+    """The requests without their parts on the lines that start after `now` (the days after today
+    of a tag or label scope, the end of a period in another time zone), those parts, and the
+    earliest start among them. Such parts hold a try only when one ends after `now` (clocks that
+    disagree, an evaluation of a past moment): each costs the server a join to plan, so they are
+    read only when the latest end of a try says so."""
+    first: dt.datetime | None = None
+    sooner, later = [], []
+    for scope, ranges, pieces in requests:
+        on_lines = _uses_labels(scope)
+        ranges_later = [(lo, hi) for lo, hi in ranges if on_lines and utc_midnight(lo) > now]
+        pieces_later = [piece for piece in pieces if piece[0] > now]
+        starts = [utc_midnight(lo) for lo, _ in ranges_later] + [lo for lo, _, _ in pieces_later]
+        if starts:
+            first = min([*starts, first] if first is not None else starts)
+        sooner.append(
+            (
+                scope,
+                [span for span in ranges if span not in ranges_later],
+                [piece for piece in pieces if piece not in pieces_later],
+            )
+        )
+        later.append((scope, ranges_later, pieces_later))
+    return sooner, later, first
 
 
 SumsRequest = tuple[Scope, list[tuple[dt.date, dt.date]], list[tuple[dt.datetime, dt.datetime, str]]]
@@ -373,16 +453,29 @@ def _sums_many(
     requests: list[SumsRequest],
     windows: Sequence[storage.Window] = (),
     runs: Sequence[tuple[Budget, str, int]] = (),
+    now: dt.datetime | None = None,
 ) -> tuple[list[settled.Sums], list[storage.Days], list[LatestRuns]]:
     """For each (scope, ranges of whole UTC days, pieces (start, end, key))): {day ISO or piece key:
     {currency ('' = unpriced): [nanos, unpriced lines]}}; the imported storage costs of each window
     per billing day and currency; and for each run-rule request (budget, dag_id, limit) its
-    LatestRuns; all in one query."""
+    LatestRuns; all in one query. With `now`, the parts on the lines that start after it are read
+    in a second query only when a try ends after their start (_split_later). Requests of one scope
+    (a daily and a monthly budget of a team) share one answer, read once: each takes its own days
+    and pieces from it."""
+    shared, index_of = _by_scope(requests)
+    if len(shared) < len(requests):
+        found_shared, stored_, latest = _sums_many(conn, shared, windows, runs, now)
+        return [found_shared[i] for i in index_of], stored_, latest
     found: list[settled.Sums] = [{} for _ in requests]
     stored: list[storage.Days] = [{} for _ in windows]
     run_rows: list[list[tuple]] = [[] for _ in runs]
+    later: list[SumsRequest] = []
+    first_later: dt.datetime | None = None
+    if now is not None:
+        requests, later, first_later = _split_later(requests, now)
+    last_end: dt.datetime | None = None
     asked = [(tag, request) for tag, request in enumerate(requests) if request[1] or request[2]]
-    if not asked and not windows and not runs:
+    if not asked and not windows and not runs and first_later is None:
         return found, stored, []
     params: dict[str, Any] = {}
     shapes = []
@@ -402,8 +495,12 @@ def _sums_many(
         tuple(shapes),
         tuple(window.glob for window in windows),
         tuple((budget.scope, budget.currency) for budget, _, _ in runs),
+        first_later is not None,
     )
     for number, part, day, currency, nanos, unpriced in conn.execute(statement, params):
+        if part == LAST_END_PART:
+            last_end = None if day is None else _as_datetime(day)
+            continue
         if part == STORAGE_PART:
             storage.add_row(stored[-1 - number], day, currency, nanos)
             continue
@@ -415,6 +512,13 @@ def _sums_many(
         entry = found[tag].setdefault(key, {}).setdefault(currency or "", [0, 0])
         entry[0] += int(nanos or 0)
         entry[1] += int(unpriced or 0)
+    if first_later is not None and last_end is not None and last_end >= first_later:
+        for sums, more in zip(found, _sums_many(conn, later)[0], strict=True):
+            for key, by_currency in more.items():
+                for currency, (nanos, unpriced) in by_currency.items():
+                    entry = sums.setdefault(key, {}).setdefault(currency, [0, 0])
+                    entry[0] += nanos
+                    entry[1] += unpriced
     return found, stored, [_latest_of(request, rows) for request, rows in zip(runs, run_rows, strict=True)]
 
 
@@ -857,7 +961,7 @@ def _latest_runs_part(scope: Scope, currency: str, tag: int) -> sa.Select:
         sa.select(task_runs.c.id, task_runs.c.run_id, task_runs.c.start_time)
         .where(task_runs.c.dag_id == sa.bindparam(f"b{tag}_dag_id"), *try_filters)
         .order_by(task_runs.c.end_time.desc())
-        .limit(sa.bindparam(f"b{tag}_limit", type_=sa.Integer))
+        .limit(sa.bindparam(f"b{tag}_limit", type_=_INT))
         .subquery(f"latest_{tag}")
     )
     on = [lines.c.task_run_id == latest.c.id, lines.c.currency == currency]
@@ -865,7 +969,7 @@ def _latest_runs_part(scope: Scope, currency: str, tag: int) -> sa.Select:
         on.append(lines.c.source == scope.source)
     return (
         sa.select(
-            sa.literal_column(str(tag), sa.Integer).label("request"),
+            sa.literal_column(str(tag), _INT).label("request"),
             latest.c.run_id,
             sa.func.sum(lines.c.amount_nanos).label("nanos"),
             sa.func.min(latest.c.start_time).label("first_start"),
@@ -998,7 +1102,7 @@ def _contributor_days_query(budget: Budget, lo: dt.date, hi: dt.date, dialect: s
         day = sa.func.date(task_runs.c.end_time)  # stored as naive UTC: its date is the UTC day
         return (
             sa.select(
-                sa.cast(day, sa.String).label("day"),
+                sa.cast(day, _TEXT).label("day"),
                 name.label("name"),
                 sa.func.sum(lines.c.amount_nanos).label("nanos"),
             )
@@ -1014,7 +1118,7 @@ def _contributor_days_query(budget: Budget, lo: dt.date, hi: dt.date, dialect: s
     name = _contributor_name(budget, on_totals=True)
     return (
         sa.select(
-            sa.cast(daily_totals.c.day, sa.String).label("day"),
+            sa.cast(daily_totals.c.day, _TEXT).label("day"),
             name.label("name"),
             sa.func.sum(daily_totals.c.amount_nanos).label("nanos"),
         )
@@ -1178,7 +1282,7 @@ def _evaluate(
     if isinstance(conn_or_engine, Engine):
         # an evaluation only reads (the settled-spend cache writes on a connection of its own): without
         # a transaction to begin and roll back, a database server answers in two round trips fewer
-        with conn_or_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        with read_connection(conn_or_engine) as conn:
             return _evaluate(conn, items, now, run, contributors)
     conn = conn_or_engine
     now = now or dt.datetime.now(UTC)
@@ -1214,7 +1318,7 @@ def _evaluate(
         if run is not None
     ]
     # the task spend not settled yet, the imported storage costs and the latest runs: one round trip
-    lives, storage_days, runs_found = _sums_many(conn, [plan.live for plan in plans], windows, requests)
+    lives, storage_days, runs_found = _sums_many(conn, [plan.live for plan in plans], windows, requests, now)
     spends = storage.spends(storage_requests, windows, storage_days)
     stored = dict(zip(with_storage, spends, strict=True))
     latest: dict[int, LatestRuns] = dict(zip(wanted, runs_found, strict=True))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import json
@@ -10,13 +11,13 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from airflow_cost_provider.ledger.schema import (
@@ -39,6 +40,9 @@ if TYPE_CHECKING:  # readers (reports) need no pricing code
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_SECONDS = 5
+# A server connection is pinged at checkout only when it has been idle this long: a task's finalize
+# writes its try, then reads its budgets, on the connection it has just used.
+PING_AFTER_IDLE_SECONDS = 5.0
 
 
 class LedgerError(RuntimeError):
@@ -192,9 +196,9 @@ def _create_engine(url: str, timeout: float) -> Engine:
     parsed = sa.make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    # a ping per checkout guards against dropped server connections; a local SQLite file has none
-    is_server = parsed.get_backend_name() != "sqlite"
-    engine = sa.create_engine(parsed, connect_args=_connect_args(parsed, timeout), pool_pre_ping=is_server)
+    engine = sa.create_engine(parsed, connect_args=_connect_args(parsed, timeout))
+    if parsed.get_backend_name() != "sqlite":  # a local SQLite file drops no connection
+        _ping_when_idle(engine)
     if parsed.get_backend_name() == "sqlite":
 
         @sa.event.listens_for(engine, "connect")
@@ -207,6 +211,54 @@ def _create_engine(url: str, timeout: float) -> Engine:
             cursor.close()
 
     return engine
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a server connection at checkout when it has been idle for PING_AFTER_IDLE_SECONDS, not at
+    every checkout (SQLAlchemy's pool_pre_ping): a dropped connection is still replaced before use
+    after an idle while, and the checkouts of one finalize cost no extra round trip."""
+
+    @sa.event.listens_for(engine, "connect")
+    def _connected(_dbapi_connection, record):
+        record.info["used_at"] = time.monotonic()
+
+    @sa.event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection, record):
+        if record is not None:
+            record.info["used_at"] = time.monotonic()
+
+    @sa.event.listens_for(engine, "checkout")
+    def _checkout(dbapi_connection, record, _proxy):
+        used_at = record.info.get("used_at")
+        if used_at is not None and time.monotonic() - used_at < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as error:
+            # the pool drops this connection and checks out a new one (up to three times)
+            raise sa.exc.DisconnectionError(f"ledger connection lost: {error}") from error
+
+
+@contextlib.contextmanager
+def read_connection(engine: Engine) -> Iterator[Connection]:
+    """A connection for reads that runs no transaction. On PostgreSQL the driver's own autocommit
+    switch, a client-side flag: SQLAlchemy's AUTOCOMMIT isolation level costs a SET round trip at
+    checkout and another at checkin on psycopg2, a transaction a BEGIN and a ROLLBACK. Elsewhere a
+    plain connection: SQLite begins no transaction for a read, and MySQL's autocommit switch is a
+    round trip each way."""
+    with engine.connect() as conn:
+        if engine.dialect.name != "postgresql":
+            yield conn
+            return
+        raw = conn.connection.dbapi_connection
+        raw.autocommit = True
+        try:
+            yield conn
+        finally:
+            try:  # back as the pool lends it: transactions on
+                raw.autocommit = False
+            except Exception:
+                conn.invalidate()
 
 
 def _switch_to_wal(cursor, timeout: float) -> None:

@@ -476,3 +476,59 @@ def test_a_newer_schema_without_a_table_this_package_writes_is_a_clear_error(tmp
     engine.dispose()
     with pytest.raises(store.LedgerError, match="at schema 0099, newer .* has no cost_deferred_captures"):
         store.get_engine(url)
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "mariadb"])
+def test_a_server_connection_is_pinged_after_an_idle_while_not_at_each_checkout(kind, request, monkeypatch):
+    """A connection idle for PING_AFTER_IDLE_SECONDS is pinged at checkout, and one the server dropped
+    is replaced before use; one used a moment ago (a finalize's write, then its budgets) is not."""
+    if kind == "postgresql":
+        url, whoami, kill = (
+            request.getfixturevalue("postgres_url"),
+            "SELECT pg_backend_pid()",
+            "pg_terminate_backend",
+        )
+    else:
+        url = _fresh_mariadb_ledger(request.getfixturevalue("mariadb_server"), "ledger_idle_ping")
+        whoami, kill = "SELECT CONNECTION_ID()", "KILL"
+    engine = store.get_engine(url)
+    admin = sa.create_engine(url, poolclass=sa.pool.NullPool)
+
+    def backend() -> int:
+        with engine.connect() as conn:
+            return conn.execute(sa.text(whoami)).scalar()
+
+    def drop(pid: int) -> None:  # what a server restart or an idle timeout does to the pooled connection
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"SELECT {kill}({pid})" if kind == "postgresql" else f"KILL {pid}"))
+
+    try:
+        first = backend()
+        drop(first)
+        monkeypatch.setattr(store, "PING_AFTER_IDLE_SECONDS", 0.0)  # idle for longer than that
+        second = backend()  # the ping found it dropped: a new connection, and no error
+        assert second != first
+        monkeypatch.setattr(store, "PING_AFTER_IDLE_SECONDS", 60.0)
+        drop(second)
+        with pytest.raises(sa.exc.DBAPIError) as error:  # used a moment ago: sent without a ping
+            backend()
+        assert error.value.connection_invalidated
+        assert backend() not in (first, second)  # and replaced at once
+    finally:
+        admin.dispose()
+        store.dispose_engines()
+
+
+def test_a_read_connection_runs_no_transaction_and_goes_back_to_the_pool_as_it_came(ledger_url):
+    engine = store.get_engine(ledger_url)
+    with store.read_connection(engine) as conn:
+        raw = conn.connection.dbapi_connection
+        if engine.dialect.name == "postgresql":  # the driver's flag: no BEGIN, and no SET to set it
+            assert raw.autocommit is True
+        assert conn.execute(sa.text("SELECT count(*) FROM cost_task_runs")).scalar() == 0
+    with engine.connect() as conn:  # the same pooled connection, transactional again
+        if engine.dialect.name == "postgresql":
+            assert conn.connection.dbapi_connection is raw and raw.autocommit is False
+        conn.execute(sa.text("DELETE FROM cost_budget_settled"))
+        conn.rollback()
+    store.dispose_engines()

@@ -36,10 +36,10 @@ def reads(monkeypatch):
     counted = {"queries": 0}
     original = evaluation._sums_many
 
-    def counting(conn, requests, windows=(), runs=()):
+    def counting(conn, requests, windows=(), runs=(), now=None):
         if any(ranges or pieces for _, ranges, pieces in requests):
             counted["queries"] += 1
-        return original(conn, requests, windows, runs)
+        return original(conn, requests, windows, runs, now)
 
     monkeypatch.setattr(evaluation, "_sums_many", counting)
     return counted
@@ -158,9 +158,7 @@ budgets:
     assert [a.key for a in together[1].anomalies] == ["anomaly:day:2026-12-20", "anomaly:run:d/today"]
 
 
-def test_a_task_end_reads_spend_storage_and_runs_in_one_statement_without_a_transaction(
-    engine, clock, request
-):
+def test_a_task_end_reads_spend_storage_and_runs_in_one_statement_and_one_round_trip(engine, clock, request):
     """Once the settled days are kept, the budgets of a try cost one statement (top contributors
     aside, read when something is crossed): today's spend, the imported storage costs of an
     everything budget and the run rule's latest runs together, sent without BEGIN or ROLLBACK; and
@@ -188,14 +186,129 @@ def test_a_task_end_reads_spend_storage_and_runs_in_one_statement_without_a_tran
         again = evaluate_all(engine, budgets, NOW, run=("d", "now"), contributors=False)
     finally:
         sa.event.remove(engine, "before_cursor_execute", record)
-    if server is not None:  # what the server received, the driver's own BEGIN and ROLLBACK included
+    if server is not None:  # what the server received: no ping (the connection was used a moment
+        # ago), no BEGIN or ROLLBACK, no SET of an isolation level: the statement alone
         received = [" ".join(s.split()).upper() for s in server.statements()[logged:]]
-        assert not [s for s in received if s.startswith(("BEGIN", "ROLLBACK", "COMMIT"))], received
-        assert len([s for s in received if "UNION ALL" in s]) == 1
-    assert [s for s in sent if not s.startswith("SELECT 1")] == [sent[-1]] and "UNION ALL" in sent[-1]
+        assert len(received) == 1 and "UNION ALL" in received[0], received
+    assert len(sent) == 1 and "UNION ALL" in sent[-1]
     assert "COST_STORAGE_COSTS" in sent[-1] and "LATEST_0" in sent[-1]
     assert [(s.spent, s.anomalies) for s in again] == [(s.spent, s.anomalies) for s in first]
     assert again[0].spent_amount == 14 and [a.subject for a in again[1].anomalies] == ["d/now"]
     with engine.connect() as conn:  # the statements one by one
         alone = [evaluate(conn, budget, NOW, run=("d", "now"), contributors=False) for budget in budgets]
     assert [(s.spent, s.anomalies) for s in again] == [(s.spent, s.anomalies) for s in alone]
+
+
+LATER_BUDGETS = """
+budgets:
+  - {name: all-berlin, period: monthly, timezone: Europe/Berlin, amount: '1000', currency: USD,
+     thresholds: [{actual: 50%}, {forecast: 100%}]}
+  - {name: team-ny, scope: {team: a}, period: weekly, timezone: America/New_York, amount: '100', currency: USD,
+     thresholds: [{anomaly: {run_cost_vs_median: 2, last_runs: 3}}, {anomaly: {daily_mad: 2}}]}
+  - {name: tag, scope: {tag: t}, period: monthly, amount: '100', currency: USD}
+  - {name: label-tokyo, scope: {label: {env: prod}}, period: quarterly, timezone: Asia/Tokyo, amount: '100',
+     currency: USD}
+  - {name: tag-kolkata, scope: {tag: t, team: a}, period: daily, timezone: Asia/Kolkata, amount: '5', currency: USD}
+  - {name: dag-source, scope: {dag_id: d, source: x}, period: quarterly, amount: '500', currency: USD}
+"""
+
+
+@pytest.mark.parametrize("later", [False, True], ids=["none", "later"])
+def test_parts_after_now_are_exact(engine, reads, monkeypatch, later):
+    """The parts a task end would read after its moment (the days after today of a tag or label
+    scope, the end of a period in another time zone) are left out of its statement; the latest end
+    of a try decides whether they are read after all. Either way every scope and period spends what
+    reading all of them gives, and what evaluating each budget alone gives."""
+    _parts_after_now(engine, reads, monkeypatch, later)
+
+
+def test_parts_after_now_on_mariadb(mariadb_server, reads, monkeypatch):
+    from airflow_cost_provider.ledger import store
+    from tests.unit.test_ledger import _fresh_mariadb_ledger
+
+    engine = store.get_engine(_fresh_mariadb_ledger(mariadb_server, "ledger_budget_parts_after_now"))
+    try:
+        _parts_after_now(engine, reads, monkeypatch, later=True)
+    finally:
+        store.dispose_engines()
+
+
+def _parts_after_now(engine, reads, monkeypatch, later: bool) -> None:
+    budgets = parse_budgets(LATER_BUDGETS, "b.yaml")
+    who = {"team": "a", "tags": ("t",), "labels": (("env", "prod"),)}
+    for offset in range(12, 0, -1):
+        keep(
+            engine, cost("d", "t", f"r{offset}", NOW - offset * DAY, [line("x", "1"), line("y", "2")], **who)
+        )
+    keep(engine, cost("d", "t", "today", NOW - dt.timedelta(minutes=3), [line("x", "9")], **who))
+    if later:  # a worker whose clock runs ahead, or a status asked for a past moment
+        keep(engine, cost("d", "t", "ahead", NOW + 5 * DAY, [line("x", "20")], **who))  # a later UTC day
+        keep(engine, cost("e", "t", "edge", dt.datetime(2026, 12, 31, 22, tzinfo=UTC), [line("x", "300")]))
+    run = ("d", "today")
+    evaluate_all(engine, budgets, NOW, run=run)  # the settled days kept
+    reads["queries"] = 0
+    fast = evaluate_all(engine, budgets, NOW, run=run)
+    assert reads["queries"] == (2 if later else 1)  # the parts after now read only when a try is there
+    each = [evaluate(engine, b, NOW, run=run) for b in budgets]
+    settled.clear()
+    monkeypatch.setattr(  # the reference: every part read in the one statement, nothing kept
+        evaluation,
+        "_split_later",
+        lambda requests, now: (requests, [(s, [], []) for s, _, _ in requests], None),
+    )
+    everything = evaluate_all(engine, budgets, NOW, run=run)
+    assert fast == everything == each
+    spent = {status.budget.name: status.spent_amount for status in fast}
+    extra = 20 if later else 0
+    assert spent == {
+        "all-berlin": Decimal(12 * 3 + 9) + extra + (300 if later else 0),
+        "team-ny": Decimal(6 * 3 + 9),  # the week from Monday 2026-12-14, New York time
+        "tag": Decimal(12 * 3 + 9) + extra,
+        "label-tokyo": Decimal(12 * 3 + 9) + extra,
+        "tag-kolkata": Decimal(9),
+        "dag-source": Decimal(12 + 9) + extra,
+    }
+
+
+def test_budgets_of_one_scope_read_its_days_once(engine):
+    """Budgets of the same scope over other periods and time zones share one read of its days (one
+    part of the statement per scope), and each still spends what it spends alone."""
+    budgets = parse_budgets(
+        """
+budgets:
+  - {name: all-month, period: monthly, amount: '1000', currency: USD}
+  - {name: all-day-kolkata, period: daily, timezone: Asia/Kolkata, amount: '1000', currency: USD}
+  - {name: all-quarter-berlin, period: quarterly, timezone: Europe/Berlin, amount: '1000', currency: USD}
+  - {name: team-week, scope: {team: a}, period: weekly, amount: '100', currency: USD}
+  - {name: team-day, scope: {team: a}, period: daily, amount: '100', currency: USD,
+     thresholds: [{anomaly: {daily_mad: 2}}]}
+""",
+        "b.yaml",
+    )
+    for offset in range(40, 0, -1):
+        team = "a" if offset % 2 else "b"
+        keep(engine, cost("d", "t", f"r{offset}", NOW - offset * DAY, [line("x", str(offset))], team=team))
+    keep(engine, cost("d", "t", "today", NOW - dt.timedelta(minutes=3), [line("x", "100")], team="a"))
+    keep(engine, cost("d", "t", "night", NOW - dt.timedelta(hours=11), [line("x", "1000")], team="b"))
+    evaluate_all(engine, budgets, NOW)
+    sent: list[str] = []
+
+    def record(conn, cursor, statement, *args):
+        sent.append(" ".join(statement.split()).upper())
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        together = evaluate_all(engine, budgets, NOW, contributors=False)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+    assert len(sent) == 1 and sent[0].count("FROM COST_DAILY_TOTALS") == 2  # everything, team a
+    settled.clear()
+    each = [evaluate(engine, b, NOW, contributors=False) for b in budgets]
+    assert together == each
+    assert [s.spent_amount for s in together] == [
+        Decimal(sum(range(1, 20)) + 100 + 1000),  # December to the 20th
+        Decimal(100 + 1000),  # the Kolkata day from 18:30 UTC on the 19th
+        Decimal(sum(range(1, 41)) + 100 + 1000),  # the quarter from 22:00 UTC on 30 September
+        Decimal(1 + 3 + 5 + 100),  # team a, the week from Monday the 14th
+        Decimal(100),
+    ]
