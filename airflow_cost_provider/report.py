@@ -277,11 +277,12 @@ def _sort(rows: list, keys: tuple[str, ...]) -> list:
 
 
 def _sorted_top(rows: list, keys: tuple[str, ...], top: int | None) -> tuple[list, int]:
-    """The rows in report order, the first `top` of them, and how many were left out."""
-    rows = _sort(rows, keys)
+    """The `top` costliest rows in report order, and how many were left out."""
     if top is None or len(rows) <= top:
-        return rows, 0
-    return rows[:top], len(rows) - top
+        return _sort(rows, keys), 0
+    # a daily series reads in time order, but --top keeps its costliest rows, not its first days
+    costliest = _sort(rows, tuple(key for key in keys if key != "day"))[:top] if "day" in keys else rows
+    return _sort(costliest, keys)[:top], len(rows) - top
 
 
 class _Group(NamedTuple):

@@ -26,6 +26,7 @@ from airflow_cost_provider.billing.scan import (
     ProgressCallback,
     StorageCost,
 )
+from airflow_cost_provider.pricing.money import money_text
 
 log = logging.getLogger(__name__)
 
@@ -197,13 +198,16 @@ class ImportSummary:
         reasons = ", ".join(f"{reason} {count:,}" for reason, count in sorted(self.skipped.items()))
         days = f"{self.days[0]} .. {self.days[-1]}" if self.days else "no billing days"
         money = (
-            ", ".join(f"{amount:,.2f} {currency}" for currency, amount in self.totals.items()) or "nothing"
+            ", ".join(f"{money_text(amount)} {currency}" for currency, amount in self.totals.items())
+            or "nothing"
         )
         files = f"{len(self.files)} file{'s' if len(self.files) != 1 else ''}"
         written = f"{self.costs_written:,} daily storage costs, {days}, {money}"
         if self.billing_costs_written is not None:
             billed = (
-                ", ".join(f"{amount:,.2f} {currency}" for currency, amount in self.billing_totals.items())
+                ", ".join(
+                    f"{money_text(amount)} {currency}" for currency, amount in self.billing_totals.items()
+                )
                 or "nothing"
             )
             written = (

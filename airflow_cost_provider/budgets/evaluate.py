@@ -41,7 +41,7 @@ from airflow_cost_provider.budgets.model import Budget, Scope, Threshold
 from airflow_cost_provider.budgets.periods import DAY, UTC, utc_midnight, utc_split
 from airflow_cost_provider.ledger.schema import daily_totals, lines, task_run_labels, task_runs
 from airflow_cost_provider.ledger.store import from_nanos, read_connection
-from airflow_cost_provider.pricing.money import quantize_amount
+from airflow_cost_provider.pricing.money import money_text, quantize_amount
 
 MIN_HISTORY_DAYS = 7  # fewer complete days of history: no forecast, no day anomaly
 WEEKDAY_HISTORY_DAYS = 21  # three of each weekday: enough for a median per weekday
@@ -159,14 +159,6 @@ class BudgetStatus:
         for anomaly in self.anomalies:
             found.append(Trigger(anomaly.key, "anomaly", anomaly.threshold, anomaly.describe(), anomaly))
         return found
-
-
-def money_text(amount: Decimal) -> str:
-    """1,012.40 or 0.000125: two decimals, more when the amount has them (to the nano-unit)."""
-    amount = quantize_amount(amount)
-    exponent = amount.normalize().as_tuple().exponent
-    decimals = min(9, max(2, -exponent)) if isinstance(exponent, int) else 2
-    return f"{amount:,.{decimals}f}"
 
 
 def _fit(text: str, length: int) -> str:

@@ -92,7 +92,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         epilog=STORAGE_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _period_options(storage, "first billing day (YYYY-MM-DD)", "the last 30 days, today included", days=True)
+    _period_options(storage, "first billing day", "the last 30 days, today included", days=True)
     _shared_options(storage, STORAGE_GROUPINGS, "resource", "resource,day")
     storage.set_defaults(handler=storage_report)
     savings = kinds.add_parser(
@@ -135,7 +135,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "attributed + unattributed = billed, exactly. Then the idlest pools and, per source, "
         "reconciled / estimated.",
     )
-    _period_options(coverage, "first billing day (YYYY-MM-DD)", "the last 30 days, today included", days=True)
+    _period_options(coverage, "first billing day", "the last 30 days, today included", days=True)
     coverage.add_argument(
         "--by",
         default="provider",
@@ -173,11 +173,8 @@ def _period_options(
     parser: argparse.ArgumentParser, since_help: str, default: str, days: bool = False
 ) -> None:
     kind = "YYYY-MM-DD" if days else "YYYY-MM-DD[THH:MM]"
-    parser.add_argument(
-        "--since",
-        metavar="WHEN",
-        help=f"{since_help} ({kind}, UTC unless an offset is given; default: {default})",
-    )
+    zone = "" if days else ", UTC unless an offset is given"  # billing days are dates: no time, no offset
+    parser.add_argument("--since", metavar="WHEN", help=f"{since_help} ({kind}{zone}; default: {default})")
     parser.add_argument("--until", metavar="WHEN", help=f"end of the period, excluded ({kind})")
 
 

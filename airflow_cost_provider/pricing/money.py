@@ -60,6 +60,14 @@ def quantize_amount(amount: Decimal) -> Decimal:
     return amount.quantize(AMOUNT_QUANTUM, rounding=ROUND_HALF_EVEN, context=EXACT)
 
 
+def money_text(amount: Decimal) -> str:
+    """1,012.40 or 0.000125: two decimals, more when the amount has them (to the nano-unit)."""
+    amount = quantize_amount(amount)
+    exponent = amount.normalize().as_tuple().exponent
+    decimals = min(9, max(2, -exponent)) if isinstance(exponent, int) else 2
+    return f"{amount:,.{decimals}f}"
+
+
 def sum_money(items: Iterable[Money]) -> Money | None:
     """Sum amounts of one currency; None for no items. Raises CurrencyMismatchError on mixed input."""
     total: Money | None = None

@@ -207,6 +207,22 @@ def test_top_keeps_the_costliest_rows_and_the_whole_total(ledger):
     assert "3 more rows not shown (--top 2); the total includes them." in table
 
 
+def test_top_of_a_day_series_keeps_the_costliest_days_in_time_order(ledger):
+    engine = store.get_engine(ledger)
+    store.store(
+        engine, result("sales", "spike", "r3", [line("athena", "9.00")], end=T0 + dt.timedelta(days=2))
+    )
+    document = as_json(
+        ledger, "--by", "day", "--source", "athena", "--source", "airflow_worker", "--top", "2"
+    )
+    # 2026-11-20: 1.40, 2026-11-21: 0.00000104, 2026-11-22: 9.00
+    assert [(r["day"], r["amount"]) for r in document["rows"]] == [
+        ("2026-11-20", "1.40000000"),
+        ("2026-11-22", "9.00000000"),
+    ]
+    assert document["omitted_rows"] == 1
+
+
 def test_table_names_ledger_period_and_ends_with_totals_and_causes(ledger):
     table = report(ledger, "--by", "task").splitlines()
     assert (
@@ -367,6 +383,15 @@ def test_version_help_and_no_log_noise(ledger, tmp_path):
     # an old ledger is migrated without Alembic's INFO lines; nothing on stderr in normal use
     quiet = _cli("report", "--ledger", ledger, *PERIOD)
     assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+@pytest.mark.parametrize("kind", ["storage", "coverage"])
+def test_billing_day_reports_describe_their_period_in_days(kind):
+    code, out, _ = run("report", kind, "--help")
+    text = " ".join(out.split())
+    assert code == 0
+    assert "--since WHEN first billing day (YYYY-MM-DD; default: the last 30 days, today included)" in text
+    assert "offset" not in text  # billing days have no time of day, so no UTC offset either
 
 
 def test_output_pipes_cleanly_into_a_reader_that_stops(ledger_url):

@@ -251,3 +251,27 @@ def test_the_api_sources_say_which_extra_to_install(monkeypatch):
         assert str(caught.value).endswith(
             f"which is not installed: pip install 'airflow-cost-provider[{extra}]'"
         )
+
+
+def test_the_summary_shows_each_total_exactly_never_a_small_bill_as_zero():
+    from decimal import Decimal
+
+    from airflow_cost_provider.billing.importer import ImportSummary
+
+    summary = ImportSummary(
+        import_id=1,
+        source="focus",
+        files=["bill.csv"],
+        rows_read=3,
+        rows_imported=3,
+        skipped={},
+        costs_written=1,
+        days=[dt.date(2026, 12, 5)],
+        totals={"EUR": Decimal("1234.5")},
+        billing_costs_written=2,
+        billing_totals={"USD": Decimal("0.000454788")},
+    )
+    assert summary.one_line() == (
+        "imported 3 of 3 rows from 1 file (focus) into 2 daily billing costs, 2026-12-05 .. 2026-12-05, "
+        "0.000454788 USD (storage: 1 daily storage costs, 1,234.50 EUR); skipped 0"
+    )
