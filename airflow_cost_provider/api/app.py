@@ -352,7 +352,9 @@ def budgets(
     try:
         path = command._path(None)
     except CliError as error:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(error)) from None
+        # the API takes no --budgets: only the configured file applies
+        detail = str(error).replace(" or give --budgets PATH", "", 1)
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=detail) from None
     try:
         defined = command._load(path)
     except CliError as error:

@@ -458,7 +458,7 @@ def test_malformed_parameters_and_unknown_budgets(ledger, monkeypatch):
     )
     monkeypatch.delenv("AIRFLOW__COST_PROVIDER__BUDGETS_PATH")
     conf.clear_cache()
-    assert "no budgets file" in client.get("/api/budgets").json()["detail"]
+    assert client.get("/api/budgets").json()["detail"] == "no budgets file: set [cost_provider] budgets_path"
 
 
 def test_a_missing_ledger_is_a_503_naming_it(tmp_path, monkeypatch):
