@@ -387,6 +387,11 @@ def worker_rate_currency() -> str:
 
 
 @functools.cache
+def freeze_heap_for_openlineage() -> bool:
+    return _bool("freeze_heap_for_openlineage")
+
+
+@functools.cache
 def listener_order() -> str:
     value = _raw("listener_order")
     if value.lower() not in ("first", "last"):
@@ -578,6 +583,7 @@ GETTERS: dict[str, Callable[[], object]] = {
     "worker_memory_gib_hour_rate": worker_memory_gib_hour_rate,
     "worker_rate_currency": worker_rate_currency,
     "listener_order": listener_order,
+    "freeze_heap_for_openlineage": freeze_heap_for_openlineage,
     "storage_reimport_days": storage_reimport_days,
     "storage_allocation": storage_allocation,
     "team_mapping": team_mapping,

@@ -143,6 +143,13 @@ CONFIG_OPTIONS: dict[str, dict] = {
         "string",
         "first",
     ),
+    "freeze_heap_for_openlineage": _option(
+        "Freeze the task process's heap (gc.freeze) while the task listeners run, so that a garbage "
+        "collection in the OpenLineage listener's forked child does not copy the whole heap: True or "
+        "False. Only when OpenLineage forks and nothing else froze the heap; see the README.",
+        "boolean",
+        "True",
+    ),
     "storage_reimport_days": _option(
         "Days before its billing day that each scheduled storage cost import reads again, because providers "
         f"revise recent days: {STORAGE_REIMPORT_DAYS[0]} to {STORAGE_REIMPORT_DAYS[1]}. While the billing "

@@ -8,6 +8,9 @@ finalizes first, measuring this process by pid and writing the ledger itself; th
 finalize then finds that capture already stored and leaves it, so ledger and facet still agree. When
 the child could not write it, the capture waits in the spool and this finalize leaves it there: a
 dead ledger costs the try one time budget, not two.
+
+Where the OpenLineage listener forks, a tryfirst and a trylast listener freeze the heap around the
+other task listeners and unfreeze it after them (capture.fork_heap).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 from airflow.providers.common.compat.sdk import hookimpl
 
 from airflow_cost_provider import tracker
+from airflow_cost_provider.capture import fork_heap
 from airflow_cost_provider.capture.safety import guarded
 
 
@@ -66,3 +70,54 @@ RunsLastCostListener = _listener_class("RunsLastCostListener", trylast=True)
 
 def make_listener(order: str) -> Any:
     return (RunsLastCostListener if order == "last" else RunsFirstCostListener)()
+
+
+@guarded("freezing the heap for the OpenLineage child")
+def _freeze() -> None:
+    fork_heap.freeze()
+
+
+@guarded("unfreezing the heap after the OpenLineage child")
+def _release() -> None:
+    fork_heap.release()
+
+
+def _heap_listener_class(name: str, action: Any, doc: str, **order: bool) -> type:
+    class HeapListener:
+        @hookimpl(**order)
+        def on_task_instance_running(self, previous_state: Any, task_instance: Any) -> None:
+            action()
+
+        @hookimpl(**order)
+        def on_task_instance_success(self, previous_state: Any, task_instance: Any) -> None:
+            action()
+
+        @hookimpl(**order)
+        def on_task_instance_failed(self, previous_state: Any, task_instance: Any, error: Any) -> None:
+            action()
+
+        @hookimpl(**order)
+        def on_task_instance_skipped(self, previous_state: Any, task_instance: Any) -> None:
+            action()
+
+    HeapListener.__name__ = HeapListener.__qualname__ = name
+    HeapListener.__doc__ = doc
+    return HeapListener
+
+
+HeapFreezer = _heap_listener_class(
+    "HeapFreezer",
+    _freeze,
+    "Freezes the heap before the other task listeners run (see capture.fork_heap).",
+    tryfirst=True,
+)
+HeapReleaser = _heap_listener_class(
+    "HeapReleaser", _release, "Unfreezes it once they have run, before the task goes on.", trylast=True
+)
+
+
+def make_listeners(order: str, freeze_heap: bool) -> list[Any]:
+    """The cost listener and, with freeze_heap, the pair that keeps the OpenLineage listener's forked
+    children off the heap."""
+    listener = make_listener(order)
+    return [HeapFreezer(), listener, HeapReleaser()] if freeze_heap else [listener]

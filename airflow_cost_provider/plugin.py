@@ -10,7 +10,9 @@ import logging
 
 from airflow.providers.common.compat.sdk import AirflowPlugin
 
-from airflow_cost_provider import conf
+# openlineage: the module of the facet function [openlineage] custom_run_facets names, imported here
+# (it imports nothing heavy) so that, enabled or not, OpenLineage's forked children do not each import it
+from airflow_cost_provider import conf, openlineage  # noqa: F401
 
 log = logging.getLogger("airflow_cost_provider")
 
@@ -39,14 +41,23 @@ def check_configuration() -> list[str]:
     return configuration_problems()
 
 
+def _freezes_heap() -> bool:
+    from airflow_cost_provider.capture import fork_heap
+
+    try:
+        return conf.freeze_heap_for_openlineage() and fork_heap.openlineage_forks()
+    except conf.ConfigError:  # logged with the other bad options by check_configuration
+        return False
+
+
 def _listeners() -> list:
     try:
-        from airflow_cost_provider.listener import make_listener
+        from airflow_cost_provider.listener import make_listeners
 
         # imported here, once, so the OpenLineage listener's forked children do not each import it
         from airflow_cost_provider.openlineage import facets  # noqa: F401
 
-        listener = make_listener(conf.listener_order())
+        listeners = make_listeners(conf.listener_order(), _freezes_heap())
     except Exception as error:
         log.error("cost provider disabled: %s", error)
         return []
@@ -54,7 +65,7 @@ def _listeners() -> list:
         log.error("cost provider: %s (tasks are not affected)", problem)
     if warning := check_openlineage_setup():
         log.warning(warning)
-    return [listener]
+    return listeners
 
 
 def _fastapi_apps() -> list[dict]:

@@ -17,10 +17,13 @@ AIRFLOW__OPENLINEAGE__DISABLED=True with the cost provider disabled in both, for
 `--facet-baseline` adds the provider disabled with vs without its facet function configured in
 [openlineage] custom_run_facets: what the disabled baseline of the main comparison itself costs.
 `--baseline-source DIR` adds the provider enabled with its code imported from DIR (another checkout)
-vs disabled: a change measured before and after in the same run.
+vs disabled: a change measured before and after in the same run. With `--interleave` the three modes
+run in rounds (the order rotating), so all three meet the same drift of a shared machine's load, and
+enabled is compared with enabled from DIR too.
 
     uv run python benchmarks/dag_overhead.py [--pairs 5] [--openlineage-baseline] [--facet-baseline]
     uv run python benchmarks/dag_overhead.py --baseline-source /tmp/before   # e.g. git worktree add /tmp/before HEAD~1
+    uv run python benchmarks/dag_overhead.py --baseline-source /tmp/before --interleave
 
 Prints a summary and writes benchmarks/results/dag_overhead.json.
 """
@@ -112,6 +115,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         help="also compare the provider enabled, imported from this source folder (another checkout), "
         "vs disabled",
+    )
+    parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help="with --baseline-source: run the three modes (enabled, enabled from DIR, disabled) in "
+        "rotating rounds instead of two comparisons one after the other, and compare enabled with "
+        "enabled from DIR too",
     )
     parser.add_argument(
         "--skip-cost",
@@ -475,8 +485,26 @@ def compare(bench: Bench, name: str, with_mode: str, without_mode: str, pairs: i
         order = (with_mode, without_mode) if pair % 2 == 0 else (without_mode, with_mode)
         for position, mode in enumerate(order):
             runs.append(run_dag(bench, mode, name, pair, position))
+    return summarize(runs, with_mode, without_mode, pairs)
 
-    timed = [r for r in runs if r.pair is not None]
+
+def compare_interleaved(bench: Bench, modes: tuple[str, ...], rounds: int, warmup: int) -> list[Run]:
+    """Rounds of one run of each mode, the order rotating from round to round, so that every mode
+    meets the same drift of the machine's load; each round counts as a pair for summarize."""
+    print(f"interleaved: {', '.join(modes)}, {rounds} rounds", flush=True)
+    runs: list[Run] = []
+    for _ in range(warmup):
+        runs += [run_dag(bench, mode, "interleaved", None, position) for position, mode in enumerate(modes)]
+    for number in range(rounds):
+        order = modes[number % len(modes) :] + modes[: number % len(modes)]
+        runs += [run_dag(bench, mode, "interleaved", number, position) for position, mode in enumerate(order)]
+    return runs
+
+
+def summarize(runs: list[Run], with_mode: str, without_mode: str, pairs: int) -> dict:
+    """The ratio with / without from the timed runs of the two modes (a pair: the same pair number)."""
+    timed = [r for r in runs if r.pair is not None and r.mode in (with_mode, without_mode)]
+    runs = [r for r in runs if r.mode in (with_mode, without_mode)]
     with_s = [r.seconds for r in timed if r.mode == with_mode]
     without_s = [r.seconds for r in timed if r.mode == without_mode]
     by_pair = {r.pair: {} for r in timed}
@@ -543,6 +571,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(
             "--skip-cost leaves nothing to run without --openlineage-baseline or --facet-baseline"
         )
+    if args.interleave and (args.skip_cost or not args.baseline_source):
+        raise SystemExit("--interleave needs --baseline-source and the cost comparison (no --skip-cost)")
     if args.baseline_source:
         source = args.baseline_source.resolve()
         if not (source / "airflow_cost_provider" / "plugin.py").exists():
@@ -557,11 +587,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"airflow db migrate: {migrate_seconds:.1f} s", flush=True)
 
     comparisons: dict[str, Any] = {}
-    if not args.skip_cost:
+    if args.interleave:
+        runs = compare_interleaved(
+            bench, ("cost_enabled", "cost_enabled_baseline", "cost_disabled"), args.pairs, args.warmup
+        )
+        for name, with_mode, without_mode in (
+            ("cost_provider", "cost_enabled", "cost_disabled"),
+            ("baseline_source", "cost_enabled_baseline", "cost_disabled"),
+            ("change", "cost_enabled", "cost_enabled_baseline"),
+        ):
+            comparisons[name] = summarize(runs, with_mode, without_mode, args.pairs)
+    elif not args.skip_cost:
         comparisons["cost_provider"] = compare(
             bench, "cost_provider", "cost_enabled", "cost_disabled", args.pairs, args.warmup
         )
-    if args.baseline_source:
+    if args.baseline_source and not args.interleave:
         comparisons["baseline_source"] = compare(
             bench, "baseline_source", "cost_enabled_baseline", "cost_disabled", args.pairs, args.warmup
         )

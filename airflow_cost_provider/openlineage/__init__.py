@@ -44,8 +44,8 @@ def get_cost_run_facets(task_instance: Any, ti_state: Any) -> dict[str, Any]:
     finalized the task try, its result is reused; otherwise it is computed here (measuring the parent
     process) and written to the ledger, and the parent's own finalize later finds it stored.
     """
+    # imported by the plugin already, in any mode: a disabled provider's child imports nothing
     from airflow_cost_provider import conf
-    from airflow_cost_provider.capture.safety import report_failure
 
     try:
         state = str(getattr(ti_state, "value", ti_state) or "").lower()
@@ -57,5 +57,7 @@ def get_cost_run_facets(task_instance: Any, ti_state: Any) -> dict[str, Any]:
         result = tracker.finalize(task_instance, tracker.terminal_state(task_instance, state))
         return {} if result is None else {COST_FACET_KEY: build_cost_facet(result)}
     except Exception as error:
+        from airflow_cost_provider.capture.safety import report_failure
+
         report_failure("building the OpenLineage cost facet", error)
         return {}

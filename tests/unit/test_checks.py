@@ -93,6 +93,11 @@ def test_a_good_configuration_and_ledger_pass(ledger):
             "[cost_provider] capture_hook_lineage = '2' is not a boolean: use True or False",
         ),
         (
+            "freeze_heap_for_openlineage",
+            "maybe",
+            "[cost_provider] freeze_heap_for_openlineage = 'maybe' is not a boolean: use True or False",
+        ),
+        (
             "worker_vcpu_hour_rate",
             "1e30",
             "[cost_provider] worker_vcpu_hour_rate = '1e30' is out of range: use a price per vCPU-hour above 0 "

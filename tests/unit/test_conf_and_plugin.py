@@ -207,7 +207,7 @@ def _load_plugin(extra_env: dict[str, str]) -> subprocess.CompletedProcess:
 def test_plugin_warns_once_when_openlineage_lacks_the_facet_function():
     result = _load_plugin({"AIRFLOW__OPENLINEAGE__TRANSPORT": '{"type": "console"}'})
     output = result.stdout + result.stderr
-    assert "REGISTERED 1 1" in output
+    assert "REGISTERED 3 1" in output  # the cost listener, and the pair that freezes the heap
     expected = "custom_run_facets = airflow_cost_provider.openlineage.get_cost_run_facets"
     assert output.count(expected) == 1, output
 
@@ -220,11 +220,33 @@ def test_plugin_is_quiet_when_configured_and_registers_nothing_when_disabled():
         }
     )
     assert (
-        "REGISTERED 1 1" in configured.stdout
+        "REGISTERED 3 1" in configured.stdout
         and "custom_run_facets" not in configured.stdout + configured.stderr
     )
     disabled = _load_plugin({"AIRFLOW__COST_PROVIDER__ENABLED": "False"})
     assert "REGISTERED 0 0" in disabled.stdout
+
+
+@pytest.mark.parametrize(
+    ("extra_env", "registered"),
+    [
+        ({}, "REGISTERED 1 1"),  # OpenLineage has no transport: it is disabled and forks nothing
+        ({"AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD": "True"}, "REGISTERED 1 1"),
+        ({"AIRFLOW__COST_PROVIDER__FREEZE_HEAP_FOR_OPENLINEAGE": "False"}, "REGISTERED 1 1"),
+        ({"AIRFLOW__COST_PROVIDER__FREEZE_HEAP_FOR_OPENLINEAGE": "sometimes"}, "REGISTERED 1 1"),
+    ],
+)
+def test_the_heap_is_frozen_only_around_forking_openlineage_events(extra_env, registered):
+    facets = {
+        "AIRFLOW__OPENLINEAGE__CUSTOM_RUN_FACETS": "airflow_cost_provider.openlineage.get_cost_run_facets"
+    }
+    transport = {} if not extra_env else {"AIRFLOW__OPENLINEAGE__TRANSPORT": '{"type": "console"}'}
+    result = _load_plugin({**facets, **transport, **extra_env})
+    output = result.stdout + result.stderr
+    assert registered in output, output
+    if "sometimes" in str(extra_env):  # a bad value keeps cost tracking on and is named once
+        message = "freeze_heap_for_openlineage = 'sometimes' is not a boolean: use True or False"
+        assert output.count(message) == 1, output
 
 
 def test_plugin_with_a_bad_price_book_logs_the_file_and_entry(tmp_path):
