@@ -6,12 +6,15 @@ lines), gives the lines resources (40 warehouses, workgroups, clusters each) and
 OpenLineage run ids, then writes `--billed` billing rows (default 1,000,000) over the same days:
 each warehouse, workgroup and cluster per day, 20 worker instances matched by a `billing_resources`
 tag rule, one row per BigQuery try labelled with its run id, and S3 rows no task touches filling
-up to the count. Then runs the reconciliation of the whole period in a new process (so its peak
-memory is its own): the DuckDB matching and split, then the ledger write. Target: under 60 s and
-1 GB. Writes benchmarks/results/reconcile_bill.json.
+up to the count. With `--hourly` the warehouses and clusters are billed per hour (24 rows a day
+each, as Snowflake's metering and Databricks' usage are), so they are reconciled per hour and their
+lines split over the hours they ran. Then runs the reconciliation of the whole period in a new
+process (so its peak memory is its own): the DuckDB matching and split, then the ledger write.
+Target: under 60 s and 1 GB. Writes benchmarks/results/reconcile_bill.json.
 
     uv run python benchmarks/reconcile_bill.py                          # SQLite in a temp dir
     uv run python benchmarks/reconcile_bill.py --lines 200000 --billed 200000
+    uv run python benchmarks/reconcile_bill.py --hourly
 """
 
 from __future__ import annotations
@@ -50,13 +53,14 @@ UPDATE cost_task_runs SET ol_run_id = printf('%08x-0000-7000-8000-000000000000',
 WHERE id IN (SELECT task_run_id FROM cost_lines WHERE source = 'bigquery' AND currency = 'USD')
 """
 BILLED_COLUMNS = (
-    "row_key, provider, billing_account, day, service, resource_id, sku, usage_class, currency, amount_nanos, "
+    "row_key, provider, billing_account, day, usage_hour, service, resource_id, sku, usage_class, currency, amount_nanos, "
     "list_nanos, credit_nanos, correction_nanos, tags, tagged_run_id, source_rows, source, updated_at"
 )
 
 
-def billed_rows(conn, target: int, seed: int):
-    """The bill: (provider, service, resource id, tags, run id) per day, amounts at random."""
+def billed_rows(conn, target: int, seed: int, hourly: bool = False):
+    """The bill: (provider, service, resource id, tags, run id, hour) per day, amounts at random;
+    `hourly`: the warehouses and clusters per hour."""
     rng = random.Random(seed)
     days = [
         dt.date.fromisoformat(day)
@@ -70,27 +74,34 @@ def billed_rows(conn, target: int, seed: int):
     per_day: list[list[tuple]] = []
     for day in days:
         rows = []
+        hours = range(24) if hourly else (None,)
         for k in range(POOLS):
-            rows.append(("snowflake", "Snowflake", f"WH_{k}", None, None))
-            rows.append(("aws", "Amazon Athena", f"arn:aws:athena:us-east-1:1:workgroup/wg_{k}", None, None))
-            rows.append(("databricks", "Databricks", f"cluster-{k}", None, None))
+            rows.extend(("snowflake", "Snowflake", f"WH_{k}", None, None, hour) for hour in hours)
             rows.append(
-                ("aws", "Amazon Redshift", f"arn:aws:redshift:us-east-1:1:cluster/rs-{k}", None, None)
+                ("aws", "Amazon Athena", f"arn:aws:athena:us-east-1:1:workgroup/wg_{k}", None, None, None)
+            )
+            rows.extend(("databricks", "Databricks", f"cluster-{k}", None, None, hour) for hour in hours)
+            rows.append(
+                ("aws", "Amazon Redshift", f"arn:aws:redshift:us-east-1:1:cluster/rs-{k}", None, None, None)
             )
         for k in range(WORKERS):
             tags = json.dumps({"airflow-component": "worker"})
-            rows.append(("aws", "Amazon EC2", f"arn:aws:ec2:us-east-1:1:instance/i-{k:04x}", tags, None))
+            rows.append(
+                ("aws", "Amazon EC2", f"arn:aws:ec2:us-east-1:1:instance/i-{k:04x}", tags, None, None)
+            )
         for run_id in tagged.get(day.isoformat(), []):
-            rows.append(("gcp", "BigQuery", "proj", json.dumps({"openlineage_run_id": run_id}), run_id))
+            rows.append(("gcp", "BigQuery", "proj", json.dumps({"openlineage_run_id": run_id}), run_id, None))
         per_day.append(rows)
     fixed = sum(len(rows) for rows in per_day)
     filler = max(0, target - fixed) // max(1, len(days))
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
     count = 0
     for day, rows in zip(days, per_day, strict=True):
-        rows.extend(("aws", "Amazon S3", f"arn:aws:s3:::bucket-{k % 500}", None, None) for k in range(filler))
+        rows.extend(
+            ("aws", "Amazon S3", f"arn:aws:s3:::bucket-{k % 500}", None, None, None) for k in range(filler)
+        )
         batch = []
-        for index, (provider, service, resource_id, tags, run_id) in enumerate(rows):
+        for index, (provider, service, resource_id, tags, run_id, hour) in enumerate(rows):
             count += 1
             amount = rng.randint(1_000_000, 5_000_000_000)
             batch.append(
@@ -99,6 +110,7 @@ def billed_rows(conn, target: int, seed: int):
                     provider,
                     "acct",
                     day.isoformat(),
+                    hour,
                     service,
                     resource_id,
                     f"sku-{index}",
@@ -151,6 +163,7 @@ def main() -> int:
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--billed", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--hourly", action="store_true", help="bill the warehouses and clusters per hour")
     parser.add_argument("--measure", nargs=3, metavar=("URL", "SINCE", "UNTIL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
@@ -176,7 +189,7 @@ def main() -> int:
         conn.execute(RESOURCES_SQL)
         conn.execute(RUN_IDS_SQL)
         billed = 0
-        for batch in billed_rows(conn, args.billed, args.seed):
+        for batch in billed_rows(conn, args.billed, args.seed, args.hourly):
             marks = ", ".join("?" * len(BILLED_COLUMNS.split(",")))
             conn.executemany(f"INSERT INTO cost_billing_costs ({BILLED_COLUMNS}) VALUES ({marks})", batch)
             billed += len(batch)
@@ -207,6 +220,7 @@ def main() -> int:
             )
         result = {
             "ledger": "sqlite",
+            "hourly": args.hourly,
             "lines": filled["lines"],
             "billed_rows": billed,
             "runs": runs,

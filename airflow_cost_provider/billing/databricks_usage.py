@@ -2,8 +2,9 @@
 
 One statement through the SQL Statement Execution API (POST /api/2.0/sql/statements) on a SQL
 warehouse, with the Databricks provider's connection (host and token, as the instrumentation's REST
-calls use them). The usage is summed per day, account, workspace, SKU, unit, job run, warehouse,
-cluster, pipeline update and custom tags, and joined to the list price in effect when the usage ended.
+calls use them). The usage is summed per day (and UTC hour, for the records within one clock hour, as
+the table's hourly records are), account, workspace, SKU, unit, job run, warehouse, cluster, pipeline
+update and custom tags, and joined to the list price in effect when the usage ended.
 Each sum is one FOCUS row: ResourceId = the warehouse id, else the pipeline id, else the cluster id,
 else the job id; Tags = the custom tags (where this project's `openlineage_run_id` travels), the
 `job_run_id`, and a pipeline's `dlt_pipeline_id` and `dlt_update_id`; BilledCost =
@@ -51,7 +52,13 @@ POLL_SECONDS = 2.0
 MAX_CHUNKS = 10_000
 UNFINISHED = ("PENDING", "RUNNING")
 
-USAGE_SQL = f"""SELECT u.usage_date, u.account_id, u.workspace_id, u.sku_name, u.usage_unit,
+# the UTC hour of a record within one clock hour, from epoch seconds: whatever the session's time zone
+_USAGE_HOUR = """CASE WHEN u.usage_end_time > u.usage_start_time
+    AND floor(unix_seconds(u.usage_start_time) / 3600) = floor((unix_seconds(u.usage_end_time) - 1) / 3600)
+    THEN CAST(floor(unix_seconds(u.usage_start_time) / 3600) % 24 AS INT) END"""
+
+USAGE_SQL = f"""SELECT u.usage_date, {_USAGE_HOUR} AS usage_hour,
+  u.account_id, u.workspace_id, u.sku_name, u.usage_unit,
   u.usage_metadata.job_id AS job_id, u.usage_metadata.job_run_id AS job_run_id,
   u.usage_metadata.warehouse_id AS warehouse_id, u.usage_metadata.cluster_id AS cluster_id,
   u.usage_metadata.dlt_pipeline_id AS dlt_pipeline_id, u.usage_metadata.dlt_update_id AS dlt_update_id,
@@ -64,8 +71,8 @@ LEFT JOIN {PRICES_TABLE} AS lp
   AND (lp.price_end_time IS NULL OR u.usage_end_time < lp.price_end_time)
 WHERE u.usage_date >= :since AND u.usage_date < :until
 GROUP BY ALL
-ORDER BY usage_date, account_id, workspace_id, sku_name, warehouse_id, dlt_pipeline_id, dlt_update_id,
-  cluster_id, job_id, job_run_id, custom_tags"""
+ORDER BY usage_date, usage_hour, account_id, workspace_id, sku_name, warehouse_id, dlt_pipeline_id,
+  dlt_update_id, cluster_id, job_id, job_run_id, custom_tags"""
 
 
 # --------------------------------------------------------------------------- request and rows (pure)
@@ -127,13 +134,16 @@ def usage_rows(usage: Iterable[Mapping[str, Any]]) -> list[focus.FocusRow]:
             )
         cost = quantity * Decimal(str(record["list_price"]))
         start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
+        period = dt.timedelta(days=1)
+        if record.get("usage_hour") is not None:  # an hourly record: the import keeps its hour
+            start, period = start + dt.timedelta(hours=int(record["usage_hour"])), dt.timedelta(hours=1)
         rows.append(
             focus.FocusRow(
                 BillingAccountId=str(record["account_id"]),
                 BilledCost=cost,
                 BillingCurrency=str(record["currency_code"]),
                 ChargePeriodStart=start,
-                ChargePeriodEnd=start + dt.timedelta(days=1),
+                ChargePeriodEnd=start + period,
                 ServiceName=SERVICE_NAME,
                 ServiceCategory=SERVICE_CATEGORY,
                 # a pipeline's usage is the pipeline's, whichever update cluster ran it

@@ -188,9 +188,18 @@ GROUP BY billing_account_id, usage_day, resource_name, sku_id, sku_description, 
 """
 
 
+def _hour_sql(start: str, end: str) -> str:
+    """GoogleSQL: the UTC hour of a usage period within one clock hour (the export's hourly rows), else
+    NULL."""
+    return (
+        f"IF({end} > {start} AND TIMESTAMP_TRUNC({start}, HOUR) = "
+        f"TIMESTAMP_TRUNC(TIMESTAMP_SUB({end}, INTERVAL 1 MICROSECOND), HOUR), EXTRACT(HOUR FROM {start}), NULL)"
+    )
+
+
 def export_query(table: str, kind: str, partition_filter: bool = True, all_services: bool = False) -> str:
-    """The import query; `all_services`: every service, per service and (export tables) the
-    resource's labels, as JSON text of their list of key and value."""
+    """The import query; `all_services`: every service, per service, UTC hour (of the rows within one
+    hour) and (export tables) the resource's labels, as JSON text of their list of key and value."""
     if kind not in TABLE_KINDS:
         raise ValueError(f"table_kind {kind!r} must be one of {', '.join(TABLE_KINDS)}")
     whole_bill: dict[str, str] = {
@@ -201,10 +210,15 @@ def export_query(table: str, kind: str, partition_filter: bool = True, all_servi
     if all_services:
         service = "ServiceName" if kind == FOCUS else "service.description"
         labels = "" if kind == FOCUS else "\n  TO_JSON_STRING(labels) AS labels,"
+        hour = (
+            _hour_sql("ChargePeriodStart", "ChargePeriodEnd")
+            if kind == FOCUS
+            else _hour_sql("usage_start_time", "usage_end_time")
+        )
         whole_bill = {
             "service_filter": "TRUE",
-            "whole_bill_columns": f"\n  {service} AS service_name,{labels}",
-            "whole_bill_groups": ", service_name" + ("" if kind == FOCUS else ", labels"),
+            "whole_bill_columns": f"\n  {service} AS service_name,{labels}\n  {hour} AS usage_hour,",
+            "whole_bill_groups": ", service_name" + ("" if kind == FOCUS else ", labels") + ", usage_hour",
         }
     if kind == FOCUS:
         return _FOCUS_QUERY.format(table=table, **whole_bill)
@@ -264,6 +278,9 @@ def rows_to_focus(rows: list[dict[str, Any]], kind: str) -> list[focus.FocusRow]
         if isinstance(day, str):
             day = dt.date.fromisoformat(day)
         start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
+        period = dt.timedelta(days=1)
+        if row.get("usage_hour") is not None:  # an hourly row of the whole bill keeps its hour
+            start, period = start + dt.timedelta(hours=int(row["usage_hour"])), dt.timedelta(hours=1)
         resource = row.get("resource_name") or (
             f"projects/{row['project_id']}" if row.get("project_id") else None
         )
@@ -275,7 +292,7 @@ def rows_to_focus(rows: list[dict[str, Any]], kind: str) -> list[focus.FocusRow]
             "BillingAccountId": row["billing_account_id"],
             "BillingCurrency": row["currency"],
             "ChargePeriodStart": start,
-            "ChargePeriodEnd": start + dt.timedelta(days=1),
+            "ChargePeriodEnd": start + period,
             "ServiceName": row.get("service_name") or STORAGE_SERVICE,
             "Tags": row.get("labels"),
             "ResourceId": resource,

@@ -183,6 +183,7 @@ class BillingCost(NamedTuple):
     provider: str
     billing_account: str
     day: dt.date
+    usage_hour: int | None  # the UTC hour of a charge billed per hour (see `hour_sql`); None: the day
     service: str
     resource_id: str
     sku: str
@@ -220,10 +221,14 @@ def row_key(
     usage_class: str,
     currency: str,
     tags: str | None,
+    hour: int | None = None,
 ) -> str:
     """The sha256 hex digest of a bill row's key: its columns joined by U+001F, tags as canonical
-    JSON (keys sorted, no spaces) or '' when none. `BillingCost.row_key` is this, computed in DuckDB."""
-    parts = (day.isoformat(), provider, billing_account, service, resource_id, sku, usage_class, currency)
+    JSON (keys sorted, no spaces) or '' when none; the day of an hourly row with its hour
+    (`2026-11-02T03`), so a day-level row keeps the key it always had. `BillingCost.row_key` is this,
+    computed in DuckDB."""
+    moment = day.isoformat() if hour is None else f"{day.isoformat()}T{hour:02d}"
+    parts = (moment, provider, billing_account, service, resource_id, sku, usage_class, currency)
     return hashlib.sha256(_KEY_SEPARATOR.join((*parts, tags or "")).encode()).hexdigest()
 
 
@@ -298,8 +303,8 @@ _KEYS = (
 CHARGES_TABLE = """
 CREATE TEMP TABLE charges (
   file_index INTEGER, skip VARCHAR, provider VARCHAR, billing_account VARCHAR, day DATE,
-  resource_id VARCHAR, usage_type VARCHAR, sku_id VARCHAR, unit VARCHAR, charge_category VARCHAR,
-  charge_class VARCHAR, currency VARCHAR, billed {decimal}, effective {decimal}, list_cost {decimal},
+  usage_hour TINYINT, resource_id VARCHAR, usage_type VARCHAR, sku_id VARCHAR, unit VARCHAR,
+  charge_category VARCHAR, charge_class VARCHAR, currency VARCHAR, billed {decimal}, effective {decimal}, list_cost {decimal},
   quantity {decimal}, rows BIGINT, service VARCHAR, region VARCHAR, negative_usage BIGINT,
   is_storage BOOLEAN, tags VARCHAR
 )
@@ -324,11 +329,26 @@ CREATE OR REPLACE TEMP MACRO tag_entries(raw) AS (
 """
 
 
+def hour_sql(start: str, end: str) -> str:
+    """DuckDB SQL: the UTC hour (0-23) of a charge period within one clock hour (an hourly export's
+    row: 10:00 to 11:00, or part of it), else NULL (a day, a month, or an instant)."""
+    return (
+        f"CASE WHEN {end} > {start} AND {end} <= date_trunc('hour', {start}) + INTERVAL 1 HOUR "
+        f"THEN CAST(hour({start}) AS TINYINT) END"
+    )
+
+
 def _keys(all_services: bool) -> tuple[tuple[str, str], ...]:
-    """The columns charges are summed per: an import of the whole bill keeps service and tags apart."""
+    """The columns charges are summed per: an import of the whole bill keeps service, tags and the
+    hour of hourly charges (but storage's) apart."""
     keys = (*_KEYS, (focus.BILLING_CURRENCY, "currency"))
     if all_services:
-        keys += ((focus.SERVICE_NAME, "service"), (IS_STORAGE, "is_storage"), (TAGS, "tags"))
+        keys += (
+            (focus.SERVICE_NAME, "service"),
+            (IS_STORAGE, "is_storage"),
+            (TAGS, "tags"),
+            ("__hour", "usage_hour"),
+        )
     return keys
 
 
@@ -347,7 +367,13 @@ def _keyed_cte(
         in_window = f"(__day >= DATE '{window.start}' AND __day < DATE '{window.end}')"
     return f"""
 WITH typed AS ({_typed_sql(normalised_sql, types)}),
-dated AS (SELECT *, CAST({quote(focus.CHARGE_PERIOD_START)} AS DATE) AS __day FROM typed),
+dated AS (
+  SELECT *, CAST({quote(focus.CHARGE_PERIOD_START)} AS DATE) AS __day,
+    -- storage is billed and reported per day (no task runs on a bucket by the hour)
+    CASE WHEN NOT {quote(IS_STORAGE)}
+      THEN {hour_sql(quote(focus.CHARGE_PERIOD_START), quote(focus.CHARGE_PERIOD_END))} END AS __hour
+  FROM typed
+),
 keyed AS (
   SELECT *,
     CASE WHEN __bad THEN '{MALFORMED}'
@@ -752,6 +778,7 @@ FROM parsed
             "day": "c.day",
         }
         if billing:
+            key["usage_hour"] = "c.usage_hour"
             key["service"] = fit("COALESCE(c.service, '')", "service")
         key |= {
             "resource_id": fit(resource, "resource_id"),
@@ -816,8 +843,10 @@ GROUP BY ALL
 """
         if not billing:
             return rows
+        # as `row_key`: an hourly row's day with its hour, a day-level row's key as it always was
+        moment = "CAST(day AS VARCHAR) || COALESCE('T' || lpad(CAST(usage_hour AS VARCHAR), 2, '0'), '')"
         digest = ", ".join(
-            ("CAST(day AS VARCHAR)", *(name for name in key if name != "day"), "COALESCE(tags, '')")
+            (moment, *(name for name in key if name not in ("day", "usage_hour")), "COALESCE(tags, '')")
         )
         # in key order: a database inserts them into its unique index of digests page by page
         return f"SELECT sha256(concat_ws(chr(31), {digest})) AS row_key, * FROM ({rows}) AS costs ORDER BY row_key"

@@ -25,7 +25,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         description="Match the billing rows imported by import-billing (and the warehouse metering imports) "
         "to the ledger lines of the same billing days: by the try's OpenLineage run id in job labels and "
         "tags, by the [cost_provider] billing_resources rules, and by resource (warehouse, workgroup, job, "
-        "cluster). Each billed resource and day is split over its lines; what they did not use is kept as "
+        "cluster). Each billed resource and day (and hour, where the bill has hours) is split over its lines; "
+        "what they did not use is kept as "
         "idle (reconcile_mode keep, the default) or shared out (spread). Re-running a period replaces its "
         "earlier result. OpenLineage events are not sent again.",
     )

@@ -8,7 +8,7 @@ import hashlib
 import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 
-SCHEMA_REVISION = "0009"  # the head migration; checked cheaply before Alembic is ever imported
+SCHEMA_REVISION = "0010"  # the head migration; checked cheaply before Alembic is ever imported
 VERSION_TABLE = "cost_provider_alembic_version"
 NANOS_PER_UNIT = 10**9
 
@@ -269,6 +269,8 @@ billing_costs = sa.Table(
     sa.Column("provider", sa.String(32), nullable=False),  # aws | gcp | azure | snowflake | databricks
     sa.Column("billing_account", sa.String(100), nullable=False),
     sa.Column("day", sa.Date, nullable=False),  # the billing day, UTC
+    # the UTC hour (0-23) of a row the source bills per hour (0010); NULL: the whole day
+    sa.Column("usage_hour", sa.SmallInteger),
     sa.Column("service", sa.String(100), nullable=False),  # '' if the data names none
     sa.Column("resource_id", sa.String(400), nullable=False),  # '' if none
     sa.Column("sku", sa.String(200), nullable=False),
@@ -297,14 +299,16 @@ billing_costs = sa.Table(
     sa.Index("ix_cost_billing_costs_tagged_run_id", "tagged_run_id"),
 )
 
-# One billed pool of one day as reconciled: a resource, a `billing_resources` rule's resources, or a
-# tagged try's charges; what it cost, what its lines got, and what stays idle or unattributed.
-# Resources no ledger line and no rule matched are kept too (`pool_kind` 'untouched').
+# One billed pool of one day (or one hour of it, where the bill has hours) as reconciled: a resource,
+# a `billing_resources` rule's resources, or a tagged try's charges; what it cost, what its lines got,
+# and what stays idle or unattributed. Resources no ledger line and no rule matched are kept too
+# (`pool_kind` 'untouched').
 reconciliations = sa.Table(
     "cost_reconciliations",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("day", sa.Date, nullable=False),
+    sa.Column("usage_hour", sa.SmallInteger),  # UTC hour 0-23 (0010); NULL: the whole day
     sa.Column("provider", sa.String(32), nullable=False),
     sa.Column("billing_account", sa.String(100), nullable=False),
     sa.Column("service", sa.String(100), nullable=False),

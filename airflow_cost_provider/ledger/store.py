@@ -889,6 +889,7 @@ _BILLING_COLUMNS = (
     "provider",
     "billing_account",
     "day",
+    "usage_hour",
     "service",
     "resource_id",
     "sku",

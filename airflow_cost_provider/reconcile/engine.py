@@ -164,6 +164,7 @@ def _load(con, engine: sa.Engine, window: Window) -> int:
         billing_costs.c.id,
         # raw: as the driver gives a date (text in SQLite), without a Python conversion per row
         sa.type_coerce(billing_costs.c.day, sa.String).label("day"),
+        billing_costs.c.usage_hour,
         billing_costs.c.provider,
         billing_costs.c.billing_account,
         billing_costs.c.service,
@@ -180,6 +181,7 @@ def _load(con, engine: sa.Engine, window: Window) -> int:
     billed_types = dict.fromkeys((c.name for c in billed_query.selected_columns), text) | {
         "id": big,
         "day": None,
+        "usage_hour": big,
         "amount_nanos": big,
         "list_nanos": big,
     }
@@ -192,33 +194,41 @@ def _load(con, engine: sa.Engine, window: Window) -> int:
     )
     databricks = lines.c.source == "databricks"
     update_id = sa.case((databricks, usage.c.attributes["update_id"].as_string()), else_=None)
-    lines_query = (
-        sa.select(
-            lines.c.id,
-            task_runs.c.ol_run_id,
-            lines.c.source,
-            # only where matching reads them: a million other lines' ids would cost memory
-            sa.case((lines.c.source.in_(list(matching.BILLED_ELSEWHERE)), lines.c.metric), else_=None),
-            usage.c.resource,
-            # Databricks run ids and BigQuery job ids are matched; other ids would only cost memory
-            sa.case((lines.c.source.in_(["databricks", "bigquery"]), usage.c.external_id), else_=None),
-            usage.c.quantity,
-            usage.c.unit,
-            attributed,
-            update_id,
-            lines.c.amount_nanos,
-            lines.c.currency,
-            sa.type_coerce(sa.func.coalesce(usage.c.start_time, task_runs.c.start_time), sa.String),
-            # a BigQuery job's reservation and slot-ms (JSON text, read in DuckDB)
-            sa.case((lines.c.source == "bigquery", sa.cast(usage.c.attributes, sa.Text))),
-        )
-        .select_from(
-            task_runs.join(lines, lines.c.task_run_id == task_runs.c.id).join(
-                usage, usage.c.id == lines.c.usage_id
+    # the end of the usage, else of the try whose times it took (a usage with a start and no end is
+    # an instant): what an hourly bill's hours are matched on, read only when the bill has hours
+    usage_end = sa.case((usage.c.start_time.is_(None), task_runs.c.end_time), else_=usage.c.end_time)
+
+    def lines_query(hourly: bool) -> sa.Select:
+        ended = sa.type_coerce(usage_end if hourly else sa.null(), sa.String)
+        return (
+            sa.select(
+                lines.c.id,
+                task_runs.c.ol_run_id,
+                lines.c.source,
+                # only where matching reads them: a million other lines' ids would cost memory
+                sa.case((lines.c.source.in_(list(matching.BILLED_ELSEWHERE)), lines.c.metric), else_=None),
+                usage.c.resource,
+                # Databricks run ids and BigQuery job ids are matched; other ids would only cost memory
+                sa.case((lines.c.source.in_(["databricks", "bigquery"]), usage.c.external_id), else_=None),
+                usage.c.quantity,
+                usage.c.unit,
+                attributed,
+                update_id,
+                lines.c.amount_nanos,
+                lines.c.currency,
+                sa.type_coerce(sa.func.coalesce(usage.c.start_time, task_runs.c.start_time), sa.String),
+                ended.label("ended"),
+                # a BigQuery job's reservation and slot-ms (JSON text, read in DuckDB)
+                sa.case((lines.c.source == "bigquery", sa.cast(usage.c.attributes, sa.Text))),
             )
+            .select_from(
+                task_runs.join(lines, lines.c.task_run_id == task_runs.c.id).join(
+                    usage, usage.c.id == lines.c.usage_id
+                )
+            )
+            .where(task_runs.c.end_time >= start, task_runs.c.end_time < end)
         )
-        .where(task_runs.c.end_time >= start, task_runs.c.end_time < end)
-    )
+
     line_types = {
         "line_id": big,
         "ol_run_id": text,
@@ -233,6 +243,7 @@ def _load(con, engine: sa.Engine, window: Window) -> int:
         "est": big,
         "currency": text,
         "started": None,
+        "ended": None,
         "attributes": text,
     }
     # stored as naive UTC by every dialect: DuckDB's TIMESTAMP is the same
@@ -244,20 +255,24 @@ def _load(con, engine: sa.Engine, window: Window) -> int:
         stream_into(
             con,
             conn,
-            lines_query,
+            lines_query(_has_hours(con, "billed_input")),
             "lines_input",
             line_types,
-            "* REPLACE (CAST(started AS TIMESTAMP) AS started)",
+            "* REPLACE (CAST(started AS TIMESTAMP) AS started, CAST(ended AS TIMESTAMP) AS ended)",
         )
     return billed
+
+
+def _has_hours(con, table: str) -> bool:
+    return con.execute(f"SELECT EXISTS (SELECT 1 FROM {table} WHERE usage_hour IS NOT NULL)").fetchall()[0][0]
 
 
 def _spread_cloud_services_adjustment(con) -> None:
     """In billed_input: Snowflake bills cloud services only above 10 % of a day's compute
     and books the rest as one negative credit on the account (no warehouse): split it over the
-    warehouses of that day by their cloud services credits, with cumulative rounding, so each warehouse
-    shows what it was billed and the pieces add up to the credit exactly. A day whose warehouses used
-    no cloud services keeps the credit on the account."""
+    warehouses of that day (and their hours, where metered per hour) by their cloud services credits,
+    with cumulative rounding, so each warehouse-hour shows what it was billed and the pieces add up to
+    the credit exactly. A day whose warehouses used no cloud services keeps the credit on the account."""
     from airflow_cost_provider.billing.snowflake_metering import CLOUD_SERVICES, PROVIDER
 
     adjustment = f"provider = '{PROVIDER}' AND COALESCE(resource_id, '') = '' AND sku = '{CLOUD_SERVICES}'"
@@ -265,17 +280,19 @@ def _spread_cloud_services_adjustment(con) -> None:
 CREATE TEMP TABLE adjustment_pieces AS
 WITH adjustments AS (SELECT * FROM billed_input WHERE {adjustment}),
 services AS (
-  SELECT day, provider, billing_account, currency, resource_id, sum(CAST(quantity AS DOUBLE)) AS credits
+  SELECT day, provider, billing_account, currency, resource_id, usage_hour AS hour,
+    sum(CAST(quantity AS DOUBLE)) AS credits
   FROM billed_input
   WHERE provider = '{PROVIDER}' AND COALESCE(resource_id, '') <> '' AND sku = '{CLOUD_SERVICES}'
   GROUP BY ALL HAVING sum(CAST(quantity AS DOUBLE)) > 0
 ),
 shares AS (
-  SELECT a.*, s.resource_id AS warehouse,
-    sum(s.credits) OVER (PARTITION BY a.id ORDER BY s.resource_id ROWS UNBOUNDED PRECEDING)
+  SELECT a.*, s.resource_id AS warehouse, s.hour AS piece_hour,
+    sum(s.credits) OVER (PARTITION BY a.id ORDER BY s.resource_id, s.hour ROWS UNBOUNDED PRECEDING)
       / sum(s.credits) OVER (PARTITION BY a.id) AS upto,
     s.credits / sum(s.credits) OVER (PARTITION BY a.id) AS share,
-    row_number() OVER (PARTITION BY a.id ORDER BY s.resource_id) = count(*) OVER (PARTITION BY a.id) AS last
+    row_number() OVER (PARTITION BY a.id ORDER BY s.resource_id, s.hour) = count(*) OVER (PARTITION BY a.id)
+      AS last
   FROM adjustments AS a JOIN services AS s USING (day, provider, billing_account, currency)
 ),
 ends AS (
@@ -286,10 +303,11 @@ ends AS (
          ELSE CAST(round(CAST(list_nanos AS DOUBLE) * upto) AS BIGINT) END AS list_upto
   FROM shares
 )
-SELECT * EXCLUDE (warehouse, upto, share, last, amount_upto, list_upto) REPLACE (
-  warehouse AS resource_id,
-  amount_upto - COALESCE(lag(amount_upto) OVER (PARTITION BY id ORDER BY warehouse), 0) AS amount_nanos,
-  list_upto - COALESCE(lag(list_upto) OVER (PARTITION BY id ORDER BY warehouse), 0) AS list_nanos,
+SELECT * EXCLUDE (warehouse, piece_hour, upto, share, last, amount_upto, list_upto) REPLACE (
+  warehouse AS resource_id, piece_hour AS usage_hour,
+  amount_upto - COALESCE(lag(amount_upto) OVER (PARTITION BY id ORDER BY warehouse, piece_hour), 0)
+    AS amount_nanos,
+  list_upto - COALESCE(lag(list_upto) OVER (PARTITION BY id ORDER BY warehouse, piece_hour), 0) AS list_nanos,
   CAST(CAST(quantity AS DOUBLE) * share AS VARCHAR) AS quantity)
 FROM ends
 """)
@@ -460,7 +478,8 @@ SELECT l.line_id, l.ol_run_id, l.source, l.resource, l.est, l.currency,
     AS run,
   -- the credits the platform attributed to the query, where imported, else the line's own usage
   l.attributed IS NOT NULL AS attributed,
-  u.dimension, CAST(COALESCE(l.attributed, l.quantity) AS DOUBLE) * u.factor AS base_quantity
+  u.dimension, CAST(COALESCE(l.attributed, l.quantity) AS DOUBLE) * u.factor AS base_quantity,
+  l.started, l.ended
 FROM lines_input AS l
 LEFT JOIN units AS u ON u.unit = CASE WHEN l.attributed IS NOT NULL THEN 'credit' ELSE l.unit END
 WHERE l.line_id NOT IN (SELECT line_id FROM reservation_use)
@@ -472,7 +491,7 @@ SELECT l.line_id, l.ol_run_id, l.source, l.resource,
   l.currency, r.day, '{RESERVATION}' AS kind, 'gcp' AS provider, r.name,
   {f"CASE {rule_of_line} END" if rules else "NULL::VARCHAR"} AS rule,
   NULL::VARCHAR AS run, FALSE AS attributed,
-  'slot_time' AS dimension, r.base_quantity
+  'slot_time' AS dimension, r.base_quantity, l.started, l.ended
 FROM reservation_use AS r JOIN lines_input AS l USING (line_id)
 """)
     _drop(con, "lines_input", "reservation_use", "job_slots")
@@ -484,27 +503,40 @@ WHERE kind IS NOT NULL AND name IS NOT NULL AND CAST(day AS DATE) >= DATE '{wind
 """)
     # the platform runs (a Databricks job run or pipeline update) some line of the window measured
     con.execute("CREATE TEMP TABLE runs AS SELECT DISTINCT provider, run FROM used WHERE run IS NOT NULL")
-    con.execute("""
+    # a pool is per hour where all its rows of the day are hourly; a pool of a try or a run is per
+    # day (the bill names who used it: the hour adds nothing), and so is a reservation's (its jobs'
+    # slot time is known per day)
+    whole_days = "" if _has_hours(con, "billed") else "WHEN true THEN NULL"
+    con.execute(f"""
 CREATE TEMP TABLE pooled AS
-SELECT b.* EXCLUDE (run),
-  CASE WHEN b.tagged_run_id IS NOT NULL THEN 'try'
-       WHEN len(b.rules) = 1 THEN 'rule'
-       WHEN r.run IS NOT NULL THEN 'run'
-       WHEN t.kind IS NOT NULL THEN 'resource'
-       ELSE 'untouched' END AS pool_kind,
-  CASE WHEN b.tagged_run_id IS NOT NULL THEN b.tagged_run_id
-       WHEN len(b.rules) = 1 THEN 'rule:' || b.rules[1]
-       WHEN r.run IS NOT NULL THEN r.run
-       ELSE b.resource_id END AS pool
-FROM billed AS b LEFT JOIN touched AS t ON t.kind = b.kind AND t.name = b.name
-LEFT JOIN runs AS r ON r.provider = b.provider AND r.run = b.run
+WITH kinded AS (
+  SELECT b.* EXCLUDE (run),
+    CASE WHEN b.tagged_run_id IS NOT NULL THEN 'try'
+         WHEN len(b.rules) = 1 THEN 'rule'
+         WHEN r.run IS NOT NULL THEN 'run'
+         WHEN t.kind IS NOT NULL THEN 'resource'
+         ELSE 'untouched' END AS pool_kind,
+    CASE WHEN b.tagged_run_id IS NOT NULL THEN b.tagged_run_id
+         WHEN len(b.rules) = 1 THEN 'rule:' || b.rules[1]
+         WHEN r.run IS NOT NULL THEN r.run
+         ELSE b.resource_id END AS pool
+  FROM billed AS b LEFT JOIN touched AS t ON t.kind = b.kind AND t.name = b.name
+  LEFT JOIN runs AS r ON r.provider = b.provider AND r.run = b.run
+)
+SELECT * REPLACE (
+  CASE WHEN pool_kind IN ('try', 'run') OR kind IS NOT DISTINCT FROM '{RESERVATION}' THEN NULL {whole_days}
+       WHEN bool_or(usage_hour IS NULL)
+         OVER (PARTITION BY day, provider, billing_account, currency, pool_kind, pool) THEN NULL
+       ELSE usage_hour END AS usage_hour)
+FROM kinded
 """)
     _drop(con, "billed", "touched", "runs")
     rule_sources = " ".join(f"WHEN {_sql_text(rule.pool)} THEN {_sql_text(rule.source)}" for rule in rules)
     con.execute(f"""
 CREATE TEMP TABLE pools AS
-SELECT row_number() OVER (ORDER BY day, provider, billing_account, currency, pool_kind, pool) AS pool_id,
-  day, provider, billing_account, currency, pool_kind, pool,
+SELECT row_number() OVER (ORDER BY day, usage_hour, provider, billing_account, currency, pool_kind, pool)
+    AS pool_id,
+  day, usage_hour, provider, billing_account, currency, pool_kind, pool,
   min(service) AS service, any_value(kind) AS kind, any_value(name) AS name,
   {f"CASE WHEN pool_kind = 'rule' THEN CASE pool {rule_sources} END END" if rules else "NULL::VARCHAR"} AS rule_source,
   sum(amount_nanos)::HUGEINT AS billed_nanos,
@@ -512,10 +544,12 @@ SELECT row_number() OVER (ORDER BY day, provider, billing_account, currency, poo
   CASE WHEN count(DISTINCT dimension) = 1 THEN any_value(dimension) END AS dimension,
   sum(base_quantity) FILTER (WHERE base_quantity IS NOT NULL) AS capacity,
   list(id ORDER BY id) AS billing_cost_ids
-FROM pooled GROUP BY day, provider, billing_account, currency, pool_kind, pool
+FROM pooled GROUP BY day, usage_hour, provider, billing_account, currency, pool_kind, pool
 """)
     _drop(con, "pooled")
-    # ---- lines into pools: tags first, then rules, then resources
+    _hour_pieces(con, window)
+    # ---- lines into pools: tags first, then rules, then resources; a day's pool takes the lines
+    # that started that day, an hour's pool the lines' pieces of that hour
     con.execute(f"""
 CREATE TEMP TABLE members AS
 WITH by_tags AS (
@@ -533,18 +567,33 @@ by_run AS (
 named AS (SELECT line_id FROM tagged UNION SELECT line_id FROM by_run),
 by_rule AS (
   SELECT p.pool_id, u.* FROM pools AS p
-  JOIN used AS u ON p.pool_kind = 'rule' AND p.pool = 'rule:' || u.rule AND u.day = p.day
+  JOIN used AS u ON p.pool_kind = 'rule' AND p.usage_hour IS NULL AND p.pool = 'rule:' || u.rule
+    AND u.day = p.day
   WHERE u.line_id NOT IN (SELECT line_id FROM named)
 ),
 by_resource AS (
   SELECT p.pool_id, u.* FROM pools AS p
-  JOIN used AS u ON p.pool_kind = 'resource' AND u.kind = p.kind AND u.name = p.name AND u.day = p.day
+  JOIN used AS u ON p.pool_kind = 'resource' AND p.usage_hour IS NULL AND u.kind = p.kind AND u.name = p.name
+    AND u.day = p.day
+  WHERE u.rule IS NULL AND u.line_id NOT IN (SELECT line_id FROM named)
+),
+by_rule_hour AS (
+  SELECT p.pool_id, u.* EXCLUDE (hour) FROM pools AS p
+  JOIN used_hours AS u ON p.pool_kind = 'rule' AND p.pool = 'rule:' || u.rule AND u.day = p.day
+    AND u.hour = p.usage_hour
+  WHERE u.line_id NOT IN (SELECT line_id FROM named)
+),
+by_resource_hour AS (
+  SELECT p.pool_id, u.* EXCLUDE (hour) FROM pools AS p
+  JOIN used_hours AS u ON p.pool_kind = 'resource' AND u.kind = p.kind AND u.name = p.name AND u.day = p.day
+    AND u.hour = p.usage_hour
   WHERE u.rule IS NULL AND u.line_id NOT IN (SELECT line_id FROM named)
 )
 SELECT * FROM by_tags UNION ALL SELECT * FROM by_run UNION ALL SELECT * FROM by_rule
-UNION ALL SELECT * FROM by_resource
+UNION ALL SELECT * FROM by_resource UNION ALL SELECT * FROM by_rule_hour
+UNION ALL SELECT * FROM by_resource_hour
 """)
-    _drop(con, "used")
+    _drop(con, "used", "used_hours")
     wrong = con.execute("""
 SELECT p.pool, p.day, p.currency, m.currency, m.source, count(*) FROM members AS m JOIN pools AS p USING (pool_id)
 WHERE m.currency IS NOT NULL AND m.currency <> p.currency
@@ -629,6 +678,57 @@ SELECT pool_id, line_id,
 FROM ends
 """)
     _drop(con, "members")
+
+
+def _hour_pieces(con, window: Window) -> None:
+    """`used_hours`: the lines that can join a pool billed per hour, one piece per UTC hour of the
+    window their usage overlapped (its start to its end; a usage without times takes its try's, one
+    with a start and no end is an instant in the hour it started), each with the share of the line's
+    usage and estimate the time it spent in that hour is of all its time. A piece's estimate is the
+    rounded estimate up to the hour's end less that up to its start, so the pieces add up to it."""
+    first = f"TIMESTAMP '{window.since} 00:00:00'"
+    last = f"TIMESTAMP '{window.until} 00:00:00' - INTERVAL 1 MICROSECOND"
+    con.execute(f"""
+CREATE TEMP TABLE used_hours AS
+WITH hourly_resources AS (
+  SELECT DISTINCT kind, name FROM pools WHERE pool_kind = 'resource' AND usage_hour IS NOT NULL
+),
+hourly_rules AS (SELECT DISTINCT pool FROM pools WHERE pool_kind = 'rule' AND usage_hour IS NOT NULL),
+candidates AS (
+  SELECT u.* FROM used AS u SEMI JOIN hourly_resources AS h ON h.kind = u.kind AND h.name = u.name
+  WHERE u.rule IS NULL
+  UNION ALL
+  SELECT u.* FROM used AS u SEMI JOIN hourly_rules AS h ON h.pool = 'rule:' || u.rule
+),
+spans AS (
+  SELECT *, greatest(COALESCE(ended, started), started) AS finish FROM candidates
+),
+hours AS (
+  -- only the window's hours: no pool is outside it
+  SELECT *, unnest(generate_series(greatest(date_trunc('hour', started), {first}),
+      least(CASE WHEN finish > started THEN finish - INTERVAL 1 MICROSECOND ELSE started END, {last}),
+      INTERVAL 1 HOUR)) AS hour_start
+  FROM spans
+),
+bounds AS (
+  SELECT *,
+    CASE WHEN finish > started
+      THEN CAST(epoch_us(greatest(started, hour_start)) - epoch_us(started) AS DOUBLE)
+        / CAST(epoch_us(finish) - epoch_us(started) AS DOUBLE)
+      ELSE 0.0 END AS since_share,
+    CASE WHEN finish > started
+      THEN CAST(epoch_us(least(finish, hour_start + INTERVAL 1 HOUR)) - epoch_us(started) AS DOUBLE)
+        / CAST(epoch_us(finish) - epoch_us(started) AS DOUBLE)
+      ELSE 1.0 END AS until_share
+  FROM hours
+)
+SELECT * EXCLUDE (finish, hour_start, since_share, until_share) REPLACE (
+  CAST(round(est * until_share) AS BIGINT) - CAST(round(est * since_share) AS BIGINT) AS est,
+  base_quantity * (until_share - since_share) AS base_quantity,
+  CAST(hour_start AS DATE) AS day),
+  CAST(hour(hour_start) AS TINYINT) AS hour
+FROM bounds
+""")
 
 
 def _drop(con, *tables: str) -> None:

@@ -21,6 +21,7 @@ _DAILY_BATCH = 10_000  # daily total keys per statement
 
 _POOL_TABLE_COLUMNS = (
     "day",
+    "usage_hour",
     "provider",
     "billing_account",
     "service",
@@ -122,6 +123,7 @@ def write(engine: sa.Engine, result: Reconciliation, now: dt.datetime | None = N
             sa.select(
                 reconciliations.c.id,
                 sa.type_coerce(reconciliations.c.day, sa.String).label("day"),
+                reconciliations.c.usage_hour,
                 reconciliations.c.provider,
                 reconciliations.c.billing_account,
                 reconciliations.c.currency,
@@ -132,6 +134,7 @@ def write(engine: sa.Engine, result: Reconciliation, now: dt.datetime | None = N
             {
                 "id": _INT,
                 "day": None,
+                "usage_hour": _INT,
                 "provider": _TEXT,
                 "billing_account": _TEXT,
                 "currency": _TEXT,
@@ -143,7 +146,8 @@ def write(engine: sa.Engine, result: Reconciliation, now: dt.datetime | None = N
             """
 SELECT l.line_id, w.id, l.amount_nanos::BIGINT
 FROM line_results AS l JOIN pool_results AS p USING (pool_id)
-JOIN written AS w ON CAST(w.day AS DATE) = p.day AND w.provider = p.provider
+JOIN written AS w ON CAST(w.day AS DATE) = p.day AND w.usage_hour IS NOT DISTINCT FROM p.usage_hour
+  AND w.provider = p.provider
   AND w.billing_account = p.billing_account AND w.currency = p.currency AND w.pool_kind = p.pool_kind
   AND w.pool = COALESCE(p.pool, '')
 """
@@ -249,8 +253,8 @@ def _insert_pools(conn, con, now: dt.datetime) -> None:
     day = "strftime(day, '%Y-%m-%d')" if sqlite else "day"
     pools = con.execute(
         f"""
-SELECT {day}, provider, billing_account, COALESCE(service, ''), currency, COALESCE(pool, ''), pool_kind,
-  source, mode, basis, billed_nanos::BIGINT, attributed_nanos::BIGINT,
+SELECT {day}, usage_hour::INTEGER, provider, billing_account, COALESCE(service, ''), currency,
+  COALESCE(pool, ''), pool_kind, source, mode, basis, billed_nanos::BIGINT, attributed_nanos::BIGINT,
   (billed_nanos - attributed_nanos)::BIGINT, estimated_nanos::BIGINT, lines,
   CASE WHEN lines > 0 THEN used_share END, to_json(billing_cost_ids)::VARCHAR
 FROM pool_results ORDER BY pool_id
@@ -262,7 +266,7 @@ FROM pool_results ORDER BY pool_id
         f"VALUES ({', '.join('?' * len(_POOL_TABLE_COLUMNS))})"
     )
     while batch := pools.fetchmany(20_000):
-        _executemany(conn, statement, [(*row[:15], _share_text(row[15]), row[16], stamp) for row in batch])
+        _executemany(conn, statement, [(*row[:16], _share_text(row[16]), row[17], stamp) for row in batch])
 
 
 def _day(value) -> dt.date:

@@ -83,8 +83,10 @@ def priced_line(
     currency: str = "USD",
     external_id: str | None = None,
     attributes: dict | None = None,
+    until: dt.datetime | None = None,
 ):
-    """A cost line of a usage started at `at`, priced at list price (amount / quantity per unit)."""
+    """A cost line of a usage started at `at` (and ended `until`, else an instant), priced at list
+    price (amount / quantity per unit)."""
     from airflow_cost_provider.pricing import CostLine, Price, Usage
 
     usage = Usage(
@@ -95,6 +97,7 @@ def priced_line(
         resource=resource,
         external_id=external_id,
         start_time=at,
+        end_time=until,
         attributes=attributes or {},
     )
     price = Price(source, metric, unit, Decimal(amount) / Decimal(quantity), currency, "v")

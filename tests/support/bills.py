@@ -89,16 +89,19 @@ def charge(
     tags: dict[str, str] | None = None,
     sku: str = "usage",
     currency: str = "USD",
+    period: dt.timedelta = dt.timedelta(days=1),
+    category: str = "Usage",
 ) -> dict[str, str]:
-    """One FOCUS row of a day's charge, billed at list price."""
+    """One FOCUS row of a day's charge (or of `period` from `day`, a date or a date and time), billed
+    at list price."""
     start = dt.datetime.fromisoformat(day).replace(tzinfo=dt.timezone.utc)
     amount = str(cost.quantize(Decimal("1e-12")))
     return {
         "BilledCost": amount,
         "BillingAccountId": "123456789012" if provider == "AWS" else "billing-account-1",
         "BillingCurrency": currency,
-        "ChargeCategory": "Usage",
-        "ChargePeriodEnd": (start + dt.timedelta(days=1)).isoformat().replace("+00:00", "Z"),
+        "ChargeCategory": category,
+        "ChargePeriodEnd": (start + period).isoformat().replace("+00:00", "Z"),
         "ChargePeriodStart": start.isoformat().replace("+00:00", "Z"),
         "ConsumedQuantity": "" if quantity is None else str(quantity),
         "ConsumedUnit": unit,

@@ -286,7 +286,8 @@ def test_daily_totals_stay_exact_when_a_try_is_replaced(ledger_url):
     assert daily_totals(ledger_url)[(day, "sales", "load", "", "marketing", "postgres", "")] == (0, 3, 3)
 
 
-def migrate_to(url: str, revision: str) -> None:
+def migrate_to(url: str, revision: str, down: bool = False) -> None:
+    """Upgrade the ledger to `revision` (`down`: downgrade it)."""
     from pathlib import Path
 
     from alembic import command
@@ -298,7 +299,7 @@ def migrate_to(url: str, revision: str) -> None:
     try:
         with engine.begin() as conn:
             config.attributes["connection"] = conn
-            command.upgrade(config, revision)
+            (command.downgrade if down else command.upgrade)(config, revision)
     finally:
         engine.dispose()
 
@@ -363,7 +364,7 @@ def test_migrating_a_0003_ledger_keeps_old_rows_as_none_and_backfills_exact_dail
     engine.dispose()
 
     engine = store.open_existing(ledger_url)  # what a report or a worker does with an older ledger
-    assert store.schema_revision(engine) == SCHEMA_REVISION == "0009"
+    assert store.schema_revision(engine) == SCHEMA_REVISION == "0010"
     day, next_day = dt.date(2026, 11, 20), dt.date(2026, 11, 21)
     assert daily_totals(ledger_url) == {
         (day, "sales", "extract", "", "", "athena", "USD"): (big + 123456789, 2, 0),

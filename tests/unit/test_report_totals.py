@@ -369,7 +369,7 @@ def test_a_ledger_migrated_to_0009_reports_as_before(ledger_url, no_rules, monke
     assert "cost_daily_unpriced" not in sa.inspect(engine).get_table_names()
     store.dispose_engines()
     engine = store.get_engine(ledger_url)  # migrates to head
-    assert store.schema_revision(engine) == "0009"
+    assert store.schema_revision(engine) == "0010"
     assert _kept_totals(engine) == expected
     since, until = FIRST, FIRST + DAYS * DAY
     found = report.cost_report(engine, "dag,source", since, until)

@@ -1,5 +1,5 @@
 """Databricks billable usage through the SQL Statement Execution API of a fake workspace on 127.0.0.1
-that runs the statement on synthetic `system.billing.usage` and `list_prices` tables: sums per day,
+that runs the statement on synthetic `system.billing.usage` and `list_prices` tables: sums per hour,
 SKU and resource priced at the list price in effect, custom tags and the job run id kept, the result
 read over polls and chunks, and each failure one message."""
 
@@ -78,9 +78,9 @@ def fetch_rows(**kwargs):
     return databricks_usage.fetch_rows(WINDOW, databricks_conn_id=CONN_ID, client=client(), **kwargs)
 
 
-def test_usage_is_summed_per_day_sku_and_resource_at_the_list_price_in_effect(api):
+def test_usage_is_summed_per_hour_sku_and_resource_at_the_list_price_in_effect(api):
     rows = fetch_rows()
-    day = lambda text: dt.datetime.fromisoformat(f"{text}T00:00:00+00:00")  # noqa: E731
+    hour = lambda text: dt.datetime.fromisoformat(f"{text}:00:00+00:00")  # noqa: E731
     got = [
         (
             r.ChargePeriodStart,
@@ -92,14 +92,17 @@ def test_usage_is_summed_per_day_sku_and_resource_at_the_list_price_in_effect(ap
         + (r.BilledCost, r.ListCost, r.BillingCurrency, None if r.Tags is None else json.loads(r.Tags))
         for r in rows
     ]
-    one_day = dt.timedelta(days=1)
+    # the table's records are hourly: each keeps its UTC hour
+    one_hour = dt.timedelta(hours=1)
     assert got == [
-        (day("2026-11-02"), one_day, "0412-cl1", "PREMIUM_JOBS_COMPUTE", Decimal("2.0"))
-        + (Decimal("2.0") * Decimal("0.15"), Decimal("0.30"), "USD", {**OURS, "job_run_id": "9001"}),
-        (day("2026-11-02"), one_day, WAREHOUSE, "PREMIUM_SQL_PRO_COMPUTE", Decimal("3.5"))
+        (hour("2026-11-02T04"), one_hour, "0412-cl1", "PREMIUM_JOBS_COMPUTE", Decimal("1.25"))
+        + (Decimal("0.1875"), Decimal("0.1875"), "USD", {**OURS, "job_run_id": "9001"}),
+        (hour("2026-11-02T05"), one_hour, "0412-cl1", "PREMIUM_JOBS_COMPUTE", Decimal("0.75"))
+        + (Decimal("0.1125"), Decimal("0.1125"), "USD", {**OURS, "job_run_id": "9001"}),
+        (hour("2026-11-02T09"), one_hour, WAREHOUSE, "PREMIUM_SQL_PRO_COMPUTE", Decimal("3.5"))
         + (Decimal("1.925"), Decimal("1.925"), "USD", None),
         # a serverless job: no cluster, no warehouse; the new price; every decimal kept
-        (day("2026-11-03"), one_day, "772", "PREMIUM_JOBS_COMPUTE", Decimal("1.000000000000000001"))
+        (hour("2026-11-03T02"), one_hour, "772", "PREMIUM_JOBS_COMPUTE", Decimal("1.000000000000000001"))
         + (
             Decimal("0.2000000000000000002"),
             Decimal("0.2000000000000000002"),
@@ -127,6 +130,7 @@ def test_the_request_is_one_parameterised_statement_polled_and_read_in_chunks(ap
     assert [r.path for r in api.requests if r.method == "GET"] == [
         f"/api/2.0/sql/statements/{statement_id}",
         f"/api/2.0/sql/statements/{statement_id}/result/chunks/1",
+        f"/api/2.0/sql/statements/{statement_id}/result/chunks/2",
     ]
 
 
@@ -176,21 +180,22 @@ def test_a_connection_without_a_warehouse_needs_one(api, monkeypatch):
     monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps(api.connection()))
     with pytest.raises(BillingSourceError, match="names no SQL warehouse: pass warehouse_id"):
         fetch_rows()
-    assert len(fetch_rows(warehouse_id=WAREHOUSE)) == 3
+    assert len(fetch_rows(warehouse_id=WAREHOUSE)) == 4
 
 
 def test_the_rows_import_and_save_into_a_sqlite_ledger(api, tmp_path):
     assert registry.source_provider("databricks-usage") == "databricks"
     collected = databricks_usage.fetch(WINDOW, databricks_conn_id=CONN_ID, client=client())
-    assert (collected.source, collected.window, collected.rows_read) == ("databricks-usage", WINDOW, 3)
+    assert (collected.source, collected.window, collected.rows_read) == ("databricks-usage", WINDOW, 4)
     engine = store.get_engine(f"sqlite:///{tmp_path / 'ledger.db'}")
     summary = importer.save(engine, collected, replace_days=True)
-    assert (summary.source, summary.rows_read) == ("databricks-usage", 3)
+    assert (summary.source, summary.rows_read) == ("databricks-usage", 4)
 
 
 def test_the_usage_reconciles_to_the_job_run_by_its_tags_and_to_the_warehouse_queries(api, tmp_path):
-    """The job run billed under its try's run id is all that try's; the SQL warehouse's DBU on
-    2026-11-02 are shared by quantity (a query used 1.75 of its 3.5 DBU); every billed dollar is in a pool."""
+    """The job run billed under its try's run id (at 04:00 and 05:00) is all that try's; the SQL
+    warehouse's DBU of 09:00 on 2026-11-02 are shared by quantity (a query at 09:15 used 1.75 of its 3.5
+    DBU); every billed dollar is in a pool."""
 
     import sqlalchemy as sa
 
@@ -201,18 +206,19 @@ def test_the_usage_reconciles_to_the_job_run_by_its_tags_and_to_the_warehouse_qu
     importer.save(
         engine, databricks_usage.fetch(WINDOW, databricks_conn_id=CONN_ID, client=client()), replace_days=True
     )
-    at = dt.datetime(2026, 11, 2, 4, 30, tzinfo=dt.timezone.utc)
     used = {
-        "transform": ("databricks", "2", "DBU", "0.30", "0412-cl1", RUN_ID),
-        "query": ("databricks", "1.75", "DBU", "0.9625", WAREHOUSE, None),
+        "transform": ("databricks", "2", "DBU", "0.30", "0412-cl1", RUN_ID, 4, 30),
+        "query": ("databricks", "1.75", "DBU", "0.9625", WAREHOUSE, None, 9, 15),
     }
-    for task, (source, quantity, unit, amount, resource, run_id) in used.items():
+    for task, (source, quantity, unit, amount, resource, run_id, *time) in used.items():
+        at = dt.datetime(2026, 11, 2, *time, tzinfo=dt.timezone.utc)
         line = priced_line(source, quantity, unit, amount, resource, at, "dbu")
         store_try(engine, "etl", task, [line], ol_run_id=run_id, start=at, minutes=30)
     reconcile_window(engine, WINDOW.start, WINDOW.end)
     with engine.connect() as conn:
         billed = conn.execute(sa.select(sa.func.sum(billing_costs.c.amount_nanos))).scalar()
         pools = {row.pool: row for row in conn.execute(sa.select(reconciliations))}
+        hours = {(row.pool, row.usage_hour) for row in conn.execute(sa.select(reconciliations))}
         found = dict(
             conn.execute(
                 sa.select(task_runs.c.task_id, lines.c.reconciled_nanos).join(
@@ -225,6 +231,8 @@ def test_the_usage_reconciles_to_the_job_run_by_its_tags_and_to_the_warehouse_qu
         pool.attributed_nanos + pool.unattributed_nanos == pool.billed_nanos for pool in pools.values()
     )
     assert (pools[RUN_ID].basis, pools[WAREHOUSE].basis) == ("tags", "quantity")
+    # the try's pool is its day's (the bill names the try); the warehouse's is its hour's
+    assert {(RUN_ID, None), (WAREHOUSE, 9)} <= hours
     assert found == {"transform": 300_000_000, "query": 962_500_000}
     assert pools[WAREHOUSE].unattributed_nanos == 962_500_000
 

@@ -109,6 +109,7 @@ def test_every_service_is_kept_with_its_tags_and_adds_up_to_the_file(tmp_path, n
                 row.usage_class,
                 row.currency,
                 row.tags,
+                row.usage_hour,
             )
     assert len({c.row_key for c in collected.billing_costs}) == len(collected.billing_costs)
     # the storage rows are exactly what a storage import gives

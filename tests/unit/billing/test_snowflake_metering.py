@@ -231,9 +231,10 @@ def test_the_rows_import_and_save_into_a_sqlite_ledger(snowflake, tmp_path):
 
 
 def test_the_metered_bill_reconciles_to_the_warehouse_queries_of_the_ledger(snowflake, tmp_path):
-    """Metering imported, then reconciled against two tries' queries on WH_ETL on 2026-11-02 (2 of the
-    4.3 credits it metered that day): every billed row of the window is in a pool, attributed +
-    unattributed = billed for each, and the lines get their share of the warehouse's bill."""
+    """Metering imported, then reconciled against two tries' queries on WH_ETL at 04:10 on 2026-11-02:
+    the bill is per hour, so they share the 04:00 hour (1.8 credits metered, less its piece of the
+    cloud services credit), all of it, as they claim 2 credits; 05:00 (2.5 credits) stays idle. Every
+    billed row of the window is in a pool, attributed + unattributed = billed for each."""
     import sqlalchemy as sa
 
     from airflow_cost_provider.ledger.schema import billing_costs, lines, reconciliations
@@ -258,10 +259,18 @@ def test_the_metered_bill_reconciles_to_the_warehouse_queries_of_the_ledger(snow
     assert sum(pool["billed_nanos"] for pool in pools) == billed  # every dollar in a pool
     for pool in pools:
         assert pool["attributed_nanos"] + pool["unattributed_nanos"] == pool["billed_nanos"]
-    (warehouse,) = [p for p in pools if p["pool"] == "WH_ETL" and p["day"] == dt.date(2026, 11, 2)]
-    assert warehouse["basis"] == "quantity" and Decimal(warehouse["used_share"]) == (
-        Decimal(2) / Decimal("4.3")
-    ).quantize(Decimal("1e-9"))
+    hours = {p["usage_hour"]: p for p in pools if p["pool"] == "WH_ETL" and p["day"] == dt.date(2026, 11, 2)}
+    assert sorted(hours) == [4, 5]
+    warehouse, idle = hours[4], hours[5]
+    # the day's -0.4 credits of cloud services split by cloud services credits: WH_BI's 10:00 (0.1)
+    # first, then WH_ETL's 04:00 (0.3) and 05:00 (0.5), cumulatively rounded
+    credit = Decimal("-0.4") * price * 10**9
+    at_four = round(credit * 4 / 9) - round(credit / 9)
+    assert warehouse["billed_nanos"] == Decimal("1.8") * price * 10**9 + at_four
+    assert (warehouse["basis"], warehouse["used_share"]) == ("quantity", "1")
+    assert warehouse["attributed_nanos"] == warehouse["billed_nanos"]
+    assert (idle["basis"], idle["lines"], idle["attributed_nanos"]) == ("none", 0, 0)
+    assert idle["unattributed_nanos"] == Decimal("2.5") * price * 10**9 + (credit - round(credit * 4 / 9))
     assert sum(shares.values()) == warehouse["attributed_nanos"]
     assert len(shares) == 2 and None not in shares.values()  # both lines reconciled
     assert shares[int(Decimal("1.5") * price * 10**9)] == round(
@@ -274,10 +283,11 @@ def test_attributed_credits_weigh_the_lines_and_the_cloud_services_credit_goes_t
 ):
     """QUERY_ATTRIBUTION_HISTORY gives `load`'s query 1.2 credits (estimated 1.5); `merge`'s query was
     too short to be in it and keeps its estimated 0.5. The import keeps the credits on the ledger's
-    usage of that query id; reconciling WH_ETL's 2026-11-02 (4.3 credits metered) gives the lines
-    1.7 / 4.3 of its bill, `load` 1.2 / 1.7 of that. The day's cloud services credit (-0.4 credits)
-    is split over WH_ETL (0.8 cloud services credits) and WH_BI (0.1), so no part of it stays on
-    the account. Importing and reconciling again changes nothing."""
+    usage of that query id; reconciling WH_ETL's 04:00 hour of 2026-11-02 (1.8 credits metered, both
+    queries started at 04:10) gives the lines 1.7 / 1.8 of its bill, `load` 1.2 / 1.7 of that. The
+    day's cloud services credit (-0.4 credits) is split over the warehouse-hours by their cloud
+    services credits (WH_BI 10:00 0.1, WH_ETL 04:00 0.3 and 05:00 0.5), so no part of it stays on the
+    account. Importing and reconciling again changes nothing."""
     import sqlalchemy as sa
 
     from airflow_cost_provider.ledger.schema import ATTRIBUTED_CREDITS, billing_costs, lines, reconciliations
@@ -329,17 +339,24 @@ def test_attributed_credits_weigh_the_lines_and_the_cloud_services_credit_goes_t
     # the cloud services credit: in the warehouses' pools, none left on the account
     assert sum(pool["billed_nanos"] for pool in pools) == billed
     assert not [pool for pool in pools if pool["pool"] == ""]
-    day = {pool["pool"]: pool for pool in pools if pool["day"] == dt.date(2026, 11, 2)}
+    day = {(pool["pool"], pool["usage_hour"]): pool for pool in pools if pool["day"] == dt.date(2026, 11, 2)}
+    assert sorted(day) == [("WH_BI", 10), ("WH_ETL", 4), ("WH_ETL", 5)]
     credit = Decimal("-0.4") * price * 10**9
-    to_bi = round(credit * Decimal("0.1") / Decimal("0.9"))  # WH_BI comes first: cumulative rounding
-    assert day["WH_BI"]["billed_nanos"] == (Decimal("0.6") * price * 10**9) + to_bi
-    assert day["WH_ETL"]["billed_nanos"] == (Decimal("4.3") * price * 10**9) + (credit - to_bi)
-    # what WH_ETL shows: its compute and the cloud services above 10 % of the day's compute
-    assert day["WH_ETL"]["billed_nanos"] + day["WH_BI"]["billed_nanos"] == (Decimal("4.5") * price * 10**9)
+    # WH_BI comes first, then WH_ETL's hours: cumulative rounding
+    to_bi, to_four = (
+        round(credit * Decimal("0.1") / Decimal("0.9")),
+        round(credit * Decimal("0.4") / Decimal("0.9")),
+    )
+    assert day["WH_BI", 10]["billed_nanos"] == (Decimal("0.6") * price * 10**9) + to_bi
+    assert day["WH_ETL", 4]["billed_nanos"] == (Decimal("1.8") * price * 10**9) + (to_four - to_bi)
+    assert day["WH_ETL", 5]["billed_nanos"] == (Decimal("2.5") * price * 10**9) + (credit - to_four)
+    # what the day shows: its compute and the cloud services above 10 % of the day's compute
+    assert sum(pool["billed_nanos"] for pool in day.values()) == (Decimal("4.5") * price * 10**9)
+    assert (day["WH_ETL", 5]["lines"], day["WH_ETL", 5]["attributed_nanos"]) == (0, 0)  # idle at 05:00
 
-    warehouse = day["WH_ETL"]
+    warehouse = day["WH_ETL", 4]
     assert (warehouse["basis"], warehouse["lines"]) == ("attribution", 2)
-    used = Decimal("1.7") / Decimal("4.3")
+    used = Decimal("1.7") / Decimal("1.8")
     assert Decimal(warehouse["used_share"]) == used.quantize(Decimal("1e-9"))
     assert abs(warehouse["attributed_nanos"] - warehouse["billed_nanos"] * used) <= 1
     assert warehouse["attributed_nanos"] + warehouse["unattributed_nanos"] == warehouse["billed_nanos"]
