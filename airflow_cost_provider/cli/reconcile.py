@@ -16,6 +16,7 @@ from airflow_cost_provider.cli.common import (
     open_ledger,
 )
 from airflow_cost_provider.cli.output import Document
+from airflow_cost_provider.pricing.money import money_text
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -95,8 +96,9 @@ def run(args: argparse.Namespace) -> int:
     finally:
         result.close()
     summary = (
-        f"reconciled {result.billed_rows:,} billing rows in {result.pools:,} pools with {result.lines:,} "
-        f"cost lines, billing days {since} to {until - dt.timedelta(days=1)}"
+        f"reconciled {_count(result.billed_rows, 'billing row')} in {_count(result.pools, 'pool')} with "
+        f"{_count(result.lines, 'cost line')}, "
+        f"billing days {since} to {until - dt.timedelta(days=1)}"
         if result.billed_rows
         else f"no billing rows imported for {since} to {until - dt.timedelta(days=1)}: run airflow-cost "
         "import-billing first; nothing was changed"
@@ -106,11 +108,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _shown(amount: Decimal) -> str:
-    """Money in a sentence: cents, or every digit down to the nano-unit for less than a cent."""
-    if abs(amount) >= Decimal("0.01") or not amount:
-        return f"{amount:,.2f}"
-    return _exact(amount)
+def _count(number: int, noun: str) -> str:
+    return f"{number:,} {noun}" + ("" if number == 1 else "s")
 
 
 def _exact(amount: Decimal) -> str:
@@ -156,15 +155,15 @@ def coverage_document(
     idle = idle_pools(engine, since, until)
     for pool, currency, amount, billed in idle:
         notes.append(
-            f"{pool} was idle or unattributed for {_shown(amount)} {currency} of {_shown(billed)} billed "
+            f"{pool} was idle or unattributed for {money_text(amount)} {currency} of {money_text(billed)} billed "
             f"({amount / billed:.0%})"
         )
     checked = accuracy(engine, since, until)
     for row in checked:
         if row.ratio is not None:
             notes.append(
-                f"{row.source}: reconciled {_shown(row.reconciled)} {row.currency} against "
-                f"{_shown(row.estimated)} estimated over {row.lines:,} lines (x{row.ratio})"
+                f"{row.source}: reconciled {money_text(row.reconciled)} {row.currency} against "
+                f"{money_text(row.estimated)} estimated over {row.lines:,} lines (x{row.ratio})"
             )
     last = until - dt.timedelta(days=1)
     columns = [by, "currency", "billed", "attributed", "unattributed", "coverage", "untouched"]

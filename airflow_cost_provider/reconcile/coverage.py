@@ -16,6 +16,8 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
+from airflow_cost_provider.report import NONE
+
 GROUPINGS = ("provider", "service", "resource", "day", "source")
 
 
@@ -64,7 +66,8 @@ def coverage(engine: sa.Engine, since: dt.date, until: dt.date, by: str = "provi
         "service": r.c.service,
         "resource": r.c.pool,
         "day": r.c.day,
-        "source": sa.func.coalesce(r.c.source, ""),
+        # a pool of a resource no task used has no source: shown as reports show a missing group
+        "source": sa.func.coalesce(r.c.source, NONE),
     }[by]
     untouched = r.c.pool_kind == "untouched"
     query = (

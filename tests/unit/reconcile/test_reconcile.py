@@ -291,6 +291,10 @@ def test_report_coverage_groups_and_agrees_with_reconcile(ledger):
     assert (Decimal(bucket["billed"]), Decimal(bucket["untouched"]), bucket["coverage"]) == (0, 7, None)
     code, out, err = cli("report", "coverage", "--ledger", ledger, *PERIOD)
     assert code == 0 and "coverage" in out and "WH_ETL was idle or unattributed for 150.00 USD" in out
+    # the untouched bucket has no source: shown as reports show a missing group, never blank
+    code, out, err = cli("report", "coverage", "--ledger", ledger, *PERIOD, "--by", "source", "-o", "json")
+    by_source = {row["source"]: row for row in json.loads(out)["rows"]}
+    assert "" not in by_source and Decimal(by_source["(none)"]["untouched"]) == 7
 
 
 def _unchanged(ledger) -> None:
