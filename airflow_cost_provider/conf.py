@@ -206,7 +206,7 @@ def default_ledger_url() -> str:
 
 def cache_dir() -> str:
     """Where the provider keeps what it derives from its inputs to save work in every task process
-    (the parsed price book): $AIRFLOW_HOME/cost_cache."""
+    (the parsed price book, the budgets' compiled statements): $AIRFLOW_HOME/cost_cache."""
     home = os.environ.get("AIRFLOW_HOME") or str(Path("~/airflow").expanduser())
     return str(Path(home) / "cost_cache")
 

@@ -16,8 +16,9 @@ storage costs and the run-anomaly rule's latest runs), with the try's run for th
 contributors read only when something is crossed. Alert recording and delivery are not part of it.
 Reports the median, p95 and p99 per try (target: under 5 ms), the first evaluation of a worker
 (nothing kept yet) and of a new task process (settled days kept in the ledger), a new task process
-that also builds and compiles its statements, the budgets matched per try, and the median of one
-budget's evaluate() by scope kind. Writes benchmarks/results/budget_evaluation.json.
+in full (nothing in memory: its statement's text read from the cache folder, where earlier
+processes left it), the budgets matched per try, and the median of one budget's evaluate() by scope
+kind. Writes benchmarks/results/budget_evaluation.json.
 
     uv run python benchmarks/budget_evaluation.py                       # SQLite in a temp dir
     uv run python benchmarks/budget_evaluation.py --ledger postgresql://cost:cost@localhost:5433/bench
@@ -487,8 +488,9 @@ def measure(engine, budgets, arriving: list[dict], tries: int, baseline=None) ->
         return seconds, len(found)
 
     def new_process() -> None:
-        """What a new task process starts without: the settled days in memory, and the statements
-        built and compiled (its connection is the pool's: the task's write has just opened it)."""
+        """What a new task process starts without: the settled days and the statements' text in
+        memory (the text is read from the cache folder, where the first process compiled and left
+        it; its connection is the pool's: the task's write has just opened it)."""
         settled.clear()
         for name in dir(evaluation):
             if callable(cached := getattr(evaluation, name)) and hasattr(cached, "cache_clear"):
@@ -512,7 +514,7 @@ def measure(engine, budgets, arriving: list[dict], tries: int, baseline=None) ->
             seconds, count = evaluate_try(item, compare=baseline is not None)
             same.append(seconds * 1000)
             matched.append(count)
-    # a new task process in full: nothing built or compiled either. The budgets of each of the last
+    # a new task process in full: nothing built or compiled in memory either. The budgets of each of the last
     # 40 tries, at the moment the last one ended (no try ends after it), each as the first
     # evaluation of its process
     built_anew = []
@@ -686,7 +688,7 @@ def main() -> int:
         )
         built = result["per_try_new_process_statements_built_ms"]
         print(
-            f"  a new task process that also builds and compiles its statements (the last 40 tries' budgets): "
+            f"  a new task process in full, the statement's text from the cache folder (the last 40 tries' budgets): "
             f"median {built['median']} ms, p95 {built['p95']} ms"
         )
         first = result["first_evaluation"]

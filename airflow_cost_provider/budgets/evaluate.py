@@ -26,22 +26,30 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
+import json
+import logging
 import statistics
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from airflow_cost_provider import __version__, conf
 from airflow_cost_provider.budgets import settled, storage
 from airflow_cost_provider.budgets.model import Budget, Scope, Threshold
 from airflow_cost_provider.budgets.periods import DAY, UTC, utc_midnight, utc_split
-from airflow_cost_provider.ledger.schema import daily_totals, lines, task_run_labels, task_runs
+from airflow_cost_provider.cache_file import write_json
+from airflow_cost_provider.ledger.schema import daily_totals, lines, storage_costs, task_run_labels, task_runs
 from airflow_cost_provider.ledger.store import from_nanos, read_connection
 from airflow_cost_provider.pricing.money import money_text, quantize_amount
+
+log = logging.getLogger("airflow_cost_provider")
 
 MIN_HISTORY_DAYS = 7  # fewer complete days of history: no forecast, no day anomaly
 WEEKDAY_HISTORY_DAYS = 21  # three of each weekday: enough for a median per weekday
@@ -194,9 +202,10 @@ def _tries_filters(scope: Scope) -> list[sa.ColumnElement]:
         where.append(
             sa.exists().where(
                 task_run_labels.c.task_run_id == task_runs.c.id,
-                task_run_labels.c.kind == kind,
+                # the kind and a tag's empty value are constants of the statement, not parameters
+                task_run_labels.c.kind == sa.literal_column(f"'{kind}'", _TEXT),
                 task_run_labels.c.key == key,
-                task_run_labels.c.value == value,
+                task_run_labels.c.value == (value if kind == "label" else sa.literal_column("''", _TEXT)),
             )
         )
     return where
@@ -212,7 +221,11 @@ def _label_rows(scope: Scope) -> list[tuple[str, str, str]]:
 
 
 _JOINED = lines.join(task_runs, lines.c.task_run_id == task_runs.c.id)
-_UNPRICED_LINE = sa.func.sum(sa.case((lines.c.amount_nanos.is_(None), 1), else_=0))
+_UNPRICED_LINE = sa.func.sum(
+    sa.case(
+        (lines.c.amount_nanos.is_(None), sa.literal_column("1", _INT)), else_=sa.literal_column("0", _INT)
+    )
+)
 
 
 def _as_date(value: Any) -> dt.date:
@@ -274,13 +287,11 @@ _LINES_DAY_COLUMNS = (_DAY_PART, sa.cast(_LINES_DAY, _TEXT).label("day"), *_LINE
 _NO_DAY = sa.cast(sa.null(), _TEXT).label("day")
 
 
-@functools.lru_cache(maxsize=4096)
-def _sums_parts(scope: Scope, day_ranges: int, edges: int, tag: int) -> tuple[sa.Select, ...]:
+def _sums_parts(scope: Scope, day_ranges: int, edges: int, tag: int | str) -> tuple[sa.Select, ...]:
     """The selects summing, per currency, `day_ranges` ranges of whole UTC days (per day) and `edges`
     parts of days (each whole) of `scope`, each row led by `tag` (which request of a batch it
     answers) and its part (-1: a day, else the edge's index). Parameters b<tag>_d<i>_lo/_hi (dates;
-    moments on the lines path) and b<tag>_e<i>_lo/_hi (moments). Built once per scope and shape:
-    building a statement costs more than SQLite takes to run it."""
+    moments on the lines path) and b<tag>_e<i>_lo/_hi (moments)."""
     request = sa.literal_column(str(tag), _INT).label("request")
     parts = []
     for index in range(day_ranges):
@@ -312,11 +323,15 @@ def _sums_parts(scope: Scope, day_ranges: int, edges: int, tag: int) -> tuple[sa
 STORAGE_PART = -2  # the rows of imported storage costs in the batched statement
 
 
-def _storage_part(glob: str, number: int) -> sa.Select:
-    """storage.statement() in the batched statement's columns, led by -1 - its window's number."""
-    inner = storage.statement(glob, f"s{number}_lo", f"s{number}_hi").subquery()
+def _storage_part(every: bool) -> sa.Select:
+    """storage.statement() of all resources (`every`) or of a glob's pattern (parameter
+    s<n>_pattern) in the batched statement's columns, led by -1 - its window's number n."""
+    glob = "*" if every else "?"  # any glob but "*": its LIKE pattern is the parameter
+    inner = storage.statement(
+        glob, f"s{_NUMBER}_lo", f"s{_NUMBER}_hi", pattern=f"s{_NUMBER}_pattern"
+    ).subquery()
     return sa.select(
-        sa.literal_column(str(-1 - number), _INT).label("request"),
+        sa.literal_column(_REQUEST, _INT).label("request"),
         sa.literal_column(str(STORAGE_PART), _INT).label("part"),
         sa.cast(inner.c.day, _TEXT).label("day"),
         inner.c.currency,
@@ -328,12 +343,14 @@ def _storage_part(glob: str, number: int) -> sa.Select:
 RUN_PART = -3  # the rows of the run rule's latest runs in the batched statement
 
 
-def _runs_part(scope: Scope, currency: str, number: int) -> sa.Select:
-    """_latest_runs_part() in the batched statement's columns: the run id as `day`, its first start
-    as `currency` (text), its tries as `unpriced`."""
-    inner = _latest_runs_part(scope, currency, number).subquery()
+def _runs_part(scope: Scope) -> sa.Select:
+    """_latest_runs_part() of a scope of bound values (_bound_scope, prefix r<n>_, the currency
+    r<n>_currency) in the batched statement's columns, led by -1 - its number n: the run id as
+    `day`, its first start as `currency` (text), its tries as `unpriced`."""
+    currency = sa.bindparam(f"r{_NUMBER}_currency")
+    inner = _latest_runs_part.__wrapped__(scope, currency, _NUMBER, "r").subquery()
     return sa.select(
-        sa.literal_column(str(-1 - number), _INT).label("request"),
+        sa.literal_column(_REQUEST, _INT).label("request"),
         sa.literal_column(str(RUN_PART), _INT).label("part"),
         inner.c.run_id.label("day"),
         sa.cast(inner.c.first_start, _TEXT).label("currency"),
@@ -355,23 +372,243 @@ _LAST_END = sa.select(
 )
 
 
+# ---------------------------------------------------------------- the batched statement as SQL text
+# A task process evaluates once: building and compiling its statement with SQLAlchemy took longer
+# than the database takes to answer it. Each part is compiled once per dialect and shape (which scope
+# keys, how many ranges and edges: never the scope's values, which are parameters like the days) with
+# markers where its number goes; a batch is the parts' text with the numbers written in, run as the
+# driver's SQL. The compiled parts are kept in the cache folder for the next task processes (a file
+# per dialect, keyed by the versions and code that write them), so a new process only binds values.
+
+_NUMBER, _REQUEST = "__n__", "__r__"  # a part's number (in its parameters and as `request`), -1 - it
+
+
+@dataclass(frozen=True)
+class _Sql:
+    """A statement as its driver takes it: the text, the parameters' names in order (positional
+    paramstyles; None: by name), the bind processors of those that have one, and the values of
+    those that are constants of the statement (SQLite's OFFSET 0 after a LIMIT)."""
+
+    text: str
+    names: tuple[str, ...] | None
+    processors: dict[str, Any]
+    constants: dict[str, Any] = field(default_factory=dict)
+
+    def numbered(self, number: int) -> _Sql:
+        def write(text: str) -> str:
+            return text.replace(_REQUEST, str(-1 - number)).replace(_NUMBER, str(number))
+
+        return _Sql(
+            write(self.text),
+            None if self.names is None else tuple(write(name) for name in self.names),
+            {write(name): processor for name, processor in self.processors.items()},
+            {write(name): value for name, value in self.constants.items()},
+        )
+
+    def parameters(self, values: dict[str, Any]) -> tuple | dict:
+        values = {**values, **self.constants} if self.constants else values
+        bound = {
+            name: processor(values[name]) if (processor := self.processors.get(name)) else values[name]
+            for name in (self.names if self.names is not None else values)
+        }
+        return bound if self.names is None else tuple(bound[name] for name in self.names)
+
+
+def _union(parts: Sequence[_Sql]) -> _Sql:
+    return _Sql(
+        "\nUNION ALL\n".join(part.text for part in parts),
+        None if parts[0].names is None else tuple(name for part in parts for name in part.names or ()),
+        {name: processor for part in parts for name, processor in part.processors.items()},
+        {name: value for part in parts for name, value in part.constants.items()},
+    )
+
+
+# the types of the parameters that have a bind processor, by name in the kept file
+_BIND_TYPES = {
+    "day": daily_totals.c.day.type,
+    "moment": task_runs.c.end_time.type,
+    "storage_day": storage_costs.c.day.type,
+}
+SQL_CACHE_FORMAT = 1
+
+
+@functools.lru_cache(maxsize=64)
+def _processor(dialect: sa.Dialect, name: str) -> Any:
+    return _BIND_TYPES[name].bind_processor(dialect)
+
+
+def _kept_form(sql: _Sql, types: dict[str, str] | None) -> list | None:
+    """The part as JSON, its processors by type name; None when a processor's type is not one of
+    _BIND_TYPES or a constant is not a plain value (then each process compiles it)."""
+    if types is None or not all(isinstance(value, int | str) for value in sql.constants.values()):
+        return None
+    return [sql.text, sql.names, types, sql.constants]
+
+
+def _code_stamp() -> str:
+    """The files that write the statement, by size and modification time: changed code compiles
+    again even where the package version stays the same (an editable install)."""
+    here = Path(__file__).resolve().parent
+    stamps = []
+    for path in (here / "evaluate.py", here / "storage.py", here.parent / "ledger" / "schema.py"):
+        try:
+            info = path.stat()
+            stamps.append(f"{path.name}:{info.st_size}:{info.st_mtime_ns}")
+        except OSError:
+            stamps.append(f"{path.name}:?")
+    return ",".join(stamps)
+
+
+def _sql_cache_dir() -> str:
+    return conf.cache_dir()
+
+
+@dataclass
+class _KeptParts:
+    """The compiled parts of one dialect kept in the cache folder, as read when the process first
+    needed one."""
+
+    path: Path
+    key: str
+    parts: dict[str, list]
+    added: bool = False  # parts compiled by this process, not written yet
+
+
+@functools.lru_cache(maxsize=8)
+def _kept_parts(dialect: sa.Dialect) -> _KeptParts:
+    identity = [
+        SQL_CACHE_FORMAT,
+        __version__,
+        sa.__version__,
+        _code_stamp(),
+        dialect.name,
+        dialect.driver,
+        dialect.paramstyle,
+        list(dialect.server_version_info or ()),
+    ]
+    key = hashlib.sha256(json.dumps(identity, default=str).encode()).hexdigest()
+    path = Path(_sql_cache_dir()) / f"budget_sql-{dialect.name}-{dialect.driver}.json"
+    parts: dict[str, list] = {}
+    try:
+        document = json.loads(path.read_text("utf-8"))
+        if document.get("key") == key:
+            parts = document["parts"]
+    except FileNotFoundError:
+        pass
+    except Exception as error:  # a torn or foreign file: compile, and write it over
+        log.debug("cost provider: budget statement cache unusable, compiling: %s", error)
+    return _KeptParts(path, key, parts)
+
+
+def _write_kept(kept: _KeptParts) -> None:
+    """The parts compiled by this process, added to the file: one write per new batch shape."""
+    if kept.added:
+        kept.added = False
+        write_json(kept.path, {"key": kept.key, "parts": kept.parts}, "budget statement")
+
+
+def _compiled(
+    statement: sa.Select | sa.CompoundSelect, dialect: sa.Dialect
+) -> tuple[_Sql, dict[str, str] | None]:
+    """The statement as text, and the type name (_BIND_TYPES) of each parameter with a bind
+    processor (None: one of another type)."""
+    compiled = statement.compile(dialect=dialect)
+    # a parameter without a part's number is a constant: named, it would clash with another part's
+    constants = {
+        f"{name}{_NUMBER}": bind.value for bind, name in compiled.bind_names.items() if _NUMBER not in name
+    }
+    if (
+        compiled.literal_execute_params
+        or compiled.post_compile_params
+        or (constants and not dialect.positional)
+    ):
+        raise ValueError(f"cannot keep as text: {compiled.string}")
+    own = {name: name if _NUMBER in name else f"{name}{_NUMBER}" for name in compiled.bind_names.values()}
+    processors, types = {}, {}
+    for bind, name in compiled.bind_names.items():
+        if (processor := bind.type.bind_processor(dialect)) is not None:
+            processors[own[name]] = processor
+            types[own[name]] = next((key for key, kind in _BIND_TYPES.items() if bind.type is kind), None)
+    positional = tuple(own[name] for name in compiled.positiontup or ()) if dialect.positional else None
+    known = None if None in types.values() else types
+    return _Sql(compiled.string, positional, processors, constants), known
+
+
+def _bound_scope(keys: tuple[str, ...], prefix: str) -> Scope:
+    """A scope of `keys` with a parameter <prefix><key> in place of each value (a label:
+    <prefix>label_key and <prefix>label_value): its statement serves every scope of these keys."""
+    values: dict[str, Any] = {key: sa.bindparam(f"{prefix}{key}") for key in keys if key != "label"}
+    if "label" in keys:
+        values["label"] = (sa.bindparam(f"{prefix}label_key"), sa.bindparam(f"{prefix}label_value"))
+    return Scope(**values)
+
+
+def _scope_values(scope: Scope, prefix: str) -> dict[str, Any]:
+    """The parameters of _bound_scope(scope, prefix)."""
+    values = {f"{prefix}{key}": value for key, value in scope.items() if key != "label"}
+    if scope.label is not None:
+        values[f"{prefix}label_key"], values[f"{prefix}label_value"] = scope.label
+    return values
+
+
+def _keys(scope: Scope) -> tuple[str, ...]:
+    return tuple(key for key, _ in scope.items())
+
+
+@functools.lru_cache(maxsize=1024)
+def _part_sql(dialect: sa.Dialect, kind: str, shape: tuple) -> _Sql:
+    """The text of one kind of part for one shape, compiled once per dialect and kept for the
+    processes after this one."""
+    kept = _kept_parts(dialect)
+    name = json.dumps([kind, shape])
+    form = kept.parts.get(name)
+    if form is not None:
+        try:
+            text, names, types, constants = form
+            processors = {param: _processor(dialect, type_name) for param, type_name in types.items()}
+            return _Sql(text, None if names is None else tuple(names), processors, constants)
+        except Exception as error:  # an entry of another shape: compile it, and write it over
+            log.debug("cost provider: budget statement cache entry %s unusable: %s", name, error)
+    sql, types = _compiled_part(dialect, kind, shape)
+    if (form := _kept_form(sql, types)) is not None:
+        kept.parts[name] = form
+        kept.added = True
+    return sql
+
+
+def _compiled_part(dialect: sa.Dialect, kind: str, shape: tuple) -> tuple[_Sql, dict[str, str] | None]:
+    if kind == "sums":
+        keys, day_ranges, edges = shape
+        parts = list(_sums_parts(_bound_scope(keys, f"b{_NUMBER}_"), day_ranges, edges, _NUMBER))
+    elif kind == "storage":
+        parts = [_storage_part(*shape)]
+    elif kind == "runs":
+        (keys,) = shape
+        parts = [_runs_part(_bound_scope(keys, f"r{_NUMBER}_"))]
+    else:
+        return _Sql(str(_LAST_END.compile(dialect=dialect)), () if dialect.positional else None, {}), {}
+    return _compiled(sa.union_all(*parts) if len(parts) > 1 else parts[0], dialect)
+
+
 @functools.lru_cache(maxsize=4096)
 def _sums_statement(
-    shapes: tuple[tuple[Scope, int, int], ...],
-    globs: tuple[str, ...] = (),
-    runs: tuple[tuple[Scope, str], ...] = (),
+    dialect: sa.Dialect,
+    shapes: tuple[tuple[tuple[str, ...], int, int], ...],
+    globs: tuple[bool, ...] = (),
+    runs: tuple[tuple[str, ...], ...] = (),
     last_end: bool = False,
-) -> sa.Executable:
-    """One statement for a batch of (scope, day ranges, edges) requests, the imported storage costs
-    of `globs`, the latest runs of the run rules' (scope, currency) and, with `last_end`, the latest
-    end of a try: one round trip for all the budgets a task try counts towards. Kept per batch
-    shape, which repeats from try to try."""
-    parts = [part for tag, shape in enumerate(shapes) for part in _sums_parts(*shape, tag)]
-    parts += [_storage_part(glob, number) for number, glob in enumerate(globs)]
-    parts += [_runs_part(scope, currency, number) for number, (scope, currency) in enumerate(runs)]
+) -> _Sql:
+    """One statement for a batch of (scope keys, day ranges, edges) requests, the imported storage
+    costs of windows (all resources, or a glob's), the latest runs of the run rules' scopes (by
+    keys) and, with `last_end`, the latest end of a try: one round trip for all the budgets a task
+    try counts towards. Kept per batch shape, which repeats from try to try."""
+    parts = [_part_sql(dialect, "sums", shape).numbered(tag) for tag, shape in enumerate(shapes)]
+    parts += [_part_sql(dialect, "storage", (every,)).numbered(number) for number, every in enumerate(globs)]
+    parts += [_part_sql(dialect, "runs", (keys,)).numbered(number) for number, keys in enumerate(runs)]
     if last_end:
-        parts.append(_LAST_END)
-    return sa.union_all(*parts) if len(parts) > 1 else parts[0]
+        parts.append(_part_sql(dialect, "last_end", ()))
+    _write_kept(_kept_parts(dialect))
+    return _union(parts)
 
 
 def _by_scope(requests: list[SumsRequest]) -> tuple[list[SumsRequest], list[int]]:
@@ -478,18 +715,25 @@ def _sums_many(
             params[f"b{number}_d{index}_hi"] = utc_midnight(hi) if on_lines else hi
         for index, (lo, hi, _) in enumerate(pieces):
             params[f"b{number}_e{index}_lo"], params[f"b{number}_e{index}_hi"] = lo, hi
-        shapes.append((scope, len(ranges), len(pieces)))
+        params.update(_scope_values(scope, f"b{number}_"))
+        shapes.append((_keys(scope), len(ranges), len(pieces)))
     for number, window in enumerate(windows):
         params[f"s{number}_lo"], params[f"s{number}_hi"] = window.lo, window.hi
-    for number, (_, dag_id, limit) in enumerate(runs):  # the latest-runs parts' (_latest_runs_part)
-        params[f"b{number}_dag_id"], params[f"b{number}_limit"] = dag_id, limit
+        if window.glob != "*":
+            params[f"s{number}_pattern"] = storage.like_pattern(window.glob)
+    for number, (budget, dag_id, limit) in enumerate(runs):  # the latest-runs parts' (_latest_runs_part)
+        params[f"r{number}_dag_id"], params[f"r{number}_limit"] = dag_id, limit
+        params[f"r{number}_currency"] = budget.currency
+        params.update(_scope_values(budget.scope, f"r{number}_"))
     statement = _sums_statement(
+        conn.dialect,
         tuple(shapes),
-        tuple(window.glob for window in windows),
-        tuple((budget.scope, budget.currency) for budget, _, _ in runs),
+        tuple(window.glob == "*" for window in windows),
+        tuple(_keys(budget.scope) for budget, _, _ in runs),
         first_later is not None,
     )
-    for number, part, day, currency, nanos, unpriced in conn.execute(statement, params):
+    rows = conn.exec_driver_sql(statement.text, statement.parameters(params))
+    for number, part, day, currency, nanos, unpriced in rows:
         if part == LAST_END_PART:
             last_end = None if day is None else _as_datetime(day)
             continue
@@ -940,9 +1184,9 @@ class LatestRuns:
 
 
 @functools.lru_cache(maxsize=4096)
-def _latest_runs_part(scope: Scope, currency: str, tag: int) -> sa.Select:
-    """The cost per run of a DAG's latest tries in `scope` (parameters b<tag>_dag_id and
-    b<tag>_limit), each row led by `tag`. Built once."""
+def _latest_runs_part(scope: Scope, currency: Any, tag: int | str, prefix: str = "b") -> sa.Select:
+    """The cost per run of a DAG's latest tries in `scope` (parameters <prefix><tag>_dag_id and
+    <prefix><tag>_limit), each row led by `tag`. Built once."""
     try_filters = [
         task_runs.c[key] == getattr(scope, key)
         for key in ("task_id", "team", "owner")
@@ -951,9 +1195,9 @@ def _latest_runs_part(scope: Scope, currency: str, tag: int) -> sa.Select:
     try_filters += _tries_filters(Scope(tag=scope.tag, label=scope.label))
     latest = (
         sa.select(task_runs.c.id, task_runs.c.run_id, task_runs.c.start_time)
-        .where(task_runs.c.dag_id == sa.bindparam(f"b{tag}_dag_id"), *try_filters)
+        .where(task_runs.c.dag_id == sa.bindparam(f"{prefix}{tag}_dag_id"), *try_filters)
         .order_by(task_runs.c.end_time.desc())
-        .limit(sa.bindparam(f"b{tag}_limit", type_=_INT))
+        .limit(sa.bindparam(f"{prefix}{tag}_limit", type_=_INT))
         .subquery(f"latest_{tag}")
     )
     on = [lines.c.task_run_id == latest.c.id, lines.c.currency == currency]

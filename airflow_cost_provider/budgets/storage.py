@@ -54,9 +54,10 @@ def like_pattern(glob: str) -> str:
     return escaped.replace("*", "%").replace("?", "_")
 
 
-def statement(glob: str, lo: str = "lo", hi: str = "hi") -> sa.Select:
+def statement(glob: str, lo: str = "lo", hi: str = "hi", pattern: str | None = None) -> sa.Select:
     """The imported storage costs of the resources `glob` matches per billing day and currency, for
-    days in [:lo, :hi] (the names of its two parameters)."""
+    days in [:lo, :hi] (the names of its two parameters); with `pattern`, the LIKE pattern of a glob
+    other than "*" is that parameter (like_pattern()) instead of a value in the statement."""
     day = storage_costs.c.day
     query = (
         sa.select(day, storage_costs.c.currency, sa.func.sum(storage_costs.c.amount_nanos).label("nanos"))
@@ -64,7 +65,8 @@ def statement(glob: str, lo: str = "lo", hi: str = "hi") -> sa.Select:
         .group_by(day, storage_costs.c.currency)
     )
     if glob != "*":
-        query = query.where(storage_costs.c.resource_id.like(like_pattern(glob), escape="\\"))
+        matched = like_pattern(glob) if pattern is None else sa.bindparam(pattern)
+        query = query.where(storage_costs.c.resource_id.like(matched, escape="\\"))
     return query
 
 

@@ -16,8 +16,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -28,6 +26,7 @@ from urllib.parse import urlparse
 
 import yaml
 
+from airflow_cost_provider.cache_file import write_json
 from airflow_cost_provider.pricing.model import Price, Usage
 from airflow_cost_provider.pricing.money import is_currency, to_decimal
 from airflow_cost_provider.pricing.units import UnknownUnitError, get_unit
@@ -314,23 +313,7 @@ def _read_cache(cache_dir: str | Path, path: Path | None, key: str) -> PriceBook
 
 
 def _write_cache(cache_dir: str | Path, path: Path | None, key: str, book: PriceBook) -> None:
-    target = _cache_file(cache_dir, path)
-    temporary = None
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=".price_book-", suffix=".tmp")
-        with os.fdopen(descriptor, "w", encoding="utf-8") as out:
-            json.dump(_to_json(book, key), out, separators=(",", ":"))
-        os.replace(temporary, target)  # atomic: a reader sees the old file or the new one, whole
-        temporary = None
-    except Exception as error:  # a read-only home: every process parses, as without a cache
-        log.debug("cost provider: price book cache not written to %s: %s", target.parent, error)
-    finally:
-        if temporary is not None:
-            try:
-                os.unlink(temporary)
-            except OSError:
-                pass
+    write_json(_cache_file(cache_dir, path), _to_json(book, key), "price book")
 
 
 def _to_json(book: PriceBook, key: str) -> dict[str, Any]:

@@ -312,3 +312,130 @@ budgets:
         Decimal(1 + 3 + 5 + 100),  # team a, the week from Monday the 14th
         Decimal(100),
     ]
+
+
+SAME_KEYS = """
+budgets:
+  - {{name: team, scope: {{team: {team}}}, period: monthly, amount: '1000', currency: USD}}
+  - {{name: tag, scope: {{tag: {tag}}}, period: monthly, timezone: Europe/Berlin, amount: '1000', currency: USD}}
+  - {{name: label, scope: {{label: {{env: {env}}}}}, period: weekly, amount: '1000', currency: USD}}
+  - {{name: runs, scope: {{dag_id: {dag}}}, period: monthly, amount: '1000', currency: {currency},
+     thresholds: [{{anomaly: {{run_cost_vs_median: 2, last_runs: 5}}}}]}}
+  - {{name: bucket, scope: {{storage: '{bucket}'}}, period: monthly, amount: '1000', currency: USD}}
+"""
+
+
+def test_a_second_budgets_file_of_the_same_keys_reads_its_own_values(engine):
+    """The batch's SQL text is kept per dialect and shape (which scope keys, how many ranges): the
+    values of a scope, a run rule's currency and a storage glob are its parameters. A second budgets
+    file whose scopes have the same keys and other values reuses the first file's text, and reads
+    its own scopes, as a process that never saw the first file does."""
+    from tests.unit.budgets.test_storage import import_storage, storage_cost
+
+    who = {
+        "a": {"team": "a", "tags": ("t",), "labels": (("env", "prod"),)},
+        "b": {"team": "b", "tags": ("u",), "labels": (("env", "dev"),)},
+    }
+    for offset in range(5, 0, -1):
+        keep(engine, cost("d", "t", f"a{offset}", NOW - offset * DAY, [line("x", "1")], **who["a"]))
+        keep(engine, cost("e", "t", f"b{offset}", NOW - offset * DAY, [line("x", "10")], **who["b"]))
+    keep(engine, cost("d", "t", "a-now", NOW - dt.timedelta(minutes=3), [line("x", "5")], **who["a"]))
+    keep(
+        engine,
+        cost(
+            "e",
+            "t",
+            "b-now",
+            NOW - dt.timedelta(minutes=3),
+            [line("x", "50"), line("y", "7", "EUR")],
+            **who["b"],
+        ),
+    )
+    import_storage(
+        engine,
+        [storage_cost(dt.date(2026, 12, 3), "raw-a", "2"), storage_cost(dt.date(2026, 12, 3), "raw-b", "3")],
+    )
+    first_file = parse_budgets(
+        SAME_KEYS.format(team="a", tag="t", env="prod", dag="d", currency="USD", bucket="raw-a*"), "a.yaml"
+    )
+    second_file = parse_budgets(
+        SAME_KEYS.format(team="b", tag="u", env="dev", dag="e", currency="EUR", bucket="raw-b*"), "b.yaml"
+    )
+    evaluation._part_sql.cache_clear()
+    evaluation._sums_statement.cache_clear()
+    first = evaluate_all(engine, first_file, NOW, run=("d", "a-now"), contributors=False)
+    compiled = evaluation._part_sql.cache_info().misses
+    second = evaluate_all(engine, second_file, NOW, run=("e", "b-now"), contributors=False)
+    assert evaluation._part_sql.cache_info().misses == compiled  # nothing compiled for the second file
+    assert evaluation._sums_statement.cache_info().hits >= 1
+    spent = [(s.budget.name, s.spent) for s in first]
+    assert spent == [
+        ("team", {"USD": Decimal(10)}),
+        ("tag", {"USD": Decimal(10)}),
+        ("label", {"USD": Decimal(10)}),  # the week from Monday the 14th: the last five days and today
+        ("runs", {"USD": Decimal(10)}),
+        ("bucket", {"USD": Decimal(2)}),
+    ]
+    assert [(s.budget.name, s.spent) for s in second] == [
+        ("team", {"EUR": Decimal(7), "USD": Decimal(100)}),
+        ("tag", {"EUR": Decimal(7), "USD": Decimal(100)}),
+        ("label", {"EUR": Decimal(7), "USD": Decimal(100)}),
+        ("runs", {"EUR": Decimal(7), "USD": Decimal(100)}),
+        ("bucket", {"USD": Decimal(3)}),
+    ]
+    # run d/a-now: 5 against a median of 1 in USD; run e/b-now: no earlier run in EUR to judge by
+    assert [a.key for a in first[3].anomalies] == ["anomaly:run:d/a-now"]
+    assert second[3].anomalies == []
+    evaluation._part_sql.cache_clear()
+    evaluation._sums_statement.cache_clear()
+    settled.clear()
+    assert evaluate_all(engine, second_file, NOW, run=("e", "b-now"), contributors=False) == second
+
+
+def test_a_new_task_process_takes_the_statement_from_the_cache_folder(engine, tmp_path, monkeypatch):
+    """What one process compiled, the next reads from the cache folder: it compiles nothing and
+    answers the same. A file written by other code (another stamp of the files that write the
+    statement) or a torn one is compiled again and written over."""
+    folder = tmp_path / "cost_cache"
+    monkeypatch.setattr(evaluation, "_sql_cache_dir", lambda: str(folder))
+    budgets = parse_budgets(LATER_BUDGETS, "b.yaml")  # tags, labels, zones, storage and a run rule
+    who = {"team": "a", "tags": ("t",), "labels": (("env", "prod"),)}
+    for offset in range(8, 0, -1):
+        keep(
+            engine, cost("d", "t", f"r{offset}", NOW - offset * DAY, [line("x", "1"), line("y", "2")], **who)
+        )
+    keep(engine, cost("d", "t", "today", NOW - dt.timedelta(minutes=3), [line("x", "9")], **who))
+    run = ("d", "today")
+    compiled: list[tuple] = []
+    original = evaluation._compiled_part
+    monkeypatch.setattr(
+        evaluation, "_compiled_part", lambda *shape: compiled.append(shape) or original(*shape)
+    )
+
+    def new_process():
+        settled.clear()
+        compiled.clear()
+        for cached in (evaluation._part_sql, evaluation._sums_statement, evaluation._kept_parts):
+            cached.cache_clear()
+
+    new_process()
+    first = evaluate_all(engine, budgets, NOW, run=run)
+    assert compiled and [path.name for path in folder.iterdir()] == [
+        f"budget_sql-{engine.dialect.name}-{engine.dialect.driver}.json"
+    ]
+    new_process()
+    assert evaluate_all(engine, budgets, NOW, run=run) == first
+    assert compiled == []
+    monkeypatch.setattr(evaluation, "_code_stamp", lambda: "evaluate.py:1:2")  # the code changed
+    new_process()
+    assert evaluate_all(engine, budgets, NOW, run=run) == first
+    assert compiled
+    new_process()
+    assert evaluate_all(engine, budgets, NOW, run=run) == first
+    assert compiled == []  # written over for the new code
+    next(folder.iterdir()).write_text('{"key": ')
+    new_process()
+    assert evaluate_all(engine, budgets, NOW, run=run) == first
+    assert compiled
+    # team-ny: the week from Monday the 14th, New York time; tag-kolkata: today; dag-source: x only
+    assert [status.spent_amount for status in first] == [33, 6 * 3 + 9, 33, 33, 9, 8 + 9]
