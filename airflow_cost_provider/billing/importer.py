@@ -8,9 +8,11 @@ per service and tag set, for `cost_billing_costs`; its storage rows are the same
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import astuple, dataclass, field
 from decimal import Decimal
 
@@ -21,6 +23,7 @@ from airflow_cost_provider.billing.formats import FileFormat, FocusFormat
 from airflow_cost_provider.billing.scan import (
     ROW,
     BillingCost,
+    BillingRows,
     ChargeTable,
     DateWindow,
     ProgressCallback,
@@ -30,7 +33,16 @@ from airflow_cost_provider.pricing.money import money_text
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BillingCost", "CollectedCosts", "ImportSummary", "StorageCost", "read_files", "read_rows", "save"]
+__all__ = [
+    "BillingCost",
+    "BillingRows",
+    "CollectedCosts",
+    "ImportSummary",
+    "StorageCost",
+    "read_files",
+    "read_rows",
+    "save",
+]
 
 
 @dataclass
@@ -51,9 +63,10 @@ class CollectedCosts:
     # negative cost (credits, adjustments and refunds have a ChargeCategory of their own)
     empty_files: list[str] = field(default_factory=list)
     negative_usage_rows: int = 0
-    # an import of the whole bill: its rows of every service (None: a storage import), and the files
-    # without a tags column, whose rows only a resource id can match
-    billing_costs: list[BillingCost] | None = None
+    # an import of the whole bill: its rows of every service (None: a storage import), kept in DuckDB
+    # and written a batch at a time, and the files without a tags column, whose rows only a resource
+    # id can match
+    billing_costs: BillingRows | None = None
     untagged_files: list[str] = field(default_factory=list)
     # what the platform measured per query (Snowflake's QUERY_ATTRIBUTION_HISTORY: query id -> compute
     # credits), kept on the ledger's usage of those queries of `query_credits_source` for reconciliation
@@ -75,10 +88,9 @@ def _collected(
     table: ChargeTable, source: str, files: list[str], window: DateWindow | None, from_files: bool = True
 ) -> CollectedCosts:
     rows_read, rows_imported, skipped = table.counts()
-    return CollectedCosts(
+    collected = CollectedCosts(
         source=source,
         costs=table.costs(source),
-        billing_costs=table.billing_costs(source) if table.all_services else None,
         untagged_files=list(table.untagged),
         files=files,
         window=window,
@@ -90,6 +102,22 @@ def _collected(
         empty_files=list(table.empty) if from_files else [],
         negative_usage_rows=table.negative_usage() if from_files else 0,
     )
+    if table.all_services:
+        collected.billing_costs = table.billing_costs(source)  # from here on they own the table
+    return collected
+
+
+@contextlib.contextmanager
+def _charge_table(window: DateWindow | None, all_services: bool) -> Iterator[ChargeTable]:
+    """A ChargeTable closed on the way out, unless the rows of a whole bill now hold it."""
+    table = ChargeTable(window, all_services)
+    try:
+        yield table
+    except BaseException:
+        table.close()
+        raise
+    if not all_services:
+        table.close()
 
 
 def read_files(
@@ -104,8 +132,7 @@ def read_files(
     `all_services`: the whole bill, not only storage."""
     import duckdb
 
-    table = ChargeTable(window, all_services)
-    try:
+    with _charge_table(window, all_services) as table:
         for file in files:
             failures: list[BillingDataError] = []  # what stopped a CSV stream DuckDB was reading
             columns = register_input(table.con, file, failures)
@@ -124,8 +151,6 @@ def read_files(
             if progress:
                 progress.scan_finished(file.label)
         return _collected(table, source or file_format.name, [f.label for f in files], window)
-    finally:
-        table.close()
 
 
 def read_rows(
@@ -136,10 +161,9 @@ def read_rows(
     all_services: bool = False,
 ) -> CollectedCosts:
     """The same for rows an API returned (already FOCUS-shaped, without tags)."""
-    table = ChargeTable(window, all_services)
     # a source that has no tags gives no tags column: its rows can only be matched by resource id
     names = [n for n in focus.FOCUS_ROW_COLUMNS if n != "Tags" or any(row.Tags is not None for row in rows)]
-    try:
+    with _charge_table(window, all_services) as table:
         columns = ", ".join(f"{name} {focus.FOCUS_ROW_TYPES[name]}" for name in names)
         table.con.execute(f"CREATE TEMP TABLE billing_input ({columns}, {ROW} BIGINT)")
         if rows:
@@ -151,8 +175,6 @@ def read_rows(
         described = {r[0]: r[1] for r in table.con.execute("DESCRIBE billing_input").fetchall()}
         table.add(FocusFormat().normalise(described, label), label)
         return _collected(table, source, [label], window, from_files=False)
-    finally:
-        table.close()
 
 
 @dataclass(frozen=True)
@@ -270,6 +292,8 @@ def save(
     )
     totals = _totals(collected.costs)
     billing = collected.billing_costs
+    days = {c.day for c in collected.costs} if billing is None else billing.days()
+    billing_totals = {} if billing is None else billing.totals()
     return ImportSummary(
         import_id=import_id,
         source=collected.source,
@@ -278,18 +302,18 @@ def save(
         rows_imported=collected.rows_imported,
         skipped=dict(collected.skipped),
         costs_written=len(collected.costs),
-        days=sorted({c.day for c in (collected.costs if billing is None else billing)}),
+        days=sorted(days),
         totals=totals,
         window=collected.window,
         empty_files=list(collected.empty_files),
         negative_usage_rows=collected.negative_usage_rows,
         billing_costs_written=None if billing is None else len(billing),
-        billing_totals=_totals(billing or []),
+        billing_totals={c: Decimal(total).scaleb(-9) for c, total in billing_totals.items()},
         untagged_files=list(collected.untagged_files),
     )
 
 
-def _totals(costs: list[StorageCost] | list[BillingCost]) -> dict[str, Decimal]:
+def _totals(costs: list[StorageCost]) -> dict[str, Decimal]:
     """Per currency, exact: summed in nano-units."""
     nanos: dict[str, int] = defaultdict(int)
     for cost in costs:

@@ -93,6 +93,7 @@ NOT_STORAGE = "not_storage"
 OUTSIDE_WINDOW = "outside_window"
 
 _CURRENCY = re.compile(r"[A-Z]{3}")
+BILL_SORT_MEMORY = "512MB"  # DuckDB's limit while the rows of a whole bill are summed and sorted
 
 
 @dataclass(frozen=True)
@@ -649,12 +650,36 @@ class ChargeTable:
         its storage charges only."""
         return self._fetch(source, StorageCost, billing=False)
 
-    def billing_costs(self, source: str) -> list[BillingCost]:
-        """The rows of the whole bill (storage included), per service and tag set as well."""
+    def billing_costs(self, source: str) -> BillingRows:
+        """The rows of the whole bill (storage included), per service and tag set as well, kept in
+        DuckDB and read in batches (see BillingRows), which now hold the table open; the charges
+        are dropped, so this comes after every count. Raises BillingDataError as `costs` does,
+        before any of them is written."""
+        import duckdb
+
         if not self.all_services:
             raise ValueError("an import of storage only has no rows of the whole bill")
         self._tag_sets()
-        return self._fetch(source, BillingCost, billing=True)
+        self._lookup_tables()
+        con = self.con
+        con.execute("DROP TABLE IF EXISTS billing_rows")
+        # kept in `row_key` order, read in that order without a sort of its own at write time; the
+        # sort within less memory than the scan had, so that the two peaks do not add up
+        limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+        con.execute("SET preserve_insertion_order = true")
+        con.execute(f"SET memory_limit = '{BILL_SORT_MEMORY}'")
+        try:
+            # a table of the database, not TEMP: each reader's cursor is a connection of its own
+            con.execute(f"CREATE TABLE billing_rows AS {self._costs_sql(billing=True)}", [source])
+        except (duckdb.ConversionException, duckdb.OutOfRangeException) as error:
+            raise self._sum_out_of_range(source, billing=True) or error from None
+        finally:
+            con.execute("RESET preserve_insertion_order")
+            con.execute(f"SET memory_limit = '{limit}'")
+        # every count was taken: the charges are no longer needed, their memory serves the write
+        con.execute("DROP TABLE charges")
+        con.execute("DROP TABLE tag_sets")
+        return BillingRows(self)
 
     def _fetch(self, source: str, row_type: type, billing: bool) -> list:
         import duckdb
@@ -850,6 +875,71 @@ GROUP BY ALL
         )
         # in key order: a database inserts them into its unique index of digests page by page
         return f"SELECT sha256(concat_ws(chr(31), {digest})) AS row_key, * FROM ({rows}) AS costs ORDER BY row_key"
+
+
+class BillingRows:
+    """The rows of a whole-bill import, in the DuckDB table `billing_rows` of their ChargeTable until
+    closed: a bill of millions of hourly rows is handed to the ledger a batch at a time, never held
+    in Python all at once. Iterating gives BillingCost in `row_key` order; each iteration is a
+    cursor of its own, so they may nest. The table is closed by `close()` or when they are freed."""
+
+    BATCH = 50_000
+
+    def __init__(self, table: ChargeTable) -> None:
+        self._table = table
+        self._count = table.con.execute("SELECT count(*) FROM billing_rows").fetchone()[0]
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __repr__(self) -> str:
+        return f"BillingRows({self._count:,} rows{'' if self._table else ', closed'})"
+
+    def __iter__(self) -> Iterator[BillingCost]:
+        for batch in self.batches():
+            yield from batch
+
+    def __del__(self) -> None:
+        self.close()
+
+    def batches(self, size: int | None = None) -> Iterator[list[BillingCost]]:
+        """The rows, `size` (default BATCH) at a time."""
+        if self._table is None:
+            raise ValueError("the rows of this bill were closed")
+        cursor = self._table.con.cursor()
+        try:
+            # in key order, as stored: a database inserts them into its unique index page by page
+            cursor.execute("SET preserve_insertion_order = true")
+            cursor.execute("SELECT * FROM billing_rows")
+            while batch := cursor.fetchmany(size or self.BATCH):
+                yield list(map(BillingCost._make, batch))
+        finally:
+            cursor.close()
+
+    def totals(self) -> dict[str, int]:
+        """The amount per currency in nano-units, exact (DuckDB sums BIGINT into HUGEINT)."""
+        found = self._table.con.execute(
+            "SELECT currency, sum(amount_nanos) FROM billing_rows GROUP BY currency ORDER BY currency"
+        ).fetchall()
+        return {currency: int(total) for currency, total in found}
+
+    def days(self) -> set[dt.date]:
+        return {row[0] for row in self._table.con.execute("SELECT DISTINCT day FROM billing_rows").fetchall()}
+
+    def days_by_account(self) -> dict[tuple[str, str], set[dt.date]]:
+        """The days of each provider and billing account the rows hold (what `replace_days` deletes)."""
+        found: dict[tuple[str, str], set[dt.date]] = {}
+        for provider, account, day in self._table.con.execute(
+            "SELECT DISTINCT provider, billing_account, day FROM billing_rows"
+        ).fetchall():
+            found.setdefault((provider, account), set()).add(day)
+        return found
+
+    def close(self) -> None:
+        table = getattr(self, "_table", None)
+        if table is not None:
+            self._table = None
+            table.close()
 
 
 def _provider(value: str | None) -> str:

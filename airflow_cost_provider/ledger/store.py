@@ -965,51 +965,62 @@ def _write_costs(
     table: sa.Table,
     columns: tuple[str, ...],
     key: tuple[str, ...],
-    costs: list,
+    batches: Iterable[list],
     import_id: int,
     now: dt.datetime,
-    replace_days: bool,
+    days_by_account: dict[tuple[str, str], set[dt.date]] | None,
 ) -> None:
-    """Upsert an import's cost tuples (in `columns` order, without import_id and updated_at); with
-    `replace_days`, first delete the rows of each provider, billing account and day they hold."""
+    """Upsert an import's cost tuples (in `columns` order, without import_id and updated_at), a
+    batch at a time within the caller's transaction; with `days_by_account` (replace_days), first
+    delete the rows of each provider, billing account and day the import holds."""
     width = len(columns) - 2
     day_at = columns.index("day")
-    if replace_days:
-        days_by_account: dict[tuple[str, str], set[dt.date]] = {}
-        for cost in costs:
-            days_by_account.setdefault((cost.provider, cost.billing_account), set()).add(cost.day)
-        for (provider, account), days in days_by_account.items():
-            conn.execute(
-                sa.delete(table).where(
-                    table.c.provider == provider,
-                    table.c.billing_account == account,
-                    table.c.day.in_(sorted(days)),
-                )
+    for (provider, account), days in (days_by_account or {}).items():
+        conn.execute(
+            sa.delete(table).where(
+                table.c.provider == provider,
+                table.c.billing_account == account,
+                table.c.day.in_(sorted(days)),
             )
-    if _bulk_path(conn.dialect):
-        # as SQLAlchemy stores them: updated_at naive UTC, and in SQLite dates and times as text;
-        # tags are JSON text already
-        stamp: Any = now.replace(tzinfo=None)
-        if conn.dialect.name == "sqlite":
-            stamp = stamp.strftime("%Y-%m-%d %H:%M:%S.%f")
-            iso = {day: day.isoformat() for day in {cost.day for cost in costs}}
+        )
+    bulk = _bulk_path(conn.dialect)
+    # as SQLAlchemy stores them: updated_at naive UTC, and in SQLite dates and times as text;
+    # tags are JSON text already
+    stamp: Any = now.replace(tzinfo=None)
+    sqlite = bulk and conn.dialect.name == "sqlite"
+    if sqlite:
+        stamp = stamp.strftime("%Y-%m-%d %H:%M:%S.%f")
+    for costs in batches:
+        if sqlite:
+            iso = {day: day.isoformat() for day in {cost[day_at] for cost in costs}}
             rows = (
                 (*cost[:day_at], iso[cost[day_at]], *cost[day_at + 1 : width], import_id, stamp)
                 for cost in costs
             )
-        else:
+            _bulk_upsert(conn, table, columns, rows, key)
+            continue
+        if bulk:
             rows = ((*cost[:width], import_id, stamp) for cost in costs)  # generated as written
-        _bulk_upsert(conn, table, columns, rows, key)
-        return
-    records = [dict(zip(columns, (*cost[:width], import_id, now), strict=True)) for cost in costs]
-    if "tags" not in columns:
-        _portable_upsert(conn, table, records, key)
-        return
-    # SQLAlchemy would store None as JSON null: rows without tags leave the column out (SQL NULL)
-    tagged = [{**record, "tags": json.loads(record["tags"])} for record in records if record["tags"]]
-    untagged = [{k: v for k, v in record.items() if k != "tags"} for record in records if not record["tags"]]
-    _portable_upsert(conn, table, tagged, key)
-    _portable_upsert(conn, table, untagged, key)
+            _bulk_upsert(conn, table, columns, rows, key)
+            continue
+        records = [dict(zip(columns, (*cost[:width], import_id, now), strict=True)) for cost in costs]
+        if "tags" not in columns:
+            _portable_upsert(conn, table, records, key)
+            continue
+        # SQLAlchemy would store None as JSON null: rows without tags leave the column out (SQL NULL)
+        tagged = [{**record, "tags": json.loads(record["tags"])} for record in records if record["tags"]]
+        untagged = [
+            {k: v for k, v in record.items() if k != "tags"} for record in records if not record["tags"]
+        ]
+        _portable_upsert(conn, table, tagged, key)
+        _portable_upsert(conn, table, untagged, key)
+
+
+def _days_by_account(costs: list) -> dict[tuple[str, str], set[dt.date]]:
+    found: dict[tuple[str, str], set[dt.date]] = {}
+    for cost in costs:
+        found.setdefault((cost.provider, cost.billing_account), set()).add(cost.day)
+    return found
 
 
 def write_storage_import(
@@ -1058,19 +1069,29 @@ def write_storage_import(
                 "finished_at": now,
             },
         ).inserted_primary_key[0]
+        costs = collected.costs
         _write_costs(
-            conn, storage_costs, _STORAGE_COLUMNS, _STORAGE_KEY, collected.costs, import_id, now, replace_days
+            conn,
+            storage_costs,
+            _STORAGE_COLUMNS,
+            _STORAGE_KEY,
+            [costs],
+            import_id,
+            now,
+            _days_by_account(costs) if replace_days else None,
         )
-        if collected.billing_costs is not None:
+        bill = collected.billing_costs
+        if bill is not None:
+            # a batch at a time from DuckDB, all in this transaction: a failure leaves nothing written
             _write_costs(
                 conn,
                 billing_costs,
                 _BILLING_COLUMNS,
                 _BILLING_KEY,
-                collected.billing_costs,
+                bill.batches(),
                 import_id,
                 now,
-                replace_days,
+                bill.days_by_account() if replace_days else None,
             )
         if collected.query_credits and collected.query_credits_source and window is not None:
             write_query_credits(conn, collected.query_credits_source, collected.query_credits, window)

@@ -18,7 +18,7 @@ from airflow_cost_provider.billing.errors import BillingDataError
 from airflow_cost_provider.billing.files import fetched
 from airflow_cost_provider.billing.importer import read_files, save
 from airflow_cost_provider.billing.registry import file_format
-from airflow_cost_provider.billing.scan import row_key
+from airflow_cost_provider.billing.scan import BillingRows, row_key
 from airflow_cost_provider.cli import main
 from airflow_cost_provider.ledger import store
 from airflow_cost_provider.operators.storage import ImportBillingCostsOperator
@@ -269,6 +269,72 @@ def test_reimport_is_idempotent_and_restated_days_replace(tmp_path, any_ledger):
         "n"
     ]
     assert untagged == sum(1 for c in cur.billing_costs if c.tags is None) > 0
+
+
+def test_the_bill_is_written_in_batches_and_a_failure_midway_leaves_the_ledger_as_it_was(
+    tmp_path, any_ledger, monkeypatch
+):
+    engine = store.get_engine(any_ledger)
+    store.ensure_schema(engine)
+    save(engine, read(samples.write_focus(CHARGES, tmp_path / "v1.csv"), "focus"), replace_days=True)
+    before = _table(any_ledger), _storage_table(any_ledger), _imports(any_ledger)
+    restated = [_to_nanos(c) for c in samples.sample_charges(START, DAYS, version=2)]
+    second = read(samples.write_focus(restated, tmp_path / "v2.csv"), "focus")
+    monkeypatch.setattr(BillingRows, "BATCH", 7)
+    batches = list(second.billing_costs.batches())
+    assert len(batches) > 2 and {len(b) for b in batches[:-1]} == {7}
+    keys = [c.row_key for batch in batches for c in batch]
+    assert keys == [c.row_key for c in second.billing_costs] == sorted(keys)  # in key order, as written
+    assert sum(len(b) for b in batches) == len(second.billing_costs)
+    # the connection goes away after two batches were upserted, replaced days already deleted
+    whole = BillingRows.batches
+    written = []
+
+    def failing(self, size=None):
+        for batch in whole(self, size):
+            if len(written) == 2:
+                raise sa.exc.OperationalError("INSERT", {}, Exception("server closed the connection"))
+            written.append(batch)
+            yield batch
+
+    monkeypatch.setattr(BillingRows, "batches", failing)
+    with pytest.raises(sa.exc.OperationalError):
+        save(engine, second, replace_days=True)
+    assert len(written) == 2
+    assert (_table(any_ledger), _storage_table(any_ledger), _imports(any_ledger)) == before
+    monkeypatch.setattr(BillingRows, "batches", whole)
+    summary = save(engine, second, replace_days=True)
+    assert summary.billing_costs_written == len(second.billing_costs)
+    assert set(_table(any_ledger)) == {c.row_key for c in second.billing_costs}  # every day restated
+
+
+def _storage_table(url) -> list[tuple]:
+    rows = ledger_rows(url, "SELECT day, resource_id, sku, amount_nanos, import_id FROM cost_storage_costs")
+    return sorted(
+        (str(r["day"]), r["resource_id"], r["sku"], int(r["amount_nanos"]), r["import_id"]) for r in rows
+    )
+
+
+def _imports(url) -> int:
+    return ledger_rows(url, "SELECT count(*) AS n FROM cost_storage_imports")[0]["n"]
+
+
+def test_a_sum_out_of_range_leaves_the_ledger_as_it_was(tmp_path, capsys):
+    ledger = f"sqlite:///{tmp_path / 'ledger.db'}"
+    engine = store.get_engine(ledger)
+    store.ensure_schema(engine)
+    save(engine, read(samples.write_focus(CHARGES, tmp_path / "v1.csv"), "focus"), replace_days=True)
+    before = _table(ledger), _storage_table(ledger), _imports(ledger)
+    # two charges of one resource, hour and SKU, each in range, their sum not
+    huge = next(c for c in CHARGES if c.service_name == "AWS Glue")
+    huge = replace(huge, cost=Decimal("5000000000"), list_cost=Decimal("5000000000"))
+    path = samples.write_focus([*CHARGES, huge, huge], tmp_path / "v2.csv")
+    code = main(
+        ["import-billing", "--format", "focus", "--path", str(path), "--ledger", ledger, "--replace-days"]
+    )
+    err = capsys.readouterr().err
+    assert code == 1 and "out of range" in err and "nothing was imported" in err
+    assert (_table(ledger), _storage_table(ledger), _imports(ledger)) == before
 
 
 def test_a_bad_row_names_file_row_and_column_and_nothing_is_written(tmp_path, capsys):
