@@ -1158,11 +1158,14 @@ def _dag_runs(
         else:
             runs, full = _latest_runs(conn, budget, dag_id, limit)
         order = [run_id for run_id, _, _ in runs]
+        dropped = None
         if full and runs:
-            runs = runs[1:]  # the oldest run may have lost tries to the limit
-            order = order[1:]
+            dropped = order[0]  # the oldest run may have lost tries to the limit
+            runs, order = runs[1:], order[1:]
         first_target = min((order.index(t) for t in targets if t in order), default=None)
-        if not full or first_target is None or first_target >= count:
+        if not full or (first_target is None and dropped not in targets):
+            break  # every run read, or no target among them
+        if first_target is not None and first_target >= count:
             break
         # read again, enough for the runs still missing at the tries per run seen so far
         per_run = limit / max(1, len(runs))

@@ -208,3 +208,27 @@ def test_an_anomaly_key_fits_the_alerts_table(engine):
     (found,) = judge(engine, rule(), [("etl", long_run)])
     assert len(found.key) == 100 and found.key.startswith("anomaly:run:etl/manual__xxx")
     assert found.run_id == long_run
+
+
+def test_a_run_counts_only_its_tries_in_the_scope_and_reads_back_past_the_others(engine, monkeypatch):
+    """A DAG whose tasks belong to two teams: a team's run costs only its own tries; and a run with more
+    tries than the first read holds (the read then ends inside it) makes the read go further back."""
+    monkeypatch.setattr(evaluation, "TRIES_PER_RUN", 1)  # the first read: 5 tries, a run has 5
+    ids = []
+    for index, mine in enumerate(["10"] * 6 + ["40"]):
+        run_id = f"scheduled__{(START + DAY * index).date()}"
+        end = START + DAY * index + dt.timedelta(minutes=10)
+        theirs = [
+            cost(
+                "mixed", f"theirs_{n}", run_id, end + dt.timedelta(minutes=1 + n), [line("x", "1")], team="t2"
+            )
+            for n in range(4)
+        ]
+        keep(engine, cost("mixed", "mine", run_id, end, [line("x", mine)], team="t1", tags=("t",)), *theirs)
+        ids.append(run_id)
+    for scope in ("{team: t1}", "{tag: t}"):
+        (found,) = judge(engine, rule("3", runs=3), [("mixed", ids[-1])], scope=scope)
+        assert (found.amount, found.median) == (40, 10), scope
+    assert judge(engine, rule("3", runs=3), [("mixed", ids[-1])], scope="{team: t2}") == []  # 4 a run
+    (found,) = judge(engine, rule("3", runs=3), [("mixed", ids[-1])])  # the whole run: 44 vs 14
+    assert (found.amount, found.median) == (44, 14)
