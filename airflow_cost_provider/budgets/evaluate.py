@@ -30,6 +30,7 @@ import hashlib
 import json
 import logging
 import statistics
+import weakref
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -778,8 +779,16 @@ def _pieces(
     lo, hi = lo.astimezone(UTC), hi.astimezone(UTC)
     if hi <= settled_until:
         return [(_piece_key("e", lo, hi), lo, hi)]
+    return _hour_pieces(lo, hi, max(lo, settled_until.replace(minute=0, second=0, microsecond=0)))
+
+
+@functools.lru_cache(maxsize=1024)
+def _hour_pieces(
+    lo: dt.datetime, hi: dt.datetime, cut: dt.datetime
+) -> list[tuple[str, dt.datetime, dt.datetime]]:
+    """_pieces() of [lo, hi) not settled as a whole, settled until `cut` (an hour): the same for an
+    hour, so worked out once per hour (callers only read the list)."""
     pieces = []
-    cut = max(lo, settled_until.replace(minute=0, second=0, microsecond=0))
     moment = lo
     while moment < cut:
         step = min(cut, moment.replace(minute=0, second=0, microsecond=0) + HOUR)
@@ -824,13 +833,24 @@ class _SpendPlan:
 
 
 def _settled_key(conn: Connection, scope: Scope) -> str:
-    return _scope_key(conn.engine.url, scope)
+    return _scope_key(_ledger_name(conn.engine), scope)
+
+
+# the ledger's URL as text, per engine: a URL hashes by rendering itself, at every lookup
+_ledger_names: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
+
+
+def _ledger_name(engine: Engine) -> str:
+    name = _ledger_names.get(engine)
+    if name is None:
+        name = _ledger_names[engine] = engine.url.render_as_string(hide_password=True)
+    return name
 
 
 @functools.lru_cache(maxsize=4096)
-def _scope_key(url: sa.URL, scope: Scope) -> str:
+def _scope_key(ledger: str, scope: Scope) -> str:
     """Worked out once per ledger and scope: the prefetch and each budget's plan both need it."""
-    return settled.cache_key(url.render_as_string(hide_password=True), f"v1 {scope!r}")
+    return settled.cache_key(ledger, f"v1 {scope!r}")
 
 
 def _plan(
@@ -970,12 +990,25 @@ class Forecast:
 def history(days: dict[dt.date, int], before: dt.date, length: int) -> dict[dt.date, Decimal]:
     """The spend of each whole UTC day in the `length` days before `before`, from the first day with
     spend in that window on (days before the scope's first cost are not zero spend, they are no
-    history); days without spend after it count as zero."""
-    window = [before - dt.timedelta(days=offset) for offset in range(length, 0, -1)]
-    spending = [day for day in window if days.get(day)]
-    if not spending:
+    history); days without spend after it count as zero. (Shared between calls: read only.)"""
+    window = _window(before, length)
+    return _history(window, tuple(days.get(day, 0) for day in window))
+
+
+@functools.lru_cache(maxsize=64)
+def _window(before: dt.date, length: int) -> tuple[dt.date, ...]:
+    return tuple(before - dt.timedelta(days=offset) for offset in range(length, 0, -1))
+
+
+# the history of a scope's days is the same at every task end of a UTC day: built once
+@functools.lru_cache(maxsize=1024)
+def _history(window: tuple[dt.date, ...], nanos: tuple[int, ...]) -> dict[dt.date, Decimal]:
+    first = next((index for index, value in enumerate(nanos) if value), None)
+    if first is None:
         return {}
-    return {day: from_nanos(days.get(day, 0)) or Decimal(0) for day in window if day >= spending[0]}
+    return {
+        day: from_nanos(value) or Decimal(0) for day, value in zip(window[first:], nanos[first:], strict=True)
+    }
 
 
 def forecast(
@@ -1002,8 +1035,25 @@ def forecast(
         )
     weekday_aware = len(past) >= WEEKDAY_HISTORY_DAYS
     overall, by_weekday = _medians(tuple(past.items()), weekday_aware)
-    today = now.astimezone(UTC).date()
-    rest = Decimal(0)
+    today = now.date()
+    today_expected, rest = _expected(start, end, today, overall, by_weekday)
+    if today_expected is not None:  # today adds only what its median still exceeds today's spend
+        rest += max(Decimal(0), today_expected - today_spent)
+    return Forecast(quantize_amount(spent + rest), len(past), weekday_aware)
+
+
+@functools.lru_cache(maxsize=1024)
+def _expected(
+    start: dt.datetime, end: dt.datetime, today: dt.date, overall: Decimal, by_weekday: tuple[Decimal, ...]
+) -> tuple[Decimal | None, Decimal]:
+    """What the median days expect of today inside the period (None: today is not in it) and of the
+    days after it: the same at every task end of a day, so worked out once. `by_weekday`: the median
+    of each weekday, or none (then the overall median for every day)."""
+
+    def median_of(day: dt.date) -> Decimal:
+        return by_weekday[day.weekday()] if by_weekday else overall
+
+    today_expected, rest = None, Decimal(0)
     first = max(today, start.date())
     last = (end - dt.timedelta(microseconds=1)).date()
     whole = Counter()  # weekday -> whole UTC days left after today
@@ -1013,9 +1063,11 @@ def forecast(
         if day != today and inside == DAY:
             whole[day.weekday()] += 1
         else:
-            seconds = Decimal(inside.total_seconds())
-            expected = (by_weekday[day.weekday()] if weekday_aware else overall) * seconds / 86400
-            rest += max(Decimal(0), expected - today_spent) if day == today else expected
+            expected = median_of(day) * Decimal(inside.total_seconds()) / 86400
+            if day == today:
+                today_expected = expected
+            else:
+                rest += expected
     # ...and the whole days between them counted per weekday, not walked (a quarter has 90)
     between = (last - first).days - 1
     if between > 0:
@@ -1024,8 +1076,8 @@ def forecast(
             whole[(first_weekday + offset) % 7] += between // 7 + (offset < between % 7)
     for weekday, count in whole.items():
         if count:
-            rest += (by_weekday[weekday] if weekday_aware else overall) * count
-    return Forecast(quantize_amount(spent + rest), len(past), weekday_aware)
+            rest += (by_weekday[weekday] if by_weekday else overall) * count
+    return today_expected, rest
 
 
 def _with_storage(
@@ -1049,15 +1101,16 @@ def _with_storage(
 @functools.lru_cache(maxsize=1024)
 def _medians(
     past: tuple[tuple[dt.date, Decimal], ...], weekday_aware: bool
-) -> tuple[Decimal, dict[int, Decimal]]:
-    """The median day and the median of each weekday of a history. Kept: the history of whole days
-    before today is the same at every task end of a day, only today's spend moves."""
+) -> tuple[Decimal, tuple[Decimal, ...]]:
+    """The median day and (weekday aware) the median of each weekday, Monday first, of a history.
+    Kept: the history of whole days before today is the same at every task end of a day, only
+    today's spend moves."""
     overall = statistics.median(value for _, value in past)
-    by_weekday: dict[int, Decimal] = {}
-    if weekday_aware:
-        for weekday in range(7):
-            by_weekday[weekday] = statistics.median(v for d, v in past if d.weekday() == weekday)
-    return overall, by_weekday
+    if not weekday_aware:
+        return overall, ()
+    return overall, tuple(
+        statistics.median(v for d, v in past if d.weekday() == weekday) for weekday in range(7)
+    )
 
 
 def forecast_judged_from(start: dt.datetime, end: dt.datetime) -> dt.datetime:
