@@ -46,7 +46,14 @@ from airflow_cost_provider.budgets import settled, storage
 from airflow_cost_provider.budgets.model import Budget, Scope, Threshold
 from airflow_cost_provider.budgets.periods import DAY, UTC, utc_midnight, utc_split
 from airflow_cost_provider.cache_file import write_json
-from airflow_cost_provider.ledger.schema import daily_totals, lines, storage_costs, task_run_labels, task_runs
+from airflow_cost_provider.ledger.schema import (
+    budget_settled,
+    daily_totals,
+    lines,
+    storage_costs,
+    task_run_labels,
+    task_runs,
+)
 from airflow_cost_provider.ledger.store import from_nanos, read_connection
 from airflow_cost_provider.pricing.money import money_text, quantize_amount
 
@@ -373,6 +380,22 @@ _LAST_END = sa.select(
 )
 
 
+KEPT_PART = -5  # the rows of the settled-spend cache, in the batched statement
+
+
+# the cache's rows (parameters k<n>_key): the scope's key as `day`, its JSON as `currency`
+def _kept_part(count: int) -> sa.Select:
+    keys = [sa.bindparam(f"k{number}_key", type_=budget_settled.c.cache_key.type) for number in range(count)]
+    return sa.select(
+        sa.literal_column("-1", _INT).label("request"),
+        sa.literal_column(str(KEPT_PART), _INT).label("part"),
+        budget_settled.c.cache_key.label("day"),
+        budget_settled.c.payload.label("currency"),
+        sa.cast(sa.null(), _BIGINT).label("nanos"),
+        sa.cast(sa.null(), _BIGINT).label("unpriced"),
+    ).where(budget_settled.c.cache_key.in_(keys))
+
+
 # ---------------------------------------------------------------- the batched statement as SQL text
 # A task process evaluates once: building and compiling its statement with SQLAlchemy took longer
 # than the database takes to answer it. Each part is compiled once per dialect and shape (which scope
@@ -509,14 +532,17 @@ def _write_kept(kept: _KeptParts) -> None:
 
 
 def _compiled(
-    statement: sa.Select | sa.CompoundSelect, dialect: sa.Dialect
+    statement: sa.Select | sa.CompoundSelect, dialect: sa.Dialect, numbered: bool = True
 ) -> tuple[_Sql, dict[str, str] | None]:
     """The statement as text, and the type name (_BIND_TYPES) of each parameter with a bind
-    processor (None: one of another type)."""
+    processor (None: one of another type). `numbered`: a part numbered later (_Sql.numbered), whose
+    parameters without the number's marker are constants; else every parameter keeps its name."""
     compiled = statement.compile(dialect=dialect)
     # a parameter without a part's number is a constant: named, it would clash with another part's
     constants = {
-        f"{name}{_NUMBER}": bind.value for bind, name in compiled.bind_names.items() if _NUMBER not in name
+        f"{name}{_NUMBER}": bind.value
+        for bind, name in compiled.bind_names.items()
+        if numbered and _NUMBER not in name
     }
     if (
         compiled.literal_execute_params
@@ -524,7 +550,10 @@ def _compiled(
         or (constants and not dialect.positional)
     ):
         raise ValueError(f"cannot keep as text: {compiled.string}")
-    own = {name: name if _NUMBER in name else f"{name}{_NUMBER}" for name in compiled.bind_names.values()}
+    own = {
+        name: name if _NUMBER in name or not numbered else f"{name}{_NUMBER}"
+        for name in compiled.bind_names.values()
+    }
     processors, types = {}, {}
     for bind, name in compiled.bind_names.items():
         if (processor := bind.type.bind_processor(dialect)) is not None:
@@ -586,6 +615,9 @@ def _compiled_part(dialect: sa.Dialect, kind: str, shape: tuple) -> tuple[_Sql, 
     elif kind == "runs":
         (keys,) = shape
         parts = [_runs_part(_bound_scope(keys, f"r{_NUMBER}_"))]
+    elif kind == "kept":
+        (count,) = shape
+        return _compiled(_kept_part(count), dialect, numbered=False)
     else:
         return _Sql(str(_LAST_END.compile(dialect=dialect)), () if dialect.positional else None, {}), {}
     return _compiled(sa.union_all(*parts) if len(parts) > 1 else parts[0], dialect)
@@ -598,16 +630,20 @@ def _sums_statement(
     globs: tuple[bool, ...] = (),
     runs: tuple[tuple[str, ...], ...] = (),
     last_end: bool = False,
+    kept: int = 0,
 ) -> _Sql:
     """One statement for a batch of (scope keys, day ranges, edges) requests, the imported storage
     costs of windows (all resources, or a glob's), the latest runs of the run rules' scopes (by
-    keys) and, with `last_end`, the latest end of a try: one round trip for all the budgets a task
-    try counts towards. Kept per batch shape, which repeats from try to try."""
+    keys), with `last_end` the latest end of a try, and the settled-spend cache's rows of `kept`
+    keys: one round trip for all the budgets a task try counts towards. Kept per batch shape, which
+    repeats from try to try."""
     parts = [_part_sql(dialect, "sums", shape).numbered(tag) for tag, shape in enumerate(shapes)]
     parts += [_part_sql(dialect, "storage", (every,)).numbered(number) for number, every in enumerate(globs)]
     parts += [_part_sql(dialect, "runs", (keys,)).numbered(number) for number, keys in enumerate(runs)]
     if last_end:
         parts.append(_part_sql(dialect, "last_end", ()))
+    if kept:
+        parts.append(_part_sql(dialect, "kept", (kept,)))
     _write_kept(_kept_parts(dialect))
     return _union(parts)
 
@@ -684,17 +720,19 @@ def _sums_many(
     windows: Sequence[storage.Window] = (),
     runs: Sequence[tuple[Budget, str, int]] = (),
     now: dt.datetime | None = None,
+    unread: Sequence[str] = (),
 ) -> tuple[list[settled.Sums], list[storage.Days], list[LatestRuns]]:
     """For each (scope, ranges of whole UTC days, pieces (start, end, key))): {day ISO or piece key:
     {currency ('' = unpriced): [nanos, unpriced lines]}}; the imported storage costs of each window
     per billing day and currency; and for each run-rule request (budget, dag_id, limit) its
-    LatestRuns; all in one query. With `now`, the parts on the lines that start after it are read
+    LatestRuns; and the settled-spend cache's rows of the keys `unread` (into the cache); all in one
+    query. With `now`, the parts on the lines that start after it are read
     in a second query only when a try ends after their start (_split_later). Requests of one scope
     (a daily and a monthly budget of a team) share one answer, read once: each takes its own days
     and pieces from it."""
     shared, index_of = _by_scope(requests)
     if len(shared) < len(requests):
-        found_shared, stored_, latest = _sums_many(conn, shared, windows, runs, now)
+        found_shared, stored_, latest = _sums_many(conn, shared, windows, runs, now, unread)
         return [found_shared[i] for i in index_of], stored_, latest
     found: list[settled.Sums] = [{} for _ in requests]
     stored: list[storage.Days] = [{} for _ in windows]
@@ -705,7 +743,7 @@ def _sums_many(
         requests, later, first_later = _split_later(requests, now)
     last_end: dt.datetime | None = None
     asked = [(tag, request) for tag, request in enumerate(requests) if request[1] or request[2]]
-    if not asked and not windows and not runs and first_later is None:
+    if not asked and not windows and not runs and first_later is None and not unread:
         return found, stored, []
     params: dict[str, Any] = {}
     shapes = []
@@ -732,9 +770,15 @@ def _sums_many(
         tuple(window.glob == "*" for window in windows),
         tuple(_keys(budget.scope) for budget, _, _ in runs),
         first_later is not None,
+        len(unread),
     )
+    params.update({f"k{number}_key": key for number, key in enumerate(unread)})
     rows = conn.exec_driver_sql(statement.text, statement.parameters(params))
+    kept_rows = []
     for number, part, day, currency, nanos, unpriced in rows:
+        if part == KEPT_PART:
+            kept_rows.append((day, currency))
+            continue
         if part == LAST_END_PART:
             last_end = None if day is None else _as_datetime(day)
             continue
@@ -749,6 +793,7 @@ def _sums_many(
         entry = found[tag].setdefault(key, {}).setdefault(currency or "", [0, 0])
         entry[0] += int(nanos or 0)
         entry[1] += int(unpriced or 0)
+    settled.absorb(kept_rows)
     if first_later is not None and last_end is not None and last_end >= first_later:
         for sums, more in zip(found, _sums_many(conn, later)[0], strict=True):
             for key, by_currency in more.items():
@@ -829,7 +874,9 @@ class _SpendPlan:
     live_days: dict[dt.date, list[str]]  # lines path: the pieces of each day not settled
     edge_keys: list[list[str]]  # the pieces of each edge of the period
     live: SumsRequest
-    sums: settled.Sums
+    sums: settled.Sums  # the settled part, from the cache: _read_settled() fills it
+    horizon: dt.date | None = None  # whole UTC days [first, horizon) are settled
+    kept: dict[str, tuple[dt.datetime, dt.datetime]] = field(default_factory=dict)  # settled pieces
 
 
 def _settled_key(conn: Connection, scope: Scope) -> str:
@@ -895,20 +942,26 @@ def _plan(
     )
     edge_keys = [pieces(edge_start, edge_end) for edge_start, edge_end, _ in split.edges]
 
-    sums: settled.Sums = {}
-    if first < horizon or kept:
-        key = _settled_key(conn, scope)
-
-        def fetch(ranges: list[tuple[dt.date, dt.date]], keys: list[str]) -> settled.Sums:
-            return _sums(conn, scope, ranges, [(*kept[k], k) for k in keys])
-
-        sums = settled.lookup(conn, key, first, horizon, list(kept), fetch)  # the kept dict: read only
     # whole days read every time: those not settled, or on the lines path those after today (none,
     # unless clocks disagree)
     live_from = max(horizon, today + DAY) if on_lines else horizon
     live_ranges = [(live_from, after)] if live_from < after else []
     request: SumsRequest = (scope, live_ranges, [(*span, key) for key, span in live.items()])
-    return _SpendPlan(budget, today, split, first, after, live_days, edge_keys, request, sums)
+    return _SpendPlan(budget, today, split, first, after, live_days, edge_keys, request, {}, horizon, kept)
+
+
+def _read_settled(conn: Connection, plan: _SpendPlan) -> None:
+    """The plan's settled days and pieces, from the cache (fetched from the ledger when it lacks
+    them). Independent of what the plan reads live: those start where the settled part ends."""
+    if plan.horizon is None or not (plan.first < plan.horizon or plan.kept):
+        return
+    scope, kept = plan.budget.scope, plan.kept
+
+    def fetch(ranges: list[tuple[dt.date, dt.date]], keys: list[str]) -> settled.Sums:
+        return _sums(conn, scope, ranges, [(*kept[k], k) for k in keys])
+
+    key = _settled_key(conn, scope)
+    plan.sums = settled.lookup(conn, key, plan.first, plan.horizon, list(kept), fetch)  # kept: read only
 
 
 def _spend(plan: _SpendPlan, live: settled.Sums) -> _Spend:
@@ -1581,9 +1634,10 @@ def _evaluate(
     if now.tzinfo is None:
         raise ValueError(f"naive datetime {now!r}: evaluation needs an aware moment")
     today = now.astimezone(UTC).date()
-    # what other processes kept of these scopes, in one query (a new task process has nothing yet)
-    settled.prefetch(
-        conn, [_settled_key(conn, budget.scope) for budget, _ in items if budget.scope.counts_tasks]
+    # what other processes kept of these scopes and this process has not read yet (a new task
+    # process: all of them), read with the statement
+    unread = settled.unread(
+        [_settled_key(conn, budget.scope) for budget, _ in items if budget.scope.counts_tasks]
     )
     periods, plans = [], []
     for budget, bounds in items:
@@ -1610,7 +1664,11 @@ def _evaluate(
         if run is not None
     ]
     # the task spend not settled yet, the imported storage costs and the latest runs: one round trip
-    lives, storage_days, runs_found = _sums_many(conn, [plan.live for plan in plans], windows, requests, now)
+    lives, storage_days, runs_found = _sums_many(
+        conn, [plan.live for plan in plans], windows, requests, now, unread
+    )
+    for plan in plans:
+        _read_settled(conn, plan)
     spends = storage.spends(storage_requests, windows, storage_days)
     stored = dict(zip(with_storage, spends, strict=True))
     latest: dict[int, LatestRuns] = dict(zip(wanted, runs_found, strict=True))

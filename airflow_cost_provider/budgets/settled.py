@@ -61,20 +61,15 @@ def cache_key(ledger: str, scope: str) -> str:
     return hashlib.sha256(f"{ledger}\n{scope}".encode()).hexdigest()[:32]
 
 
-def prefetch(conn: Connection, keys: Iterable[str]) -> None:
-    """Read the kept rows of the scopes not in memory yet, in one query (a new task process)."""
-    missing = sorted({key for key in keys if key not in _memory})
-    if not missing:
-        return
-    try:
-        rows = conn.execute(
-            sa.select(budget_settled.c.cache_key, budget_settled.c.payload).where(
-                budget_settled.c.cache_key.in_(missing)
-            )
-        ).all()
-    except Exception as error:  # e.g. a ledger not migrated yet: the full query instead
-        log.debug("kept budget spend not read: %s: %s", type(error).__name__, error)
-        return
+def unread(keys: Iterable[str]) -> list[str]:
+    """The keys not in memory: their kept rows are read with the evaluation's statement (all of
+    them in a new task process)."""
+    return sorted({key for key in keys if key not in _memory})
+
+
+def absorb(rows: Iterable[tuple[str, str]]) -> None:
+    """The kept rows (key, payload) read from the ledger, into memory; one that cannot be parsed is
+    left out (its scope then reads its settled days again)."""
     with _lock:
         for key, payload in rows:
             if (entry := _parsed(payload)) is not None:

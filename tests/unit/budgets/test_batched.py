@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from airflow_cost_provider.budgets import settled
 from airflow_cost_provider.budgets.evaluate import evaluate, evaluate_all
 from airflow_cost_provider.budgets.model import Budget, parse_budgets
+from airflow_cost_provider.ledger.schema import budget_settled
 from tests.unit.budgets.conftest import UTC, cost, keep, line, unpriced
 
 NOW = dt.datetime(2026, 12, 20, 12, tzinfo=UTC)
@@ -132,7 +133,18 @@ def _check(engine) -> None:
     assert found == first
     for status in found:
         assert (status.spent, status.unpriced) == _expected(status.budget, results), status.budget.scope
+    # a new task process: nothing in memory, the settled days kept in the ledger and read with the
+    # statement, still one round trip
+    settled.clear()
+    again: list = []
+    (statement,) = _statements(
+        engine, lambda: again.extend(evaluate_all(engine, budgets, NOW, run=run, contributors=False))
+    )
+    assert "FROM COST_BUDGET_SETTLED" in statement
+    assert again == found
     settled.clear()  # and each alone, nothing kept
+    with engine.begin() as conn:
+        conn.execute(sa.delete(budget_settled))
     assert [evaluate(engine, budget, NOW, run=run, contributors=False) for budget in budgets] == found
 
 

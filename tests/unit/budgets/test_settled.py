@@ -36,10 +36,10 @@ def reads(monkeypatch):
     counted = {"queries": 0}
     original = evaluation._sums_many
 
-    def counting(conn, requests, windows=(), runs=(), now=None):
+    def counting(conn, requests, windows=(), runs=(), now=None, unread=()):
         if any(ranges or pieces for _, ranges, pieces in requests):
             counted["queries"] += 1
-        return original(conn, requests, windows, runs, now)
+        return original(conn, requests, windows, runs, now, unread)
 
     monkeypatch.setattr(evaluation, "_sums_many", counting)
     return counted
