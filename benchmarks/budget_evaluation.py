@@ -440,60 +440,70 @@ def load_baseline(path: Path):
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
+    if hasattr(module, "_sql_cache_dir"):  # its compiled statements in a folder of its own
+        folder = tempfile.mkdtemp(prefix="cost-budget-baseline-")
+        module._sql_cache_dir = lambda: folder
     return module
 
 
 def measure(engine, budgets, arriving: list[dict], tries: int, baseline=None) -> dict:
     """Each arriving try in the order they end: written (not timed), then its budgets matched and
     evaluated (timed), as at the end of a task: evaluate_all() of the matching budgets. With a
-    `baseline` module, its evaluate_all() is timed too after each write, the two alternating which
-    goes first, and both must give the same statuses."""
+    `baseline` module, its evaluate_all() is timed too after each write, in every mode, the two
+    alternating which goes first, and both must give the same statuses."""
     from airflow_cost_provider.budgets import evaluate as evaluation
     from airflow_cost_provider.budgets import settled
-    from airflow_cost_provider.budgets.evaluate import evaluate, evaluate_all
+    from airflow_cost_provider.budgets.evaluate import evaluate
     from airflow_cost_provider.budgets.model import matching_budgets
     from airflow_cost_provider.ledger.store import store
 
     counts = {"crossed": 0, "anomalous": 0}
-    baseline_ms: list[float] = []
-    paired_ms: list[float] = []
+    paired: dict[str, tuple[list[float], list[float]]] = {}  # mode -> (this version, the baseline)
 
-    def evaluate_try(item: dict, compare: bool = False) -> tuple[float, int]:
+    def timed(module, item: dict, now: dt.datetime, fresh) -> tuple[float, list]:
         result = result_of(item)
         sources = {line.usage.source for line in result.lines} | {u.usage.source for u in result.unpriced}
-        now = item["end"] + dt.timedelta(seconds=1)
-        run = (result.task_try.dag_id, result.task_try.run_id)
-        if compare and len(baseline_ms) % 2:
-            started = time.perf_counter()
-            before = baseline.evaluate_all(
-                engine, matching_budgets(budgets, result.task_try, sources), now, run=run
-            )
-            baseline_ms.append((time.perf_counter() - started) * 1000)
+        if fresh is not None:
+            fresh(module)
         started = time.perf_counter()
         found = matching_budgets(budgets, result.task_try, sources)
-        statuses = evaluate_all(engine, found, now, run=run)
-        seconds = time.perf_counter() - started
-        if compare and not len(baseline_ms) % 2:
-            started = time.perf_counter()
-            before = baseline.evaluate_all(
-                engine, matching_budgets(budgets, result.task_try, sources), now, run=run
-            )
-            baseline_ms.append((time.perf_counter() - started) * 1000)
-        if compare:
-            paired_ms.append(seconds * 1000)
+        statuses = module.evaluate_all(
+            engine, found, now, run=(result.task_try.dag_id, result.task_try.run_id)
+        )
+        return (time.perf_counter() - started) * 1000, statuses
+
+    def evaluate_try(item: dict, mode: str, fresh=None, now: dt.datetime | None = None) -> tuple[float, int]:
+        """This version's time (and the baseline's, alternating which goes first, in `mode`); `fresh`
+        empties what a new task process would not have before each."""
+        now = now or item["end"] + dt.timedelta(seconds=1)
+        if baseline is None:
+            ms, statuses = timed(evaluation, item, now, fresh)
+        else:
+            mine, theirs = paired.setdefault(mode, ([], []))
+            sides = [(evaluation, mine), (baseline, theirs)]
+            answers = []
+            for module, times in sides if len(mine) % 2 else sides[::-1]:
+                ms_, statuses_ = timed(module, item, now, fresh)
+                times.append(ms_)
+                answers.append((module, statuses_))
+            ms, statuses = mine[-1], next(found for module, found in answers if module is evaluation)
+            before = next(found for module, found in answers if module is baseline)
             if [_status_key(s) for s in before] != [_status_key(s) for s in statuses]:
                 raise SystemExit(f"the baseline's statuses differ at {item['task']} of {item['run_id']}")
         counts["crossed"] += sum(bool(status.crossed) for status in statuses)
         counts["anomalous"] += sum(bool(status.anomalies) for status in statuses)
-        return seconds, len(found)
+        return ms, len(statuses)
 
-    def new_process() -> None:
+    def clear_settled(_module) -> None:
+        settled.clear()
+
+    def new_process(module) -> None:
         """What a new task process starts without: the settled days and the statements' text in
         memory (the text is read from the cache folder, where the first process compiled and left
         it; its connection is the pool's: the task's write has just opened it)."""
         settled.clear()
-        for name in dir(evaluation):
-            if callable(cached := getattr(evaluation, name)) and hasattr(cached, "cache_clear"):
+        for name in dir(module):
+            if callable(cached := getattr(module, name)) and hasattr(cached, "cache_clear"):
                 cached.cache_clear()
         engine._compiled_cache.clear()
 
@@ -501,36 +511,26 @@ def measure(engine, budgets, arriving: list[dict], tries: int, baseline=None) ->
     cold = {}
     store(engine, result_of(chosen[0]))
     # a worker's first evaluation: nothing kept yet; then a new process with the kept rows
-    cold["nothing kept (ms)"] = round(evaluate_try(chosen[0])[0] * 1000, 3)
-    new_process()
-    cold["new process, kept in the ledger (ms)"] = round(evaluate_try(chosen[0])[0] * 1000, 3)
+    cold["nothing kept (ms)"] = round(
+        timed(evaluation, chosen[0], chosen[0]["end"] + dt.timedelta(seconds=1), None)[0], 3
+    )
+    cold["new process, kept in the ledger (ms)"] = round(
+        timed(evaluation, chosen[0], chosen[0]["end"] + dt.timedelta(seconds=1), new_process)[0], 3
+    )
     same, fresh, matched = [], [], []
     for number, item in enumerate(chosen[1:]):
         store(engine, result_of(item))
         if number % 2:  # every other try as in a new task process: settled days from the kept rows only
-            settled.clear()
-            fresh.append(evaluate_try(item)[0] * 1000)
+            fresh.append(evaluate_try(item, "new process", clear_settled)[0])
         else:
-            seconds, count = evaluate_try(item, compare=baseline is not None)
-            same.append(seconds * 1000)
+            ms, count = evaluate_try(item, "same process")
+            same.append(ms)
             matched.append(count)
     # a new task process in full: nothing built or compiled in memory either. The budgets of each of the last
     # 40 tries, at the moment the last one ended (no try ends after it), each as the first
     # evaluation of its process
-    built_anew = []
     moment = chosen[-1]["end"] + dt.timedelta(seconds=1)
-    for item in chosen[-40:]:
-        result = result_of(item)
-        sources = {line.usage.source for line in result.lines} | {u.usage.source for u in result.unpriced}
-        new_process()
-        started = time.perf_counter()
-        evaluate_all(
-            engine,
-            matching_budgets(budgets, result.task_try, sources),
-            moment,
-            run=(result.task_try.dag_id, result.task_try.run_id),
-        )
-        built_anew.append((time.perf_counter() - started) * 1000)
+    built_anew = [evaluate_try(item, "new process in full", new_process, moment)[0] for item in chosen[-40:]]
     # one budget at a time, by scope kind (the last 100 tries again)
     per_kind: dict[str, list[float]] = {}
     with engine.connect() as conn:
@@ -554,8 +554,14 @@ def measure(engine, budgets, arriving: list[dict], tries: int, baseline=None) ->
     compared = {}
     if baseline is not None:
         compared = {
-            "baseline_per_try_ms": summary(baseline_ms),
-            "per_try_ms_beside_the_baseline": summary(paired_ms),
+            "against_the_baseline": {
+                mode: {
+                    "this version": summary(mine),
+                    "baseline": summary(theirs),
+                    "ratio of medians": round(statistics.median(mine) / statistics.median(theirs), 3),
+                }
+                for mode, (mine, theirs) in paired.items()
+            }
         }
     return {
         **compared,
@@ -676,11 +682,13 @@ def main() -> int:
             f"{per_try['p99']} ms, max {per_try['max']} ms (target: under 5 ms)"
         )
         if baseline is not None:
-            before, beside = result["baseline_per_try_ms"], result["per_try_ms_beside_the_baseline"]
-            print(
-                f"  the same tries, alternating with the baseline {args.baseline}: median {beside['median']} ms "
-                f"(p95 {beside['p95']}) vs the baseline's {before['median']} ms (p95 {before['p95']})"
-            )
+            print(f"  against the baseline {args.baseline}, the same tries, alternating which goes first:")
+            for mode, numbers in result["against_the_baseline"].items():
+                mine, theirs = numbers["this version"], numbers["baseline"]
+                print(
+                    f"    {mode}: median {mine['median']} vs {theirs['median']} ms ({numbers['ratio of medians']}), "
+                    f"p95 {mine['p95']} vs {theirs['p95']} ms"
+                )
         fresh = result["per_try_new_process_ms"]
         print(
             f"  the same in a new task process each time (settled days read from the ledger's kept rows): median "

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -151,11 +151,15 @@ def clear() -> None:
         _memory.clear()
 
 
+# twice as fast as json.loads on these rows, which a new task process reads at its end
+_decode = msgspec.json.Decoder().decode
+
+
 def _parsed(payload: str) -> tuple[float, float, str, str, Sums] | None:
     try:
-        full_at, recent_at, first, end, sums = json.loads(payload)
+        full_at, recent_at, first, end, sums = _decode(payload)
         return float(full_at), float(recent_at), str(first), str(end), sums
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, msgspec.DecodeError):
         return None
 
 
@@ -163,7 +167,7 @@ def _write(conn: Connection, key: str, entry: tuple[float, float, str, str, Sums
     """Keep the entry in the ledger for the other processes, on a connection of its own (the
     evaluation's stays read-only); a race with another writer or a failure only costs a re-read."""
     values = {
-        "payload": json.dumps(list(entry), separators=(",", ":")),
+        "payload": msgspec.json.encode(list(entry)).decode(),
         "updated_at": dt.datetime.now(dt.timezone.utc),
     }
     row = budget_settled.c.cache_key == key
