@@ -24,15 +24,17 @@ Rules (the README's Budgets section says the same):
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
+import gc
 import hashlib
 import json
 import logging
 import statistics
 import weakref
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
@@ -1627,7 +1629,7 @@ def _evaluate(
     if isinstance(conn_or_engine, Engine):
         # an evaluation only reads (the settled-spend cache writes on a connection of its own): without
         # a transaction to begin and roll back, a database server answers in two round trips fewer
-        with read_connection(conn_or_engine) as conn:
+        with _collection_paused(), read_connection(conn_or_engine) as conn:
             return _evaluate(conn, items, now, run, contributors)
     conn = conn_or_engine
     now = now or dt.datetime.now(UTC)
@@ -1689,6 +1691,21 @@ def _evaluate(
             zip(items, periods, plans, lives, strict=True)
         )
     ]
+
+
+@contextlib.contextmanager
+def _collection_paused() -> Iterator[None]:
+    """No garbage collection while a task's end evaluates: it makes thousands of short-lived objects
+    (the settled spend's rows decoded, the sums), freed as they go, and a collection among them
+    only adds its pause to the task. One already paused (another thread) is left to its owner."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _day_rules(budget: Budget) -> list[Threshold]:

@@ -8,6 +8,7 @@ import datetime as dt
 import random
 from decimal import Decimal
 
+import pytest
 import sqlalchemy as sa
 
 from airflow_cost_provider.budgets import settled
@@ -161,3 +162,39 @@ def test_every_scope_spends_what_its_lines_add_up_to_on_mariadb(mariadb_server):
         _check(engine)
     finally:
         store.dispose_engines()
+
+
+def test_no_garbage_collection_while_a_task_end_evaluates(engine, monkeypatch):
+    """Collections are paused for the evaluation and on again after it, even when it fails; a pause
+    that was already there (another thread's) stays."""
+    import gc
+
+    from airflow_cost_provider.budgets import evaluate as evaluation
+
+    seen = []
+    original = evaluation._sums_many
+
+    def recording(*args, **kwargs):
+        seen.append(gc.isenabled())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "_sums_many", recording)
+    budgets = parse_budgets(BUDGETS, "b.yaml")
+    assert gc.isenabled()
+    evaluate_all(engine, budgets, NOW)
+    assert seen and not any(seen) and gc.isenabled()
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("the ledger went away")
+
+    monkeypatch.setattr(evaluation, "_sums_many", failing)
+    with pytest.raises(RuntimeError):
+        evaluate_all(engine, budgets, NOW)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        monkeypatch.setattr(evaluation, "_sums_many", recording)
+        evaluate_all(engine, budgets, NOW)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
