@@ -898,7 +898,7 @@ def _ledger_name(engine: Engine) -> str:
 
 @functools.lru_cache(maxsize=4096)
 def _scope_key(ledger: str, scope: Scope) -> str:
-    """Worked out once per ledger and scope: the prefetch and each budget's plan both need it."""
+    """Worked out once per ledger and scope: the unread rows and each budget's plan both need it."""
     return settled.cache_key(ledger, f"v1 {scope!r}")
 
 
