@@ -2,9 +2,9 @@
 
 `prune(engine, before)` deletes the cost_usage and cost_lines rows of the tries that ended before
 `before`, a batch of tries per transaction. The tries' rows (identity, times, state, attribution),
-their tags and labels, and cost_daily_totals stay: the totals were summed exactly from those lines
-when each try was written, so every budget's spend, forecast and day anomaly reads the same after a
-prune. What budgets still read from lines is never pruned: a date within a budget's current period
+their tags and labels, cost_daily_totals and cost_daily_label_totals stay: the totals were summed
+exactly from those lines when each try was written, so every budget's spend, forecast and day
+anomaly reads the same after a prune. What budgets still read from lines is never pruned: a date within a budget's current period
 or its history window is refused (see `budget_limit`), and the tries of each DAG's latest runs that
 a run-anomaly rule compares against are kept whatever their age.
 

@@ -8,7 +8,7 @@ import hashlib
 import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 
-SCHEMA_REVISION = "0010"  # the head migration; checked cheaply before Alembic is ever imported
+SCHEMA_REVISION = "0011"  # the head migration; checked cheaply before Alembic is ever imported
 VERSION_TABLE = "cost_provider_alembic_version"
 NANOS_PER_UNIT = 10**9
 
@@ -394,6 +394,23 @@ daily_totals = sa.Table(
     sa.Index("ix_cost_daily_totals_day", "day"),
 )
 
+# Cost lines summed per tag or label of the try, UTC day of its end, source and currency (0011), kept
+# exact with cost_daily_totals (same writer, same transaction, same meaning of amount_nanos): what a
+# tag or label budget reads, one row a day, instead of joining the day's tries to their labels.
+daily_label_totals = sa.Table(
+    "cost_daily_label_totals",
+    metadata,
+    sa.Column("kind", sa.String(8), primary_key=True),  # tag | label (as in cost_task_run_labels)
+    sa.Column("key", sa.String(250), primary_key=True),
+    sa.Column("value", sa.String(250), primary_key=True),  # '' for a tag
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("currency", sa.String(3), primary_key=True),  # '' = unpriced lines
+    sa.Column("amount_nanos", sa.BigInteger, nullable=False),
+    sa.Column("lines", sa.Integer, nullable=False),
+    sa.Column("unpriced", sa.Integer, nullable=False),
+)
+
 # The unpriced lines (0009) counted per UTC day of the try's end, DAG, task, source, metric and
 # reason, kept with the daily totals: what a report lists as the causes of unpriced usage.
 # `reason_key` is a digest of the reason (which can be long), so every database can index the key.
@@ -456,8 +473,8 @@ budget_settled = sa.Table(
 # ---------------------------------------------------------------- retention
 
 # One `airflow-cost prune` run: the tries that ended before `before_day` lost their usage and lines
-# (their try rows, labels and the daily totals stay). Counts grow batch by batch, in each batch's
-# transaction, so a run that stops half way still says what it did.
+# (their try rows, labels, the daily totals and the daily label totals stay). Counts grow batch by
+# batch, in each batch's transaction, so a run that stops half way still says what it did.
 prunes = sa.Table(
     "cost_prunes",
     metadata,

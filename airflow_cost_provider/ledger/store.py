@@ -24,6 +24,7 @@ from airflow_cost_provider.ledger.schema import (
     NANOS_PER_UNIT,
     SCHEMA_REVISION,
     VERSION_TABLE,
+    daily_label_totals,
     daily_totals,
     daily_unpriced,
     deferred_captures,
@@ -454,6 +455,9 @@ _DELETE_LABELS = sa.delete(task_run_labels).where(
     task_run_labels.c.task_run_id == sa.bindparam("existing_id")
 )
 _INSERT_LABELS = sa.insert(task_run_labels)
+_OLD_LABELS = sa.select(task_run_labels.c.kind, task_run_labels.c.key, task_run_labels.c.value).where(
+    task_run_labels.c.task_run_id == sa.bindparam("existing_id")
+)
 # What a stored try added to the daily totals, to take back out when another capture replaces it.
 _OLD_CONTRIBUTION = (
     sa.select(
@@ -490,16 +494,30 @@ _OLD_UNPRICED = (
 _DAILY_KEY = ("day", "dag_id", "task_id", "owner", "team", "source", "currency")
 # budgets' amount, lines, unpriced lines; the lines' estimates, reconciled amounts, reconciled lines
 _DAILY_SUMS = ("amount_nanos", "lines", "unpriced", "estimate_nanos", "reconciled_nanos", "reconciled_lines")
-_ADD_TO_DAILY = (
-    sa.update(daily_totals)
-    .where(*(daily_totals.c[name] == sa.bindparam(f"k_{name}") for name in _DAILY_KEY))
-    .values({name: daily_totals.c[name] + sa.bindparam(f"d_{name}") for name in _DAILY_SUMS})
-)
-# a row with no line left and nothing a budget counts (reconcile can add to a currency with no line)
-_DELETE_EMPTY_DAILY = sa.delete(daily_totals).where(
-    *(daily_totals.c[name] == sa.bindparam(f"k_{name}") for name in _DAILY_KEY),
-    daily_totals.c.lines <= 0,
-    daily_totals.c.amount_nanos == 0,
+
+
+def _sum_statements(table: sa.Table, key: tuple[str, ...], sums: tuple[str, ...]) -> tuple:
+    """For a table of sums (cost_daily_totals, cost_daily_label_totals), with the key as k_* and the
+    changes as d_* parameters: add to a row, insert one, and delete a row with no line left and
+    nothing a budget counts (reconcile can add to a currency with no line)."""
+    where = [table.c[name] == sa.bindparam(f"k_{name}") for name in key]
+    add = (
+        sa.update(table)
+        .where(*where)
+        .values({name: table.c[name] + sa.bindparam(f"d_{name}") for name in sums})
+    )
+    insert = sa.insert(table).values(
+        {name: sa.bindparam(f"k_{name}") for name in key} | {name: sa.bindparam(f"d_{name}") for name in sums}
+    )
+    delete_empty = sa.delete(table).where(*where, table.c.lines <= 0, table.c.amount_nanos == 0)
+    return add, insert, delete_empty
+
+
+_ADD_TO_DAILY, _INSERT_DAILY, _DELETE_EMPTY_DAILY = _sum_statements(daily_totals, _DAILY_KEY, _DAILY_SUMS)
+_LABEL_KEY = ("kind", "key", "value", "day", "source", "currency")
+_LABEL_SUMS = ("amount_nanos", "lines", "unpriced")
+_ADD_TO_LABELS, _INSERT_LABEL_TOTALS, _DELETE_EMPTY_LABELS = _sum_statements(
+    daily_label_totals, _LABEL_KEY, _LABEL_SUMS
 )
 _UNPRICED_KEY = ("day", "dag_id", "task_id", "source", "metric", "reason_key")
 _ADD_TO_UNPRICED = (
@@ -566,11 +584,21 @@ def _store(engine: Engine, result: CostResult, only_if_absent: bool = False) -> 
             return False
         daily: dict[tuple, list[int]] = {}
         causes: dict[tuple, list] = {}
+        by_label: dict[tuple, list[int]] = {}
         if existing is None:
             task_run_id = conn.execute(_INSERT_TRY, row).inserted_primary_key[0]
         else:
             task_run_id = existing.id
             _take_out_old(conn, task_run_id, tt, daily, causes)
+            old_labels = conn.execute(_OLD_LABELS, {"existing_id": task_run_id}).all()
+            if old_labels:
+                # `daily` holds only the old capture's take-out yet: the same amounts leave each old label
+                old: dict[tuple, list[int]] = {}
+                for key, sums in daily.items():
+                    found = old.setdefault((key[0], key[5], key[6]), [0, 0, 0])
+                    for index in range(3):
+                        found[index] += sums[index]
+                _add_label_changes(by_label, old_labels, old)
             conn.execute(_DELETE_LINES, {"existing_id": task_run_id})
             conn.execute(_DELETE_USAGE, {"existing_id": task_run_id})
             conn.execute(_DELETE_LABELS, {"existing_id": task_run_id})
@@ -585,6 +613,7 @@ def _store(engine: Engine, result: CostResult, only_if_absent: bool = False) -> 
         ]
         # the daily totals sum exactly what the lines below hold
         day = result.end_time.astimezone(dt.timezone.utc).date()
+        new: dict[tuple, list[int]] = {}  # (day, source, currency): the new lines' sums, for the labels
         for item, values in priced_and_unpriced:
             nanos = values.get("amount_nanos")
             key = (day, tt.dag_id, tt.task_id, tt.owner or "", tt.team or "", item.source)
@@ -592,6 +621,13 @@ def _store(engine: Engine, result: CostResult, only_if_absent: bool = False) -> 
             if nanos is None:
                 key = (day, tt.dag_id, tt.task_id, item.source, item.metric)
                 _add_unpriced(causes, key, values["unpriced_reason"], 1)
+            if labels:
+                sums = new.setdefault((day, item.source, values.get("currency") or ""), [0, 0, 0])
+                sums[0] += nanos or 0
+                sums[1] += 1
+                sums[2] += nanos is None
+        if labels:
+            _add_label_changes(by_label, [(r["kind"], r["key"], r["value"]) for r in labels], new)
         write_daily_changes(conn, daily)
         write_unpriced_changes(conn, causes)
         if priced_and_unpriced:
@@ -616,7 +652,20 @@ def _store(engine: Engine, result: CostResult, only_if_absent: bool = False) -> 
                     for usage_id, (item, values) in zip(usage_ids, priced_and_unpriced, strict=True)
                 ],
             )
+        # last: a tag's row of the day is shared by every try that carries it, so its lock is held
+        # from here to the commit only
+        write_label_changes(conn, by_label)
     return True
+
+
+def _add_label_changes(by_label: dict[tuple, list[int]], labels: Iterable[tuple], sums: dict) -> None:
+    """Add a try's sums per (day, source, currency) to each of its (kind, key, value) labels."""
+    for label in labels:
+        for key, (nanos, line_count, unpriced) in sums.items():
+            found = by_label.setdefault((*label, *key), [0, 0, 0])
+            found[0] += nanos
+            found[1] += line_count
+            found[2] += unpriced
 
 
 def _take_out_old(
@@ -705,6 +754,34 @@ def write_daily_changes(conn, daily: dict[tuple, list[int]]) -> None:
     _apply(conn, changes, emptied, _daily_upsert, _ADD_TO_DAILY, _INSERT_DAILY, _DELETE_EMPTY_DAILY)
 
 
+def write_label_changes(conn, by_label: dict[tuple, list[int]]) -> None:
+    """Apply changes to cost_daily_label_totals, as write_daily_changes does to the daily totals: each
+    key (kind, key, value, day, source, currency) with its [amount_nanos, lines, unpriced]. In key
+    order, so two writers that share labels take their rows' locks in the same order."""
+    found = [(key, sums) for key, sums in sorted(by_label.items()) if any(sums)]
+    changes = [
+        {
+            **{f"k_{name}": value for name, value in zip(_LABEL_KEY, key, strict=True)},
+            **{f"d_{name}": value for name, value in zip(_LABEL_SUMS, sums, strict=True)},
+        }
+        for key, sums in found
+    ]
+    emptied = [
+        {f"k_{name}": c[f"k_{name}"] for name in _LABEL_KEY}
+        for c in changes
+        if any(c[f"d_{name}"] < 0 for name in _LABEL_SUMS)
+    ]
+    if found and conn.dialect.driver == "psycopg2":
+        # psycopg2's executemany is a round trip per row (a try's labels x its sources), its
+        # execute_values one for them all
+        rows = [(*key, *sums) for key, sums in found]
+        _bulk_upsert(conn, daily_label_totals, (*_LABEL_KEY, *_LABEL_SUMS), rows, _LABEL_KEY, _LABEL_SUMS)
+        if emptied:
+            conn.execute(_DELETE_EMPTY_LABELS, emptied)
+        return
+    _apply(conn, changes, emptied, _label_upsert, _ADD_TO_LABELS, _INSERT_LABEL_TOTALS, _DELETE_EMPTY_LABELS)
+
+
 def write_unpriced_changes(conn, causes: dict[tuple, list]) -> None:
     """Apply changes to cost_daily_unpriced, as write_daily_changes does to the daily totals."""
     changes = [
@@ -739,10 +816,6 @@ def _apply(conn, changes: list[dict], emptied: list[dict], upsert_of, add, inser
         conn.execute(delete_empty, emptied)
 
 
-_INSERT_DAILY = sa.insert(daily_totals).values(
-    {name: sa.bindparam(f"k_{name}") for name in _DAILY_KEY}
-    | {name: sa.bindparam(f"d_{name}") for name in _DAILY_SUMS}
-)
 _INSERT_UNPRICED = sa.insert(daily_unpriced).values(
     {name: sa.bindparam(f"k_{name}") for name in _UNPRICED_KEY}
     | {"reason": sa.bindparam("reason"), "lines": sa.bindparam("d_lines")}
@@ -759,21 +832,28 @@ def _insert_module(dialect: str):
     return insert
 
 
-@functools.cache
-def _daily_upsert(dialect: str) -> sa.Insert | None:
+def _adding_upsert(dialect: str, table: sa.Table, key: tuple[str, ...], sums: tuple[str, ...]):
     """One INSERT .. ON CONFLICT adding to the row where the databases that share it have it: a
     statement per try instead of two per key, and no race between two workers on a new key."""
     insert = _insert_module(dialect)
     if insert is None:
         return None
-    statement = insert(daily_totals).values(
-        {name: sa.bindparam(f"k_{name}") for name in _DAILY_KEY}
-        | {name: sa.bindparam(f"d_{name}") for name in _DAILY_SUMS}
+    statement = insert(table).values(
+        {name: sa.bindparam(f"k_{name}") for name in key} | {name: sa.bindparam(f"d_{name}") for name in sums}
     )
     return statement.on_conflict_do_update(
-        index_elements=list(_DAILY_KEY),
-        set_={name: daily_totals.c[name] + statement.excluded[name] for name in _DAILY_SUMS},
+        index_elements=list(key), set_={name: table.c[name] + statement.excluded[name] for name in sums}
     )
+
+
+@functools.cache
+def _daily_upsert(dialect: str) -> sa.Insert | None:
+    return _adding_upsert(dialect, daily_totals, _DAILY_KEY, _DAILY_SUMS)
+
+
+@functools.cache
+def _label_upsert(dialect: str) -> sa.Insert | None:
+    return _adding_upsert(dialect, daily_label_totals, _LABEL_KEY, _LABEL_SUMS)
 
 
 @functools.cache
@@ -922,16 +1002,26 @@ def _bulk_path(dialect) -> bool:
 
 
 def _bulk_upsert(
-    conn, table: sa.Table, columns: tuple[str, ...], rows: Iterable[tuple], key: tuple[str, ...]
+    conn,
+    table: sa.Table,
+    columns: tuple[str, ...],
+    rows: Iterable[tuple],
+    key: tuple[str, ...],
+    added: tuple[str, ...] = (),
 ) -> None:
-    """Insert rows (driver-ready tuples in `columns` order), replacing those with the same key, in
-    as few round trips as the driver allows: one INSERT .. ON CONFLICT, executed by the driver.
+    """Insert rows (driver-ready tuples in `columns` order), replacing those with the same key (the
+    `added` columns: adding to them), in as few round trips as the driver allows: one INSERT .. ON
+    CONFLICT, executed by the driver.
 
     Imports write tens of thousands of daily costs: SQLAlchemy's per-value processing would be the
     slowest part of the import, so SQLite and PostgreSQL take this path.
     """
     names = ", ".join(columns)
-    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
+    updates = ", ".join(
+        f"{c} = {table.name}.{c} + excluded.{c}" if c in added else f"{c} = excluded.{c}"
+        for c in columns
+        if c not in key
+    )
     conflict = f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
     cursor = conn.connection.dbapi_connection.cursor()
     try:

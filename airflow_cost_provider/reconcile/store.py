@@ -242,6 +242,36 @@ def _shift_daily_totals(conn, pools, sign: int) -> None:
             report[4] += sign * int(row[9])
             report[5] += sign * int(row[10])
         write_daily_changes(conn, changes)
+    _shift_label_totals(conn, in_pools, difference, sign)
+
+
+def _shift_label_totals(conn, in_pools, difference, sign: int) -> None:
+    """The same budget difference in cost_daily_label_totals, once for each tag and label of the try."""
+    from airflow_cost_provider.ledger.schema import lines, task_run_labels, task_runs
+    from airflow_cost_provider.ledger.store import write_label_changes
+
+    key = (
+        task_run_labels.c.kind,
+        task_run_labels.c.key,
+        task_run_labels.c.value,
+        sa.func.date(task_runs.c.end_time),
+        lines.c.source,
+        lines.c.reconciled_currency,
+    )
+    result = conn.execute(
+        sa.select(*key, difference)
+        .select_from(
+            lines.join(task_runs, task_runs.c.id == lines.c.task_run_id).join(
+                task_run_labels, task_run_labels.c.task_run_id == lines.c.task_run_id
+            )
+        )
+        .where(lines.c.id.in_(in_pools), lines.c.reconciled_nanos.is_not(None))
+        .group_by(*key)
+    )
+    for rows in result.partitions(_DAILY_BATCH):
+        write_label_changes(
+            conn, {(*row[:3], _day(row[3]), *row[4:6]): [sign * int(row[6]), 0, 0] for row in rows}
+        )
 
 
 def _insert_pools(conn, con, now: dt.datetime) -> None:

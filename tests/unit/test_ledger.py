@@ -364,7 +364,7 @@ def test_migrating_a_0003_ledger_keeps_old_rows_as_none_and_backfills_exact_dail
     engine.dispose()
 
     engine = store.open_existing(ledger_url)  # what a report or a worker does with an older ledger
-    assert store.schema_revision(engine) == SCHEMA_REVISION == "0010"
+    assert store.schema_revision(engine) == SCHEMA_REVISION == "0011"
     day, next_day = dt.date(2026, 11, 20), dt.date(2026, 11, 21)
     assert daily_totals(ledger_url) == {
         (day, "sales", "extract", "", "", "athena", "USD"): (big + 123456789, 2, 0),

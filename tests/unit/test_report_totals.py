@@ -145,18 +145,20 @@ def no_rules(monkeypatch):
     store.dispose_engines()
 
 
-def _fill(url: str, rng: random.Random, tries: int = 70) -> sa.Engine:
+def _fill(url: str, rng: random.Random, tries: int = 70, labelled=None) -> sa.Engine:
     """Random tries, some captured again; a bill of the warehouses' first three days, reconciled,
-    restated and reconciled again; then tries captured again after reconciling."""
+    restated and reconciled again; then tries captured again after reconciling. `labelled(rng,
+    result)`, if given, gives each capture its tags and labels before it is stored."""
     engine = store.get_engine(url)
+    label = labelled or (lambda _rng, result: result)
     results = []
     for number in range(tries):
-        result = _result(rng, number, try_number=rng.choice((1, 1, 2)))
+        result = label(rng, _result(rng, number, try_number=rng.choice((1, 1, 2))))
         assert store.store(engine, result)
         results.append(result)
     for number, result in enumerate(results):
         if rng.random() < 0.15:
-            assert store.store(engine, _recaptured(rng, result, number))
+            assert store.store(engine, label(rng, _recaptured(rng, result, number)))
     for offset in range(3):
         for warehouse in WAREHOUSES:
             amount = str(rng.randint(50, 400))
@@ -168,7 +170,7 @@ def _fill(url: str, rng: random.Random, tries: int = 70) -> sa.Engine:
     assert reconciled_tries, "the bill reconciled no line: the test would not test reconciled lines"
     for run_id in sorted(reconciled_tries)[:2]:
         found = next(r for r in results if r.task_try.run_id == run_id)
-        assert store.store(engine, _recaptured(rng, found, int(run_id[1:])))
+        assert store.store(engine, label(rng, _recaptured(rng, found, int(run_id[1:]))))
     return engine
 
 
@@ -369,7 +371,7 @@ def test_a_ledger_migrated_to_0009_reports_as_before(ledger_url, no_rules, monke
     assert "cost_daily_unpriced" not in sa.inspect(engine).get_table_names()
     store.dispose_engines()
     engine = store.get_engine(ledger_url)  # migrates to head
-    assert store.schema_revision(engine) == "0010"
+    assert store.schema_revision(engine) == "0011"
     assert _kept_totals(engine) == expected
     since, until = FIRST, FIRST + DAYS * DAY
     found = report.cost_report(engine, "dag,source", since, until)

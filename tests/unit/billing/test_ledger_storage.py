@@ -38,7 +38,7 @@ def table(url) -> dict[tuple, tuple]:
 
 def test_the_schema_is_at_the_storage_revision(ledger_url):
     engine = store.get_engine(ledger_url)
-    assert store.schema_revision(engine) == SCHEMA_REVISION == "0010"  # storage tables came with 0003
+    assert store.schema_revision(engine) == SCHEMA_REVISION == "0011"  # storage tables came with 0003
     names = set(sa.inspect(engine).get_table_names())
     assert {
         "cost_storage_costs",

@@ -329,7 +329,7 @@ def test_a_filled_0009_ledger_upgrades_with_whole_days_and_downgrades_its_hours_
     add_billed(engine, DAY, "WH_OLD", "9", provider="snowflake", quantity="3", unit="Credits")
     engine.dispose()
     engine = store.get_engine(ledger_url)  # migrates to head
-    assert store.schema_revision(engine) == "0010"
+    assert store.schema_revision(engine) == "0011"
     line = priced_line("snowflake", "1", "credit", "3", "WH_OLD", at(10), "credits")
     store_try(engine, "old", "q", [line], start=at(10))
     reconcile_window(engine, DAY, NEXT)
