@@ -118,6 +118,7 @@ class Estate:
     measurement, the counts."""
 
     totals: dict[tuple, list[int]] = {}
+    label_totals: dict[tuple, list[int]] = {}  # cost_daily_label_totals
     causes: dict[tuple, int] = {}  # cost_daily_unpriced
     arriving: list[dict] = []
     counts: tuple[int, int, int] = (0, 0, 0)
@@ -128,6 +129,7 @@ def generate(target_lines: int, seed: int):
     into Estate as it goes. Ids are assigned here so the chunks insert with executemany or COPY."""
     rng = random.Random(seed)
     totals: dict[tuple, list[int]] = {}
+    label_totals: dict[tuple, list[int]] = {}
     causes: dict[tuple, int] = {}
     tries, usages, lines, labels = [], [], [], []
     try_id = line_id = label_id = 0
@@ -155,9 +157,8 @@ def generate(target_lines: int, seed: int):
                 )
                 continue
             tries.append((try_id, dag_id(i), f"task_{j}", run_id, start, end, who["owner"], who["team"]))
-            for kind, key, value in [("tag", tag, "") for tag in who["tags"]] + [
-                ("label", k, v) for k, v in who["labels"]
-            ]:
+            tagged = [("tag", tag, "") for tag in who["tags"]] + [("label", k, v) for k, v in who["labels"]]
+            for kind, key, value in tagged:
                 label_id += 1
                 labels.append((label_id, try_id, kind, key, value))
             for source in sources_of(i, j):
@@ -171,6 +172,13 @@ def generate(target_lines: int, seed: int):
                 sums[1] += 1
                 sums[2] += nanos is None
                 sums[3] += nanos or 0  # the estimate: nothing is reconciled here
+                for kind, key, value in tagged:  # as the writer sums cost_daily_label_totals
+                    per_label = label_totals.setdefault(
+                        (kind, key, value, day, source, currency or ""), [0, 0, 0]
+                    )
+                    per_label[0] += nanos or 0
+                    per_label[1] += 1
+                    per_label[2] += nanos is None
                 if nanos is None:
                     cause = (day, dag_id(i), f"task_{j}", source, "m", UNPRICED_KEY)
                     causes[cause] = causes.get(cause, 0) + 1
@@ -178,6 +186,7 @@ def generate(target_lines: int, seed: int):
             yield tries, usages, lines, labels
             tries, usages, lines, labels = [], [], [], []
     Estate.totals, Estate.causes, Estate.counts = totals, causes, (try_id, line_id, label_id)
+    Estate.label_totals = label_totals
     Estate.arriving = sorted(arriving, key=lambda item: item["end"])
     yield tries, usages, lines, labels
 
@@ -209,6 +218,7 @@ DAILY_COLUMNS = (
     "day, dag_id, task_id, owner, team, source, currency, amount_nanos, lines, unpriced, estimate_nanos"
 )
 UNPRICED_COLUMNS = "day, dag_id, task_id, source, metric, reason_key, reason, lines"
+LABEL_TOTALS_COLUMNS = "kind, key, value, day, source, currency, amount_nanos, lines, unpriced"
 UNPRICED_REASON = "no price"
 UNPRICED_KEY = hashlib.sha256(UNPRICED_REASON.encode()).hexdigest()  # ledger.schema.reason_key
 
@@ -302,6 +312,11 @@ def fill(engine, target_lines: int, seed: int, analyze: bool) -> dict:
             (day.isoformat(), *key, UNPRICED_REASON, count) for (day, *key), count in Estate.causes.items()
         ]
         insert(cursor, backend, "cost_daily_unpriced", UNPRICED_COLUMNS, causes)
+        by_label = [
+            (kind, key, value, day.isoformat(), *rest, *sums)
+            for (kind, key, value, day, *rest), sums in Estate.label_totals.items()
+        ]
+        insert(cursor, backend, "cost_daily_label_totals", LABEL_TOTALS_COLUMNS, by_label)
         if backend == "postgresql":  # the ids were given: the tries stored later take the next ones
             for table in ("cost_task_runs", "cost_usage", "cost_lines", "cost_task_run_labels"):
                 cursor.execute(
@@ -321,6 +336,7 @@ def fill(engine, target_lines: int, seed: int, analyze: bool) -> dict:
         "lines": line_count,
         "labels": labels,
         "daily_totals": len(Estate.totals),
+        "daily_label_totals": len(Estate.label_totals),
         "days": len({key[0] for key in Estate.totals}),
     }
 

@@ -3,8 +3,9 @@
 Spend is read from cost_daily_totals (one row per UTC day, DAG, task, owner, team, source and
 currency, kept exact by the ledger's writer) over the days of the period and of the forecast
 history. A period in another time zone than UTC starts and ends inside a UTC day: those parts are
-read from the task tries' lines (indexed by end time). Tag and label scopes are not in the daily
-totals: they read the tries joined to their labels and lines. What can no longer change is read once
+read from the task tries' lines (indexed by end time). A tag or label scope (alone or with a source)
+reads cost_daily_label_totals, kept the same way per tag or label; one that adds a DAG, task, owner
+or team reads the tries joined to their labels and lines. What can no longer change is read once
 and kept (settled.py); an evaluation reads the rest, for all the budgets of a task try in one query
 (evaluate_all) with the imported storage costs and the run anomaly rule's latest runs, on a
 connection without a transaction (it only reads).
@@ -50,6 +51,7 @@ from airflow_cost_provider.budgets.periods import DAY, UTC, utc_midnight, utc_sp
 from airflow_cost_provider.cache_file import write_json
 from airflow_cost_provider.ledger.schema import (
     budget_settled,
+    daily_label_totals,
     daily_totals,
     lines,
     storage_costs,
@@ -195,8 +197,38 @@ def _uses_labels(scope: Scope) -> bool:
     return scope.tag is not None or scope.label is not None
 
 
+def _on_label_totals(scope: Scope) -> bool:
+    """A tag or a label, alone or with a source: its whole days are summed in the label totals."""
+    return len(_label_rows(scope)) == 1 and all(
+        getattr(scope, key) is None for key in ("dag_id", "task_id", "owner", "team")
+    )
+
+
+def _on_lines(scope: Scope) -> bool:
+    """A scope whose whole days only the tries' lines hold: a tag or label with a DAG, task, owner or
+    team, or a tag and a label."""
+    return _uses_labels(scope) and not _on_label_totals(scope)
+
+
+def _totals_of(scope: Scope) -> sa.Table:
+    """The table of daily sums that holds the scope's whole days."""
+    return daily_label_totals if _uses_labels(scope) else daily_totals
+
+
 def _totals_filters(scope: Scope) -> list[sa.ColumnElement]:
-    return [daily_totals.c[key] == value for key, value in scope.task_items()]
+    if not _uses_labels(scope):
+        return [daily_totals.c[key] == value for key, value in scope.task_items()]
+    ((kind, key, value),) = _label_rows(scope)
+    table = daily_label_totals
+    where = [
+        # the kind and a tag's empty value are constants of the statement, not parameters
+        table.c.kind == sa.literal_column(f"'{kind}'", _TEXT),
+        table.c.key == key,
+        table.c.value == (value if kind == "label" else sa.literal_column("''", _TEXT)),
+    ]
+    if scope.source is not None:
+        where.append(table.c.source == scope.source)
+    return where
 
 
 def _tries_filters(scope: Scope) -> list[sa.ColumnElement]:
@@ -286,13 +318,16 @@ _LINES_COLUMNS = (
     sa.func.sum(lines.c.amount_nanos).label("nanos"),
     _UNPRICED_LINE.label("unpriced"),
 )
-_TOTALS_COLUMNS = (
-    _DAY_PART,
-    sa.cast(daily_totals.c.day, _TEXT).label("day"),
-    daily_totals.c.currency,
-    sa.func.sum(daily_totals.c.amount_nanos).label("nanos"),
-    sa.func.sum(daily_totals.c.unpriced).label("unpriced"),
-)
+_TOTALS_COLUMNS = {
+    table: (
+        _DAY_PART,
+        sa.cast(table.c.day, _TEXT).label("day"),
+        table.c.currency,
+        sa.func.sum(table.c.amount_nanos).label("nanos"),
+        sa.func.sum(table.c.unpriced).label("unpriced"),
+    )
+    for table in (daily_totals, daily_label_totals)
+}
 _LINES_DAY_COLUMNS = (_DAY_PART, sa.cast(_LINES_DAY, _TEXT).label("day"), *_LINES_COLUMNS)
 _NO_DAY = sa.cast(sa.null(), _TEXT).label("day")
 
@@ -306,7 +341,7 @@ def _sums_parts(scope: Scope, day_ranges: int, edges: int, tag: int | str) -> tu
     parts = []
     for index in range(day_ranges):
         lo, hi = sa.bindparam(f"b{tag}_d{index}_lo"), sa.bindparam(f"b{tag}_d{index}_hi")
-        if _uses_labels(scope):  # tags and labels are not in the daily totals
+        if _on_lines(scope):  # a tag or label with other keys is in no daily sums
             parts.append(
                 sa.select(request, *_LINES_DAY_COLUMNS)  # the day as text, as on the totals path
                 .select_from(_JOINED)
@@ -314,10 +349,11 @@ def _sums_parts(scope: Scope, day_ranges: int, edges: int, tag: int | str) -> tu
                 .group_by(_LINES_DAY, lines.c.currency)
             )
         else:
+            totals = _totals_of(scope)
             parts.append(
-                sa.select(request, *_TOTALS_COLUMNS)
-                .where(daily_totals.c.day >= lo, daily_totals.c.day < hi, *_totals_filters(scope))
-                .group_by(daily_totals.c.day, daily_totals.c.currency)
+                sa.select(request, *_TOTALS_COLUMNS[totals])
+                .where(totals.c.day >= lo, totals.c.day < hi, *_totals_filters(scope))
+                .group_by(totals.c.day, totals.c.currency)
             )
     for index in range(edges):
         lo, hi = sa.bindparam(f"b{tag}_e{index}_lo"), sa.bindparam(f"b{tag}_e{index}_hi")
@@ -696,7 +732,7 @@ def _split_later(
     first: dt.datetime | None = None
     sooner, later = [], []
     for scope, ranges, pieces in requests:
-        on_lines = _uses_labels(scope)
+        on_lines = _on_lines(scope)
         ranges_later = [(lo, hi) for lo, hi in ranges if on_lines and utc_midnight(lo) > now]
         pieces_later = [piece for piece in pieces if piece[0] > now]
         starts = [utc_midnight(lo) for lo, _ in ranges_later] + [lo for lo, _, _ in pieces_later]
@@ -750,7 +786,7 @@ def _sums_many(
     params: dict[str, Any] = {}
     shapes = []
     for number, (_, (scope, ranges, pieces)) in enumerate(asked):
-        on_lines = _uses_labels(scope)
+        on_lines = _on_lines(scope)
         for index, (lo, hi) in enumerate(ranges):
             params[f"b{number}_d{index}_lo"] = utc_midnight(lo) if on_lines else lo
             params[f"b{number}_d{index}_hi"] = utc_midnight(hi) if on_lines else hi
@@ -899,7 +935,9 @@ def _ledger_name(engine: Engine) -> str:
 @functools.lru_cache(maxsize=4096)
 def _scope_key(ledger: str, scope: Scope) -> str:
     """Worked out once per ledger and scope: the unread rows and each budget's plan both need it."""
-    return settled.cache_key(ledger, f"v1 {scope!r}")
+    # v2: a tag or label scope's whole days from the label totals (reconciled lines at their
+    # reconciled amounts), where v1 summed its lines
+    return settled.cache_key(ledger, f"{'v2' if _on_label_totals(scope) else 'v1'} {scope!r}")
 
 
 def _plan(
@@ -918,7 +956,7 @@ def _plan(
     if not scope.counts_tasks:  # a storage scope: no task spend to read
         nothing: SumsRequest = (scope, [], [])
         return _SpendPlan(budget, today, split, today, today, {}, [[] for _ in split.edges], nothing, {})
-    on_lines = _uses_labels(scope)
+    on_lines = _on_lines(scope)
     first = min(split.first_day, lo)
     after = max(split.end_day, today + DAY)
     until = settled.settled_until(now)

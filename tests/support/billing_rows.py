@@ -115,8 +115,9 @@ def store_try(
     start: dt.datetime,
     minutes: int = 10,
     unpriced: tuple = (),
+    tags: tuple[str, ...] = (),
 ) -> None:
-    """A finished task try with those lines, written as the listener writes it."""
+    """A finished task try with those lines (and its DAG's tags), written as the listener writes it."""
     from airflow_cost_provider.capture.identity import TaskTry
     from airflow_cost_provider.ledger import store
     from airflow_cost_provider.result import CostResult
@@ -125,7 +126,7 @@ def store_try(
     store.store(
         engine,
         CostResult(
-            TaskTry(dag_id, task_id, run_id, 1, -1, ol_run_id),
+            TaskTry(dag_id, task_id, run_id, 1, -1, ol_run_id, dag_tags=tags),
             capture_id,
             "success",
             start,

@@ -44,7 +44,7 @@ def fill(ledger_url: str) -> None:
         ("transform", ("glue", "7200", "DPU-second", "0.88", "nightly_etl"), None),
     ]:
         line = priced_line(source, quantity, unit, amount, resource, T0, external_id=f"q-{task}")
-        store_try(engine, "sales", task, [line], ol_run_id=run_id, start=T0)
+        store_try(engine, "sales", task, [line], ol_run_id=run_id, start=T0, tags=("finance",))
     add_billed(engine, DAY, "WH_ETL", "300", provider="snowflake", quantity="100", unit="Credits")
     add_billed(
         engine, DAY, "proj-1", "5", provider="gcp", service="BigQuery", tags={"openlineage_run_id": BQ_RUN}
@@ -505,3 +505,30 @@ def test_the_api_gives_the_coverage_report_coverage_prints(ledger, monkeypatch):
     )
     refused = client_for(every_dag=False).get("/api/coverage", params=period)
     assert refused.status_code == 403
+
+
+def test_a_tag_budget_counts_reconciled_lines_as_the_dag_budget_does(ledger):
+    """A tag scope reads the label totals, which reconcile moves as it moves the daily totals: the
+    tagged DAG's tries cost a tag budget what they cost a DAG budget, before and after."""
+    from airflow_cost_provider.budgets import settled
+    from airflow_cost_provider.budgets.evaluate import evaluate_all
+    from airflow_cost_provider.budgets.model import parse_budgets
+
+    budgets = parse_budgets(
+        "budgets:\n"
+        "  - {name: tag, scope: {tag: finance}, period: monthly, amount: '1000', currency: USD}\n"
+        "  - {name: dag, scope: {dag_id: sales}, period: monthly, amount: '1000', currency: USD}\n",
+        "b.yaml",
+    )
+    engine = store.get_engine(ledger)
+    now = T0 + dt.timedelta(days=2)
+
+    def spent() -> list[Decimal]:
+        settled.clear()  # another process: what this one kept before the reconcile is not read
+        return [status.spent_amount for status in evaluate_all(engine, budgets, now, contributors=False)]
+
+    before = spent()
+    assert before[0] == before[1] == Decimal("90") + 60 + Decimal("6.25") + 9 + 3 + Decimal("0.88")
+    reconcile(ledger)
+    after = spent()
+    assert after[0] == after[1] == before[0] - Decimal("1.25")  # BigQuery's 6.25 billed at 5.00
