@@ -1201,9 +1201,10 @@ def _medians(
     overall = statistics.median(value for _, value in past)
     if not weekday_aware:
         return overall, ()
-    return overall, tuple(
-        statistics.median(v for d, v in past if d.weekday() == weekday) for weekday in range(7)
-    )
+    by_weekday: list[list[Decimal]] = [[] for _ in range(7)]
+    for day, value in past:
+        by_weekday[day.weekday()].append(value)
+    return overall, tuple(statistics.median(values) for values in by_weekday)
 
 
 def forecast_judged_from(start: dt.datetime, end: dt.datetime) -> dt.datetime:
