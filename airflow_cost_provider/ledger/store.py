@@ -751,6 +751,15 @@ def write_daily_changes(conn, daily: dict[tuple, list[int]]) -> None:
         for c in changes
         if any(c[f"d_{name}"] < 0 for name in _DAILY_SUMS)
     ]
+    if changes and conn.dialect.driver == "psycopg2":  # one round trip, as write_label_changes
+        rows = sorted(
+            (*(c[f"k_{name}"] for name in _DAILY_KEY), *(c[f"d_{name}"] for name in _DAILY_SUMS))
+            for c in changes
+        )
+        _bulk_upsert(conn, daily_totals, (*_DAILY_KEY, *_DAILY_SUMS), rows, _DAILY_KEY, _DAILY_SUMS)
+        if emptied:
+            conn.execute(_DELETE_EMPTY_DAILY, emptied)
+        return
     _apply(conn, changes, emptied, _daily_upsert, _ADD_TO_DAILY, _INSERT_DAILY, _DELETE_EMPTY_DAILY)
 
 
