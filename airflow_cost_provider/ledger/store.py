@@ -751,44 +751,44 @@ def write_daily_changes(conn, daily: dict[tuple, list[int]]) -> None:
         for c in changes
         if any(c[f"d_{name}"] < 0 for name in _DAILY_SUMS)
     ]
-    if changes and conn.dialect.driver == "psycopg2":  # one round trip, as write_label_changes
-        rows = sorted(
-            (*(c[f"k_{name}"] for name in _DAILY_KEY), *(c[f"d_{name}"] for name in _DAILY_SUMS))
-            for c in changes
-        )
-        _bulk_upsert(conn, daily_totals, (*_DAILY_KEY, *_DAILY_SUMS), rows, _DAILY_KEY, _DAILY_SUMS)
-        if emptied:
-            conn.execute(_DELETE_EMPTY_DAILY, emptied)
-        return
-    _apply(conn, changes, emptied, _daily_upsert, _ADD_TO_DAILY, _INSERT_DAILY, _DELETE_EMPTY_DAILY)
+    _apply(
+        conn,
+        changes,
+        emptied,
+        _daily_upsert,
+        _ADD_TO_DAILY,
+        _INSERT_DAILY,
+        _DELETE_EMPTY_DAILY,
+        (daily_totals, _DAILY_KEY, (), _DAILY_SUMS),
+    )
 
 
 def write_label_changes(conn, by_label: dict[tuple, list[int]]) -> None:
     """Apply changes to cost_daily_label_totals, as write_daily_changes does to the daily totals: each
-    key (kind, key, value, day, source, currency) with its [amount_nanos, lines, unpriced]. In key
-    order, so two writers that share labels take their rows' locks in the same order."""
-    found = [(key, sums) for key, sums in sorted(by_label.items()) if any(sums)]
+    key (kind, key, value, day, source, currency) with its [amount_nanos, lines, unpriced]."""
     changes = [
         {
             **{f"k_{name}": value for name, value in zip(_LABEL_KEY, key, strict=True)},
             **{f"d_{name}": value for name, value in zip(_LABEL_SUMS, sums, strict=True)},
         }
-        for key, sums in found
+        for key, sums in by_label.items()
+        if any(sums)
     ]
     emptied = [
         {f"k_{name}": c[f"k_{name}"] for name in _LABEL_KEY}
         for c in changes
         if any(c[f"d_{name}"] < 0 for name in _LABEL_SUMS)
     ]
-    if found and conn.dialect.driver == "psycopg2":
-        # psycopg2's executemany is a round trip per row (a try's labels x its sources), its
-        # execute_values one for them all
-        rows = [(*key, *sums) for key, sums in found]
-        _bulk_upsert(conn, daily_label_totals, (*_LABEL_KEY, *_LABEL_SUMS), rows, _LABEL_KEY, _LABEL_SUMS)
-        if emptied:
-            conn.execute(_DELETE_EMPTY_LABELS, emptied)
-        return
-    _apply(conn, changes, emptied, _label_upsert, _ADD_TO_LABELS, _INSERT_LABEL_TOTALS, _DELETE_EMPTY_LABELS)
+    _apply(
+        conn,
+        changes,
+        emptied,
+        _label_upsert,
+        _ADD_TO_LABELS,
+        _INSERT_LABEL_TOTALS,
+        _DELETE_EMPTY_LABELS,
+        (daily_label_totals, _LABEL_KEY, (), _LABEL_SUMS),
+    )
 
 
 def write_unpriced_changes(conn, causes: dict[tuple, list]) -> None:
@@ -804,17 +804,48 @@ def write_unpriced_changes(conn, causes: dict[tuple, list]) -> None:
     ]
     emptied = [{f"k_{name}": c[f"k_{name}"] for name in _UNPRICED_KEY} for c in changes if c["d_lines"] < 0]
     _apply(
-        conn, changes, emptied, _unpriced_upsert, _ADD_TO_UNPRICED, _INSERT_UNPRICED, _DELETE_EMPTY_UNPRICED
+        conn,
+        changes,
+        emptied,
+        _unpriced_upsert,
+        _ADD_TO_UNPRICED,
+        _INSERT_UNPRICED,
+        _DELETE_EMPTY_UNPRICED,
+        (daily_unpriced, _UNPRICED_KEY, ("reason",), ("lines",)),
     )
 
 
-def _apply(conn, changes: list[dict], emptied: list[dict], upsert_of, add, insert, delete_empty) -> None:
+def _apply(
+    conn,
+    changes: list[dict],
+    emptied: list[dict],
+    upsert_of,
+    add,
+    insert,
+    delete_empty,
+    columns: tuple[sa.Table, tuple[str, ...], tuple[str, ...], tuple[str, ...]],
+) -> None:
     """Add `changes` to a table of sums (one upsert where the database has it, else update, then
-    insert the keys not there yet), then drop the `emptied` keys' rows left with nothing."""
+    insert the keys not there yet), then drop the `emptied` keys' rows left with nothing. `columns`:
+    the table, its key (k_<name> in a change), the columns set on insert (<name>) and those a change
+    adds to (d_<name>)."""
     if not changes:
         return
-    upsert = upsert_of(conn.dialect.name)
-    if upsert is not None:
+    table, key, kept, added = columns
+    # in key order: writers that share rows (a tag's day, a DAG's day) take their locks in one order
+    changes = sorted(changes, key=lambda change: tuple(change[f"k_{name}"] for name in key))
+    if conn.dialect.driver == "psycopg2":
+        # its executemany is a round trip per row, execute_values one for them all
+        rows = [
+            (
+                *(change[f"k_{name}"] for name in key),
+                *(change[name] for name in kept),
+                *(change[f"d_{name}"] for name in added),
+            )
+            for change in changes
+        ]
+        _bulk_upsert(conn, table, (*key, *kept, *added), rows, key, added)
+    elif (upsert := upsert_of(conn.dialect.name)) is not None:
         conn.execute(upsert, changes)
     else:
         missing = [change for change in changes if conn.execute(add, change).rowcount == 0]
