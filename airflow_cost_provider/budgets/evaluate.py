@@ -218,17 +218,21 @@ def _totals_of(scope: Scope) -> sa.Table:
 def _totals_filters(scope: Scope) -> list[sa.ColumnElement]:
     if not _uses_labels(scope):
         return [daily_totals.c[key] == value for key, value in scope.task_items()]
-    ((kind, key, value),) = _label_rows(scope)
-    table = daily_label_totals
-    where = [
+    (label,) = _label_rows(scope)
+    where = _label_is(daily_label_totals, *label)
+    if scope.source is not None:
+        where.append(daily_label_totals.c.source == scope.source)
+    return where
+
+
+def _label_is(table: sa.Table, kind: str, key: Any, value: Any) -> list[sa.ColumnElement]:
+    """The kind, key and value columns of `table` (the labels, the label totals) match a tag or label."""
+    return [
         # the kind and a tag's empty value are constants of the statement, not parameters
         table.c.kind == sa.literal_column(f"'{kind}'", _TEXT),
         table.c.key == key,
         table.c.value == (value if kind == "label" else sa.literal_column("''", _TEXT)),
     ]
-    if scope.source is not None:
-        where.append(table.c.source == scope.source)
-    return where
 
 
 def _tries_filters(scope: Scope) -> list[sa.ColumnElement]:
@@ -240,14 +244,10 @@ def _tries_filters(scope: Scope) -> list[sa.ColumnElement]:
     ]
     if scope.source is not None:
         where.append(lines.c.source == scope.source)
-    for kind, key, value in _label_rows(scope):
+    for label in _label_rows(scope):
         where.append(
             sa.exists().where(
-                task_run_labels.c.task_run_id == task_runs.c.id,
-                # the kind and a tag's empty value are constants of the statement, not parameters
-                task_run_labels.c.kind == sa.literal_column(f"'{kind}'", _TEXT),
-                task_run_labels.c.key == key,
-                task_run_labels.c.value == (value if kind == "label" else sa.literal_column("''", _TEXT)),
+                task_run_labels.c.task_run_id == task_runs.c.id, *_label_is(task_run_labels, *label)
             )
         )
     return where
