@@ -734,61 +734,49 @@ def write_daily_changes(conn, daily: dict[tuple, list[int]]) -> None:
     """Apply changes to cost_daily_totals (each key's sums in _DAILY_SUMS order; a shorter list: the
     first of them, the rest 0): add to the existing rows, insert the new ones, and drop the rows left
     with no line and no amount, so the totals always equal the lines' sums."""
-    width = len(_DAILY_SUMS)
-    changes = [
-        {
-            **{f"k_{name}": value for name, value in zip(_DAILY_KEY, key, strict=True)},
-            **{
-                f"d_{name}": value
-                for name, value in zip(_DAILY_SUMS, [*sums, *[0] * (width - len(sums))], strict=True)
-            },
-        }
-        for key, sums in daily.items()
-        if any(sums)
-    ]
-    emptied = [
-        {f"k_{name}": c[f"k_{name}"] for name in _DAILY_KEY}
-        for c in changes
-        if any(c[f"d_{name}"] < 0 for name in _DAILY_SUMS)
-    ]
-    _apply(
+    _add_to_sums(
         conn,
-        changes,
-        emptied,
+        (daily_totals, _DAILY_KEY, _DAILY_SUMS),
+        daily,
         _daily_upsert,
-        _ADD_TO_DAILY,
-        _INSERT_DAILY,
-        _DELETE_EMPTY_DAILY,
-        (daily_totals, _DAILY_KEY, (), _DAILY_SUMS),
+        (_ADD_TO_DAILY, _INSERT_DAILY, _DELETE_EMPTY_DAILY),
     )
 
 
 def write_label_changes(conn, by_label: dict[tuple, list[int]]) -> None:
     """Apply changes to cost_daily_label_totals, as write_daily_changes does to the daily totals: each
     key (kind, key, value, day, source, currency) with its [amount_nanos, lines, unpriced]."""
+    _add_to_sums(
+        conn,
+        (daily_label_totals, _LABEL_KEY, _LABEL_SUMS),
+        by_label,
+        _label_upsert,
+        (_ADD_TO_LABELS, _INSERT_LABEL_TOTALS, _DELETE_EMPTY_LABELS),
+    )
+
+
+def _add_to_sums(conn, columns: tuple, changed: dict[tuple, list[int]], upsert_of, statements: tuple) -> None:
+    """The changes {key: sums (a shorter list: the rest 0)} to a table of sums (`columns`: the table,
+    its key and its sums), as _apply takes them."""
+    table, key, sums = columns
+    width = len(sums)
     changes = [
         {
-            **{f"k_{name}": value for name, value in zip(_LABEL_KEY, key, strict=True)},
-            **{f"d_{name}": value for name, value in zip(_LABEL_SUMS, sums, strict=True)},
+            **{f"k_{name}": value for name, value in zip(key, values_key, strict=True)},
+            **{
+                f"d_{name}": value
+                for name, value in zip(sums, [*values, *[0] * (width - len(values))], strict=True)
+            },
         }
-        for key, sums in by_label.items()
-        if any(sums)
+        for values_key, values in changed.items()
+        if any(values)
     ]
     emptied = [
-        {f"k_{name}": c[f"k_{name}"] for name in _LABEL_KEY}
-        for c in changes
-        if any(c[f"d_{name}"] < 0 for name in _LABEL_SUMS)
+        {f"k_{name}": change[f"k_{name}"] for name in key}
+        for change in changes
+        if any(change[f"d_{name}"] < 0 for name in sums)
     ]
-    _apply(
-        conn,
-        changes,
-        emptied,
-        _label_upsert,
-        _ADD_TO_LABELS,
-        _INSERT_LABEL_TOTALS,
-        _DELETE_EMPTY_LABELS,
-        (daily_label_totals, _LABEL_KEY, (), _LABEL_SUMS),
-    )
+    _apply(conn, changes, emptied, upsert_of, *statements, (table, key, (), sums))
 
 
 def write_unpriced_changes(conn, causes: dict[tuple, list]) -> None:
